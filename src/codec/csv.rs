@@ -1,0 +1,168 @@
+//! `text/csv`: one row per line, RFC 4180 quoting, an optional header row naming features.
+
+use super::frame::{Cell, FrameBuilder};
+use super::{DecodeError, Frame};
+use crate::model::ModelSignature;
+
+pub fn decode(body: &[u8], sig: &ModelSignature, header: bool) -> Result<Frame, DecodeError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(body);
+    let nfeat = sig.features.len();
+    // A rough row count from the body size saves regrowing the buffers.
+    let rows_hint = body.len() / (nfeat * 4).max(1);
+    let mut builder = FrameBuilder::new(sig, rows_hint);
+    let mut record = csv::ByteRecord::new();
+    // With a header, order[c] is the feature that CSV column c holds.
+    let mut order: Option<Vec<usize>> = None;
+    let mut row = 0usize;
+    loop {
+        match reader.read_byte_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Err(syntax(&e, row + 1)),
+        }
+        if header && order.is_none() {
+            order = Some(header_order(&record, sig)?);
+            continue;
+        }
+        row += 1;
+        if record.len() != nfeat {
+            return Err(DecodeError::FeatureCount {
+                row,
+                expected: nfeat,
+                got: record.len(),
+                features: sig.feature_list(),
+            });
+        }
+        match &order {
+            None => {
+                for (c, field) in record.iter().enumerate() {
+                    builder.push(row, c + 1, c, Cell::Text(utf8(field, row, c + 1)?))?;
+                }
+            }
+            Some(order) => {
+                let mut slots: Vec<&str> = vec![""; nfeat];
+                for (c, field) in record.iter().enumerate() {
+                    slots[order[c]] = utf8(field, row, c + 1)?;
+                }
+                let column_of = |f: usize| order.iter().position(|&o| o == f).unwrap_or(f) + 1;
+                for (f, text) in slots.iter().enumerate() {
+                    builder.push(row, column_of(f), f, Cell::Text(text))?;
+                }
+            }
+        }
+        builder.end_row();
+    }
+    Ok(builder.finish())
+}
+
+fn header_order(record: &csv::ByteRecord, sig: &ModelSignature) -> Result<Vec<usize>, DecodeError> {
+    let mut order = Vec::with_capacity(record.len());
+    let mut seen = vec![false; sig.features.len()];
+    for (c, field) in record.iter().enumerate() {
+        let name = utf8(field, 0, c + 1)?.trim();
+        let f = sig.feature_index(name).ok_or_else(|| {
+            DecodeError::Shape(format!(
+                "CSV header, column {}: unknown feature \"{name}\"; the model takes: {}",
+                c + 1,
+                sig.feature_list()
+            ))
+        })?;
+        if std::mem::replace(&mut seen[f], true) {
+            return Err(DecodeError::Shape(format!(
+                "CSV header, column {}: feature \"{name}\" appears twice",
+                c + 1
+            )));
+        }
+        order.push(f);
+    }
+    if let Some(missing) = seen.iter().position(|s| !s) {
+        return Err(DecodeError::Shape(format!(
+            "CSV header lacks feature \"{}\"",
+            sig.features[missing].name
+        )));
+    }
+    Ok(order)
+}
+
+fn utf8(field: &[u8], row: usize, column: usize) -> Result<&str, DecodeError> {
+    std::str::from_utf8(field).map_err(|_| {
+        let place = if row == 0 {
+            format!("CSV header, column {column}")
+        } else {
+            format!("row {row}, column {column}")
+        };
+        DecodeError::syntax("csv", format!("{place}: the text is not valid UTF-8"))
+    })
+}
+
+fn syntax(e: &csv::Error, row: usize) -> DecodeError {
+    let line = e.position().map(|p| p.line()).unwrap_or(row as u64);
+    DecodeError::syntax("csv", format!("CSV line {line}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::test_sig::{mixed, tensor3};
+    use crate::codec::Column;
+
+    #[test]
+    fn rows_with_crlf_and_a_trailing_blank_line() {
+        let f = decode(b"1,2,3\r\n4,5.5,-6e1\r\n\r\n", &tensor3(), false).unwrap();
+        assert_eq!(f.rows, 2);
+        assert_eq!(f.columns[0], Column::F32(vec![1.0, 2.0, 3.0, 4.0, 5.5, -60.0]));
+    }
+
+    #[test]
+    fn empty_cells_are_missing_values() {
+        let f = decode(b"1,,3\n", &tensor3(), false).unwrap();
+        let Column::F32(v) = &f.columns[0] else { panic!() };
+        assert!(v[1].is_nan());
+    }
+
+    #[test]
+    fn wrong_width_names_the_row_and_counts() {
+        let err = decode(b"1,2,3\n1,2\n", &tensor3(), false).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "row 2: expected 3 values (one per feature: a, b, c), got 2"
+        );
+    }
+
+    #[test]
+    fn bad_number_names_row_column_and_feature() {
+        let err = decode(b"1,2,3\n1,abc,3\n", &tensor3(), false).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "row 2, column 2 (feature \"b\"): expected a number (float32), got \"abc\""
+        );
+    }
+
+    #[test]
+    fn header_reorders_columns_by_name() {
+        let f = decode(b"c,a,b\n3,1,2\n", &tensor3(), true).unwrap();
+        assert_eq!(f.columns[0], Column::F32(vec![1.0, 2.0, 3.0]));
+        let err = decode(b"c,a,x\n3,1,2\n", &tensor3(), true).unwrap_err();
+        assert!(err.to_string().contains("unknown feature \"x\""), "{err}");
+    }
+
+    #[test]
+    fn mixed_types_and_quoted_commas() {
+        let f = decode(b"\"Washington, D.C.\",3,1.5\nM\xc3\xbcnchen,2.0,2\n", &mixed(), false).unwrap();
+        assert_eq!(f.columns[0], Column::Str(vec!["Washington, D.C.".into(), "München".into()]));
+        assert_eq!(f.columns[1], Column::I64(vec![3, 2]));
+        assert_eq!(f.columns[2], Column::F32(vec![1.5, 2.0]));
+        let err = decode(b"x,2.5,1\n", &mixed(), false).unwrap_err();
+        assert!(err.to_string().contains("expected an integer (int64), got \"2.5\""), "{err}");
+    }
+
+    #[test]
+    fn invalid_utf8_is_a_syntax_error() {
+        let err = decode(b"\xff,1,2\n", &mixed(), false).unwrap_err();
+        assert!(err.is_malformed());
+        assert!(err.to_string().contains("row 1, column 1"), "{err}");
+    }
+}

@@ -1,0 +1,270 @@
+//! Response bodies. One entry per input row, in order:
+//!
+//! - JSON: `{"predictions": [entry, ...]}`
+//! - JSON Lines: one entry per line
+//! - CSV: one line per row
+//!
+//! A classifier's entry is `{"label": L, "probabilities": {"class": p, ...}}` (CSV:
+//! `label,p_class0,p_class1,...`); a regressor's is its value; any other model's is an object
+//! of every returned output by name (CSV: their values in output order). Lines are joined by
+//! `\n` with no trailing newline, so a body of N rows has exactly N lines (what SageMaker's
+//! `AssembleWith=Line` expects).
+
+use std::io::Write;
+
+use super::OutputFormat;
+use crate::model::{Label, OutputData, OutputTensor, Predictions};
+
+pub fn encode(p: &Predictions, format: OutputFormat) -> Vec<u8> {
+    let rows = p.rows();
+    let mut out = Vec::with_capacity(64 + rows * 48);
+    if format == OutputFormat::Json {
+        out.extend_from_slice(b"{\"predictions\":[");
+    }
+    for r in 0..rows {
+        if r > 0 {
+            out.push(if format == OutputFormat::Json { b',' } else { b'\n' });
+        }
+        match format {
+            OutputFormat::Csv => csv_row(&mut out, p, r),
+            OutputFormat::Json | OutputFormat::JsonLines => json_row(&mut out, p, r),
+        }
+    }
+    if format == OutputFormat::Json {
+        out.extend_from_slice(b"]}");
+    }
+    out
+}
+
+fn json_row(out: &mut Vec<u8>, p: &Predictions, r: usize) {
+    match p {
+        Predictions::Classifier {
+            labels,
+            classes,
+            probabilities,
+        } => {
+            out.extend_from_slice(b"{\"label\":");
+            json_label(out, &labels[r]);
+            out.extend_from_slice(b",\"probabilities\":{");
+            let c = classes.len();
+            for (k, class) in classes.iter().enumerate() {
+                if k > 0 {
+                    out.push(b',');
+                }
+                json_str(out, class);
+                out.push(b':');
+                json_f32(out, probabilities[r * c + k]);
+            }
+            out.extend_from_slice(b"}}");
+        }
+        Predictions::Regressor { values, float32 } => json_num(out, values[r], *float32),
+        Predictions::Raw { rows, tensors } => {
+            out.push(b'{');
+            for (i, t) in tensors.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                json_str(out, &t.name);
+                out.push(b':');
+                json_tensor_row(out, t, *rows, r);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+fn json_tensor_row(out: &mut Vec<u8>, t: &OutputTensor, rows: usize, r: usize) {
+    let w = t.row_width(rows);
+    let scalar = t.shape.len() <= 1 && w == 1;
+    let (lo, hi) = (r * w, (r + 1) * w);
+    if !scalar {
+        out.push(b'[');
+    }
+    for i in lo..hi {
+        if i > lo {
+            out.push(b',');
+        }
+        match &t.data {
+            OutputData::F32(v) => json_f32(out, v[i]),
+            OutputData::F64(v) => json_num(out, v[i], false),
+            OutputData::I64(v) => int(out, v[i]),
+            OutputData::I32(v) => int(out, i64::from(v[i])),
+            OutputData::Bool(v) => out.extend_from_slice(if v[i] { b"true" } else { b"false" }),
+            OutputData::Str(v) => json_str(out, &v[i]),
+            OutputData::MapI64(maps) => json_map(out, &maps[i], |out, k| {
+                out.push(b'"');
+                int(out, *k);
+                out.push(b'"');
+            }),
+            OutputData::MapStr(maps) => json_map(out, &maps[i], |out, k| json_str(out, k)),
+        }
+    }
+    if !scalar {
+        out.push(b']');
+    }
+}
+
+fn json_map<K>(out: &mut Vec<u8>, m: &[(K, f32)], key: impl Fn(&mut Vec<u8>, &K)) {
+    out.push(b'{');
+    for (i, (k, v)) in m.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        key(out, k);
+        out.push(b':');
+        json_f32(out, *v);
+    }
+    out.push(b'}');
+}
+
+fn csv_row(out: &mut Vec<u8>, p: &Predictions, r: usize) {
+    match p {
+        Predictions::Classifier {
+            labels,
+            classes,
+            probabilities,
+        } => {
+            match &labels[r] {
+                Label::Int(v) => int(out, *v),
+                Label::Str(s) => csv_str(out, s),
+            }
+            let c = classes.len();
+            for k in 0..c {
+                out.push(b',');
+                csv_f32(out, probabilities[r * c + k]);
+            }
+        }
+        Predictions::Regressor { values, float32 } => csv_num(out, values[r], *float32),
+        Predictions::Raw { rows, tensors } => {
+            let mut first = true;
+            for t in tensors {
+                let w = t.row_width(*rows);
+                for i in r * w..(r + 1) * w {
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    match &t.data {
+                        OutputData::F32(v) => csv_f32(out, v[i]),
+                        OutputData::F64(v) => csv_num(out, v[i], false),
+                        OutputData::I64(v) => int(out, v[i]),
+                        OutputData::I32(v) => int(out, i64::from(v[i])),
+                        OutputData::Bool(v) => out.push(if v[i] { b'1' } else { b'0' }),
+                        OutputData::Str(v) => csv_str(out, &v[i]),
+                        OutputData::MapI64(maps) => csv_map_values(out, &maps[i]),
+                        OutputData::MapStr(maps) => csv_map_values(out, &maps[i]),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn csv_map_values<K>(out: &mut Vec<u8>, m: &[(K, f32)]) {
+    for (i, (_, v)) in m.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        csv_f32(out, *v);
+    }
+}
+
+fn json_label(out: &mut Vec<u8>, l: &Label) {
+    match l {
+        Label::Int(v) => int(out, *v),
+        Label::Str(s) => json_str(out, s),
+    }
+}
+
+fn int(out: &mut Vec<u8>, v: i64) {
+    let _ = write!(out, "{v}");
+}
+
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    // serde_json's escaping is correct for every string; writing to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn csv_str(out: &mut Vec<u8>, s: &str) {
+    if s.contains([',', '"', '\n', '\r']) {
+        out.push(b'"');
+        out.extend_from_slice(s.replace('"', "\"\"").as_bytes());
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(s.as_bytes());
+    }
+}
+
+/// JSON has no NaN or infinity: those become null.
+fn json_f32(out: &mut Vec<u8>, v: f32) {
+    if v.is_finite() {
+        out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+fn json_num(out: &mut Vec<u8>, v: f64, float32: bool) {
+    if float32 {
+        json_f32(out, v as f32);
+    } else if v.is_finite() {
+        out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+fn csv_f32(out: &mut Vec<u8>, v: f32) {
+    out.extend_from_slice(ryu::Buffer::new().format(v).as_bytes());
+}
+
+fn csv_num(out: &mut Vec<u8>, v: f64, float32: bool) {
+    if float32 {
+        csv_f32(out, v as f32);
+    } else {
+        out.extend_from_slice(ryu::Buffer::new().format(v).as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classifier() -> Predictions {
+        Predictions::Classifier {
+            labels: vec![Label::Str("male".into()), Label::Str("fe,male".into())],
+            classes: vec!["female".into(), "male".into()],
+            probabilities: vec![0.25, 0.75, 0.5, 0.5],
+        }
+    }
+
+    #[test]
+    fn classifier_in_every_format() {
+        let p = classifier();
+        assert_eq!(
+            String::from_utf8(encode(&p, OutputFormat::Json)).unwrap(),
+            r#"{"predictions":[{"label":"male","probabilities":{"female":0.25,"male":0.75}},{"label":"fe,male","probabilities":{"female":0.5,"male":0.5}}]}"#
+        );
+        assert_eq!(
+            String::from_utf8(encode(&p, OutputFormat::Csv)).unwrap(),
+            "male,0.25,0.75\n\"fe,male\",0.5,0.5"
+        );
+        let lines = String::from_utf8(encode(&p, OutputFormat::JsonLines)).unwrap();
+        assert_eq!(lines.lines().count(), 2);
+        assert!(!lines.ends_with('\n'));
+    }
+
+    #[test]
+    fn floats_round_trip_and_nan_is_null_in_json() {
+        let v = 0.1f32 + 0.2f32;
+        let p = Predictions::Regressor {
+            values: vec![f64::from(v), f64::NAN],
+            float32: true,
+        };
+        let json = String::from_utf8(encode(&p, OutputFormat::Json)).unwrap();
+        assert_eq!(json, format!("{{\"predictions\":[{},null]}}", ryu::Buffer::new().format(v)));
+        let csv = String::from_utf8(encode(&p, OutputFormat::Csv)).unwrap();
+        let back: f32 = csv.lines().next().unwrap().parse().unwrap();
+        assert_eq!(back, v);
+    }
+}

@@ -1,0 +1,48 @@
+//! HTTP: thin handlers over the core. They read headers, call codec/engine, map the result.
+
+mod invocations;
+mod ping;
+pub mod server;
+mod state;
+
+use actix_web::http::header;
+use actix_web::{web, HttpResponse};
+
+pub use state::{AppState, Readiness, Settings};
+
+use crate::error::ApiError;
+
+/// Every route, for the server and for tests that build an `App` in-process.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/ping").route(web::get().to(ping::ping)))
+        .service(web::resource("/invocations").route(web::post().to(invocations::invocations)))
+        .default_service(web::to(not_found));
+}
+
+async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
+    let body = serde_json::json!({"error": {
+        "code": "not_found",
+        "message": format!("no route for {} {}; mlapp serves GET /ping and POST /invocations", req.method(), req.path()),
+    }});
+    HttpResponse::NotFound().json(body)
+}
+
+/// The one place an `ApiError` becomes a response, and where it is logged: 5xx as errors
+/// (they are mlapp's fault), 4xx at debug (they are the client's).
+pub(crate) fn error_response(e: &ApiError) -> HttpResponse {
+    let status = e.status();
+    if status >= 500 && status != 503 {
+        log::error!("{status} {}: {e}", e.code());
+    } else {
+        log::debug!("{status} {}: {e}", e.code());
+    }
+    let mut resp = HttpResponse::build(
+        actix_web::http::StatusCode::from_u16(status)
+            .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR),
+    );
+    resp.insert_header((header::CONTENT_TYPE, "application/json"));
+    if let Some(secs) = e.retry_after() {
+        resp.insert_header((header::RETRY_AFTER, secs.to_string()));
+    }
+    resp.body(e.body())
+}

@@ -1,0 +1,130 @@
+//! `mlapp serve`: bind first (SageMaker wants connections accepted within 250 ms), load and
+//! warm up the model in the background, flip /ping to 200, drain on SIGTERM.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Service;
+use actix_web::{web, App, HttpServer};
+use futures_util::FutureExt;
+
+use super::{AppState, Readiness, Settings};
+use crate::codec::media;
+use crate::config::ServeConfig;
+use crate::engine::{self, runtime, LoadOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Runtime(#[from] runtime::RuntimeError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
+    cfg.validate().map_err(ServeError::Config)?;
+    let (env, _) = runtime::init(cfg.ort_dylib.as_deref())?;
+    let settings = Settings {
+        max_payload_bytes: cfg.max_payload_bytes(),
+        timeout: cfg.request_timeout(),
+        default_accept: media::parse_output(&cfg.default_accept)
+            .ok_or_else(|| ServeError::Config("bad default accept".into()))?,
+        default_content_type: cfg.default_content_type.clone(),
+    };
+    let state = web::Data::new(AppState::new(
+        settings,
+        Readiness::Loading(format!("loading the model from {}", cfg.model_dir.display())),
+    ));
+
+    actix_web::rt::System::new().block_on(async {
+        let app_state = state.clone();
+        let addr = format!("{}:{}", cfg.host, cfg.port);
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .wrap_fn(|req, srv| {
+                    let started = std::time::Instant::now();
+                    let (method, path) = (req.method().clone(), req.path().to_owned());
+                    srv.call(req).map(move |res| {
+                        if let Ok(r) = &res {
+                            access_log(&method, &path, r.status().as_u16(), started.elapsed());
+                        }
+                        res
+                    })
+                })
+                .configure(super::routes)
+        })
+        .workers(cfg.http_workers())
+        .backlog(2048)
+        .shutdown_timeout(cfg.shutdown_timeout)
+        .bind(&addr)
+        .map_err(|source| ServeError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+        for a in server.addrs() {
+            // Tests and scripts read this line to find a port chosen with --port 0.
+            println!("mlapp listening on http://{a}");
+        }
+        let _ = std::io::stdout().flush();
+        let running = server.run();
+
+        let loader_state = state.clone();
+        let opts = LoadOptions {
+            sessions: cfg.sessions(),
+            intra_threads: cfg.intra_op_threads,
+            queue_capacity: cfg.queue_capacity,
+            warmup_runs: cfg.warmup_runs,
+            warmup_rows: cfg.warmup_rows,
+            config_name: cfg.model_config.clone(),
+        };
+        let dir = cfg.model_dir.clone();
+        std::thread::Builder::new()
+            .name("mlapp-loader".into())
+            .spawn(move || match engine::load(env, &dir, &opts) {
+                Ok(model) => {
+                    log::info!(
+                        "ready: {} ({}, {} features, {} sessions) loaded and warmed up in {:.3} s",
+                        model.source.file.display(),
+                        model.plan.kind(),
+                        model.signature.features.len(),
+                        model.sessions,
+                        model.load_seconds
+                    );
+                    loader_state.set(Readiness::Ready(Arc::new(model)));
+                }
+                Err(e) => {
+                    log::error!("model failed to load, /ping answers 503: {e}");
+                    loader_state.set(Readiness::Failed(e.to_string()));
+                }
+            })?;
+
+        running.await?;
+        log::info!("HTTP server stopped; finishing queued inference");
+        if let Ok(model) = state.model() {
+            model.engine.shutdown();
+        }
+        Ok(())
+    })
+}
+
+fn access_log(method: &actix_web::http::Method, path: &str, status: u16, took: Duration) {
+    let ms = took.as_secs_f64() * 1e3;
+    if path == "/ping" {
+        log::debug!("{method} {path} {status} {ms:.3}ms");
+    } else if status >= 500 && status != 503 {
+        log::error!("{method} {path} {status} {ms:.3}ms");
+    } else if status >= 400 {
+        log::warn!("{method} {path} {status} {ms:.3}ms");
+    } else {
+        log::debug!("{method} {path} {status} {ms:.3}ms");
+    }
+}

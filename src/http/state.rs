@@ -1,0 +1,69 @@
+//! What every handler shares: the request limits and the model's readiness.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::codec::OutputFormat;
+use crate::engine::LoadedModel;
+
+pub enum Readiness {
+    Loading(String),
+    Ready(Arc<LoadedModel>),
+    Failed(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub max_payload_bytes: usize,
+    pub timeout: Duration,
+    pub default_accept: OutputFormat,
+    pub default_content_type: String,
+}
+
+pub struct AppState {
+    pub settings: Settings,
+    // Written once or twice in the process's life, read by every request: the read lock is
+    // held only to clone an Arc, never across inference, so /ping never waits on a model.
+    readiness: RwLock<Readiness>,
+}
+
+impl AppState {
+    pub fn new(settings: Settings, readiness: Readiness) -> Self {
+        Self {
+            settings,
+            readiness: RwLock::new(readiness),
+        }
+    }
+
+    pub fn set(&self, r: Readiness) {
+        match self.readiness.write() {
+            Ok(mut guard) => *guard = r,
+            Err(poisoned) => *poisoned.into_inner() = r,
+        }
+    }
+
+    /// The model if it is ready, else why not.
+    pub fn model(&self) -> Result<Arc<LoadedModel>, String> {
+        let guard = match self.readiness.read() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match &*guard {
+            Readiness::Ready(m) => Ok(Arc::clone(m)),
+            Readiness::Loading(why) | Readiness::Failed(why) => Err(why.clone()),
+        }
+    }
+
+    /// `(status word, reason)` for /ping.
+    pub fn status(&self) -> (&'static str, Option<String>, Option<Arc<LoadedModel>>) {
+        let guard = match self.readiness.read() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match &*guard {
+            Readiness::Ready(m) => ("ready", None, Some(Arc::clone(m))),
+            Readiness::Loading(why) => ("loading", Some(why.clone()), None),
+            Readiness::Failed(why) => ("failed", Some(why.clone()), None),
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! `mlapp inspect MODEL_DIR`: what the model takes and gives, and what mlapp will accept and
+//! return for it.
+
+use std::fmt::Write;
+
+use crate::codec::media::{ACCEPTED_ACCEPT_TYPES, ACCEPTED_CONTENT_TYPES};
+use crate::model::{ModelSignature, ModelSource, OutputPlan, OutputType};
+
+pub fn describe(source: &ModelSource, sig: &ModelSignature, plan: &OutputPlan) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "model:   {}", source.file.display());
+    let _ = writeln!(
+        s,
+        "config:  {}",
+        if source.config.model_file.is_some()
+            || !source.config.feature_names.is_empty()
+            || !source.config.class_labels.is_empty()
+        {
+            "model config file found"
+        } else {
+            "none (defaults)"
+        }
+    );
+    let _ = writeln!(s, "\ninputs ({}):", sig.inputs.len());
+    for i in &sig.inputs {
+        let _ = writeln!(s, "  {:<24} {:<8} {}", i.name, i.elem, shape(&i.shape));
+    }
+    let _ = writeln!(s, "\noutputs ({}):", sig.outputs.len());
+    for o in &sig.outputs {
+        let ty = match &o.ty {
+            OutputType::Tensor { elem, shape: dims } => format!("{elem:<8} {}", shape(dims)),
+            OutputType::SeqMap { key } => format!("seq(map({key}, float32)) (ZipMap)"),
+            OutputType::Other { description } => description.clone(),
+        };
+        let _ = writeln!(s, "  {:<24} {ty}", o.name);
+    }
+    let _ = writeln!(s, "\nfeatures per row: {}", sig.features.len());
+    let names: Vec<String> = sig
+        .features
+        .iter()
+        .map(|f| format!("{} ({})", f.name, f.elem))
+        .collect();
+    let _ = writeln!(s, "  {}", names.join(", "));
+    let _ = writeln!(s, "\nanswers as: {}", plan.kind());
+    match plan {
+        OutputPlan::Classifier {
+            label,
+            probabilities,
+            class_labels,
+            threshold,
+        } => {
+            let _ = writeln!(
+                s,
+                "  label from \"{}\", probabilities from \"{}\"",
+                sig.outputs[*label].name, sig.outputs[*probabilities].name
+            );
+            if !class_labels.is_empty() {
+                let _ = writeln!(s, "  classes: {}", class_labels.join(", "));
+            }
+            if let Some(t) = threshold {
+                let _ = writeln!(s, "  threshold: second class when its probability >= {t}");
+            }
+            let _ = writeln!(
+                s,
+                "  JSON entry: {{\"label\": L, \"probabilities\": {{class: p, ...}}}}; CSV line: label,p_class0,p_class1,..."
+            );
+        }
+        OutputPlan::Regressor { value } => {
+            let _ = writeln!(s, "  value from \"{}\"; JSON entry: a number; CSV line: the value", sig.outputs[*value].name);
+        }
+        OutputPlan::Raw { outputs } => {
+            let names: Vec<&str> = outputs.iter().map(|&i| sig.outputs[i].name.as_str()).collect();
+            let _ = writeln!(s, "  every output by name: {}", names.join(", "));
+        }
+    }
+    let _ = writeln!(s, "\naccepts (Content-Type): {ACCEPTED_CONTENT_TYPES}");
+    if sig.features.iter().any(|f| !f.elem.is_numeric()) {
+        let _ = writeln!(s, "  (application/x-npy cannot carry this model's string features)");
+    }
+    let _ = writeln!(s, "returns (Accept):       {ACCEPTED_ACCEPT_TYPES}");
+    s
+}
+
+fn shape(dims: &[i64]) -> String {
+    let d: Vec<String> = dims
+        .iter()
+        .map(|&x| if x < 0 { "N".to_string() } else { x.to_string() })
+        .collect();
+    format!("[{}]", d.join(", "))
+}

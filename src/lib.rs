@@ -1,0 +1,13 @@
+//! mlapp: serves ONNX models over the SageMaker container contract.
+//!
+//! The request path: HTTP body → `codec::decode` (typed columns per model input) →
+//! `engine` (a bounded queue in front of ONNX Runtime sessions on worker threads) →
+//! `model::OutputPlan` (classifier / regressor / raw) → `codec::encode` → HTTP.
+
+pub mod codec;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod http;
+pub mod inspect;
+pub mod model;

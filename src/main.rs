@@ -1,0 +1,64 @@
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use mlapp::config::ServeConfig;
+use mlapp::engine::{self, runtime};
+
+/// Serve ONNX models (scikit-learn, XGBoost, small neural nets) over the SageMaker
+/// container contract: GET /ping, POST /invocations on port 8080.
+#[derive(Parser, Debug)]
+#[command(name = "mlapp", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// `mlapp` with no command: every serve option from its environment variable or default.
+#[derive(Parser, Debug)]
+struct ServeOnly {
+    #[command(flatten)]
+    cfg: ServeConfig,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the model (what `docker run IMAGE serve` runs; also the default with no command).
+    Serve(Box<ServeConfig>),
+    /// Print a model's inputs, outputs and what mlapp accepts and returns for it.
+    Inspect {
+        /// The model folder (or a folder holding one .onnx file).
+        model_dir: PathBuf,
+        /// Name of the model config file inside the folder.
+        #[arg(long, env = "MLAPP_MODEL_CONFIG", default_value = "mlapp.json")]
+        model_config: String,
+        /// Path of libonnxruntime.so.1.31.1.
+        #[arg(long, env = "ORT_DYLIB_PATH")]
+        ort_dylib: Option<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,ort=warn")).init();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Serve(cfg)) => mlapp::http::server::serve(*cfg)?,
+        // `docker run IMAGE` with no arguments serves too; options then come from the env.
+        None => {
+            let only = ServeOnly::parse_from(["mlapp"]);
+            mlapp::http::server::serve(only.cfg)?
+        }
+        Some(Command::Inspect {
+            model_dir,
+            model_config,
+            ort_dylib,
+        }) => {
+            let (env, _) = runtime::init(ort_dylib.as_deref())?;
+            let (source, _session, sig, plan) = engine::open(env, &model_dir, &model_config)
+                .with_context(|| format!("cannot open the model in {}", model_dir.display()))?;
+            print!("{}", mlapp::inspect::describe(&source, &sig, &plan));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,60 @@
+//! The optional model config file (`mlapp.json`) that sits beside the model.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::ModelError;
+
+/// Everything is optional: a folder with one `.onnx` file and no config file serves as is.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The model file, relative to the model folder, when the folder holds more than one.
+    #[serde(default)]
+    pub model_file: Option<String>,
+    /// Names of the features in input order (for a model with one `[N, F]` input these name
+    /// the F columns; JSON records and CSV headers are matched against them).
+    #[serde(default)]
+    pub feature_names: Vec<String>,
+    /// Class names in the order of the probability columns. Integer labels 0..C-1 are
+    /// reported as these names.
+    #[serde(default)]
+    pub class_labels: Vec<String>,
+    /// Outputs to return, by name (default: all, or the classifier/regressor pair found).
+    #[serde(default)]
+    pub outputs: Vec<String>,
+    /// Binary classifiers: predict the second class when its probability is >= this value.
+    #[serde(default)]
+    pub threshold: Option<f32>,
+    /// CSV bodies start with a header row even when the Content-Type does not say
+    /// `header=present`.
+    #[serde(default)]
+    pub csv_header: bool,
+}
+
+impl ModelConfig {
+    pub fn read(path: &Path) -> Result<Option<Self>, ModelError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(ModelError::Config(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )))
+            }
+        };
+        let config: Self = serde_json::from_str(&text)
+            .map_err(|e| ModelError::Config(format!("{}: {e}", path.display())))?;
+        if let Some(t) = config.threshold {
+            if !(0.0..=1.0).contains(&t) {
+                return Err(ModelError::Config(format!(
+                    "{}: threshold must be between 0 and 1, got {t}",
+                    path.display()
+                )));
+            }
+        }
+        Ok(Some(config))
+    }
+}

@@ -1,0 +1,143 @@
+//! Model artifacts: where the model file is, its config, its signature and its output plan.
+
+pub mod config;
+pub mod output;
+pub mod signature;
+
+use std::path::{Component, Path, PathBuf};
+
+pub use config::ModelConfig;
+pub use output::{Label, OutputData, OutputPlan, OutputTensor, Outputs, Predictions};
+pub use signature::{ElemType, Feature, InputSpec, ModelSignature, OutputSpec, OutputType};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("model config: {0}")]
+    Config(String),
+    #[error("unsupported model: {0}")]
+    Unsupported(String),
+    #[error("ONNX Runtime could not load {path}: {message}")]
+    Load { path: PathBuf, message: String },
+    #[error("warm-up run failed: {0}")]
+    Warmup(String),
+}
+
+/// A model file and its config, found in a model folder.
+#[derive(Clone, Debug)]
+pub struct ModelSource {
+    pub dir: PathBuf,
+    pub file: PathBuf,
+    pub config: ModelConfig,
+}
+
+/// Finds the model in `dir`: the file the config names, else the one `*.onnx` there.
+/// Only reads: the folder is read-only on SageMaker.
+pub fn locate(dir: &Path, config_name: &str) -> Result<ModelSource, ModelError> {
+    if !dir.is_dir() {
+        return Err(ModelError::NotFound(format!(
+            "model folder {} does not exist or is not a folder",
+            dir.display()
+        )));
+    }
+    let config = ModelConfig::read(&dir.join(config_name))?.unwrap_or_default();
+    let file = match &config.model_file {
+        Some(name) => {
+            let rel = Path::new(name);
+            if rel
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+            {
+                return Err(ModelError::Config(format!(
+                    "model_file \"{name}\" must be a path inside the model folder"
+                )));
+            }
+            let file = dir.join(rel);
+            if !file.is_file() {
+                return Err(ModelError::NotFound(format!(
+                    "{config_name} names model_file \"{name}\", but {} does not exist",
+                    file.display()
+                )));
+            }
+            file
+        }
+        None => {
+            let entries = std::fs::read_dir(dir).map_err(|e| {
+                ModelError::NotFound(format!("cannot list {}: {e}", dir.display()))
+            })?;
+            let mut found: Vec<PathBuf> = entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "onnx"))
+                .collect();
+            found.sort();
+            match found.len() {
+                0 => {
+                    return Err(ModelError::NotFound(format!(
+                        "no .onnx model file in {}",
+                        dir.display()
+                    )))
+                }
+                1 => found.remove(0),
+                _ => {
+                    let names: Vec<String> = found
+                        .iter()
+                        .filter_map(|p| p.file_name())
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .collect();
+                    return Err(ModelError::NotFound(format!(
+                        "{} holds several models ({}); name one as \"model_file\" in {config_name}",
+                        dir.display(),
+                        names.join(", ")
+                    )));
+                }
+            }
+        }
+    };
+    Ok(ModelSource {
+        dir: dir.to_path_buf(),
+        file,
+        config,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_folder_is_named() {
+        let err = locate(Path::new("/nonexistent/model"), "mlapp.json").unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/model"), "{err}");
+    }
+
+    #[test]
+    fn two_models_without_config_are_ambiguous() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.onnx"), b"x").unwrap();
+        std::fs::write(dir.path().join("b.onnx"), b"x").unwrap();
+        let err = locate(dir.path(), "mlapp.json").unwrap_err().to_string();
+        assert!(err.contains("a.onnx, b.onnx"), "{err}");
+        std::fs::write(dir.path().join("mlapp.json"), br#"{"model_file": "b.onnx"}"#).unwrap();
+        let src = locate(dir.path(), "mlapp.json").unwrap();
+        assert!(src.file.ends_with("b.onnx"));
+    }
+
+    #[test]
+    fn model_file_cannot_escape_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("mlapp.json"), br#"{"model_file": "../x.onnx"}"#).unwrap();
+        let err = locate(dir.path(), "mlapp.json").unwrap_err().to_string();
+        assert!(err.contains("inside the model folder"), "{err}");
+    }
+
+    #[test]
+    fn unknown_config_keys_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("m.onnx"), b"x").unwrap();
+        std::fs::write(dir.path().join("mlapp.json"), br#"{"treshold": 0.5}"#).unwrap();
+        let err = locate(dir.path(), "mlapp.json").unwrap_err().to_string();
+        assert!(err.contains("treshold"), "{err}");
+    }
+}
