@@ -53,11 +53,19 @@ pub struct ServeConfig {
     pub queue_capacity: usize,
 
     /// Answer type when Accept is missing or */*.
-    #[arg(long, env = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", default_value = "application/json")]
+    #[arg(
+        long,
+        env = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT",
+        default_value = "application/json"
+    )]
     pub default_accept: String,
 
     /// Request type assumed when Content-Type is missing or application/octet-stream.
-    #[arg(long, env = "MLAPP_DEFAULT_CONTENT_TYPE", default_value = "application/json")]
+    #[arg(
+        long,
+        env = "MLAPP_DEFAULT_CONTENT_TYPE",
+        default_value = "application/json"
+    )]
     pub default_content_type: String,
 
     /// Path of libonnxruntime.so.1.31.1. Default: search .ort/lib of the source checkout,

@@ -66,16 +66,26 @@ pub fn describe(source: &ModelSource, sig: &ModelSignature, plan: &OutputPlan) -
             );
         }
         OutputPlan::Regressor { value } => {
-            let _ = writeln!(s, "  value from \"{}\"; JSON entry: a number; CSV line: the value", sig.outputs[*value].name);
+            let _ = writeln!(
+                s,
+                "  value from \"{}\"; JSON entry: a number; CSV line: the value",
+                sig.outputs[*value].name
+            );
         }
         OutputPlan::Raw { outputs } => {
-            let names: Vec<&str> = outputs.iter().map(|&i| sig.outputs[i].name.as_str()).collect();
+            let names: Vec<&str> = outputs
+                .iter()
+                .map(|&i| sig.outputs[i].name.as_str())
+                .collect();
             let _ = writeln!(s, "  every output by name: {}", names.join(", "));
         }
     }
     let _ = writeln!(s, "\naccepts (Content-Type): {ACCEPTED_CONTENT_TYPES}");
     if sig.features.iter().any(|f| !f.elem.is_numeric()) {
-        let _ = writeln!(s, "  (application/x-npy cannot carry this model's string features)");
+        let _ = writeln!(
+            s,
+            "  (application/x-npy cannot carry this model's string features)"
+        );
     }
     let _ = writeln!(s, "returns (Accept):       {ACCEPTED_ACCEPT_TYPES}");
     s
@@ -84,7 +94,13 @@ pub fn describe(source: &ModelSource, sig: &ModelSignature, plan: &OutputPlan) -
 fn shape(dims: &[i64]) -> String {
     let d: Vec<String> = dims
         .iter()
-        .map(|&x| if x < 0 { "N".to_string() } else { x.to_string() })
+        .map(|&x| {
+            if x < 0 {
+                "N".to_string()
+            } else {
+                x.to_string()
+            }
+        })
         .collect();
     format!("[{}]", d.join(", "))
 }

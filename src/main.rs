@@ -40,7 +40,8 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,ort=warn")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,ort=warn"))
+        .init();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Serve(cfg)) => mlapp::http::server::serve(*cfg)?,

@@ -204,6 +204,22 @@ def report(name, y_true, proba):
             "f1": f1_score(y_true, pred), "roc_auc": roc_auc_score(y_true, proba)}
 
 
+def fragile_model():
+    from onnx import TensorProto, helper
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["input", "shape"], ["output"])],
+        "fragile",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 2])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [4, None])],
+        [helper.make_tensor("shape", TensorProto.INT64, [2], [4, -1])],
+    )
+    onx = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onx.ir_version = 8
+    d = os.path.join(HERE, "..", "..", "tests", "fixtures", "fragile")
+    os.makedirs(d, exist_ok=True)
+    write(os.path.join(d, "model.onnx"), onx.SerializeToString(), "wb")
+
+
 def main():
     rng = np.random.default_rng(SEED)
     df, y = make_raw(rng, N_ROWS)
@@ -236,7 +252,8 @@ def main():
     sess = save_model("xgboost", onx, None)
     lab, prob = sess.run(None, {"input": x_gold})
     goldens["xgboost"] = classifier_golden(lab, prob, None)
-    tensor_payloads("xgboost", x_gold, names)
+    # Without a config file mlapp names the columns of input "input" input_0, input_1, ...
+    tensor_payloads("xgboost", x_gold, [f"input_{i}" for i in range(64)])
 
     # 3. MLP with ZipMap: probabilities come out as seq(map(int64, float)).
     mlp = Pipeline([("scale", StandardScaler()),
@@ -279,6 +296,11 @@ def main():
     (val,) = sess.run(None, {"input": x_reg})
     goldens["agereg"] = {"kind": "regressor", "values": [float(v) for v in val.reshape(-1)]}
     tensor_payloads("agereg", x_reg, keep)
+
+    # 6. A deliberately fragile graph for the server's error tests: it reshapes its input to
+    # 4 rows, so it runs for a multiple of 2 rows (warm-up uses 8) and fails in ONNX Runtime
+    # for an odd number of rows, which is how a model that breaks at run time looks.
+    fragile_model()
 
     for name, g in goldens.items():
         write(os.path.join(HERE, "golden", f"{name}.json"), json.dumps(g, indent=1, ensure_ascii=False) + "\n")

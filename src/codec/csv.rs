@@ -113,13 +113,18 @@ mod tests {
     fn rows_with_crlf_and_a_trailing_blank_line() {
         let f = decode(b"1,2,3\r\n4,5.5,-6e1\r\n\r\n", &tensor3(), false).unwrap();
         assert_eq!(f.rows, 2);
-        assert_eq!(f.columns[0], Column::F32(vec![1.0, 2.0, 3.0, 4.0, 5.5, -60.0]));
+        assert_eq!(
+            f.columns[0],
+            Column::F32(vec![1.0, 2.0, 3.0, 4.0, 5.5, -60.0])
+        );
     }
 
     #[test]
     fn empty_cells_are_missing_values() {
         let f = decode(b"1,,3\n", &tensor3(), false).unwrap();
-        let Column::F32(v) = &f.columns[0] else { panic!() };
+        let Column::F32(v) = &f.columns[0] else {
+            panic!()
+        };
         assert!(v[1].is_nan());
     }
 
@@ -151,12 +156,24 @@ mod tests {
 
     #[test]
     fn mixed_types_and_quoted_commas() {
-        let f = decode(b"\"Washington, D.C.\",3,1.5\nM\xc3\xbcnchen,2.0,2\n", &mixed(), false).unwrap();
-        assert_eq!(f.columns[0], Column::Str(vec!["Washington, D.C.".into(), "München".into()]));
+        let f = decode(
+            b"\"Washington, D.C.\",3,1.5\nM\xc3\xbcnchen,2.0,2\n",
+            &mixed(),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            f.columns[0],
+            Column::Str(vec!["Washington, D.C.".into(), "München".into()])
+        );
         assert_eq!(f.columns[1], Column::I64(vec![3, 2]));
         assert_eq!(f.columns[2], Column::F32(vec![1.5, 2.0]));
         let err = decode(b"x,2.5,1\n", &mixed(), false).unwrap_err();
-        assert!(err.to_string().contains("expected an integer (int64), got \"2.5\""), "{err}");
+        assert!(
+            err.to_string()
+                .contains("expected an integer (int64), got \"2.5\""),
+            "{err}"
+        );
     }
 
     #[test]

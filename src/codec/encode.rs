@@ -23,7 +23,11 @@ pub fn encode(p: &Predictions, format: OutputFormat) -> Vec<u8> {
     }
     for r in 0..rows {
         if r > 0 {
-            out.push(if format == OutputFormat::Json { b',' } else { b'\n' });
+            out.push(if format == OutputFormat::Json {
+                b','
+            } else {
+                b'\n'
+            });
         }
         match format {
             OutputFormat::Csv => csv_row(&mut out, p, r),
@@ -262,7 +266,13 @@ mod tests {
             float32: true,
         };
         let json = String::from_utf8(encode(&p, OutputFormat::Json)).unwrap();
-        assert_eq!(json, format!("{{\"predictions\":[{},null]}}", ryu::Buffer::new().format(v)));
+        assert_eq!(
+            json,
+            format!(
+                "{{\"predictions\":[{},null]}}",
+                ryu::Buffer::new().format(v)
+            )
+        );
         let csv = String::from_utf8(encode(&p, OutputFormat::Csv)).unwrap();
         let back: f32 = csv.lines().next().unwrap().parse().unwrap();
         assert_eq!(back, v);

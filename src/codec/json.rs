@@ -104,7 +104,11 @@ fn positional(b: &mut FrameBuilder<'_>, row: usize, cells: &[Value]) -> Result<(
     Ok(())
 }
 
-fn record(b: &mut FrameBuilder<'_>, row: usize, obj: &Map<String, Value>) -> Result<(), DecodeError> {
+fn record(
+    b: &mut FrameBuilder<'_>,
+    row: usize,
+    obj: &Map<String, Value>,
+) -> Result<(), DecodeError> {
     let sig = b.signature();
     let mut slots: Vec<Option<&Value>> = vec![None; sig.features.len()];
     for (name, v) in obj {
@@ -130,7 +134,10 @@ fn record(b: &mut FrameBuilder<'_>, row: usize, obj: &Map<String, Value>) -> Res
 /// `{"inputs": {"name": [...]}}`: whole tensors by input name, each `[rows]`, `[rows, 1]`
 /// or `[rows, width]`.
 fn named_inputs(named: &Map<String, Value>, sig: &ModelSignature) -> Result<Frame, DecodeError> {
-    if let Some(unknown) = named.keys().find(|k| !sig.inputs.iter().any(|i| &i.name == *k)) {
+    if let Some(unknown) = named
+        .keys()
+        .find(|k| !sig.inputs.iter().any(|i| &i.name == *k))
+    {
         return Err(DecodeError::Shape(format!(
             "unknown input \"{unknown}\"; the model's inputs are {}",
             input_names(sig)
@@ -198,7 +205,15 @@ fn named_inputs(named: &Map<String, Value>, sig: &ModelSignature) -> Result<Fram
     }
     for r in 0..nrows {
         for (f, feat) in sig.features.iter().enumerate() {
-            let v = &tensors[feat.input][r][f - first[feat.input]];
+            let Some(v) = tensors[feat.input]
+                .get(r)
+                .and_then(|row| row.get(f - first[feat.input]))
+            else {
+                return Err(DecodeError::Shape(format!(
+                    "input \"{}\" is shorter than the others",
+                    sig.inputs[feat.input].name
+                )));
+            };
             b.push(r + 1, f + 1, f, json_cell(v))?;
         }
         b.end_row();
@@ -221,7 +236,11 @@ mod tests {
     use crate::codec::Column;
 
     fn f32s(body: &str) -> Vec<f32> {
-        match decode(body.as_bytes(), &tensor3()).unwrap().columns.remove(0) {
+        match decode(body.as_bytes(), &tensor3())
+            .unwrap()
+            .columns
+            .remove(0)
+        {
             Column::F32(v) => v,
             other => panic!("{other:?}"),
         }
@@ -246,15 +265,22 @@ mod tests {
         let err = decode(br#"{"instances": [{"a":1,"b":2}]}"#, &tensor3()).unwrap_err();
         assert_eq!(err.to_string(), "row 1: missing feature \"c\"");
         let err = decode(br#"[{"a":1,"b":2,"c":3,"d":4}]"#, &tensor3()).unwrap_err();
-        assert!(err.to_string().starts_with("row 1: unknown feature \"d\""), "{err}");
+        assert!(
+            err.to_string().starts_with("row 1: unknown feature \"d\""),
+            "{err}"
+        );
     }
 
     #[test]
     fn named_inputs_for_a_pipeline() {
-        let body = r#"{"inputs": {"city": ["Lagos", "Berlin"], "tier": [[1],[2]], "hours": [0.5, 1.5]}}"#;
+        let body =
+            r#"{"inputs": {"city": ["Lagos", "Berlin"], "tier": [[1],[2]], "hours": [0.5, 1.5]}}"#;
         let f = decode(body.as_bytes(), &mixed()).unwrap();
         assert_eq!(f.rows, 2);
-        assert_eq!(f.columns[0], Column::Str(vec!["Lagos".into(), "Berlin".into()]));
+        assert_eq!(
+            f.columns[0],
+            Column::Str(vec!["Lagos".into(), "Berlin".into()])
+        );
         assert_eq!(f.columns[1], Column::I64(vec![1, 2]));
         let err = decode(br#"{"inputs": {"city": ["x"], "tier": [1]}}"#, &mixed()).unwrap_err();
         assert!(err.to_string().contains("missing input \"hours\""), "{err}");
@@ -274,7 +300,10 @@ mod tests {
     fn json_lines_rows_and_records() {
         let body = b"[1,2,3]\r\n{\"a\":4,\"b\":5,\"c\":6}\n\n";
         let f = decode_lines(body, &tensor3()).unwrap();
-        assert_eq!(f.columns[0], Column::F32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));
+        assert_eq!(
+            f.columns[0],
+            Column::F32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+        );
         let err = decode_lines(b"[1,2,3]\n[1,2\n", &tensor3()).unwrap_err();
         assert!(err.to_string().starts_with("line 2: invalid JSON"), "{err}");
     }

@@ -42,7 +42,9 @@ pub const ACCEPTED_ACCEPT_TYPES: &str = "application/json, text/csv, application
 pub enum MediaError {
     #[error("unsupported Content-Type \"{0}\"; mlapp accepts {ACCEPTED_CONTENT_TYPES}")]
     UnsupportedContentType(String),
-    #[error("cannot answer in any type of Accept \"{0}\"; mlapp answers in {ACCEPTED_ACCEPT_TYPES}")]
+    #[error(
+        "cannot answer in any type of Accept \"{0}\"; mlapp answers in {ACCEPTED_ACCEPT_TYPES}"
+    )]
     NotAcceptable(String),
 }
 
@@ -65,14 +67,14 @@ fn split_media(raw: &str) -> (String, Vec<(String, String)>) {
 fn input_of(essence: &str, params: &[(String, String)], csv_header: bool) -> Option<InputFormat> {
     Some(match essence {
         "text/csv" | "application/csv" => InputFormat::Csv {
-            header: csv_header
-                || params
-                    .iter()
-                    .any(|(k, v)| k == "header" && v == "present"),
+            header: csv_header || params.iter().any(|(k, v)| k == "header" && v == "present"),
         },
         "application/json" => InputFormat::Json,
-        "application/jsonlines" | "application/x-jsonlines" | "application/jsonl"
-        | "application/x-ndjson" | "application/json-lines" => InputFormat::JsonLines,
+        "application/jsonlines"
+        | "application/x-jsonlines"
+        | "application/jsonl"
+        | "application/x-ndjson"
+        | "application/json-lines" => InputFormat::JsonLines,
         "application/x-npy" | "application/npy" => InputFormat::Npy,
         _ => return None,
     })
@@ -104,8 +106,11 @@ fn output_of(essence: &str) -> Option<OutputFormat> {
     Some(match essence {
         "application/json" => OutputFormat::Json,
         "text/csv" | "application/csv" => OutputFormat::Csv,
-        "application/jsonlines" | "application/x-jsonlines" | "application/jsonl"
-        | "application/x-ndjson" | "application/json-lines" => OutputFormat::JsonLines,
+        "application/jsonlines"
+        | "application/x-jsonlines"
+        | "application/jsonl"
+        | "application/x-ndjson"
+        | "application/json-lines" => OutputFormat::JsonLines,
         _ => return None,
     })
 }
@@ -118,7 +123,10 @@ pub fn parse_output(raw: &str) -> Option<OutputFormat> {
 /// Picks the answer type: a missing or `*/*` Accept gets `default`; otherwise the supported
 /// type with the highest q, earlier entries winning ties (the SageMaker toolkits take the
 /// first supported one).
-pub fn output_format(accept: Option<&str>, default: OutputFormat) -> Result<OutputFormat, MediaError> {
+pub fn output_format(
+    accept: Option<&str>,
+    default: OutputFormat,
+) -> Result<OutputFormat, MediaError> {
     let Some(raw) = accept.map(str::trim).filter(|s| !s.is_empty()) else {
         return Ok(default);
     };
@@ -157,8 +165,14 @@ mod tests {
     #[test]
     fn content_type_parameters_are_ignored_except_csv_header() {
         let f = |ct| input_format(Some(ct), "application/json", false, b"");
-        assert_eq!(f("text/csv; charset=utf-8"), Ok(InputFormat::Csv { header: false }));
-        assert_eq!(f("Text/CSV;header=present"), Ok(InputFormat::Csv { header: true }));
+        assert_eq!(
+            f("text/csv; charset=utf-8"),
+            Ok(InputFormat::Csv { header: false })
+        );
+        assert_eq!(
+            f("Text/CSV;header=present"),
+            Ok(InputFormat::Csv { header: true })
+        );
         assert_eq!(f("application/json; charset=UTF-8"), Ok(InputFormat::Json));
         assert_eq!(f("application/jsonlines"), Ok(InputFormat::JsonLines));
         assert_eq!(f("application/x-npy"), Ok(InputFormat::Npy));
@@ -166,13 +180,26 @@ mod tests {
 
     #[test]
     fn missing_content_type_uses_the_default() {
-        assert_eq!(input_format(None, "text/csv", false, b""), Ok(InputFormat::Csv { header: false }));
         assert_eq!(
-            input_format(Some("application/octet-stream"), "application/json", false, b"{}"),
+            input_format(None, "text/csv", false, b""),
+            Ok(InputFormat::Csv { header: false })
+        );
+        assert_eq!(
+            input_format(
+                Some("application/octet-stream"),
+                "application/json",
+                false,
+                b"{}"
+            ),
             Ok(InputFormat::Json)
         );
         assert_eq!(
-            input_format(Some("application/octet-stream"), "text/csv", false, b"\x93NUMPY\x01"),
+            input_format(
+                Some("application/octet-stream"),
+                "text/csv",
+                false,
+                b"\x93NUMPY\x01"
+            ),
             Ok(InputFormat::Npy)
         );
     }
@@ -187,10 +214,19 @@ mod tests {
     #[test]
     fn accept_negotiation() {
         let j = OutputFormat::Json;
-        assert_eq!(output_format(None, OutputFormat::Csv), Ok(OutputFormat::Csv));
-        assert_eq!(output_format(Some("*/*"), OutputFormat::Csv), Ok(OutputFormat::Csv));
+        assert_eq!(
+            output_format(None, OutputFormat::Csv),
+            Ok(OutputFormat::Csv)
+        );
+        assert_eq!(
+            output_format(Some("*/*"), OutputFormat::Csv),
+            Ok(OutputFormat::Csv)
+        );
         assert_eq!(output_format(Some("text/csv"), j), Ok(OutputFormat::Csv));
-        assert_eq!(output_format(Some("image/png, text/csv"), j), Ok(OutputFormat::Csv));
+        assert_eq!(
+            output_format(Some("image/png, text/csv"), j),
+            Ok(OutputFormat::Csv)
+        );
         assert_eq!(
             output_format(Some("text/csv;q=0.5, application/jsonlines"), j),
             Ok(OutputFormat::JsonLines)

@@ -118,7 +118,9 @@ fn parse_header(body: &[u8]) -> Result<Header, DecodeError> {
         ))
     })?;
     if field("fortran_order").is_some_and(|s| s.starts_with("True")) {
-        return Err(bad("Fortran-order arrays are not supported; use np.ascontiguousarray"));
+        return Err(bad(
+            "Fortran-order arrays are not supported; use np.ascontiguousarray",
+        ));
     }
     let shape_text = field("shape")
         .and_then(|s| s.strip_prefix('('))
@@ -205,7 +207,8 @@ mod tests {
     use crate::codec::test_sig::tensor3;
 
     fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
-        let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        let mut header =
+            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
         while (10 + header.len() + 1) % 64 != 0 {
             header.push(' ');
         }
@@ -220,10 +223,16 @@ mod tests {
 
     #[test]
     fn float32_and_float64_and_int_arrays() {
-        let data: Vec<u8> = [1f32, 2., 3., 4., 5., 6.].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let data: Vec<u8> = [1f32, 2., 3., 4., 5., 6.]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
         let f = decode(&npy("<f4", "(2, 3)", &data), &tensor3()).unwrap();
         assert_eq!(f.columns[0], Column::F32(vec![1., 2., 3., 4., 5., 6.]));
-        let data: Vec<u8> = [1f64, 2., 3.].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let data: Vec<u8> = [1f64, 2., 3.]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
         let f = decode(&npy("<f8", "(3,)", &data), &tensor3()).unwrap();
         assert_eq!(f.columns[0], Column::F32(vec![1., 2., 3.]));
         let data: Vec<u8> = [7i64, 8, 9].iter().flat_map(|x| x.to_le_bytes()).collect();

@@ -55,7 +55,11 @@ pub fn load(env: &Environment, dir: &Path, opts: &LoadOptions) -> Result<LoadedM
     let source = model::locate(dir, &opts.config_name)?;
     let mut sessions = Vec::with_capacity(opts.sessions.max(1));
     for _ in 0..opts.sessions.max(1) {
-        sessions.push(pool::build_session(env, &source.file, opts.intra_threads.max(1))?);
+        sessions.push(pool::build_session(
+            env,
+            &source.file,
+            opts.intra_threads.max(1),
+        )?);
     }
     let signature = ModelSignature::from_session(&sessions[0], &source.config)?;
     let plan = OutputPlan::choose(&signature, &source.config)?;

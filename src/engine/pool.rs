@@ -29,16 +29,26 @@ pub enum EngineError {
     Run(String),
 }
 
-pub fn build_session(env: &Environment, file: &Path, intra_threads: usize) -> Result<Session, ModelError> {
+pub fn build_session(
+    env: &Environment,
+    file: &Path,
+    intra_threads: usize,
+) -> Result<Session, ModelError> {
     let load_err = |message: String| ModelError::Load {
         path: file.to_path_buf(),
         message,
     };
     let mut builder = Session::builder(env)
-        .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::All).map_err(Into::into))
+        .and_then(|b| {
+            b.with_optimization_level(GraphOptimizationLevel::All)
+                .map_err(Into::into)
+        })
         .and_then(|b| b.with_intra_threads(intra_threads).map_err(Into::into))
         // Spinning threads burn idle CPU; with one intra thread there is nothing to spin for.
-        .and_then(|b| b.with_intra_op_spinning(intra_threads > 1).map_err(Into::into))
+        .and_then(|b| {
+            b.with_intra_op_spinning(intra_threads > 1)
+                .map_err(Into::into)
+        })
         .map_err(|e: ort::Error| load_err(e.to_string()))?;
     builder
         .commit_from_file(file)
@@ -118,7 +128,9 @@ pub fn run(session: &mut Session, frame: Frame) -> Result<Outputs, String> {
                         let (s, d) = value.try_extract_strings().map_err(fail)?;
                         (dims(s), OutputData::Str(d))
                     }
-                    other => return Err(format!("output \"{name}\" has unsupported type {other:?}")),
+                    other => {
+                        return Err(format!("output \"{name}\" has unsupported type {other:?}"))
+                    }
                 }
             }
             other => return Err(format!("output \"{name}\" has unsupported type {other}")),

@@ -27,7 +27,8 @@ pub async fn invocations(
 ) -> HttpResponse {
     let timeout = state.settings.timeout;
     let deadline = Instant::now() + timeout;
-    let result = tokio::time::timeout_at(deadline.into(), handle(&req, payload, &state, deadline)).await;
+    let result =
+        tokio::time::timeout_at(deadline.into(), handle(&req, payload, &state, deadline)).await;
     match result {
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => error_response(&e),
@@ -35,7 +36,7 @@ pub async fn invocations(
     }
 }
 
-fn header_str<'r>(req: &'r HttpRequest, name: header::HeaderName) -> Option<&'r str> {
+fn header_str(req: &HttpRequest, name: header::HeaderName) -> Option<&str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -92,10 +93,9 @@ fn encode(
     outputs: crate::model::Outputs,
     accept: OutputFormat,
 ) -> Result<Vec<u8>, ApiError> {
-    let predictions = model
-        .plan
-        .apply(outputs)
-        .map_err(|m| ApiError::Internal(format!("the model's outputs do not fit its signature: {m}")))?;
+    let predictions = model.plan.apply(outputs).map_err(|m| {
+        ApiError::Internal(format!("the model's outputs do not fit its signature: {m}"))
+    })?;
     Ok(codec::encode(&predictions, accept))
 }
 
@@ -108,9 +108,8 @@ async fn read_body(
     declared: Option<u64>,
 ) -> Result<web::BytesMut, ApiError> {
     let too_large = |given| ApiError::PayloadTooLarge { limit, given };
-    let mut body = web::BytesMut::with_capacity(
-        declared.map_or(8 * 1024, |n| n.min(limit as u64) as usize),
-    );
+    let mut body =
+        web::BytesMut::with_capacity(declared.map_or(8 * 1024, |n| n.min(limit as u64) as usize));
     let mut seen: u64 = 0;
     let mut over = declared.is_some_and(|n| n > limit as u64);
     while let Some(chunk) = payload.next().await {

@@ -41,7 +41,10 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
     };
     let state = web::Data::new(AppState::new(
         settings,
-        Readiness::Loading(format!("loading the model from {}", cfg.model_dir.display())),
+        Readiness::Loading(format!(
+            "loading the model from {}",
+            cfg.model_dir.display()
+        )),
     ));
 
     actix_web::rt::System::new().block_on(async {

@@ -63,9 +63,8 @@ pub fn locate(dir: &Path, config_name: &str) -> Result<ModelSource, ModelError> 
             file
         }
         None => {
-            let entries = std::fs::read_dir(dir).map_err(|e| {
-                ModelError::NotFound(format!("cannot list {}: {e}", dir.display()))
-            })?;
+            let entries = std::fs::read_dir(dir)
+                .map_err(|e| ModelError::NotFound(format!("cannot list {}: {e}", dir.display())))?;
             let mut found: Vec<PathBuf> = entries
                 .filter_map(Result::ok)
                 .map(|e| e.path())
@@ -119,7 +118,11 @@ mod tests {
         std::fs::write(dir.path().join("b.onnx"), b"x").unwrap();
         let err = locate(dir.path(), "mlapp.json").unwrap_err().to_string();
         assert!(err.contains("a.onnx, b.onnx"), "{err}");
-        std::fs::write(dir.path().join("mlapp.json"), br#"{"model_file": "b.onnx"}"#).unwrap();
+        std::fs::write(
+            dir.path().join("mlapp.json"),
+            br#"{"model_file": "b.onnx"}"#,
+        )
+        .unwrap();
         let src = locate(dir.path(), "mlapp.json").unwrap();
         assert!(src.file.ends_with("b.onnx"));
     }
@@ -127,7 +130,11 @@ mod tests {
     #[test]
     fn model_file_cannot_escape_the_folder() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("mlapp.json"), br#"{"model_file": "../x.onnx"}"#).unwrap();
+        std::fs::write(
+            dir.path().join("mlapp.json"),
+            br#"{"model_file": "../x.onnx"}"#,
+        )
+        .unwrap();
         let err = locate(dir.path(), "mlapp.json").unwrap_err().to_string();
         assert!(err.contains("inside the model folder"), "{err}");
     }

@@ -52,11 +52,7 @@ pub struct OutputTensor {
 impl OutputTensor {
     /// Values per row (1 for `[N]`); maps count as one value per row.
     pub fn row_width(&self, rows: usize) -> usize {
-        if rows == 0 {
-            0
-        } else {
-            self.data.len() / rows
-        }
+        self.data.len().checked_div(rows).unwrap_or(0)
     }
 }
 
@@ -400,7 +396,10 @@ mod tests {
         else {
             panic!("not a classifier")
         };
-        assert_eq!(labels, vec![Label::Str("male".into()), Label::Str("female".into())]);
+        assert_eq!(
+            labels,
+            vec![Label::Str("male".into()), Label::Str("female".into())]
+        );
         assert_eq!(classes, vec!["female", "male"]);
     }
 

@@ -82,10 +82,17 @@ pub struct Feature {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum OutputType {
-    Tensor { elem: String, shape: Vec<i64> },
+    Tensor {
+        elem: String,
+        shape: Vec<i64>,
+    },
     /// ZipMap's `seq(map(key, float))`: one map of class → probability per row.
-    SeqMap { key: String },
-    Other { description: String },
+    SeqMap {
+        key: String,
+    },
+    Other {
+        description: String,
+    },
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -152,8 +159,8 @@ impl ModelSignature {
                 }
                 _ => {
                     return Err(ModelError::Unsupported(format!(
-                        "input \"{name}\" has shape {dims:?}; mlapp serves inputs shaped [N] or [N, F]"
-                    )))
+                    "input \"{name}\" has shape {dims:?}; mlapp serves inputs shaped [N] or [N, F]"
+                )))
                 }
             };
             if let Some(&n) = dims.first() {

@@ -1,0 +1,203 @@
+//! Shared helpers: start the real `mlapp` binary on an ephemeral loopback port and talk to
+//! it with a real HTTP client.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn model_dir(name: &str) -> PathBuf {
+    repo().join("examples/gender/models").join(name)
+}
+
+pub fn payload(model: &str, file: &str) -> Vec<u8> {
+    std::fs::read(
+        repo()
+            .join("examples/gender/payloads")
+            .join(model)
+            .join(file),
+    )
+    .unwrap_or_else(|e| panic!("payload {model}/{file}: {e}"))
+}
+
+pub fn golden(model: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(
+        repo()
+            .join("examples/gender/golden")
+            .join(format!("{model}.json")),
+    )
+    .unwrap_or_else(|e| panic!("golden {model}: {e}"));
+    serde_json::from_str(&text).expect("golden json")
+}
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub content_type: String,
+    pub retry_after: Option<String>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("reply is not JSON ({e}): {}", self.body))
+    }
+
+    /// `(code, message)` of the one error shape.
+    pub fn error(&self) -> (String, String) {
+        let v = self.json();
+        let code = v["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error code: {}", self.body));
+        let message = v["error"]["message"].as_str().expect("error message");
+        (code.to_string(), message.to_string())
+    }
+}
+
+impl Server {
+    /// Starts `mlapp serve --host 127.0.0.1 --port 0 ARGS` and waits for its listening line.
+    pub fn start(args: &[&str]) -> Server {
+        Self::start_with(Some("serve"), args, &[])
+    }
+
+    pub fn start_with(command: Option<&str>, args: &[&str], envs: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mlapp"));
+        if let Some(c) = command {
+            cmd.arg(c).args(["--host", "127.0.0.1", "--port", "0"]);
+        }
+        cmd.args(args)
+            .envs(envs.iter().copied())
+            .env(
+                "RUST_LOG",
+                std::env::var("MLAPP_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("MLAPP_TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
+        let mut child = cmd.spawn().expect("spawn mlapp");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("mlapp listening on ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("mlapp did not print its listening line within 30 s");
+            }
+        };
+        Server { child, base }
+    }
+
+    /// Starts a server for a model and waits until /ping says ready.
+    pub fn ready(model: &Path, extra: &[&str]) -> Server {
+        let dir = model.to_str().expect("utf-8 path");
+        let mut args = vec!["--model-dir", dir];
+        args.extend_from_slice(extra);
+        let s = Self::start(&args);
+        s.wait_ready(Duration::from_secs(60));
+        s
+    }
+
+    pub fn wait_ready(&self, limit: Duration) {
+        let until = Instant::now() + limit;
+        loop {
+            let r = self.get("/ping");
+            if r.status == 200 {
+                return;
+            }
+            assert!(
+                Instant::now() < until,
+                "not ready after {limit:?}: {} {}",
+                r.status,
+                r.body
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        reply(agent().get(&format!("{}{path}", self.base)).call())
+    }
+
+    pub fn post(&self, content_type: Option<&str>, accept: Option<&str>, body: &[u8]) -> Reply {
+        let mut req = agent().post(&format!("{}/invocations", self.base));
+        if let Some(ct) = content_type {
+            req = req.set("Content-Type", ct);
+        }
+        if let Some(a) = accept {
+            req = req.set("Accept", a);
+        }
+        reply(req.send_bytes(body))
+    }
+
+    /// Waits for the process to exit, up to `limit`; returns its exit status.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(60))
+        .build()
+}
+
+pub fn reply(r: Result<ureq::Response, ureq::Error>) -> Reply {
+    let resp = match r {
+        Ok(resp) => resp,
+        Err(ureq::Error::Status(_, resp)) => resp,
+        Err(e) => panic!("transport error: {e}"),
+    };
+    Reply {
+        status: resp.status(),
+        content_type: resp.header("Content-Type").unwrap_or("").to_string(),
+        retry_after: resp.header("Retry-After").map(str::to_string),
+        body: resp.into_string().expect("utf-8 body"),
+    }
+}
+
+pub fn send_signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) with a pid of a child this test spawned; no memory is touched.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
+}

@@ -1,0 +1,273 @@
+//! Every content type in × every accept out, for each example model: the server's answers
+//! equal what Python onnxruntime gave for the same rows (examples/gender/golden), within 1e-5
+//! relative.
+
+use serde_json::Value;
+
+use crate::common::{golden, model_dir, payload, Server};
+
+/// (payload file, Content-Type)
+const PAYLOADS: &[(&str, &str)] = &[
+    ("rows.csv", "text/csv"),
+    ("rows_header.csv", "text/csv; header=present"),
+    ("instances.json", "application/json"),
+    ("records.json", "application/json; charset=utf-8"),
+    ("inputs.json", "application/json"),
+    ("bare.json", "application/json"),
+    ("rows.jsonl", "application/jsonlines"),
+    ("records.jsonl", "application/jsonlines"),
+    ("rows_f32.npy", "application/x-npy"),
+    ("rows_f64.npy", "application/x-npy"),
+];
+
+const ACCEPTS: &[&str] = &["application/json", "text/csv", "application/jsonlines"];
+
+/// What a response says, in a form to compare with the golden file.
+#[derive(Debug)]
+enum Parsed {
+    Classifier {
+        labels: Vec<String>,
+        probabilities: Vec<Vec<f64>>,
+    },
+    Regressor(Vec<f64>),
+}
+
+fn label_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Probabilities keyed by class, in class order. Every example model's classes sort in their
+/// column order ("0" < "1", "female" < "male"), so sorted keys give the golden columns.
+fn probs_of(obj: &Value) -> Vec<f64> {
+    let map = obj.as_object().expect("probabilities object");
+    let mut kv: Vec<(&String, f64)> = map
+        .iter()
+        .map(|(k, v)| (k, v.as_f64().expect("number")))
+        .collect();
+    kv.sort_by(|a, b| a.0.cmp(b.0));
+    kv.into_iter().map(|(_, p)| p).collect()
+}
+
+fn parse(kind: &str, accept: &str, body: &str) -> Parsed {
+    let entries: Vec<Value> = match accept {
+        "application/json" => {
+            let v: Value = serde_json::from_str(body).expect("json body");
+            v["predictions"]
+                .as_array()
+                .expect("predictions array")
+                .clone()
+        }
+        "application/jsonlines" => body
+            .split('\n')
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("line {l:?}: {e}")))
+            .collect(),
+        _ => {
+            return match kind {
+                "classifier" => {
+                    let mut labels = vec![];
+                    let mut probabilities = vec![];
+                    for line in body.split('\n') {
+                        let mut cells = line.split(',');
+                        labels.push(cells.next().expect("label").to_string());
+                        probabilities.push(cells.map(|c| c.parse().expect("float")).collect());
+                    }
+                    Parsed::Classifier {
+                        labels,
+                        probabilities,
+                    }
+                }
+                _ => Parsed::Regressor(
+                    body.split('\n')
+                        .map(|c| c.parse().expect("float"))
+                        .collect(),
+                ),
+            }
+        }
+    };
+    match kind {
+        "classifier" => Parsed::Classifier {
+            labels: entries.iter().map(|e| label_text(&e["label"])).collect(),
+            probabilities: entries
+                .iter()
+                .map(|e| probs_of(&e["probabilities"]))
+                .collect(),
+        },
+        _ => Parsed::Regressor(
+            entries
+                .iter()
+                .map(|e| e.as_f64().expect("number"))
+                .collect(),
+        ),
+    }
+}
+
+fn close(got: f64, want: f64) -> bool {
+    (got - want).abs() <= 1e-5 * want.abs().max(1e-6)
+}
+
+fn check(model: &str, what: &str, got: Parsed, gold: &Value) {
+    match got {
+        Parsed::Classifier {
+            labels,
+            probabilities,
+        } => {
+            let want_labels: Vec<String> = gold["labels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(label_text)
+                .collect();
+            assert_eq!(labels, want_labels, "{model} {what}: labels");
+            let want = gold["probabilities"].as_array().unwrap();
+            assert_eq!(probabilities.len(), want.len(), "{model} {what}: rows");
+            for (r, (g, w)) in probabilities.iter().zip(want).enumerate() {
+                let w: Vec<f64> = w
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap())
+                    .collect();
+                assert_eq!(g.len(), w.len(), "{model} {what}: row {r} classes");
+                for (a, b) in g.iter().zip(&w) {
+                    assert!(close(*a, *b), "{model} {what}: row {r}: {g:?} vs {w:?}");
+                }
+            }
+        }
+        Parsed::Regressor(values) => {
+            let want: Vec<f64> = gold["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
+            assert_eq!(values.len(), want.len(), "{model} {what}: rows");
+            for (r, (a, b)) in values.iter().zip(&want).enumerate() {
+                assert!(close(*a, *b), "{model} {what}: row {r}: {a} vs {b}");
+            }
+        }
+    }
+}
+
+fn every_format_matches_python(model: &str) {
+    let server = Server::ready(&model_dir(model), &[]);
+    let gold = golden(model);
+    let kind = gold["kind"].as_str().unwrap().to_string();
+    let dir = crate::common::repo()
+        .join("examples/gender/payloads")
+        .join(model);
+    let mut checked = 0;
+    for (file, ctype) in PAYLOADS {
+        if !dir.join(file).exists() {
+            continue; // e.g. no .npy for the pipeline: a numeric array cannot carry strings
+        }
+        let body = payload(model, file);
+        for accept in ACCEPTS {
+            let r = server.post(Some(ctype), Some(accept), &body);
+            let what = format!("{file} as {ctype} -> {accept}");
+            assert_eq!(r.status, 200, "{model} {what}: {}", r.body);
+            assert_eq!(r.content_type, *accept, "{model} {what}");
+            check(model, &what, parse(&kind, accept, &r.body), &gold);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 18, "{model}: only {checked} combinations found");
+}
+
+#[test]
+fn logreg_single_tensor_classifier() {
+    every_format_matches_python("logreg");
+}
+
+#[test]
+fn xgboost_tree_ensemble_without_config() {
+    every_format_matches_python("xgboost");
+}
+
+#[test]
+fn mlp_with_zipmap_output() {
+    every_format_matches_python("mlp");
+}
+
+#[test]
+fn pipeline_with_string_inputs() {
+    every_format_matches_python("pipeline");
+}
+
+#[test]
+fn regressor_answers_with_values() {
+    every_format_matches_python("agereg");
+}
+
+#[test]
+fn default_accept_comes_from_sagemaker_env() {
+    let dir = model_dir("logreg");
+    let s = Server::start_with(
+        Some("serve"),
+        &["--model-dir", dir.to_str().unwrap()],
+        &[("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "text/csv")],
+    );
+    s.wait_ready(std::time::Duration::from_secs(30));
+    let body = payload("logreg", "rows.csv");
+    for accept in [None, Some("*/*")] {
+        let r = s.post(Some("text/csv"), accept, &body);
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.content_type, "text/csv");
+        check(
+            "logreg",
+            "default accept",
+            parse("classifier", "text/csv", &r.body),
+            &golden("logreg"),
+        );
+    }
+}
+
+#[test]
+fn threshold_from_config_decides_the_label() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        model_dir("logreg").join("model.onnx"),
+        tmp.path().join("model.onnx"),
+    )
+    .unwrap();
+    let mut cfg: Value = serde_json::from_str(
+        &std::fs::read_to_string(model_dir("logreg").join("mlapp.json")).unwrap(),
+    )
+    .unwrap();
+    cfg["threshold"] = serde_json::json!(0.9);
+    std::fs::write(tmp.path().join("mlapp.json"), cfg.to_string()).unwrap();
+    let s = Server::ready(tmp.path(), &[]);
+    let r = s.post(
+        Some("text/csv"),
+        Some("application/json"),
+        &payload("logreg", "rows.csv"),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let gold = golden("logreg");
+    let Parsed::Classifier { labels, .. } = parse("classifier", "application/json", &r.body) else {
+        unreachable!()
+    };
+    let want: Vec<&str> = gold["probabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            if p[1].as_f64().unwrap() >= 0.9 {
+                "male"
+            } else {
+                "female"
+            }
+        })
+        .collect();
+    assert_eq!(labels, want);
+    // The threshold must change something, or this test proves nothing.
+    let model_labels: Vec<String> = gold["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(label_text)
+        .collect();
+    assert_ne!(labels, model_labels);
+}

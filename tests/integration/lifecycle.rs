@@ -1,0 +1,250 @@
+//! Start-up, readiness, the CLI surface, and shutdown.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::{model_dir, payload, send_signal, Server};
+
+#[test]
+fn ping_is_503_while_loading_then_200() {
+    let dir = model_dir("xgboost");
+    // Many large warm-up runs make loading take seconds, so the loading state is observable.
+    let s = Server::start(&[
+        "--model-dir",
+        dir.to_str().unwrap(),
+        "--warmup-runs",
+        "60",
+        "--warmup-rows",
+        "4000",
+    ]);
+    let first = s.get("/ping");
+    assert_eq!(first.status, 503, "{}", first.body);
+    let v = first.json();
+    assert_eq!(v["status"], "loading");
+    assert!(
+        v["reason"].as_str().unwrap().contains("xgboost"),
+        "{}",
+        first.body
+    );
+    let r = s.post(Some("text/csv"), None, &payload("xgboost", "rows.csv"));
+    assert_eq!(r.status, 503);
+    assert_eq!(r.error().0, "not_ready");
+    assert!(r.retry_after.is_some());
+
+    // Pings stay fast while the loader is busy.
+    let t = Instant::now();
+    for _ in 0..20 {
+        s.get("/ping");
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "20 pings took {:?}",
+        t.elapsed()
+    );
+
+    s.wait_ready(Duration::from_secs(120));
+    let v = s.get("/ping").json();
+    assert_eq!(v["status"], "ready");
+    assert_eq!(v["kind"], "classifier");
+}
+
+#[test]
+fn missing_model_is_503_with_the_reason_and_the_process_stays_up() {
+    let s = Server::start(&["--model-dir", "/nonexistent/opt/ml/model"]);
+    let until = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let r = s.get("/ping");
+        assert_eq!(r.status, 503);
+        if r.json()["status"] == "failed" {
+            break r.json();
+        }
+        assert!(Instant::now() < until, "still loading");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let reason = body["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("/nonexistent/opt/ml/model") && reason.contains("does not exist"),
+        "{reason}"
+    );
+    let r = s.post(Some("text/csv"), None, b"1,2\n");
+    assert_eq!(r.status, 503);
+    assert!(r.error().1.contains("does not exist"), "{}", r.body);
+}
+
+#[test]
+fn corrupt_model_is_503_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("model.onnx"),
+        b"this is not an ONNX protobuf",
+    )
+    .unwrap();
+    let s = Server::start(&["--model-dir", tmp.path().to_str().unwrap()]);
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = s.get("/ping");
+        assert_eq!(r.status, 503);
+        let v = r.json();
+        if v["status"] == "failed" {
+            let reason = v["reason"].as_str().unwrap();
+            assert!(
+                reason.contains("ONNX Runtime could not load") && reason.contains("model.onnx"),
+                "{reason}"
+            );
+            break;
+        }
+        assert!(Instant::now() < until, "still loading");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn loading_never_writes_into_the_model_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    for f in ["model.onnx", "mlapp.json"] {
+        std::fs::copy(model_dir("mlp").join(f), tmp.path().join(f)).unwrap();
+    }
+    let before: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    use std::os::unix::fs::PermissionsExt;
+    // As on SageMaker, the folder is read-only (root ignores this, so the listing is compared
+    // afterwards as well).
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
+    let s = Server::ready(tmp.path(), &[]);
+    assert_eq!(
+        s.post(Some("text/csv"), None, &payload("mlp", "rows.csv"))
+            .status,
+        200
+    );
+    drop(s);
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let after: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(before.len(), after.len());
+}
+
+#[test]
+fn starts_with_no_command_from_sagemaker_env() {
+    let dir = model_dir("logreg");
+    let s = Server::start_with(
+        None,
+        &[],
+        &[
+            ("MLAPP_MODEL_DIR", dir.to_str().unwrap()),
+            ("MLAPP_HOST", "127.0.0.1"),
+            ("SAGEMAKER_BIND_TO_PORT", "0"),
+        ],
+    );
+    s.wait_ready(Duration::from_secs(30));
+    assert_eq!(
+        s.post(Some("text/csv"), None, &payload("logreg", "rows.csv"))
+            .status,
+        200
+    );
+}
+
+#[test]
+fn inspect_prints_the_signature() {
+    let out = Command::new(env!("CARGO_BIN_EXE_mlapp"))
+        .args(["inspect", model_dir("pipeline").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "inputs (41):",
+        "country                  string [N, 1]",
+        "price_tier               int64 [N, 1]",
+        "label                    string   [N]",
+        "answers as: classifier",
+        "classes: female, male",
+        "(application/x-npy cannot carry this model's string features)",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn missing_onnx_runtime_exits_saying_how_to_install_it() {
+    let out = Command::new(env!("CARGO_BIN_EXE_mlapp"))
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--model-dir",
+            model_dir("logreg").to_str().unwrap(),
+        ])
+        .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so.1.31.1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("scripts/install-onnxruntime.sh") && err.contains("ORT_DYLIB_PATH"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sigterm_finishes_in_flight_requests_then_exits() {
+    let mut s = Server::ready(
+        &model_dir("xgboost"),
+        &["--workers", "1", "--max-payload-mb", "32"],
+    );
+    let rows = 20_000;
+    let one = String::from_utf8(payload("xgboost", "rows.csv")).unwrap();
+    let lines: Vec<&str> = one.lines().collect();
+    let body: String = (0..rows)
+        .map(|i| format!("{}\n", lines[i % lines.len()]))
+        .collect();
+    let base = s.base.clone();
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (base, body) = (base.clone(), body.clone());
+            std::thread::spawn(move || {
+                let r = crate::common::reply(
+                    crate::common::agent()
+                        .post(&format!("{base}/invocations"))
+                        .set("Content-Type", "text/csv")
+                        .set("Accept", "text/csv")
+                        .send_string(&body),
+                );
+                (r, Instant::now())
+            })
+        })
+        .collect();
+    // Let the four requests arrive; with one session they are queued behind each other.
+    std::thread::sleep(Duration::from_millis(150));
+    let sent = Instant::now();
+    send_signal(s.pid(), libc::SIGTERM);
+    let mut answered_after_sigterm = 0;
+    for c in clients {
+        let (r, at) = c.join().unwrap();
+        assert_eq!(r.status, 200, "{}", &r.body[..r.body.len().min(200)]);
+        assert_eq!(r.body.split('\n').count(), rows);
+        answered_after_sigterm += usize::from(at > sent);
+    }
+    // Otherwise the signal came after the work and this test proved nothing about draining.
+    assert!(
+        answered_after_sigterm > 0,
+        "every request finished before SIGTERM"
+    );
+    let status = s
+        .wait_exit(Duration::from_secs(25))
+        .expect("exited within 25 s");
+    assert!(status.success(), "{status:?}");
+    assert!(sent.elapsed() < Duration::from_secs(25));
+    // Nothing listens any more.
+    assert!(crate::common::agent()
+        .get(&format!("{base}/ping"))
+        .call()
+        .is_err());
+}
