@@ -296,3 +296,50 @@ fn unknown_routes_are_json_404() {
     assert_eq!(r.status, 404);
     assert_eq!(r.error().0, "not_found");
 }
+
+#[test]
+fn hostile_bodies_get_4xx_and_the_server_stays_up() {
+    let s = Server::ready(&model_dir("pipeline"), &[]);
+    let nested = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
+    let wide = "1,".repeat(200_000);
+    let mut huge_npy = b"\x93NUMPY\x01\x00".to_vec();
+    let header =
+        b"{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999, 99999999999), }\n";
+    huge_npy.extend((header.len() as u16).to_le_bytes());
+    huge_npy.extend(header);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("application/json", nested.into_bytes()),
+        ("application/json", b"\"just a string\"".to_vec()),
+        ("application/json", br#"{"instances": 5}"#.to_vec()),
+        (
+            "application/json",
+            br#"{"inputs": {"country": "US"}}"#.to_vec(),
+        ),
+        ("application/json", br#"[[1e999, null, true]]"#.to_vec()),
+        ("application/jsonlines", b"\x00\x01\x02".to_vec()),
+        ("text/csv", wide.into_bytes()),
+        ("text/csv", b"\"unterminated,quote\n".to_vec()),
+        ("text/csv", b"\n\n\n".to_vec()),
+        ("application/x-npy", huge_npy),
+        ("application/x-npy", b"\x93NUMPY\x09\x00".to_vec()),
+        ("application/x-npy", b"not numpy at all".to_vec()),
+    ];
+    for (ct, body) in &cases {
+        let r = s.post(Some(ct), None, body);
+        assert!(
+            matches!(r.status, 400 | 413 | 422),
+            "{ct} {:?}: {} {}",
+            String::from_utf8_lossy(&body[..body.len().min(40)]),
+            r.status,
+            r.body
+        );
+        let (code, msg) = r.error();
+        assert!(!code.is_empty() && !msg.is_empty());
+    }
+    assert_eq!(s.get("/ping").status, 200);
+    assert_eq!(
+        s.post(Some("text/csv"), None, &payload("pipeline", "rows.csv"))
+            .status,
+        200
+    );
+}
