@@ -9,18 +9,11 @@ use crate::model::{ModelSignature, ModelSource, OutputPlan, OutputType};
 pub fn describe(source: &ModelSource, sig: &ModelSignature, plan: &OutputPlan) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "model:   {}", source.file.display());
-    let _ = writeln!(
-        s,
-        "config:  {}",
-        if source.config.model_file.is_some()
-            || !source.config.feature_names.is_empty()
-            || !source.config.class_labels.is_empty()
-        {
-            "model config file found"
-        } else {
-            "none (defaults)"
-        }
+    let config = source.config_file.as_ref().map_or_else(
+        || "none (defaults)".to_string(),
+        |p| p.display().to_string(),
     );
+    let _ = writeln!(s, "config:  {config}");
     let _ = writeln!(s, "\ninputs ({}):", sig.inputs.len());
     for i in &sig.inputs {
         let _ = writeln!(s, "  {:<24} {:<8} {}", i.name, i.elem, shape(&i.shape));

@@ -30,6 +30,8 @@ pub struct ModelSource {
     pub dir: PathBuf,
     pub file: PathBuf,
     pub config: ModelConfig,
+    /// The config file, when the folder has one.
+    pub config_file: Option<PathBuf>,
 }
 
 /// Finds the model in `dir`: the file the config names, else the one `*.onnx` there.
@@ -41,7 +43,10 @@ pub fn locate(dir: &Path, config_name: &str) -> Result<ModelSource, ModelError> 
             dir.display()
         )));
     }
-    let config = ModelConfig::read(&dir.join(config_name))?.unwrap_or_default();
+    let config_path = dir.join(config_name);
+    let found = ModelConfig::read(&config_path)?;
+    let config_file = found.is_some().then_some(config_path);
+    let config = found.unwrap_or_default();
     let file = match &config.model_file {
         Some(name) => {
             let rel = Path::new(name);
@@ -98,6 +103,7 @@ pub fn locate(dir: &Path, config_name: &str) -> Result<ModelSource, ModelError> 
         dir: dir.to_path_buf(),
         file,
         config,
+        config_file,
     })
 }
 

@@ -248,3 +248,29 @@ fn sigterm_finishes_in_flight_requests_then_exits() {
         .call()
         .is_err());
 }
+
+#[test]
+fn successful_pings_are_not_logged_at_info() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log_path = tmp.path().join("mlapp.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let dir = model_dir("logreg");
+    let mut s = Server::start_logging(
+        Some("serve"),
+        &["--model-dir", dir.to_str().unwrap()],
+        &[("RUST_LOG", "info")],
+        log.into(),
+    );
+    s.wait_ready(Duration::from_secs(30));
+    for _ in 0..5 {
+        assert_eq!(s.get("/ping").status, 200);
+    }
+    // A failed request is logged, so the log is known to be captured.
+    assert_eq!(s.post(Some("image/png"), None, b"x").status, 415);
+    send_signal(s.pid(), libc::SIGTERM);
+    s.wait_exit(Duration::from_secs(25)).expect("exited");
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(text.contains("ready:"), "{text}");
+    assert!(text.contains("POST /invocations 415"), "{text}");
+    assert!(!text.contains("/ping"), "{text}");
+}

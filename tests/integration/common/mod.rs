@@ -73,23 +73,34 @@ impl Server {
     }
 
     pub fn start_with(command: Option<&str>, args: &[&str], envs: &[(&str, &str)]) -> Server {
+        let stderr = if std::env::var_os("MLAPP_TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
+        Self::start_logging(command, args, envs, stderr)
+    }
+
+    /// As `start_with`, with the server's log going to `stderr` (`RUST_LOG` may be in `envs`).
+    pub fn start_logging(
+        command: Option<&str>,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mlapp"));
         if let Some(c) = command {
             cmd.arg(c).args(["--host", "127.0.0.1", "--port", "0"]);
         }
         cmd.args(args)
-            .envs(envs.iter().copied())
             .env(
                 "RUST_LOG",
                 std::env::var("MLAPP_TEST_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("MLAPP_TEST_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            });
+            .stderr(stderr);
         let mut child = cmd.spawn().expect("spawn mlapp");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
