@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::common::{model_dir, payload, repo, Server};
+use crate::common::{model_dir, payload, repo, xgboost_rows, Server};
 
 #[test]
 fn malformed_bodies_are_400() {
@@ -211,17 +211,6 @@ fn a_model_that_fails_at_run_time_is_500() {
     );
 }
 
-fn big_csv(rows: usize) -> Vec<u8> {
-    let one = String::from_utf8(payload("xgboost", "rows.csv")).unwrap();
-    let lines: Vec<&str> = one.lines().collect();
-    let mut out = String::new();
-    for i in 0..rows {
-        out.push_str(lines[i % lines.len()]);
-        out.push('\n');
-    }
-    out.into_bytes()
-}
-
 #[test]
 fn a_full_queue_is_503_with_retry_after() {
     let s = Server::ready(
@@ -235,7 +224,7 @@ fn a_full_queue_is_503_with_retry_after() {
             "32",
         ],
     );
-    let body = big_csv(20_000);
+    let body = xgboost_rows(20_000);
     let replies: Vec<_> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..8)
             .map(|_| scope.spawn(|| s.post(Some("text/csv"), Some("text/csv"), &body)))
@@ -280,13 +269,13 @@ fn a_request_past_its_deadline_is_504() {
             "32",
         ],
     );
-    let r = s.post(Some("text/csv"), None, &big_csv(40_000));
+    let r = s.post(Some("text/csv"), None, &xgboost_rows(40_000));
     assert_eq!(r.status, 504, "{}", &r.body[..r.body.len().min(200)]);
     let (code, msg) = r.error();
     assert_eq!(code, "timeout");
     assert_eq!(msg, "the request did not finish within the 0.050 s timeout");
     // The server is still healthy afterwards.
-    assert_eq!(s.post(Some("text/csv"), None, &big_csv(2)).status, 200);
+    assert_eq!(s.post(Some("text/csv"), None, &xgboost_rows(2)).status, 200);
 }
 
 #[test]

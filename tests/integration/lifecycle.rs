@@ -200,11 +200,7 @@ fn sigterm_finishes_in_flight_requests_then_exits() {
         &["--workers", "1", "--max-payload-mb", "32"],
     );
     let rows = 20_000;
-    let one = String::from_utf8(payload("xgboost", "rows.csv")).unwrap();
-    let lines: Vec<&str> = one.lines().collect();
-    let body: String = (0..rows)
-        .map(|i| format!("{}\n", lines[i % lines.len()]))
-        .collect();
+    let body = String::from_utf8(crate::common::xgboost_rows(rows)).unwrap();
     let base = s.base.clone();
     let clients: Vec<_> = (0..4)
         .map(|_| {

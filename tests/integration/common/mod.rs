@@ -37,6 +37,18 @@ pub fn golden(model: &str) -> serde_json::Value {
     serde_json::from_str(&text).expect("golden json")
 }
 
+/// A CSV body of `rows` lines, cycling through the xgboost example's rows.
+pub fn xgboost_rows(rows: usize) -> Vec<u8> {
+    let one = String::from_utf8(payload("xgboost", "rows.csv")).expect("utf-8 payload");
+    let lines: Vec<&str> = one.lines().collect();
+    let mut out = String::new();
+    for i in 0..rows {
+        out.push_str(lines[i % lines.len()]);
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
 pub struct Server {
     child: Child,
     pub base: String,
