@@ -81,13 +81,13 @@ impl ApiError {
     }
 }
 
-impl From<EngineError> for ApiError {
-    fn from(e: EngineError) -> Self {
+impl ApiError {
+    /// An engine error as the client sees it; a deadline names the configured timeout.
+    pub fn from_engine(e: EngineError, timeout: std::time::Duration) -> Self {
         match e {
             EngineError::Overloaded(_) => Self::Overloaded(e.to_string()),
             EngineError::Stopped => Self::NotReady(e.to_string()),
-            // Callers that know the configured timeout map this one themselves.
-            EngineError::DeadlineExceeded => Self::Timeout(0.0),
+            EngineError::DeadlineExceeded => Self::Timeout(timeout.as_secs_f64()),
             EngineError::Run(m) => Self::Internal(format!("inference failed: {m}")),
         }
     }

@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 
 use super::{error_response, AppState};
 use crate::codec::{self, media, OutputFormat};
-use crate::engine::{EngineError, LoadedModel};
+use crate::engine::LoadedModel;
 use crate::error::ApiError;
 
 /// Bodies up to this size are decoded on the HTTP worker; larger ones on the blocking pool,
@@ -68,13 +68,11 @@ async fn handle(
     let rows = frame.rows;
     let outputs = model
         .engine
-        .submit(frame, deadline)?
+        .submit(frame, deadline)
+        .map_err(|e| ApiError::from_engine(e, settings.timeout))?
         .await
         .map_err(|_| ApiError::Internal("the inference worker dropped the request".into()))?
-        .map_err(|e| match e {
-            EngineError::DeadlineExceeded => ApiError::Timeout(settings.timeout.as_secs_f64()),
-            other => other.into(),
-        })?;
+        .map_err(|e| ApiError::from_engine(e, settings.timeout))?;
     let body = if rows * model.signature.features.len() <= INLINE_DECODE_BYTES / 8 {
         encode(&model, outputs, accept)?
     } else {
