@@ -4,17 +4,21 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use super::AppState;
+use super::{AppState, Readiness};
 
 pub async fn ping(state: web::Data<AppState>) -> HttpResponse {
-    match state.status() {
-        ("ready", _, Some(model)) => HttpResponse::Ok().json(json!({
-            "status": "ready",
-            "model": model.source.file.display().to_string(),
-            "kind": model.plan.kind(),
-        })),
-        (status, reason, _) => HttpResponse::ServiceUnavailable()
-            .insert_header((actix_web::http::header::RETRY_AFTER, "5"))
-            .json(json!({"status": status, "reason": reason})),
-    }
+    let (status, reason) = match state.readiness() {
+        Readiness::Ready(model) => {
+            return HttpResponse::Ok().json(json!({
+                "status": "ready",
+                "model": model.source.file.display().to_string(),
+                "kind": model.plan.kind(),
+            }))
+        }
+        Readiness::Loading(why) => ("loading", why),
+        Readiness::Failed(why) => ("failed", why),
+    };
+    HttpResponse::ServiceUnavailable()
+        .insert_header((actix_web::http::header::RETRY_AFTER, "5"))
+        .json(json!({"status": status, "reason": reason}))
 }

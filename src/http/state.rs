@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::codec::OutputFormat;
 use crate::engine::LoadedModel;
 
+#[derive(Clone)]
 pub enum Readiness {
     Loading(String),
     Ready(Arc<LoadedModel>),
@@ -42,28 +43,20 @@ impl AppState {
         }
     }
 
-    /// The model if it is ready, else why not.
-    pub fn model(&self) -> Result<Arc<LoadedModel>, String> {
+    /// The current readiness (an Arc or a reason cloned out; the lock is not held after).
+    pub fn readiness(&self) -> Readiness {
         let guard = match self.readiness.read() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        match &*guard {
-            Readiness::Ready(m) => Ok(Arc::clone(m)),
-            Readiness::Loading(why) | Readiness::Failed(why) => Err(why.clone()),
-        }
+        guard.clone()
     }
 
-    /// `(status word, reason)` for /ping.
-    pub fn status(&self) -> (&'static str, Option<String>, Option<Arc<LoadedModel>>) {
-        let guard = match self.readiness.read() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        match &*guard {
-            Readiness::Ready(m) => ("ready", None, Some(Arc::clone(m))),
-            Readiness::Loading(why) => ("loading", Some(why.clone()), None),
-            Readiness::Failed(why) => ("failed", Some(why.clone()), None),
+    /// The model if it is ready, else why not.
+    pub fn model(&self) -> Result<Arc<LoadedModel>, String> {
+        match self.readiness() {
+            Readiness::Ready(m) => Ok(m),
+            Readiness::Loading(why) | Readiness::Failed(why) => Err(why),
         }
     }
 }
