@@ -34,14 +34,16 @@ pub struct LoadedModel {
     pub sessions: usize,
 }
 
-/// A model's signature and plan, from one session: what `inspect` prints.
+/// Finds a model and reads its signature and plan from a first session (what `inspect`
+/// prints, and where `load` starts).
 pub fn open(
     env: &Environment,
     dir: &Path,
     config_name: &str,
+    intra_threads: usize,
 ) -> Result<(ModelSource, Session, ModelSignature, OutputPlan), ModelError> {
     let source = model::locate(dir, config_name)?;
-    let session = pool::build_session(env, &source.file, 1)?;
+    let session = pool::build_session(env, &source.file, intra_threads.max(1))?;
     let signature = ModelSignature::from_session(&session, &source.config)?;
     let plan = OutputPlan::choose(&signature, &source.config)?;
     Ok((source, session, signature, plan))
@@ -52,17 +54,16 @@ pub fn open(
 /// here and not on the first request.
 pub fn load(env: &Environment, dir: &Path, opts: &LoadOptions) -> Result<LoadedModel, ModelError> {
     let started = Instant::now();
-    let source = model::locate(dir, &opts.config_name)?;
+    let (source, first, signature, plan) = open(env, dir, &opts.config_name, opts.intra_threads)?;
     let mut sessions = Vec::with_capacity(opts.sessions.max(1));
-    for _ in 0..opts.sessions.max(1) {
+    sessions.push(first);
+    while sessions.len() < opts.sessions {
         sessions.push(pool::build_session(
             env,
             &source.file,
             opts.intra_threads.max(1),
         )?);
     }
-    let signature = ModelSignature::from_session(&sessions[0], &source.config)?;
-    let plan = OutputPlan::choose(&signature, &source.config)?;
     let rows = signature.fixed_batch.unwrap_or(opts.warmup_rows.max(1));
     for session in &mut sessions {
         for _ in 0..opts.warmup_runs.max(1) {
