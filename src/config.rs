@@ -52,6 +52,25 @@ pub struct ServeConfig {
     #[arg(long, env = "MLAPP_QUEUE_CAPACITY", default_value_t = 1024)]
     pub queue_capacity: usize,
 
+    /// Most rows one ONNX Runtime run may hold when concurrent requests are coalesced.
+    #[arg(long, env = "MLAPP_MAX_BATCH_ROWS", default_value_t = 256)]
+    pub max_batch_rows: usize,
+
+    /// Milliseconds an unfilled batch may wait for more requests (0: run at once with
+    /// whatever is queued, which adds no latency at low load).
+    #[arg(long, env = "MLAPP_MAX_BATCH_DELAY_MS", default_value_t = 0.0)]
+    pub max_batch_delay_ms: f64,
+
+    /// Requests of at most this many rows are scored on the HTTP thread when a session is
+    /// idle and nothing is queued (0: always go through the queue).
+    #[arg(long, env = "MLAPP_INLINE_MAX_ROWS", default_value_t = 16)]
+    pub inline_max_rows: usize,
+
+    /// Also serve GET /metrics on this port (SageMaker routes only /ping and /invocations
+    /// to the main port).
+    #[arg(long, env = "MLAPP_METRICS_PORT")]
+    pub metrics_port: Option<u16>,
+
     /// Answer type when Accept is missing or */*.
     #[arg(
         long,
@@ -105,6 +124,10 @@ impl ServeConfig {
         Duration::from_secs_f64(self.timeout.max(0.001))
     }
 
+    pub fn max_batch_delay(&self) -> Duration {
+        Duration::from_secs_f64(self.max_batch_delay_ms / 1e3)
+    }
+
     pub fn sessions(&self) -> usize {
         self.workers.unwrap_or_else(Self::cpus).max(1)
     }
@@ -125,6 +148,12 @@ impl ServeConfig {
             return Err(format!(
                 "--timeout / SAGEMAKER_MODEL_SERVER_TIMEOUT must be > 0 seconds, got {}",
                 self.timeout
+            ));
+        }
+        if !self.max_batch_delay_ms.is_finite() || self.max_batch_delay_ms < 0.0 {
+            return Err(format!(
+                "--max-batch-delay-ms / MLAPP_MAX_BATCH_DELAY_MS must be >= 0, got {}",
+                self.max_batch_delay_ms
             ));
         }
         if crate::codec::media::parse_output(&self.default_accept).is_none() {

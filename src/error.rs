@@ -15,6 +15,8 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize, given: Option<u64> },
     #[error("could not read the request body: {0}")]
     BodyRead(String),
+    #[error("{0}")]
+    BadHeader(String),
     #[error("the model is not ready: {0}")]
     NotReady(String),
     #[error("the server is overloaded: {0}; retry later")]
@@ -30,7 +32,7 @@ impl ApiError {
         match self {
             Self::Decode(e) if e.is_malformed() => 400,
             Self::Decode(_) => 422,
-            Self::BodyRead(_) => 400,
+            Self::BodyRead(_) | Self::BadHeader(_) => 400,
             Self::Media(MediaError::UnsupportedContentType(_)) => 415,
             Self::Media(MediaError::NotAcceptable(_)) => 406,
             Self::PayloadTooLarge { .. } => 413,
@@ -44,6 +46,7 @@ impl ApiError {
         match self {
             Self::Decode(e) => e.code(),
             Self::BodyRead(_) => "invalid_body",
+            Self::BadHeader(_) => "invalid_header",
             Self::Media(MediaError::UnsupportedContentType(_)) => "unsupported_content_type",
             Self::Media(MediaError::NotAcceptable(_)) => "not_acceptable",
             Self::PayloadTooLarge { .. } => "payload_too_large",

@@ -1,7 +1,7 @@
 //! mlapp: serves ONNX models over the SageMaker container contract.
 //!
 //! The request path: HTTP body → `codec::decode` (typed columns per model input) →
-//! `engine` (a bounded queue in front of ONNX Runtime sessions on worker threads) →
+//! `engine` (a bounded, batching queue in front of ONNX Runtime sessions on worker threads) →
 //! `model::OutputPlan` (classifier / regressor / raw) → `codec::encode` → HTTP.
 
 pub mod codec;
@@ -11,3 +11,4 @@ pub mod error;
 pub mod http;
 pub mod inspect;
 pub mod model;
+pub mod monitor;

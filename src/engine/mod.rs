@@ -1,18 +1,24 @@
 //! ONNX Runtime: the library, sessions, and the worker pool requests are scored on.
 
+pub mod batcher;
+mod combine;
 pub mod pool;
 pub mod runtime;
+pub mod session;
 
 use std::path::Path;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ort::environment::Environment;
 use ort::session::Session;
 
-pub use pool::{Engine, EngineError};
+pub use batcher::Policy;
+pub use pool::{Engine, EngineConfig, EngineError, Scored};
 
 use crate::codec::Frame;
 use crate::model::{self, ModelError, ModelSignature, ModelSource, OutputPlan};
+use crate::monitor::Metrics;
 
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
@@ -22,16 +28,26 @@ pub struct LoadOptions {
     pub warmup_runs: usize,
     pub warmup_rows: usize,
     pub config_name: String,
+    /// Rows one coalesced run may hold.
+    pub max_batch_rows: usize,
+    /// How long an unfilled batch may wait for more requests.
+    pub max_batch_delay: Duration,
+    /// See `EngineConfig::inline_max_rows`.
+    pub inline_max_rows: usize,
 }
 
 /// A model ready to serve: warmed up sessions behind the worker pool.
 pub struct LoadedModel {
+    /// The model's name in metrics: its folder's name.
+    pub name: Arc<str>,
     pub source: ModelSource,
     pub signature: ModelSignature,
     pub plan: OutputPlan,
     pub engine: Engine,
     pub load_seconds: f64,
     pub sessions: usize,
+    /// Whether requests are coalesced into shared runs (see `load`).
+    pub batching: bool,
 }
 
 /// Finds a model and reads its signature and plan from a first session (what `inspect`
@@ -43,7 +59,7 @@ pub fn open(
     intra_threads: usize,
 ) -> Result<(ModelSource, Session, ModelSignature, OutputPlan), ModelError> {
     let source = model::locate(dir, config_name)?;
-    let session = pool::build_session(env, &source.file, intra_threads.max(1))?;
+    let session = session::build_session(env, &source.file, intra_threads.max(1))?;
     let signature = ModelSignature::from_session(&session, &source.config)?;
     let plan = OutputPlan::choose(&signature, &source.config)?;
     Ok((source, session, signature, plan))
@@ -52,33 +68,58 @@ pub fn open(
 /// Loads, checks and warms up a model. Every session runs synthetic rows through the whole
 /// output plan before the model counts as ready, so a model that loads but cannot run fails
 /// here and not on the first request.
-pub fn load(env: &Environment, dir: &Path, opts: &LoadOptions) -> Result<LoadedModel, ModelError> {
+pub fn load(
+    env: &Environment,
+    dir: &Path,
+    opts: &LoadOptions,
+    metrics: Arc<Metrics>,
+) -> Result<LoadedModel, ModelError> {
     let started = Instant::now();
     let (source, first, signature, plan) = open(env, dir, &opts.config_name, opts.intra_threads)?;
     let mut sessions = Vec::with_capacity(opts.sessions.max(1));
     sessions.push(first);
     while sessions.len() < opts.sessions {
-        sessions.push(pool::build_session(
+        sessions.push(session::build_session(
             env,
             &source.file,
             opts.intra_threads.max(1),
         )?);
     }
-    let rows = signature.fixed_batch.unwrap_or(opts.warmup_rows.max(1));
+    let rows = signature.fixed_batch.unwrap_or(opts.warmup_rows.max(2));
+    // Coalescing requests is only safe when every output has one row per input row, which
+    // a fixed batch size or an output that reshapes or reduces over rows breaks.
+    let mut batching = signature.fixed_batch.is_none();
     for session in &mut sessions {
         for _ in 0..opts.warmup_runs.max(1) {
-            let outputs = pool::run(session, Frame::synthetic(&signature, rows))
+            let outputs = session::run(session, Frame::synthetic(&signature, rows))
                 .map_err(ModelError::Warmup)?;
+            batching &= combine::follows_rows(&outputs);
             plan.apply(outputs).map_err(ModelError::Warmup)?;
         }
     }
     let n = sessions.len();
+    let cfg = EngineConfig {
+        policy: Policy {
+            max_rows: opts.max_batch_rows.max(1),
+            max_delay: opts.max_batch_delay,
+            capacity: opts.queue_capacity.max(1),
+            combine: batching,
+        },
+        inline_max_rows: opts.inline_max_rows,
+    };
+    let name = source
+        .dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
     Ok(LoadedModel {
+        name: Arc::from(name),
         source,
         signature,
         plan,
-        engine: Engine::start(sessions, opts.queue_capacity.max(1)),
+        engine: Engine::start(sessions, cfg, metrics),
         load_seconds: started.elapsed().as_secs_f64(),
         sessions: n,
+        batching,
     })
 }

@@ -1,21 +1,26 @@
-//! Inference off the async executor: each worker thread owns one ONNX Runtime session
-//! (`Session::run` takes `&mut self`) and takes jobs from one bounded queue. A full queue is
-//! refused at once rather than grown; a job whose deadline passed while queued is not run.
+//! The sessions of one model and the threads that feed them.
+//!
+//! Requests wait in one bounded queue whose batching decisions come from `batcher::State`;
+//! one worker thread per session takes the next batch, joins its frames into one run and
+//! cuts the outputs back per request. A full queue is refused at once (never grown) and a
+//! request whose deadline passed while queued is answered without being run.
+//!
+//! When nothing is queued and a session is free, a small request is scored on the calling
+//! thread instead: handing it to a worker and waking the caller again costs more than
+//! scoring one row of a tree model.
 
-use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
-use ort::environment::Environment;
-use ort::session::builder::GraphOptimizationLevel;
-use ort::session::{Session, SessionInputValue};
-use ort::value::{DynMapValueType, DynValue, Tensor, ValueType};
+use ort::session::Session;
 use tokio::sync::oneshot;
 
-use crate::codec::{Column, Frame};
-use crate::model::{ModelError, OutputData, OutputTensor, Outputs};
+use super::batcher::{Entry, Next, Policy, State};
+use super::{combine, session};
+use crate::codec::Frame;
+use crate::model::Outputs;
+use crate::monitor::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -29,159 +34,125 @@ pub enum EngineError {
     Run(String),
 }
 
-pub fn build_session(
-    env: &Environment,
-    file: &Path,
-    intra_threads: usize,
-) -> Result<Session, ModelError> {
-    let load_err = |message: String| ModelError::Load {
-        path: file.to_path_buf(),
-        message,
-    };
-    let mut builder = Session::builder(env)
-        .and_then(|b| {
-            b.with_optimization_level(GraphOptimizationLevel::All)
-                .map_err(Into::into)
-        })
-        .and_then(|b| b.with_intra_threads(intra_threads).map_err(Into::into))
-        // Spinning threads burn idle CPU; with one intra thread there is nothing to spin for.
-        .and_then(|b| {
-            b.with_intra_op_spinning(intra_threads > 1)
-                .map_err(Into::into)
-        })
-        .map_err(|e: ort::Error| load_err(e.to_string()))?;
-    builder
-        .commit_from_file(file)
-        .map_err(|e| load_err(e.to_string()))
+#[derive(Clone, Copy, Debug)]
+pub struct EngineConfig {
+    pub policy: Policy,
+    /// Requests of at most this many rows may run on the caller's thread when a session is
+    /// idle; 0 sends everything through the queue.
+    pub inline_max_rows: usize,
 }
 
-/// One run: the frame in, every output copied out (the outputs borrow the session).
-pub fn run(session: &mut Session, frame: Frame) -> Result<Outputs, String> {
-    let rows = frame.rows;
-    let mut inputs: Vec<(String, SessionInputValue<'_>)> = Vec::with_capacity(frame.columns.len());
-    for (outlet, column) in session.inputs().iter().zip(frame.columns) {
-        let width = column.len() / rows.max(1);
-        let shape: Vec<i64> = match outlet.dtype().tensor_shape().map(|s| s.len()) {
-            Some(1) => vec![rows as i64],
-            _ => vec![rows as i64, width as i64],
-        };
-        let value: DynValue = match column {
-            Column::F32(v) => Tensor::from_array((shape, v)).map(Tensor::into_dyn),
-            Column::F64(v) => Tensor::from_array((shape, v)).map(Tensor::into_dyn),
-            Column::I64(v) => Tensor::from_array((shape, v)).map(Tensor::into_dyn),
-            Column::I32(v) => Tensor::from_array((shape, v)).map(Tensor::into_dyn),
-            Column::Bool(v) => Tensor::from_array((shape, v)).map(Tensor::into_dyn),
-            Column::Str(v) => Tensor::from_string_array((shape, &v[..])).map(Tensor::into_dyn),
-        }
-        .map_err(|e| format!("input \"{}\": {e}", outlet.name()))?;
-        inputs.push((outlet.name().to_string(), value.into()));
-    }
-    let specs: Vec<(String, ValueType)> = session
-        .outputs()
-        .iter()
-        .map(|o| (o.name().to_string(), o.dtype().clone()))
-        .collect();
-    let out = session.run(inputs).map_err(|e| e.to_string())?;
-    let mut tensors = Vec::with_capacity(specs.len());
-    for (name, ty) in specs {
-        let value = &out[name.as_str()];
-        let fail = |e: ort::Error| format!("output \"{name}\": {e}");
-        let (shape, data) = match ty {
-            ValueType::Sequence(_) => {
-                let maps = value
-                    .try_extract_sequence::<DynMapValueType>()
-                    .map_err(fail)?;
-                let is_str_key = matches!(&ty, ValueType::Sequence(inner)
-                    if matches!(inner.as_ref(), ValueType::Map { key, .. } if *key == ort::value::TensorElementType::String));
-                let data = if is_str_key {
-                    OutputData::MapStr(
-                        maps.iter()
-                            .map(|m| m.try_extract_key_values::<String, f32>())
-                            .collect::<Result<_, _>>()
-                            .map_err(fail)?,
-                    )
-                } else {
-                    OutputData::MapI64(
-                        maps.iter()
-                            .map(|m| m.try_extract_key_values::<i64, f32>())
-                            .collect::<Result<_, _>>()
-                            .map_err(fail)?,
-                    )
-                };
-                (vec![maps.len()], data)
-            }
-            ValueType::Tensor { ty, .. } => {
-                use ort::value::TensorElementType as T;
-                macro_rules! copy {
-                    ($t:ty, $variant:ident) => {{
-                        let (s, d) = value.try_extract_tensor::<$t>().map_err(fail)?;
-                        (dims(s), OutputData::$variant(d.to_vec()))
-                    }};
-                }
-                match ty {
-                    T::Float32 => copy!(f32, F32),
-                    T::Float64 => copy!(f64, F64),
-                    T::Int64 => copy!(i64, I64),
-                    T::Int32 => copy!(i32, I32),
-                    T::Bool => copy!(bool, Bool),
-                    T::String => {
-                        let (s, d) = value.try_extract_strings().map_err(fail)?;
-                        (dims(s), OutputData::Str(d))
-                    }
-                    other => {
-                        return Err(format!("output \"{name}\" has unsupported type {other:?}"))
-                    }
-                }
-            }
-            other => return Err(format!("output \"{name}\" has unsupported type {other}")),
-        };
-        tensors.push(OutputTensor { name, shape, data });
-    }
-    Ok(Outputs { rows, tensors })
+/// A request's outputs and where its time went.
+#[derive(Debug)]
+pub struct Scored {
+    pub outputs: Outputs,
+    pub queued: Duration,
+    pub inference: Duration,
 }
 
-fn dims(s: &[i64]) -> Vec<usize> {
-    s.iter().map(|&d| d.max(0) as usize).collect()
-}
+type Reply = oneshot::Sender<Result<Scored, EngineError>>;
 
 struct Job {
     frame: Frame,
-    deadline: Instant,
-    reply: oneshot::Sender<Result<Outputs, EngineError>>,
+    reply: Reply,
 }
 
-/// A pool of worker threads, one session each, behind one bounded queue.
+struct Queue {
+    state: State<Job>,
+    closed: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    sessions: Vec<Mutex<Session>>,
+    inline_max_rows: usize,
+    metrics: Arc<Metrics>,
+}
+
 pub struct Engine {
-    tx: Mutex<Option<Sender<Job>>>,
+    shared: Arc<Shared>,
     workers: Mutex<Vec<JoinHandle<()>>>,
-    capacity: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic inside ORT would poison a session lock; the session itself is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Engine {
-    pub fn start(sessions: Vec<Session>, capacity: usize) -> Self {
-        let (tx, rx) = crossbeam_channel::bounded::<Job>(capacity);
-        let workers = sessions
-            .into_iter()
-            .enumerate()
-            .map(|(i, session)| {
-                let rx = rx.clone();
+    pub fn start(sessions: Vec<Session>, cfg: EngineConfig, metrics: Arc<Metrics>) -> Self {
+        let n = sessions.len();
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                state: State::new(cfg.policy),
+                closed: false,
+            }),
+            wake: Condvar::new(),
+            sessions: sessions.into_iter().map(Mutex::new).collect(),
+            inline_max_rows: cfg.inline_max_rows,
+            metrics,
+        });
+        let workers = (0..n)
+            .filter_map(|i| {
+                let shared = Arc::clone(&shared);
                 std::thread::Builder::new()
                     .name(format!("mlapp-infer-{i}"))
-                    .spawn(move || worker(session, rx))
-            })
-            .filter_map(|spawned| match spawned {
-                Ok(h) => Some(h),
-                Err(e) => {
-                    log::error!("could not start an inference thread: {e}");
-                    None
-                }
+                    .spawn(move || worker(&shared, i))
+                    .map_err(|e| log::error!("could not start an inference thread: {e}"))
+                    .ok()
             })
             .collect();
         Self {
-            tx: Mutex::new(Some(tx)),
+            shared,
             workers: Mutex::new(workers),
-            capacity,
         }
+    }
+
+    pub fn policy(&self) -> Policy {
+        *lock(&self.shared.queue).state.policy()
+    }
+
+    /// Requests waiting for a session now.
+    pub fn queue_depth(&self) -> usize {
+        lock(&self.shared.queue).state.len()
+    }
+
+    /// Scores a frame: inline when a session is idle and nothing waits, else through the
+    /// queue. The deadline covers the time spent queued.
+    pub async fn score(&self, frame: Frame, deadline: Instant) -> Result<Scored, EngineError> {
+        let frame = match self.try_inline(frame) {
+            Ok(done) => return done,
+            Err(frame) => frame,
+        };
+        let rx = self.submit(frame, deadline)?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    fn try_inline(&self, frame: Frame) -> Result<Result<Scored, EngineError>, Frame> {
+        let sh = &self.shared;
+        if frame.rows == 0 || frame.rows > sh.inline_max_rows {
+            return Err(frame);
+        }
+        {
+            let q = lock(&sh.queue);
+            if q.closed || !q.state.is_empty() {
+                return Err(frame);
+            }
+        }
+        let Some(mut session) = sh.sessions.iter().find_map(|s| s.try_lock().ok()) else {
+            return Err(frame);
+        };
+        let rows = frame.rows;
+        let started = Instant::now();
+        let result = session::run(&mut session, frame);
+        drop(session);
+        sh.metrics.run(1, rows);
+        Ok(result.map_err(EngineError::Run).map(|outputs| Scored {
+            outputs,
+            queued: Duration::ZERO,
+            inference: started.elapsed(),
+        }))
     }
 
     /// Queues a frame; the answer arrives on the returned channel.
@@ -189,30 +160,32 @@ impl Engine {
         &self,
         frame: Frame,
         deadline: Instant,
-    ) -> Result<oneshot::Receiver<Result<Outputs, EngineError>>, EngineError> {
+    ) -> Result<oneshot::Receiver<Result<Scored, EngineError>>, EngineError> {
         let (reply, rx) = oneshot::channel();
-        let guard = self.tx.lock().map_err(|_| EngineError::Stopped)?;
-        let tx = guard.as_ref().ok_or(EngineError::Stopped)?;
-        match tx.try_send(Job {
-            frame,
+        let entry = Entry {
+            rows: frame.rows,
+            enqueued: Instant::now(),
             deadline,
-            reply,
-        }) {
-            Ok(()) => Ok(rx),
-            Err(TrySendError::Full(_)) => Err(EngineError::Overloaded(self.capacity)),
-            Err(TrySendError::Disconnected(_)) => Err(EngineError::Stopped),
+            item: Job { frame, reply },
+        };
+        let mut q = lock(&self.shared.queue);
+        if q.closed {
+            return Err(EngineError::Stopped);
         }
+        let capacity = q.state.policy().capacity;
+        q.state
+            .push(entry)
+            .map_err(|_| EngineError::Overloaded(capacity))?;
+        drop(q);
+        self.shared.wake.notify_one();
+        Ok(rx)
     }
 
-    /// Lets queued jobs finish, then joins the workers.
+    /// Lets queued requests finish, then joins the workers.
     pub fn shutdown(&self) {
-        if let Ok(mut tx) = self.tx.lock() {
-            tx.take();
-        }
-        let handles = match self.workers.lock() {
-            Ok(mut w) => std::mem::take(&mut *w),
-            Err(_) => return,
-        };
+        lock(&self.shared.queue).closed = true;
+        self.shared.wake.notify_all();
+        let handles = std::mem::take(&mut *lock(&self.workers));
         for h in handles {
             let _ = h.join();
         }
@@ -225,16 +198,99 @@ impl Drop for Engine {
     }
 }
 
-fn worker(mut session: Session, rx: Receiver<Job>) {
-    while let Ok(job) = rx.recv() {
-        if job.reply.is_closed() {
-            continue; // the client went away or timed out: nobody reads this answer
-        }
-        let result = if Instant::now() >= job.deadline {
-            Err(EngineError::DeadlineExceeded)
-        } else {
-            run(&mut session, job.frame).map_err(EngineError::Run)
-        };
-        let _ = job.reply.send(result);
+fn worker(sh: &Shared, index: usize) {
+    while let Some(batch) = next_batch(sh) {
+        run_batch(sh, index, batch);
     }
+}
+
+/// Blocks until there is a batch to run; None once the engine is closed and drained.
+fn next_batch(sh: &Shared) -> Option<Vec<Entry<Job>>> {
+    let mut q = lock(&sh.queue);
+    loop {
+        let now = Instant::now();
+        for e in q.state.expire(now) {
+            let _ = e.item.reply.send(Err(EngineError::DeadlineExceeded));
+        }
+        match q.state.next(now) {
+            Next::Run(batch) => return Some(batch),
+            Next::Idle if q.closed => return None,
+            Next::Idle => q = sh.wake.wait(q).unwrap_or_else(|p| p.into_inner()),
+            // Once closed, nothing new will arrive to fill the batch: run what is there.
+            Next::WaitUntil(_) if q.closed => {
+                let all = q.state.drain();
+                return Some(all);
+            }
+            Next::WaitUntil(t) => {
+                q = sh
+                    .wake
+                    .wait_timeout(q, t.saturating_duration_since(now))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
+            }
+        }
+    }
+}
+
+fn run_batch(sh: &Shared, index: usize, batch: Vec<Entry<Job>>) {
+    // Nobody reads the answer of a client that went away or timed out: skip its rows.
+    let live: Vec<Entry<Job>> = batch
+        .into_iter()
+        .filter(|e| !e.item.reply.is_closed())
+        .collect();
+    if live.is_empty() {
+        return;
+    }
+    let n = sh.sessions.len();
+    // Prefer an idle session; wait for this worker's own only when all are busy.
+    let mut session = (0..n)
+        .find_map(|k| sh.sessions[(index + k) % n].try_lock().ok())
+        .unwrap_or_else(|| lock(&sh.sessions[index % n]));
+    let started = Instant::now();
+    let rows: usize = live.iter().map(|e| e.rows).sum();
+    sh.metrics.run(live.len(), rows);
+    if live.len() == 1 {
+        let e = live.into_iter().next().map(|e| (e.enqueued, e.item));
+        if let Some((enqueued, job)) = e {
+            let result = session::run(&mut session, job.frame);
+            reply(job.reply, result, enqueued, started);
+        }
+        return;
+    }
+    let sizes: Vec<usize> = live.iter().map(|e| e.rows).collect();
+    let (meta, frames): (Vec<(Instant, Reply)>, Vec<Frame>) = live
+        .into_iter()
+        .map(|e| ((e.enqueued, e.item.reply), e.item.frame))
+        .unzip();
+    let pieces = combine::concat(&frames)
+        .and_then(|f| session::run(&mut session, f))
+        .and_then(|outputs| combine::split(outputs, &sizes));
+    match pieces {
+        Ok(pieces) => {
+            for ((enqueued, tx), outputs) in meta.into_iter().zip(pieces) {
+                reply(tx, Ok(outputs), enqueued, started);
+            }
+        }
+        Err(e) => {
+            // One request's bad values must not fail its batch-mates: score each alone so
+            // every request gets its own answer.
+            log::debug!(
+                "a batch of {} requests failed ({e}); running them one by one",
+                sizes.len()
+            );
+            for ((enqueued, tx), frame) in meta.into_iter().zip(frames) {
+                let own_start = Instant::now();
+                let result = session::run(&mut session, frame);
+                reply(tx, result, enqueued, own_start);
+            }
+        }
+    }
+}
+
+fn reply(tx: Reply, result: Result<Outputs, String>, enqueued: Instant, started: Instant) {
+    let _ = tx.send(result.map_err(EngineError::Run).map(|outputs| Scored {
+        outputs,
+        queued: started.saturating_duration_since(enqueued),
+        inference: started.elapsed(),
+    }));
 }

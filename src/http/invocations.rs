@@ -2,16 +2,17 @@
 //! signature, score on the engine, encode.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 
 use super::{error_response, AppState};
 use crate::codec::{self, media, OutputFormat};
 use crate::engine::LoadedModel;
 use crate::error::ApiError;
+use crate::monitor::Stage;
 
 /// Bodies up to this size are decoded on the HTTP worker; larger ones on the blocking pool,
 /// so one big request does not stall every connection of that worker.
@@ -20,20 +21,58 @@ const INLINE_DECODE_BYTES: usize = 64 * 1024;
 /// finish sending and read the 413; beyond that the connection is closed.
 const DRAIN_BYTES: usize = 16 * 1024 * 1024;
 
+/// A client may ask for a shorter deadline than the server's timeout with this header
+/// (milliseconds); it cannot ask for a longer one.
+pub const TIMEOUT_HEADER: &str = "x-mlapp-timeout-ms";
+
+/// The model a request was served by, left in the request's extensions for the metrics.
+#[derive(Clone)]
+pub struct ServedBy(pub Arc<str>);
+
 pub async fn invocations(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let timeout = state.settings.timeout;
-    let deadline = Instant::now() + timeout;
-    let result =
-        tokio::time::timeout_at(deadline.into(), handle(&req, payload, &state, deadline)).await;
+    let started = Instant::now();
+    let timeout = match request_timeout(&req, state.settings.timeout) {
+        Ok(t) => t,
+        Err(e) => return reject(&state, &e),
+    };
+    let deadline = started + timeout;
+    let result = tokio::time::timeout_at(
+        deadline.into(),
+        handle(&req, payload, &state, deadline, timeout),
+    )
+    .await;
     match result {
         Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => error_response(&e),
-        Err(_) => error_response(&ApiError::Timeout(timeout.as_secs_f64())),
+        Ok(Err(e)) => reject(&state, &e),
+        Err(_) => reject(&state, &ApiError::Timeout(timeout.as_secs_f64())),
     }
+}
+
+fn reject(state: &AppState, e: &ApiError) -> HttpResponse {
+    state.metrics.rejected(e.code());
+    error_response(e)
+}
+
+fn request_timeout(req: &HttpRequest, server: Duration) -> Result<Duration, ApiError> {
+    let Some(v) = req.headers().get(TIMEOUT_HEADER) else {
+        return Ok(server);
+    };
+    let ms = v
+        .to_str()
+        .ok()
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|ms| ms.is_finite() && *ms > 0.0)
+        .ok_or_else(|| {
+            ApiError::BadHeader(format!(
+                "{TIMEOUT_HEADER} must be a positive number of milliseconds, got {:?}",
+                String::from_utf8_lossy(v.as_bytes())
+            ))
+        })?;
+    Ok(server.min(Duration::from_secs_f64(ms / 1e3)))
 }
 
 fn header_str(req: &HttpRequest, name: header::HeaderName) -> Option<&str> {
@@ -45,9 +84,13 @@ async fn handle(
     payload: web::Payload,
     state: &AppState,
     deadline: Instant,
+    timeout: Duration,
 ) -> Result<HttpResponse, ApiError> {
     let model = state.model().map_err(ApiError::NotReady)?;
+    req.extensions_mut()
+        .insert(ServedBy(Arc::clone(&model.name)));
     let settings = &state.settings;
+    let metrics = &state.metrics;
     let accept = media::output_format(header_str(req, header::ACCEPT), settings.default_accept)?;
     let declared = header_str(req, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
     let body = read_body(payload, settings.max_payload_bytes, declared).await?;
@@ -57,6 +100,7 @@ async fn handle(
         model.source.config.csv_header,
         &body[..body.len().min(8)],
     )?;
+    let t = Instant::now();
     let frame = if body.len() <= INLINE_DECODE_BYTES {
         codec::decode(format, &body, &model.signature)?
     } else {
@@ -65,14 +109,17 @@ async fn handle(
             .await
             .map_err(|e| ApiError::Internal(format!("decode task failed: {e}")))??
     };
+    metrics.stage(Stage::Decode, t.elapsed());
     let rows = frame.rows;
-    let outputs = model
+    let scored = model
         .engine
-        .submit(frame, deadline)
-        .map_err(|e| ApiError::from_engine(e, settings.timeout))?
+        .score(frame, deadline)
         .await
-        .map_err(|_| ApiError::Internal("the inference worker dropped the request".into()))?
-        .map_err(|e| ApiError::from_engine(e, settings.timeout))?;
+        .map_err(|e| ApiError::from_engine(e, timeout))?;
+    metrics.stage(Stage::Queue, scored.queued);
+    metrics.stage(Stage::Inference, scored.inference);
+    let t = Instant::now();
+    let outputs = scored.outputs;
     let body = if rows * model.signature.features.len() <= INLINE_DECODE_BYTES / 8 {
         encode(&model, outputs, accept)?
     } else {
@@ -81,6 +128,7 @@ async fn handle(
             .await
             .map_err(|e| ApiError::Internal(format!("encode task failed: {e}")))??
     };
+    metrics.stage(Stage::Encode, t.elapsed());
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, accept.mime()))
         .body(body))

@@ -1,6 +1,7 @@
 //! HTTP: thin handlers over the core. They read headers, call codec/engine, map the result.
 
-mod invocations;
+pub(crate) mod invocations;
+mod metrics;
 mod ping;
 pub mod server;
 mod state;
@@ -16,13 +17,21 @@ use crate::error::ApiError;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/ping").route(web::get().to(ping::ping)))
         .service(web::resource("/invocations").route(web::post().to(invocations::invocations)))
+        .service(web::resource("/metrics").route(web::get().to(metrics::metrics)))
+        .default_service(web::to(not_found));
+}
+
+/// The routes of the optional metrics-only listener.
+pub fn metrics_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/metrics").route(web::get().to(metrics::metrics)))
+        .service(web::resource("/ping").route(web::get().to(ping::ping)))
         .default_service(web::to(not_found));
 }
 
 async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
     let body = serde_json::json!({"error": {
         "code": "not_found",
-        "message": format!("no route for {} {}; mlapp serves GET /ping and POST /invocations", req.method(), req.path()),
+        "message": format!("no route for {} {}; mlapp serves GET /ping, POST /invocations and GET /metrics", req.method(), req.path()),
     }});
     HttpResponse::NotFound().json(body)
 }

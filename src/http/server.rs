@@ -6,13 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Service;
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App, HttpMessage, HttpServer};
 use futures_util::FutureExt;
 
+use super::invocations::ServedBy;
 use super::{AppState, Readiness, Settings};
 use crate::codec::media;
 use crate::config::ServeConfig;
 use crate::engine::{self, runtime, LoadOptions};
+use crate::monitor::{Metrics, ModelInfo, Route};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -39,12 +41,14 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
             .ok_or_else(|| ServeError::Config("bad default accept".into()))?,
         default_content_type: cfg.default_content_type.clone(),
     };
+    let metrics = Arc::new(Metrics::new());
     let state = web::Data::new(AppState::new(
         settings,
         Readiness::Loading(format!(
             "loading the model from {}",
             cfg.model_dir.display()
         )),
+        Arc::clone(&metrics),
     ));
 
     actix_web::rt::System::new().block_on(async {
@@ -58,7 +62,14 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
                     let (method, path) = (req.method().clone(), req.path().to_owned());
                     srv.call(req).map(move |res| {
                         if let Ok(r) = &res {
-                            access_log(&method, &path, r.status().as_u16(), started.elapsed());
+                            let status = r.status().as_u16();
+                            let took = started.elapsed();
+                            if let Some(state) = r.request().app_data::<web::Data<AppState>>() {
+                                let model = r.request().extensions().get::<ServedBy>().cloned();
+                                let model = model.as_ref().map(|m| &m.0);
+                                state.metrics.request(Route::of(&path), status, model, took);
+                            }
+                            access_log(&method, &path, status, took);
                         }
                         res
                     })
@@ -79,6 +90,10 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         }
         let _ = std::io::stdout().flush();
         let running = server.run();
+        let metrics_server = match cfg.metrics_port {
+            Some(port) => Some(metrics_only(state.clone(), &cfg.host, port)?),
+            None => None,
+        };
 
         let loader_state = state.clone();
         let opts = LoadOptions {
@@ -88,20 +103,33 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
             warmup_runs: cfg.warmup_runs,
             warmup_rows: cfg.warmup_rows,
             config_name: cfg.model_config.clone(),
+            max_batch_rows: cfg.max_batch_rows,
+            max_batch_delay: cfg.max_batch_delay(),
+            inline_max_rows: cfg.inline_max_rows,
         };
         let dir = cfg.model_dir.clone();
+        let metrics = Arc::clone(&metrics);
         std::thread::Builder::new()
             .name("mlapp-loader".into())
-            .spawn(move || match engine::load(env, &dir, &opts) {
+            .spawn(move || match engine::load(env, &dir, &opts, metrics.clone()) {
                 Ok(model) => {
                     log::info!(
-                        "ready: {} ({}, {} features, {} sessions) loaded and warmed up in {:.3} s",
+                        "ready: {} ({}, {} features, {} sessions, batching {}) loaded and warmed up in {:.3} s",
                         model.source.file.display(),
                         model.plan.kind(),
                         model.signature.features.len(),
                         model.sessions,
+                        if model.batching { "on" } else { "off: outputs do not follow the batch rows" },
                         model.load_seconds
                     );
+                    metrics.set_model(ModelInfo {
+                        name: Arc::clone(&model.name),
+                        file: model.source.file.display().to_string(),
+                        kind: model.plan.kind().to_string(),
+                        provider: "CPUExecutionProvider".into(),
+                        load_seconds: model.load_seconds,
+                        sessions: model.sessions,
+                    });
                     loader_state.set(Readiness::Ready(Arc::new(model)));
                 }
                 Err(e) => {
@@ -111,12 +139,44 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
             })?;
 
         running.await?;
+        if let Some(m) = metrics_server {
+            m.stop(true).await;
+        }
         log::info!("HTTP server stopped; finishing queued inference");
         if let Ok(model) = state.model() {
             model.engine.shutdown();
         }
         Ok(())
     })
+}
+
+/// A second listener with only `/metrics` (and `/ping`), for scrapers that cannot reach the
+/// main port's routes through SageMaker.
+fn metrics_only(
+    state: web::Data<AppState>,
+    host: &str,
+    port: u16,
+) -> Result<actix_web::dev::ServerHandle, ServeError> {
+    let addr = format!("{host}:{port}");
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .configure(super::metrics_routes)
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(&addr)
+    .map_err(|source| ServeError::Bind {
+        addr: addr.clone(),
+        source,
+    })?;
+    for a in server.addrs() {
+        println!("mlapp metrics on http://{a}/metrics");
+    }
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    Ok(handle)
 }
 
 fn access_log(method: &actix_web::http::Method, path: &str, status: u16, took: Duration) {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::codec::OutputFormat;
 use crate::engine::LoadedModel;
+use crate::monitor::{Live, Metrics};
 
 #[derive(Clone)]
 pub enum Readiness {
@@ -23,15 +24,17 @@ pub struct Settings {
 
 pub struct AppState {
     pub settings: Settings,
+    pub metrics: Arc<Metrics>,
     // Written once or twice in the process's life, read by every request: the read lock is
     // held only to clone an Arc, never across inference, so /ping never waits on a model.
     readiness: RwLock<Readiness>,
 }
 
 impl AppState {
-    pub fn new(settings: Settings, readiness: Readiness) -> Self {
+    pub fn new(settings: Settings, readiness: Readiness, metrics: Arc<Metrics>) -> Self {
         Self {
             settings,
+            metrics,
             readiness: RwLock::new(readiness),
         }
     }
@@ -57,6 +60,18 @@ impl AppState {
         match self.readiness() {
             Readiness::Ready(m) => Ok(m),
             Readiness::Loading(why) | Readiness::Failed(why) => Err(why),
+        }
+    }
+
+    /// The values metrics read from the live server.
+    pub fn live(&self) -> Live {
+        match self.readiness() {
+            Readiness::Ready(m) => Live {
+                ready: true,
+                queue_depth: m.engine.queue_depth(),
+                queue_capacity: m.engine.policy().capacity,
+            },
+            _ => Live::default(),
         }
     }
 }
