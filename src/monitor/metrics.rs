@@ -157,9 +157,12 @@ pub struct Live {
     pub queue_capacity: usize,
 }
 
+/// Route, status, model ("" where no model served the request).
+type RequestKey = (Route, u16, Arc<str>);
+
 pub struct Metrics {
     started: SystemTime,
-    requests: Mutex<BTreeMap<(Route, u16, Arc<str>), u64>>,
+    requests: Mutex<BTreeMap<RequestKey, u64>>,
     request_seconds: [Histogram; 4],
     stage_seconds: [Histogram; 4],
     pub batch_rows: Histogram,
