@@ -61,11 +61,6 @@ pub struct ServeConfig {
     #[arg(long, env = "MLAPP_MAX_BATCH_DELAY_MS", default_value_t = 0.0)]
     pub max_batch_delay_ms: f64,
 
-    /// Requests of at most this many rows are scored on the HTTP thread when a session is
-    /// idle and nothing is queued (0: always go through the queue).
-    #[arg(long, env = "MLAPP_INLINE_MAX_ROWS", default_value_t = 16)]
-    pub inline_max_rows: usize,
-
     /// Also serve GET /metrics on this port (SageMaker routes only /ping and /invocations
     /// to the main port).
     #[arg(long, env = "MLAPP_METRICS_PORT")]

@@ -14,7 +14,7 @@ use ort::environment::Environment;
 use ort::session::Session;
 
 pub use batcher::Policy;
-pub use pool::{Engine, EngineConfig, EngineError, Scored};
+pub use pool::{Engine, EngineError, Scored};
 
 use crate::codec::Frame;
 use crate::model::{self, ModelError, ModelSignature, ModelSource, OutputPlan};
@@ -32,8 +32,6 @@ pub struct LoadOptions {
     pub max_batch_rows: usize,
     /// How long an unfilled batch may wait for more requests.
     pub max_batch_delay: Duration,
-    /// See `EngineConfig::inline_max_rows`.
-    pub inline_max_rows: usize,
 }
 
 /// A model ready to serve: warmed up sessions behind the worker pool.
@@ -98,14 +96,11 @@ pub fn load(
         }
     }
     let n = sessions.len();
-    let cfg = EngineConfig {
-        policy: Policy {
-            max_rows: opts.max_batch_rows.max(1),
-            max_delay: opts.max_batch_delay,
-            capacity: opts.queue_capacity.max(1),
-            combine: batching,
-        },
-        inline_max_rows: opts.inline_max_rows,
+    let policy = Policy {
+        max_rows: opts.max_batch_rows.max(1),
+        max_delay: opts.max_batch_delay,
+        capacity: opts.queue_capacity.max(1),
+        combine: batching,
     };
     let name = source
         .dir
@@ -117,7 +112,7 @@ pub fn load(
         source,
         signature,
         plan,
-        engine: Engine::start(sessions, cfg, metrics),
+        engine: Engine::start(sessions, policy, metrics),
         load_seconds: started.elapsed().as_secs_f64(),
         sessions: n,
         batching,

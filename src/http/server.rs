@@ -105,7 +105,6 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
             config_name: cfg.model_config.clone(),
             max_batch_rows: cfg.max_batch_rows,
             max_batch_delay: cfg.max_batch_delay(),
-            inline_max_rows: cfg.inline_max_rows,
         };
         let dir = cfg.model_dir.clone();
         let metrics = Arc::clone(&metrics);
