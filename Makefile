@@ -4,11 +4,15 @@
 
 MODEL ?= examples/gender/models/pipeline
 ORT_LIB := .ort/lib/libonnxruntime.so.1.31.1
+PROMTOOL := .tools/bin/promtool
 
-.PHONY: serve test ort build lint examples
+.PHONY: serve test ort build lint examples bench
 
 $(ORT_LIB):
 	scripts/install-onnxruntime.sh
+
+$(PROMTOOL):
+	scripts/install-promtool.sh
 
 ort: $(ORT_LIB)
 
@@ -22,8 +26,12 @@ lint:
 	cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
 
-test: ort lint
+test: ort $(PROMTOOL) lint
 	cargo test --locked
+
+# The benchmark against the reference stacks (bench/README.md); not part of `make test`.
+bench: ort
+	bench/run.sh
 
 # Regenerates the example data, models, payloads and golden outputs (needs Python + pip).
 examples:

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::common::{model_dir, payload, repo, xgboost_rows, Server};
+use crate::common::{self, model_dir, payload, repo, xgboost_rows, Server};
 
 #[test]
 fn malformed_bodies_are_400() {
@@ -254,6 +254,59 @@ fn a_full_queue_is_503_with_retry_after() {
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.body.split('\n').count(), 20_000);
     }
+    // Once the queue drains, requests are served again.
+    assert_eq!(s.post(Some("text/csv"), None, &xgboost_rows(2)).status, 200);
+}
+
+#[test]
+fn a_request_may_ask_for_a_shorter_deadline_and_is_not_run_after_it() {
+    let s = Server::ready(
+        &model_dir("xgboost"),
+        &["--workers", "1", "--max-payload-mb", "32"],
+    );
+    let big = xgboost_rows(40_000);
+    std::thread::scope(|scope| {
+        let first = scope.spawn(|| s.post(Some("text/csv"), Some("text/csv"), &big));
+        // Once the big request is decoded it holds the session for ~100 ms.
+        let decoded = "mlapp_stage_duration_seconds_count{stage=\"decode\"}";
+        while crate::batching::metric(&s.get("/metrics").body, decoded) < 1.0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Queued behind 40,000 rows on the only session: 20 ms is not enough.
+        let r = common::reply(
+            common::agent()
+                .post(&format!("{}/invocations", s.base))
+                .set("Content-Type", "text/csv")
+                .set("X-Mlapp-Timeout-Ms", "20")
+                .send_bytes(&xgboost_rows(1)),
+        );
+        assert_eq!(r.status, 504, "{}", r.body);
+        assert_eq!(
+            r.error().1,
+            "the request did not finish within the 0.020 s timeout"
+        );
+        assert_eq!(first.join().unwrap().status, 200);
+    });
+    // The expired request was never scored: only the big one's rows were.
+    let m = s.get("/metrics").body;
+    assert_eq!(
+        crate::batching::metric(&m, "mlapp_rows_scored_total"),
+        40_000.0
+    );
+    let bad = common::reply(
+        common::agent()
+            .post(&format!("{}/invocations", s.base))
+            .set("Content-Type", "text/csv")
+            .set("X-Mlapp-Timeout-Ms", "soon")
+            .send_bytes(&xgboost_rows(1)),
+    );
+    assert_eq!(bad.status, 400);
+    let (code, msg) = bad.error();
+    assert_eq!(code, "invalid_header");
+    assert!(
+        msg.contains("x-mlapp-timeout-ms") && msg.contains("\"soon\""),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! Integration tests: the real binary, real ONNX Runtime, a real HTTP client, loopback only.
 //! ONNX Runtime must be installed first (`scripts/install-onnxruntime.sh`; `make test` does it).
 
+mod batching;
 mod common;
 mod errors;
 mod golden;
 mod lifecycle;
+mod metrics;
