@@ -123,6 +123,16 @@ impl Route {
     }
 }
 
+const CLASSES: [&str; 3] = ["2xx", "4xx", "5xx"];
+
+fn class(status: u16) -> usize {
+    match status {
+        ..=399 => 0,
+        400..=499 => 1,
+        _ => 2,
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub enum Stage {
     Decode,
@@ -163,7 +173,9 @@ type RequestKey = (Route, u16, Arc<str>);
 pub struct Metrics {
     started: SystemTime,
     requests: Mutex<BTreeMap<RequestKey, u64>>,
-    request_seconds: [Histogram; 4],
+    /// By route and status class (2xx, 4xx, 5xx), so that the latency of answered requests
+    /// is not hidden among fast refusals under overload.
+    request_seconds: [[Histogram; 3]; 4],
     stage_seconds: [Histogram; 4],
     pub batch_rows: Histogram,
     pub batch_requests: Histogram,
@@ -184,7 +196,9 @@ impl Metrics {
         Self {
             started: SystemTime::now(),
             requests: Mutex::new(BTreeMap::new()),
-            request_seconds: std::array::from_fn(|_| Histogram::new(SECONDS)),
+            request_seconds: std::array::from_fn(|_| {
+                std::array::from_fn(|_| Histogram::new(SECONDS))
+            }),
             stage_seconds: std::array::from_fn(|_| Histogram::new(SECONDS)),
             batch_rows: Histogram::new(ROWS),
             batch_requests: Histogram::new(REQUESTS),
@@ -196,7 +210,7 @@ impl Metrics {
     }
 
     pub fn request(&self, route: Route, status: u16, model: Option<&Arc<str>>, took: Duration) {
-        self.request_seconds[route as usize].observe_duration(took);
+        self.request_seconds[route as usize][class(status)].observe_duration(took);
         let model = model.cloned().unwrap_or_else(|| Arc::from(""));
         let mut map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
         *map.entry((route, status, model)).or_insert(0) += 1;
@@ -257,14 +271,16 @@ impl Metrics {
             o,
             "mlapp_http_request_duration_seconds",
             "histogram",
-            "Time from request to response, by route.",
+            "Time from request to response, by route and status class.",
         );
         for route in Route::ALL {
-            self.request_seconds[route as usize].render(
-                o,
-                "mlapp_http_request_duration_seconds",
-                &format!("route=\"{}\"", route.label()),
-            );
+            for (i, code) in CLASSES.iter().enumerate() {
+                self.request_seconds[route as usize][i].render(
+                    o,
+                    "mlapp_http_request_duration_seconds",
+                    &format!("route=\"{}\",code=\"{code}\"", route.label()),
+                );
+            }
         }
         header(
             o,

@@ -109,13 +109,13 @@ fn metrics_parse_with_promtool_and_move_with_requests() {
         );
         assert_eq!(count, 3.0, "stage {stage}");
     }
-    assert_eq!(
+    let took = |code: &str| {
         metric(
             &after,
-            "mlapp_http_request_duration_seconds_count{route=\"/invocations\"}"
-        ),
-        5.0
-    );
+            &format!("mlapp_http_request_duration_seconds_count{{route=\"/invocations\",code=\"{code}\"}}"),
+        )
+    };
+    assert_eq!((took("2xx"), took("4xx"), took("5xx")), (3.0, 2.0, 0.0));
     assert!(metric(&after, "process_resident_memory_bytes") > 1e6);
 
     // The separate listener serves the same metrics, and nothing else but /ping.
