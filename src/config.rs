@@ -48,7 +48,8 @@ pub struct ServeConfig {
     #[arg(long, env = "MLAPP_INTRA_OP_THREADS", default_value_t = 1)]
     pub intra_op_threads: usize,
 
-    /// Requests that may wait for a free session; beyond that, 503 with Retry-After.
+    /// Requests that may be in flight (waiting or being scored); beyond that, new ones get
+    /// 503 with Retry-After at once instead of queueing without bound.
     #[arg(long, env = "MLAPP_QUEUE_CAPACITY", default_value_t = 1024)]
     pub queue_capacity: usize,
 

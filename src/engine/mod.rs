@@ -2,6 +2,7 @@
 
 pub mod batcher;
 mod combine;
+mod local;
 pub mod pool;
 pub mod runtime;
 pub mod session;

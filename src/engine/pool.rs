@@ -8,6 +8,7 @@
 //! Scoring on the HTTP thread when the server is idle was tried and measured slower, at one
 //! connection and at 32, than this hand-off to a worker: the queue path stays the only one.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -16,14 +17,14 @@ use ort::session::Session;
 use tokio::sync::oneshot;
 
 use super::batcher::{Entry, Next, Policy, State};
-use super::{combine, session};
+use super::{combine, local, session};
 use crate::codec::Frame;
 use crate::model::Outputs;
 use crate::monitor::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("the inference queue is full ({0} requests waiting)")]
+    #[error("the inference queue is full ({0} requests in flight)")]
     Overloaded(usize),
     #[error("the request's deadline passed before inference started")]
     DeadlineExceeded,
@@ -43,7 +44,7 @@ pub struct Scored {
 
 type Reply = oneshot::Sender<Result<Scored, EngineError>>;
 
-struct Job {
+pub(super) struct Job {
     frame: Frame,
     reply: Reply,
 }
@@ -53,7 +54,11 @@ struct Queue {
     closed: bool,
 }
 
-struct Shared {
+pub(super) struct Shared {
+    policy: Policy,
+    /// Requests admitted and not yet answered, wherever they wait: the bound that admission
+    /// control enforces.
+    admitted: AtomicUsize,
     queue: Mutex<Queue>,
     wake: Condvar,
     sessions: Vec<Mutex<Session>>,
@@ -74,6 +79,8 @@ impl Engine {
     pub fn start(sessions: Vec<Session>, policy: Policy, metrics: Arc<Metrics>) -> Self {
         let n = sessions.len();
         let shared = Arc::new(Shared {
+            policy,
+            admitted: AtomicUsize::new(0),
             queue: Mutex::new(Queue {
                 state: State::new(policy),
                 closed: false,
@@ -99,7 +106,12 @@ impl Engine {
     }
 
     pub fn policy(&self) -> Policy {
-        *lock(&self.shared.queue).state.policy()
+        self.shared.policy
+    }
+
+    /// Requests admitted and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.shared.admitted.load(Ordering::Relaxed)
     }
 
     /// Requests waiting for a session now.
@@ -107,9 +119,24 @@ impl Engine {
         lock(&self.shared.queue).state.len()
     }
 
-    /// Scores a frame through the queue; the deadline covers the time spent queued.
+    /// Scores a frame. The deadline covers the time spent waiting; beyond `capacity`
+    /// requests in flight, new ones are refused at once.
+    ///
+    /// On an HTTP thread, requests that fit one batch are gathered for the rest of the
+    /// event-loop turn and scored together on that thread (`local`); larger ones, or any
+    /// when a batching delay is configured, go to the worker threads' queue.
     pub async fn score(&self, frame: Frame, deadline: Instant) -> Result<Scored, EngineError> {
-        let rx = self.submit(frame, deadline)?;
+        let sh = &self.shared;
+        let _admitted = Admitted::enter(sh)?;
+        let local =
+            frame.rows <= sh.policy.max_rows && sh.policy.max_delay.is_zero() && local::available();
+        let rx = if local {
+            let (reply, rx) = oneshot::channel();
+            local::enqueue(&self.shared, entry(frame, deadline, reply));
+            rx
+        } else {
+            self.submit(frame, deadline)?
+        };
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 
@@ -120,12 +147,7 @@ impl Engine {
         deadline: Instant,
     ) -> Result<oneshot::Receiver<Result<Scored, EngineError>>, EngineError> {
         let (reply, rx) = oneshot::channel();
-        let entry = Entry {
-            rows: frame.rows,
-            enqueued: Instant::now(),
-            deadline,
-            item: Job { frame, reply },
-        };
+        let entry = entry(frame, deadline, reply);
         let mut q = lock(&self.shared.queue);
         if q.closed {
             return Err(EngineError::Stopped);
@@ -147,6 +169,36 @@ impl Engine {
         for h in handles {
             let _ = h.join();
         }
+    }
+}
+
+fn entry(frame: Frame, deadline: Instant, reply: Reply) -> Entry<Job> {
+    Entry {
+        rows: frame.rows,
+        enqueued: Instant::now(),
+        deadline,
+        item: Job { frame, reply },
+    }
+}
+
+/// One admitted request; leaves the count however `score` ends (its future may be dropped
+/// when the request times out).
+struct Admitted<'a>(&'a AtomicUsize);
+
+impl<'a> Admitted<'a> {
+    fn enter(sh: &'a Shared) -> Result<Self, EngineError> {
+        let before = sh.admitted.fetch_add(1, Ordering::AcqRel);
+        let me = Admitted(&sh.admitted);
+        if before >= sh.policy.capacity {
+            return Err(EngineError::Overloaded(sh.policy.capacity));
+        }
+        Ok(me)
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -191,6 +243,51 @@ fn next_batch(sh: &Shared) -> Option<Vec<Entry<Job>>> {
 }
 
 fn run_batch(sh: &Shared, index: usize, batch: Vec<Entry<Job>>) {
+    let n = sh.sessions.len();
+    // Prefer an idle session; wait for this worker's own only when all are busy.
+    let mut session = (0..n)
+        .find_map(|k| sh.sessions[(index + k) % n].try_lock().ok())
+        .unwrap_or_else(|| lock(&sh.sessions[index % n]));
+    run_entries(sh, &mut session, batch);
+}
+
+/// Runs jobs gathered on an HTTP thread (see `local`): on an idle session, split into
+/// batches by the policy; when every session is busy they join the workers' queue instead,
+/// since an HTTP thread must never block waiting for a session.
+pub(super) fn run_here(sh: &Shared, jobs: Vec<Entry<Job>>) {
+    let Some(mut session) = sh.sessions.iter().find_map(|s| s.try_lock().ok()) else {
+        let mut q = lock(&sh.queue);
+        for e in jobs {
+            // Admission was checked in `score`; the queue's own bound is a backstop.
+            if let Err(e) = q.state.push(e) {
+                let _ = e
+                    .item
+                    .reply
+                    .send(Err(EngineError::Overloaded(sh.policy.capacity)));
+            }
+        }
+        drop(q);
+        sh.wake.notify_all();
+        return;
+    };
+    let mut batches = State::new(Policy {
+        capacity: usize::MAX,
+        max_delay: Duration::ZERO,
+        ..sh.policy
+    });
+    for e in jobs {
+        let _ = batches.push(e);
+    }
+    let now = Instant::now();
+    for e in batches.expire(now) {
+        let _ = e.item.reply.send(Err(EngineError::DeadlineExceeded));
+    }
+    while let Next::Run(batch) = batches.next(now) {
+        run_entries(sh, &mut session, batch);
+    }
+}
+
+fn run_entries(sh: &Shared, session: &mut Session, batch: Vec<Entry<Job>>) {
     // Nobody reads the answer of a client that went away or timed out: skip its rows.
     let live: Vec<Entry<Job>> = batch
         .into_iter()
@@ -199,18 +296,13 @@ fn run_batch(sh: &Shared, index: usize, batch: Vec<Entry<Job>>) {
     if live.is_empty() {
         return;
     }
-    let n = sh.sessions.len();
-    // Prefer an idle session; wait for this worker's own only when all are busy.
-    let mut session = (0..n)
-        .find_map(|k| sh.sessions[(index + k) % n].try_lock().ok())
-        .unwrap_or_else(|| lock(&sh.sessions[index % n]));
     let started = Instant::now();
     let rows: usize = live.iter().map(|e| e.rows).sum();
     sh.metrics.run(live.len(), rows);
     if live.len() == 1 {
         let e = live.into_iter().next().map(|e| (e.enqueued, e.item));
         if let Some((enqueued, job)) = e {
-            let result = session::run(&mut session, job.frame);
+            let result = session::run(session, job.frame);
             reply(job.reply, result, enqueued, started);
         }
         return;
@@ -221,7 +313,7 @@ fn run_batch(sh: &Shared, index: usize, batch: Vec<Entry<Job>>) {
         .map(|e| ((e.enqueued, e.item.reply), e.item.frame))
         .unzip();
     let pieces = combine::concat(&frames)
-        .and_then(|f| session::run(&mut session, f))
+        .and_then(|f| session::run(session, f))
         .and_then(|outputs| combine::split(outputs, &sizes));
     match pieces {
         Ok(pieces) => {
@@ -238,7 +330,7 @@ fn run_batch(sh: &Shared, index: usize, batch: Vec<Entry<Job>>) {
             );
             for ((enqueued, tx), frame) in meta.into_iter().zip(frames) {
                 let own_start = Instant::now();
-                let result = session::run(&mut session, frame);
+                let result = session::run(session, frame);
                 reply(tx, result, enqueued, own_start);
             }
         }

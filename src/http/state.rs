@@ -68,6 +68,7 @@ impl AppState {
         match self.readiness() {
             Readiness::Ready(m) => Live {
                 ready: true,
+                in_flight: m.engine.in_flight(),
                 queue_depth: m.engine.queue_depth(),
                 queue_capacity: m.engine.policy().capacity,
             },

@@ -163,6 +163,7 @@ pub struct ModelInfo {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Live {
     pub ready: bool,
+    pub in_flight: usize,
     pub queue_depth: usize,
     pub queue_capacity: usize,
 }
@@ -340,14 +341,20 @@ impl Metrics {
         }
         gauge(
             o,
+            "mlapp_requests_in_flight",
+            "Requests admitted to the engine and not yet answered (the admission-control bound is mlapp_queue_capacity).",
+            live.in_flight as f64,
+        );
+        gauge(
+            o,
             "mlapp_queue_depth",
-            "Requests waiting for an inference session.",
+            "Requests waiting in the worker threads' queue.",
             live.queue_depth as f64,
         );
         gauge(
             o,
             "mlapp_queue_capacity",
-            "Requests that may wait before new ones are refused.",
+            "Requests that may be in flight before new ones are refused.",
             live.queue_capacity as f64,
         );
         gauge(

@@ -1,0 +1,70 @@
+-- wrk script for bench/run.py. Each request carries ROWS rows taken in turn from the lines
+-- of FILE (64 distinct bodies, so a tree model cannot coast on one input). WRAP=instances
+-- wraps the lines (JSON objects) as {"instances": [...]}. Status classes are counted when
+-- COUNT_STATUS is set (it costs a Lua call per response), and done() prints one JSON line.
+local file = os.getenv("FILE")
+local rows = tonumber(os.getenv("ROWS") or "1")
+local ctype = os.getenv("CTYPE") or "text/csv"
+local wrap = os.getenv("WRAP")
+
+local lines = {}
+for line in io.lines(file) do
+  if #line > 0 then lines[#lines + 1] = line end
+end
+
+local requests = {}
+local n = 0
+local threads = {}
+
+function setup(thread)
+  threads[#threads + 1] = thread
+end
+
+function init(args)
+  local at = 0
+  for k = 1, 64 do
+    local picked = {}
+    for r = 1, rows do
+      picked[r] = lines[(at % #lines) + 1]
+      at = at + 1
+    end
+    local body
+    if wrap == "instances" then
+      body = '{"instances": [' .. table.concat(picked, ",") .. "]}"
+    else
+      body = table.concat(picked, "\n") .. "\n"
+    end
+    requests[k] = wrk.format("POST", nil, {["Content-Type"] = ctype}, body)
+  end
+  ok, s429, s503, s5xx, sother = 0, 0, 0, 0, 0
+end
+
+function request()
+  n = n + 1
+  return requests[(n % 64) + 1]
+end
+
+if os.getenv("COUNT_STATUS") then
+  function response(status, headers, body)
+    if status < 300 then ok = ok + 1
+    elseif status == 429 then s429 = s429 + 1
+    elseif status == 503 then s503 = s503 + 1
+    elseif status >= 500 then s5xx = s5xx + 1
+    else sother = sother + 1 end
+  end
+end
+
+function done(summary, latency, _)
+  local counts = {ok = 0, s429 = 0, s503 = 0, s5xx = 0, sother = 0}
+  for _, t in ipairs(threads) do
+    for k, _ in pairs(counts) do counts[k] = counts[k] + (t:get(k) or 0) end
+  end
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests": %d, "duration_us": %d, "connect_errors": %d, "read_errors": %d, ' ..
+    '"write_errors": %d, "timeouts": %d, "non_2xx": %d, "p50_us": %d, "p99_us": %d, ' ..
+    '"p999_us": %d, "max_us": %d, "ok": %d, "s429": %d, "s503": %d, "s5xx": %d, "sother": %d}\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.timeout, e.status,
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9), latency.max,
+    counts.ok, counts.s429, counts.s503, counts.s5xx, counts.sother))
+end
