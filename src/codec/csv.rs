@@ -1,7 +1,7 @@
 //! `text/csv`: one row per line, RFC 4180 quoting, an optional header row naming features.
 
 use super::frame::{Cell, FrameBuilder};
-use super::{Column, DecodeError, Frame};
+use super::{number, Column, DecodeError, Frame};
 use crate::model::{ElemType, ModelSignature};
 
 pub fn decode(body: &[u8], sig: &ModelSignature, header: bool) -> Result<Frame, DecodeError> {
@@ -29,23 +29,7 @@ fn decode_plain(body: &[u8], sig: &ModelSignature) -> Option<Frame> {
         && sig.inputs[0].elem == ElemType::Float32
         && sig.inputs[0].width == nfeat;
     if one_f32_input {
-        let mut values: Vec<f32> = Vec::with_capacity(body.len() / 4);
-        let mut rows = 0;
-        for line in lines {
-            let before = values.len();
-            for field in line.split(',') {
-                let field = field.trim();
-                values.push(if field.is_empty() {
-                    f32::NAN
-                } else {
-                    field.parse().ok()?
-                });
-            }
-            if values.len() - before != nfeat {
-                return None;
-            }
-            rows += 1;
-        }
+        let (rows, values) = scan_f32(body, nfeat)?;
         return Some(Frame {
             rows,
             columns: vec![Column::F32(values)],
@@ -67,6 +51,105 @@ fn decode_plain(body: &[u8], sig: &ModelSignature) -> Option<Frame> {
         builder.end_row();
     }
     Some(builder.finish())
+}
+
+/// Rows of float fields in one pass over the bytes: the digits of a plain decimal are
+/// accumulated while its end is searched for; any other field (spaces, an exponent, an empty
+/// cell, `nan`) is cut out and read by `number::parse_f32`. None when a row does not have
+/// `nfeat` fields or a field is not a number.
+fn scan_f32(body: &[u8], nfeat: usize) -> Option<(usize, Vec<f32>)> {
+    let mut values = Vec::with_capacity(body.len() / 4);
+    let (mut rows, mut i, n) = (0, 0, body.len());
+    while i < n {
+        match body[i] {
+            b'\n' => {
+                i += 1;
+                continue;
+            }
+            b'\r' if body.get(i + 1) == Some(&b'\n') => {
+                i += 2;
+                continue;
+            }
+            _ => {}
+        }
+        let first = values.len();
+        loop {
+            let (value, end) = scan_field(body, i)?;
+            values.push(value);
+            match body.get(end) {
+                Some(b',') => i = end + 1,
+                Some(b'\r') => {
+                    i = end + 2;
+                    break;
+                }
+                Some(_) => {
+                    i = end + 1;
+                    break;
+                }
+                None => {
+                    i = n;
+                    break;
+                }
+            }
+        }
+        if values.len() - first != nfeat {
+            return None;
+        }
+        rows += 1;
+    }
+    Some((rows, values))
+}
+
+/// The field starting at `start` and the index of what ends it (`,`, `\n`, the `\r` of
+/// `\r\n`, or the end of the body).
+fn scan_field(b: &[u8], start: usize) -> Option<(f32, usize)> {
+    let n = b.len();
+    let mut i = start;
+    let negative = b.get(i) == Some(&b'-');
+    i += usize::from(negative);
+    let (mut mantissa, mut digits, mut fraction, mut dot) = (0u64, 0u32, 0usize, false);
+    while i < n {
+        let c = b[i];
+        if c.is_ascii_digit() && digits < 19 {
+            mantissa = mantissa * 10 + u64::from(c - b'0');
+            digits += 1;
+            fraction += usize::from(dot);
+        } else if c == b'.' && !dot {
+            dot = true;
+        } else {
+            break;
+        }
+        i += 1;
+    }
+    let ends = match b.get(i) {
+        None | Some(b',') | Some(b'\n') => true,
+        Some(b'\r') => matches!(b.get(i + 1), None | Some(b'\n')),
+        Some(_) => false,
+    };
+    if ends && digits > 0 {
+        if let Some(v) = number::decimal(negative, mantissa, fraction).and_then(number::narrow) {
+            return Some((v, i));
+        }
+    }
+    let end = b[start..]
+        .iter()
+        .position(|&c| c == b',' || c == b'\n')
+        .map_or(n, |p| start + p);
+    let mut field = &b[start..end];
+    let mut term = end;
+    if let Some(stripped) = field.strip_suffix(b"\r") {
+        field = stripped;
+        if end == n || b[end] == b'\n' {
+            term = end - 1;
+        }
+    }
+    let text = std::str::from_utf8(field).ok()?.trim();
+    let value = if text.is_empty() {
+        f32::NAN
+    } else {
+        number::parse_f32(text)?
+    };
+    Some((value, term))
 }
 
 fn decode_full(body: &[u8], sig: &ModelSignature, header: bool) -> Result<Frame, DecodeError> {
@@ -243,11 +326,15 @@ mod tests {
 
     #[test]
     fn the_plain_and_full_readers_agree() {
-        let bodies: [&[u8]; 4] = [
+        let bodies: [&[u8]; 8] = [
             b"1,2,3\n4,5.5,-6e1",
             b" 1 ,2,3\r\n\r\n4,,inf\n\n",
             b"0.1,1e-7,340282350000000000000000000000000000000\n",
             b"-0,3.4028235e38,1.17549435e-38\n",
+            b"1,2,3\r\n4,5,6\r\n",
+            b"1,2,\r\n,,\n",
+            b"1.5,-2.25,3\r",
+            b"00001.000,12345678901234567890,0.1234567890123456789\n",
         ];
         for body in bodies {
             let plain = decode_plain(body, &tensor3()).expect("plain body");
@@ -260,6 +347,8 @@ mod tests {
         // What the plain reader gives up on, the full one reports.
         assert!(decode_plain(b"1,2\n", &tensor3()).is_none());
         assert!(decode_plain(b"1,x,3\n", &tensor3()).is_none());
+        assert!(decode_plain(b"1,2,3,4\n", &tensor3()).is_none());
+        assert!(decode_plain(b"1,2,3\r4,5,6\n", &tensor3()).is_none());
     }
 
     #[test]

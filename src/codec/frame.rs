@@ -217,22 +217,29 @@ fn describe(cell: Cell<'_>) -> String {
     }
 }
 
-fn parse_float<T: std::str::FromStr + Missing>(t: &str) -> Option<T> {
+fn parse_float<T: Float>(t: &str) -> Option<T> {
     let t = t.trim();
     if t.is_empty() {
         return Some(T::MISSING);
     }
-    t.parse().ok()
+    T::parse(t)
 }
 
-trait Missing {
+trait Float: Sized {
     const MISSING: Self;
+    fn parse(text: &str) -> Option<Self>;
 }
-impl Missing for f32 {
+impl Float for f32 {
     const MISSING: Self = f32::NAN;
+    fn parse(text: &str) -> Option<Self> {
+        super::number::parse_f32(text)
+    }
 }
-impl Missing for f64 {
+impl Float for f64 {
     const MISSING: Self = f64::NAN;
+    fn parse(text: &str) -> Option<Self> {
+        super::number::parse_f64(text)
+    }
 }
 
 fn to_int(cell: Cell<'_>) -> Result<i64, String> {

@@ -7,6 +7,7 @@ pub mod frame;
 pub mod json;
 pub mod media;
 pub mod npy;
+pub mod number;
 
 pub use encode::encode;
 pub use frame::{Column, Frame};

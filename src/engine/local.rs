@@ -49,7 +49,10 @@ pub(super) fn enqueue(shared: &Arc<Shared>, entry: Entry<Job>) {
     });
     if first {
         let shared = Arc::clone(shared);
-        actix_rt::spawn(async move { flush(&shared) });
+        actix_rt::spawn(async move {
+            tokio::task::yield_now().await;
+            flush(&shared)
+        });
     }
 }
 

@@ -15,7 +15,7 @@ use ort::environment::Environment;
 use ort::session::Session;
 
 pub use batcher::Policy;
-pub use pool::{Engine, EngineError, Scored};
+pub use pool::{Admitted, Engine, EngineError, Scored};
 
 use crate::codec::Frame;
 use crate::model::{self, ModelError, ModelSignature, ModelSource, OutputPlan};

@@ -119,15 +119,25 @@ impl Engine {
         lock(&self.shared.queue).state.len()
     }
 
-    /// Scores a frame. The deadline covers the time spent waiting; beyond `capacity`
-    /// requests in flight, new ones are refused at once.
+    /// Admits one request, or refuses it at once when `capacity` requests are already in
+    /// flight. Callers take the ticket before reading the request's body, so a refusal
+    /// costs no parsing and bodies in memory stay bounded; it is held until the answer.
+    pub fn admit(&self) -> Result<Admitted<'_>, EngineError> {
+        Admitted::enter(&self.shared)
+    }
+
+    /// Scores the frame of an admitted request. The deadline covers the time spent waiting.
     ///
     /// On an HTTP thread, requests that fit one batch are gathered for the rest of the
     /// event-loop turn and scored together on that thread (`local`); larger ones, or any
     /// when a batching delay is configured, go to the worker threads' queue.
-    pub async fn score(&self, frame: Frame, deadline: Instant) -> Result<Scored, EngineError> {
+    pub async fn score(
+        &self,
+        _ticket: &Admitted<'_>,
+        frame: Frame,
+        deadline: Instant,
+    ) -> Result<Scored, EngineError> {
         let sh = &self.shared;
-        let _admitted = Admitted::enter(sh)?;
         let local =
             frame.rows <= sh.policy.max_rows && sh.policy.max_delay.is_zero() && local::available();
         let rx = if local {
@@ -181,9 +191,9 @@ fn entry(frame: Frame, deadline: Instant, reply: Reply) -> Entry<Job> {
     }
 }
 
-/// One admitted request; leaves the count however `score` ends (its future may be dropped
-/// when the request times out).
-struct Admitted<'a>(&'a AtomicUsize);
+/// One admitted request; leaves the count however the request ends (its future may be
+/// dropped when it times out).
+pub struct Admitted<'a>(&'a AtomicUsize);
 
 impl<'a> Admitted<'a> {
     fn enter(sh: &'a Shared) -> Result<Self, EngineError> {

@@ -89,6 +89,10 @@ async fn handle(
     let model = state.model().map_err(ApiError::NotReady)?;
     req.extensions_mut()
         .insert(ServedBy(Arc::clone(&model.name)));
+    let ticket = model
+        .engine
+        .admit()
+        .map_err(|e| ApiError::from_engine(e, timeout))?;
     let settings = &state.settings;
     let metrics = &state.metrics;
     let accept = media::output_format(header_str(req, header::ACCEPT), settings.default_accept)?;
@@ -113,7 +117,7 @@ async fn handle(
     let rows = frame.rows;
     let scored = model
         .engine
-        .score(frame, deadline)
+        .score(&ticket, frame, deadline)
         .await
         .map_err(|e| ApiError::from_engine(e, timeout))?;
     metrics.stage(Stage::Queue, scored.queued);

@@ -1,0 +1,167 @@
+//! Decimal text to floats, exactly as `str::parse` would round them, faster for the plain
+//! decimals that CSV exports are made of.
+//!
+//! Fast path (Clinger's): a decimal without exponent and with a mantissa below 2^53 and at
+//! most 22 fraction digits is `m / 10^k` with both operands exact in f64, so one IEEE
+//! division gives the correctly rounded f64. For f32, rounding that f64 again is correct
+//! unless the f64 sits exactly on a midpoint between two f32s (the only way a second
+//! rounding can go the other way, since the f64 is the nearest double to the exact value);
+//! that case, and everything else, falls back to `str::parse`.
+
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// The correctly rounded f64 of a plain decimal, or None when the fast path does not apply.
+fn fast_f64(text: &[u8]) -> Option<f64> {
+    let (negative, digits) = match text.first()? {
+        b'-' => (true, &text[1..]),
+        b'+' => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let mut mantissa: u64 = 0;
+    let mut fraction_digits = 0usize;
+    let mut seen_digit = false;
+    let mut seen_dot = false;
+    for &c in digits {
+        match c {
+            b'0'..=b'9' => {
+                mantissa = mantissa.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+                seen_digit = true;
+                fraction_digits += usize::from(seen_dot);
+            }
+            b'.' if !seen_dot => seen_dot = true,
+            _ => return None,
+        }
+    }
+    if !seen_digit {
+        return None;
+    }
+    decimal(negative, mantissa, fraction_digits)
+}
+
+/// `±mantissa / 10^fraction_digits`, correctly rounded, when both are exact in f64.
+pub fn decimal(negative: bool, mantissa: u64, fraction_digits: usize) -> Option<f64> {
+    if mantissa >= 1 << 53 || fraction_digits >= POW10.len() {
+        return None;
+    }
+    let value = mantissa as f64 / POW10[fraction_digits];
+    Some(if negative { -value } else { value })
+}
+
+/// A correctly rounded f64 from `decimal` narrowed to f32, unless it lies exactly on an f32
+/// midpoint, where a second rounding could differ from rounding the decimal directly.
+pub fn narrow(wide: f64) -> Option<f32> {
+    // Bits an f64 has below an f32's last mantissa bit (normal range, which every value
+    // `decimal` gives other than zero is in: 1e-22 <= |v| < 2^53).
+    const BELOW: u64 = (1 << 29) - 1;
+    const MIDPOINT: u64 = 1 << 28;
+    (wide == 0.0 || wide.to_bits() & BELOW != MIDPOINT).then_some(wide as f32)
+}
+
+pub fn parse_f64(text: &str) -> Option<f64> {
+    fast_f64(text.as_bytes()).or_else(|| text.parse().ok())
+}
+
+pub fn parse_f32(text: &str) -> Option<f32> {
+    fast_f64(text.as_bytes())
+        .and_then(narrow)
+        .or_else(|| text.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agrees_with_str_parse() {
+        let cases = [
+            "0",
+            "-0",
+            "0.0",
+            "-0.0",
+            "1",
+            "+1",
+            "1.",
+            ".5",
+            "-.5",
+            "3.14159",
+            "0.2754864",
+            "0.031328026",
+            "123456789.123",
+            "9007199254740991",
+            "9007199254740993",
+            "0.1000000000000000000001",
+            "1e5",
+            "1E-3",
+            "inf",
+            "-infinity",
+            "NaN",
+            "",
+            ".",
+            "-",
+            "1.2.3",
+            "12a",
+            "0x10",
+            "99999999999999999999999",
+            "16777217",
+            "33554435",
+        ];
+        for c in cases {
+            assert_eq!(
+                parse_f32(c).map(f32::to_bits),
+                c.parse::<f32>().ok().map(f32::to_bits),
+                "f32 {c:?}"
+            );
+            assert_eq!(
+                parse_f64(c).map(f64::to_bits),
+                c.parse::<f64>().ok().map(f64::to_bits),
+                "f64 {c:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn agrees_with_str_parse_on_many_decimals() {
+        // Pseudo-random decimals of 1 to 16 digits with 0 to 12 fraction digits, and every
+        // f32's shortest text; a splitmix64 sequence keeps the test reproducible.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let mut buf = ryu::Buffer::new();
+        for _ in 0..300_000 {
+            let r = next();
+            let digits = 1 + (r % 16) as u32;
+            let mantissa = next() % 10u64.pow(digits);
+            let frac = ((r >> 8) % 13) as usize;
+            let mut text = mantissa.to_string();
+            if frac > 0 {
+                while text.len() <= frac {
+                    text.insert(0, '0');
+                }
+                text.insert(text.len() - frac, '.');
+            }
+            assert_eq!(
+                parse_f32(&text).map(f32::to_bits),
+                text.parse::<f32>().ok().map(f32::to_bits),
+                "{text}"
+            );
+            assert_eq!(parse_f64(&text), text.parse::<f64>().ok(), "{text}");
+            let x = f32::from_bits(next() as u32);
+            if x.is_finite() {
+                let shortest = buf.format_finite(x);
+                assert_eq!(
+                    parse_f32(shortest).map(f32::to_bits),
+                    Some(x.to_bits()),
+                    "{shortest}"
+                );
+            }
+        }
+    }
+}
