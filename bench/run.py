@@ -299,6 +299,8 @@ def report(res):
             parts.append(f"{100 * m['rows_s'] / fl[batch]['rows_per_s']:.0f}% of the in-process ORT floor at batch {batch} ({fl[batch]['rows_per_s']:,.0f} rows/s, {os.cpu_count()} threads)")
         if m.get("accepted_p99_ms") is not None:
             parts.append(f"server-side p99 of answered requests ≤ {m['accepted_p99_ms']:g} ms")
+        if not parts:
+            parts.append("no reference stack can serve this model (41 inputs, strings)")
         out.append(f"- {name}: " + "; ".join(parts))
     out += ["", "Start-up (spawn to /ping 200) and idle RSS, mlapp:", ""]
     for model, s in res["startup"].items():

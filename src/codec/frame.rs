@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use super::DecodeError;
+use super::{number, DecodeError};
 use crate::model::{ElemType, ModelSignature};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -82,6 +82,8 @@ pub enum Cell<'a> {
     Num(f64),
     Int(i64),
     Bool(bool),
+    /// A JSON number as written, so that a float feature is rounded once from the decimal.
+    Decimal(&'a str),
     /// JSON null or an empty CSV cell: NaN for float features (XGBoost's missing value).
     Missing,
     /// A JSON array or object where a single value belongs.
@@ -136,8 +138,14 @@ impl<'s> FrameBuilder<'s> {
         if let Cell::Nested(kind) = cell {
             return Err(bad(kind.to_string()));
         }
+        let float_column = matches!(self.columns[f.input], Column::F32(_) | Column::F64(_));
+        let cell = match cell {
+            Cell::Decimal(t) if !float_column => number_cell(t),
+            other => other,
+        };
         match &mut self.columns[f.input] {
             Column::F32(v) => v.push(match cell {
+                Cell::Decimal(t) => number::parse_f32(t).ok_or_else(|| bad(t.to_string()))?,
                 Cell::Num(x) => x as f32,
                 Cell::Int(x) => x as f32,
                 Cell::Missing => f32::NAN,
@@ -145,6 +153,7 @@ impl<'s> FrameBuilder<'s> {
                 other => return Err(bad(describe(other))),
             }),
             Column::F64(v) => v.push(match cell {
+                Cell::Decimal(t) => number::parse_f64(t).ok_or_else(|| bad(t.to_string()))?,
                 Cell::Num(x) => x,
                 Cell::Int(x) => x as f64,
                 Cell::Missing => f64::NAN,
@@ -169,6 +178,7 @@ impl<'s> FrameBuilder<'s> {
                 Cell::Int(x) => x.to_string(),
                 Cell::Num(x) => x.to_string(),
                 Cell::Bool(b) => b.to_string(),
+                Cell::Decimal(t) => t.to_owned(),
                 Cell::Missing | Cell::Nested(_) => String::new(),
             }),
         }
@@ -209,11 +219,20 @@ fn quote(t: &str) -> String {
 fn describe(cell: Cell<'_>) -> String {
     match cell {
         Cell::Text(t) => quote(t),
+        Cell::Decimal(t) => t.to_string(),
         Cell::Num(x) => x.to_string(),
         Cell::Int(x) => x.to_string(),
         Cell::Bool(b) => b.to_string(),
         Cell::Missing => "nothing".into(),
         Cell::Nested(kind) => kind.into(),
+    }
+}
+
+/// A JSON number for a non-float feature: the integer it is, or else the double.
+fn number_cell(text: &str) -> Cell<'_> {
+    match text.parse::<i64>() {
+        Ok(i) => Cell::Int(i),
+        Err(_) => Cell::Num(number::parse_f64(text).unwrap_or(f64::NAN)),
     }
 }
 
@@ -232,13 +251,13 @@ trait Float: Sized {
 impl Float for f32 {
     const MISSING: Self = f32::NAN;
     fn parse(text: &str) -> Option<Self> {
-        super::number::parse_f32(text)
+        number::parse_f32(text)
     }
 }
 impl Float for f64 {
     const MISSING: Self = f64::NAN;
     fn parse(text: &str) -> Option<Self> {
-        super::number::parse_f64(text)
+        number::parse_f64(text)
     }
 }
 
@@ -276,10 +295,7 @@ pub fn json_cell(v: &Value) -> Cell<'_> {
     match v {
         Value::Null => Cell::Missing,
         Value::Bool(b) => Cell::Bool(*b),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => Cell::Int(i),
-            None => Cell::Num(n.as_f64().unwrap_or(f64::NAN)),
-        },
+        Value::Number(n) => Cell::Decimal(n.as_str()),
         Value::String(s) => Cell::Text(s),
         // Arrays and objects are never a feature value; describe them in the error.
         Value::Array(_) => Cell::Nested("an array"),

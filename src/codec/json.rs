@@ -7,10 +7,25 @@
 use serde_json::{Map, Value};
 
 use super::frame::{json_cell, FrameBuilder};
-use super::{DecodeError, Frame};
+use super::{json_fast, DecodeError, Frame};
 use crate::model::ModelSignature;
 
 pub fn decode(body: &[u8], sig: &ModelSignature) -> Result<Frame, DecodeError> {
+    match json_fast::decode(body, sig) {
+        Some(frame) => Ok(frame),
+        None => decode_tree(body, sig),
+    }
+}
+
+pub fn decode_lines(body: &[u8], sig: &ModelSignature) -> Result<Frame, DecodeError> {
+    match json_fast::decode_lines(body, sig) {
+        Some(frame) => Ok(frame),
+        None => decode_lines_tree(body, sig),
+    }
+}
+
+/// Every JSON form, through a `serde_json::Value` tree, with errors that say where.
+pub(crate) fn decode_tree(body: &[u8], sig: &ModelSignature) -> Result<Frame, DecodeError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| DecodeError::syntax("json", format!("invalid JSON: {e}")))?;
     match value {
@@ -53,7 +68,7 @@ pub fn decode(body: &[u8], sig: &ModelSignature) -> Result<Frame, DecodeError> {
     }
 }
 
-pub fn decode_lines(body: &[u8], sig: &ModelSignature) -> Result<Frame, DecodeError> {
+pub(crate) fn decode_lines_tree(body: &[u8], sig: &ModelSignature) -> Result<Frame, DecodeError> {
     let mut b = FrameBuilder::new(sig, body.len() / (sig.features.len() * 4).max(1));
     for (i, line) in body.split(|&c| c == b'\n').enumerate() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);

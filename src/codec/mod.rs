@@ -5,6 +5,7 @@ pub mod csv;
 pub mod encode;
 pub mod frame;
 pub mod json;
+mod json_fast;
 pub mod media;
 pub mod npy;
 pub mod number;

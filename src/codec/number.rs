@@ -164,4 +164,34 @@ mod tests {
             }
         }
     }
+
+    /// Every finite f32: its shortest text (what the encoders write) reads back as the same
+    /// f32. CSV cells and JSON numbers (kept as text) both go through `parse_f32`. Reading
+    /// through a float64 first would fail this, at 7.038531e-26 for one. Minutes of CPU, so
+    /// run on demand: `cargo test --release -- --ignored every_f32`.
+    #[test]
+    #[ignore]
+    fn every_f32_round_trips_through_text() {
+        let threads = std::thread::available_parallelism().map_or(1, usize::from) as u64;
+        let span = (1u64 << 32).div_ceil(threads);
+        std::thread::scope(|scope| {
+            for t in 0..threads {
+                scope.spawn(move || {
+                    let mut buf = ryu::Buffer::new();
+                    let end = ((t + 1) * span).min(1 << 32);
+                    for bits in t * span..end {
+                        let x = f32::from_bits(bits as u32);
+                        if x.is_finite() {
+                            let text = buf.format_finite(x);
+                            assert_eq!(
+                                parse_f32(text).map(f32::to_bits),
+                                Some(bits as u32),
+                                "{text}"
+                            );
+                        }
+                    }
+                });
+            }
+        });
+    }
 }

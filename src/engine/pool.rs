@@ -1,12 +1,12 @@
 //! The sessions of one model and the threads that feed them.
 //!
-//! Requests wait in one bounded queue whose batching decisions come from `batcher::State`;
-//! one worker thread per session takes the next batch, joins its frames into one run and
-//! cuts the outputs back per request. A full queue is refused at once (never grown) and a
-//! request whose deadline passed while queued is answered without being run.
-//!
-//! Scoring on the HTTP thread when the server is idle was tried and measured slower, at one
-//! connection and at 32, than this hand-off to a worker: the queue path stays the only one.
+//! Every request is admitted against one bound (`capacity` requests in flight) before its
+//! body is read; past it the request is refused at once. Small requests are then scored on
+//! the HTTP thread they arrived on, with the others of the same event-loop turn (`local`).
+//! Large ones, and any that find every session busy, wait in one queue whose batching
+//! decisions come from `batcher::State`: one worker thread per session takes the next batch,
+//! joins its frames into one run and cuts the outputs back per request. A request whose
+//! deadline passed while queued is answered without being run.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
