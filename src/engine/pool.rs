@@ -7,6 +7,9 @@
 //! decisions come from `batcher::State`: one worker thread per session takes the next batch,
 //! joins its frames into one run and cuts the outputs back per request. A request whose
 //! deadline passed while queued is answered without being run.
+//!
+//! Cutting a large request into one piece per session was measured slower (10,000-row
+//! requests at 2 connections: 260-270k against 300-336k rows/s), so a request runs whole.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
