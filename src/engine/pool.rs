@@ -114,7 +114,7 @@ impl Engine {
 
     /// Requests admitted and not yet answered.
     pub fn in_flight(&self) -> usize {
-        self.shared.admitted.load(Ordering::Relaxed)
+        self.shared.in_flight()
     }
 
     /// Requests waiting for a session now.
@@ -182,6 +182,12 @@ impl Engine {
         for h in handles {
             let _ = h.join();
         }
+    }
+}
+
+impl Shared {
+    pub(super) fn in_flight(&self) -> usize {
+        self.admitted.load(Ordering::Relaxed)
     }
 }
 
