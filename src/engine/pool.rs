@@ -153,8 +153,8 @@ impl Engine {
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 
-    /// Queues a frame; the answer arrives on the returned channel.
-    pub fn submit(
+    /// Queues a frame for the worker threads; the answer arrives on the returned channel.
+    fn submit(
         &self,
         frame: Frame,
         deadline: Instant,
@@ -165,10 +165,9 @@ impl Engine {
         if q.closed {
             return Err(EngineError::Stopped);
         }
-        let capacity = q.state.policy().capacity;
         q.state
             .push(entry)
-            .map_err(|_| EngineError::Overloaded(capacity))?;
+            .map_err(|_| EngineError::Overloaded(self.shared.policy.capacity))?;
         drop(q);
         self.shared.wake.notify_one();
         Ok(rx)
