@@ -254,6 +254,12 @@ fn a_full_queue_is_503_with_retry_after() {
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.body.split('\n').count(), 20_000);
     }
+    // Refused requests were refused before their bodies were parsed.
+    let decoded = crate::batching::metric(
+        &s.get("/metrics").body,
+        "mlapp_stage_duration_seconds_count{stage=\"decode\"}",
+    );
+    assert_eq!(decoded as usize, replies.len() - rejected.len());
     // Once the queue drains, requests are served again.
     assert_eq!(s.post(Some("text/csv"), None, &xgboost_rows(2)).status, 200);
 }
