@@ -16,28 +16,53 @@ use super::OutputFormat;
 use crate::model::{Label, OutputData, OutputTensor, Predictions};
 
 pub fn encode(p: &Predictions, format: OutputFormat) -> Vec<u8> {
-    let rows = p.rows();
-    let mut out = Vec::with_capacity(64 + rows * 48);
-    if format == OutputFormat::Json {
-        out.extend_from_slice(b"{\"predictions\":[");
-    }
-    for r in 0..rows {
-        if r > 0 {
-            out.push(if format == OutputFormat::Json {
-                b','
-            } else {
-                b'\n'
-            });
+    let mut w = Writer::new(format, p.rows());
+    w.append(p);
+    w.finish()
+}
+
+/// A response body written piece by piece, for bodies scored in chunks: the predictions of
+/// each chunk are appended in order, and the result is the same bytes `encode` gives for
+/// all of them at once.
+pub struct Writer {
+    out: Vec<u8>,
+    format: OutputFormat,
+    rows: usize,
+}
+
+impl Writer {
+    pub fn new(format: OutputFormat, rows_hint: usize) -> Self {
+        let mut out = Vec::with_capacity(64 + rows_hint.min(1 << 22) * 48);
+        if format == OutputFormat::Json {
+            out.extend_from_slice(b"{\"predictions\":[");
         }
-        match format {
-            OutputFormat::Csv => csv_row(&mut out, p, r),
-            OutputFormat::Json | OutputFormat::JsonLines => json_row(&mut out, p, r),
+        Self {
+            out,
+            format,
+            rows: 0,
         }
     }
-    if format == OutputFormat::Json {
-        out.extend_from_slice(b"]}");
+
+    pub fn append(&mut self, p: &Predictions) {
+        let json = self.format == OutputFormat::Json;
+        for r in 0..p.rows() {
+            if self.rows > 0 {
+                self.out.push(if json { b',' } else { b'\n' });
+            }
+            self.rows += 1;
+            match self.format {
+                OutputFormat::Csv => csv_row(&mut self.out, p, r),
+                OutputFormat::Json | OutputFormat::JsonLines => json_row(&mut self.out, p, r),
+            }
+        }
     }
-    out
+
+    pub fn finish(mut self) -> Vec<u8> {
+        if self.format == OutputFormat::Json {
+            self.out.extend_from_slice(b"]}");
+        }
+        self.out
+    }
 }
 
 fn json_row(out: &mut Vec<u8>, p: &Predictions, r: usize) {

@@ -81,12 +81,88 @@ impl DecodeError {
         }
     }
 
+    /// The same error for a chunk that starts after `rows` rows of its body, or None when the
+    /// error has no row number to move (its text may name a line of the chunk).
+    pub fn after_rows(self, rows: usize) -> Option<Self> {
+        Some(match self {
+            Self::FeatureCount {
+                row,
+                expected,
+                got,
+                features,
+            } => Self::FeatureCount {
+                row: row + rows,
+                expected,
+                got,
+                features,
+            },
+            Self::Value {
+                row,
+                column,
+                feature,
+                expected,
+                got,
+            } => Self::Value {
+                row: row + rows,
+                column,
+                feature,
+                expected,
+                got,
+            },
+            Self::MissingFeature { row, feature } => Self::MissingFeature {
+                row: row + rows,
+                feature,
+            },
+            Self::UnknownFeature {
+                row,
+                name,
+                features,
+            } => Self::UnknownFeature {
+                row: row + rows,
+                name,
+                features,
+            },
+            _ => return None,
+        })
+    }
+
     pub(crate) fn syntax(format: &'static str, detail: impl Into<String>) -> Self {
         Self::Syntax {
             format,
             detail: detail.into(),
         }
     }
+}
+
+/// Byte ranges of `body` that each hold whole rows, about `target` bytes apiece, for scoring a
+/// large body chunk by chunk. Only line-oriented bodies split this way: JSON Lines, and CSV
+/// without a header or quotes (a quoted field may hold a newline). None when the body is not
+/// one of those or not larger than `target`.
+pub fn row_chunks(
+    format: InputFormat,
+    body: &[u8],
+    target: usize,
+) -> Option<Vec<std::ops::Range<usize>>> {
+    let splittable = match format {
+        InputFormat::JsonLines => true,
+        InputFormat::Csv { header } => !header && !body.contains(&b'"'),
+        InputFormat::Json | InputFormat::Npy => false,
+    };
+    if !splittable || body.len() <= target {
+        return None;
+    }
+    let mut ranges = Vec::with_capacity(body.len() / target + 1);
+    let mut start = 0;
+    while start < body.len() {
+        let probe = (start + target).min(body.len());
+        let end = body[probe..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(body.len(), |p| probe + p + 1);
+        ranges.push(start..end);
+        start = end;
+    }
+    Some(ranges)
 }
 
 /// Decodes a whole request body into the frame the model runs on.
@@ -113,6 +189,47 @@ pub fn decode(
         }
     }
     Ok(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_chunks_end_on_line_boundaries_and_cover_the_body() {
+        let body = b"1,2,3\n4,5,6\r\n7,8,9\n\n10,11,12";
+        let csv = InputFormat::Csv { header: false };
+        let ranges = row_chunks(csv, body, 4).unwrap();
+        assert_eq!(ranges.first().unwrap().start, 0);
+        assert_eq!(ranges.last().unwrap().end, body.len());
+        for w in ranges.windows(2) {
+            assert_eq!(w[0].end, w[1].start);
+            assert_eq!(body[w[0].end - 1], b'\n');
+        }
+        let rows: usize = ranges
+            .iter()
+            .map(|r| decode(csv, &body[r.clone()], &test_sig::tensor3()).map_or(0, |f| f.rows))
+            .sum();
+        assert_eq!(rows, 4);
+        assert!(row_chunks(csv, body, body.len()).is_none());
+        assert!(row_chunks(csv, b"\"a\nb\",1,2\n3,4,5\n", 2).is_none());
+        assert!(row_chunks(InputFormat::Csv { header: true }, body, 4).is_none());
+        assert!(row_chunks(InputFormat::Json, body, 4).is_none());
+    }
+
+    #[test]
+    fn row_numbers_move_with_the_chunk() {
+        let err = decode(
+            InputFormat::Csv { header: false },
+            b"1,2,3\n1,x,3\n",
+            &test_sig::tensor3(),
+        )
+        .unwrap_err()
+        .after_rows(100)
+        .unwrap();
+        assert!(err.to_string().starts_with("row 102, column 2"), "{err}");
+        assert!(DecodeError::Empty.after_rows(1).is_none());
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 
-use super::{error_response, AppState};
+use super::{chunked, error_response, AppState};
 use crate::codec::{self, media, OutputFormat};
 use crate::engine::LoadedModel;
 use crate::error::ApiError;
@@ -104,6 +104,23 @@ async fn handle(
         model.source.config.csv_header,
         &body[..body.len().min(8)],
     )?;
+    if model.batching {
+        if let Some(ranges) = codec::row_chunks(format, &body, chunked::CHUNK_BYTES) {
+            let req = chunked::Request {
+                model: &model,
+                ticket: &ticket,
+                metrics,
+                format,
+                accept,
+                deadline,
+                timeout,
+            };
+            let answer = chunked::score(req, body.freeze(), ranges).await?;
+            return Ok(HttpResponse::Ok()
+                .insert_header((header::CONTENT_TYPE, accept.mime()))
+                .body(answer));
+        }
+    }
     let t = Instant::now();
     let frame = if body.len() <= INLINE_DECODE_BYTES {
         codec::decode(format, &body, &model.signature)?

@@ -1,5 +1,6 @@
 //! HTTP: thin handlers over the core. They read headers, call codec/engine, map the result.
 
+mod chunked;
 pub(crate) mod invocations;
 mod metrics;
 mod ping;

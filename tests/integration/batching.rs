@@ -3,9 +3,7 @@
 
 use std::sync::Barrier;
 
-use serde_json::Value;
-
-use crate::common::{golden, model_dir, payload, Server};
+use crate::common::{assert_csv_row, golden, model_dir, payload, Server};
 
 /// The `/metrics` value of the series written exactly as `series` (name and labels).
 pub fn metric(text: &str, series: &str) -> f64 {
@@ -55,27 +53,7 @@ fn concurrent_requests_get_their_own_rows(model: &str, window: bool) {
         let got: Vec<&str> = body.split('\n').collect();
         assert_eq!(got.len(), rows.len(), "client {k}: {body}");
         for (line, &r) in got.iter().zip(&rows) {
-            let mut cells = line.split(',');
-            let label = cells.next().unwrap();
-            let want_label = match &gold["labels"][r] {
-                Value::String(s) => s.clone(),
-                v => v.to_string(),
-            };
-            assert_eq!(label, want_label, "client {k}, row {r}");
-            let probs: Vec<f64> = cells.map(|c| c.parse().unwrap()).collect();
-            let want: Vec<f64> = gold["probabilities"][r]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap())
-                .collect();
-            assert_eq!(probs.len(), want.len(), "client {k}, row {r}");
-            for (a, b) in probs.iter().zip(&want) {
-                assert!(
-                    (a - b).abs() <= 1e-5,
-                    "client {k}, row {r}: {probs:?} vs {want:?}"
-                );
-            }
+            assert_csv_row(&gold, line, r, &format!("client {k}"));
         }
     }
     let m = s.get("/metrics").body;

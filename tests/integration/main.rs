@@ -5,5 +5,6 @@ mod batching;
 mod common;
 mod errors;
 mod golden;
+mod large;
 mod lifecycle;
 mod metrics;

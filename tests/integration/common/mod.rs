@@ -49,6 +49,37 @@ pub fn xgboost_rows(rows: usize) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// Checks one CSV answer line (`label,p0,p1,...`) against row `r` of a classifier's golden
+/// outputs, within 1e-5.
+pub fn assert_csv_row(gold: &serde_json::Value, line: &str, r: usize, what: &str) {
+    let mut cells = line.split(',');
+    let label = cells.next().unwrap_or_default();
+    let want_label = match &gold["labels"][r] {
+        serde_json::Value::String(s) => s.clone(),
+        v => v.to_string(),
+    };
+    assert_eq!(label, want_label, "{what}, row {r}");
+    let probs: Vec<f64> = cells
+        .map(|c| {
+            c.parse()
+                .unwrap_or_else(|e| panic!("{what}, row {r}: {c:?}: {e}"))
+        })
+        .collect();
+    let want: Vec<f64> = gold["probabilities"][r]
+        .as_array()
+        .expect("golden probabilities")
+        .iter()
+        .map(|x| x.as_f64().expect("number"))
+        .collect();
+    assert_eq!(probs.len(), want.len(), "{what}, row {r}");
+    for (a, b) in probs.iter().zip(&want) {
+        assert!(
+            (a - b).abs() <= 1e-5,
+            "{what}, row {r}: {probs:?} vs {want:?}"
+        );
+    }
+}
+
 pub struct Server {
     child: Child,
     pub base: String,
