@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::batch::{BatchStrategy, ExecutionParameters};
+
 const MIB: f64 = 1024.0 * 1024.0;
 
 #[derive(Args, Clone, Debug)]
@@ -27,14 +29,41 @@ pub struct ServeConfig {
     #[arg(long, env = "SAGEMAKER_BIND_TO_PORT", default_value_t = 8080)]
     pub port: u16,
 
-    /// Largest request body, in MiB; larger bodies get 413. 0 means the Batch Transform
+    /// Largest request body, in MiB; larger bodies get 413. Default: 6, or in batch mode the
+    /// MaxPayloadInMB that /execution-parameters suggests. 0 means the Batch Transform
     /// maximum of 100 MiB.
-    #[arg(long, env = "SAGEMAKER_MAX_PAYLOAD_IN_MB", default_value_t = 6.0)]
-    pub max_payload_mb: f64,
+    #[arg(long, env = "SAGEMAKER_MAX_PAYLOAD_IN_MB")]
+    pub max_payload_mb: Option<f64>,
 
-    /// Seconds a request may take, queueing included; later it gets 504.
-    #[arg(long, env = "SAGEMAKER_MODEL_SERVER_TIMEOUT", default_value_t = 60.0)]
-    pub timeout: f64,
+    /// Seconds a request may take, queueing included; later it gets 504. Default: 60, or
+    /// 600 in batch mode (Batch Transform's default InvocationsTimeoutInSeconds).
+    #[arg(long, env = "SAGEMAKER_MODEL_SERVER_TIMEOUT")]
+    pub timeout: Option<f64>,
+
+    /// Batch Transform mode: larger bodies and a longer timeout by default. SageMaker sets
+    /// SAGEMAKER_BATCH=true (any case) in transform jobs.
+    #[arg(
+        long,
+        env = "SAGEMAKER_BATCH",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        num_args = 0..=1,
+        default_value = "false",
+        default_missing_value = "true"
+    )]
+    pub batch: bool,
+
+    /// MaxConcurrentTransforms of the transform job, when it set one.
+    #[arg(long, env = "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS")]
+    pub max_concurrent_transforms: Option<usize>,
+
+    /// BatchStrategy reported by /execution-parameters.
+    #[arg(
+        long,
+        env = "SAGEMAKER_BATCH_STRATEGY",
+        value_enum,
+        default_value = "MULTI_RECORD"
+    )]
+    pub batch_strategy: BatchStrategy,
 
     /// Inference sessions (one worker thread each). Default: the CPUs this process may use.
     #[arg(long, env = "SAGEMAKER_MODEL_SERVER_WORKERS")]
@@ -107,17 +136,33 @@ impl ServeConfig {
         std::thread::available_parallelism().map_or(1, usize::from)
     }
 
+    /// What `GET /execution-parameters` answers.
+    pub fn execution_parameters(&self) -> ExecutionParameters {
+        ExecutionParameters::suggest(
+            self.sessions(),
+            self.max_concurrent_transforms,
+            self.max_payload_mb.map(|m| m.ceil() as usize),
+            self.batch_strategy,
+        )
+    }
+
     pub fn max_payload_bytes(&self) -> usize {
-        let mb = if self.max_payload_mb > 0.0 {
-            self.max_payload_mb
-        } else {
-            100.0
+        let mb = match self.max_payload_mb {
+            Some(mb) => mb,
+            None if self.batch => self.execution_parameters().max_payload_in_mb as f64,
+            None => 6.0,
         };
+        // 0 asks for chunked bodies of any size; they are read whole, so up to the largest
+        // payload SageMaker sends otherwise.
+        let mb = if mb > 0.0 { mb } else { 100.0 };
         (mb * MIB) as usize
     }
 
     pub fn request_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.timeout.max(0.001))
+        let secs = self
+            .timeout
+            .unwrap_or(if self.batch { 600.0 } else { 60.0 });
+        Duration::from_secs_f64(secs.max(0.001))
     }
 
     pub fn max_batch_delay(&self) -> Duration {
@@ -134,16 +179,14 @@ impl ServeConfig {
 
     /// Rejects settings that cannot work, with the option's name.
     pub fn validate(&self) -> Result<(), String> {
-        if !self.max_payload_mb.is_finite() || self.max_payload_mb < 0.0 {
+        if let Some(mb) = self.max_payload_mb.filter(|m| !m.is_finite() || *m < 0.0) {
             return Err(format!(
-                "--max-payload-mb / SAGEMAKER_MAX_PAYLOAD_IN_MB must be >= 0, got {}",
-                self.max_payload_mb
+                "--max-payload-mb / SAGEMAKER_MAX_PAYLOAD_IN_MB must be >= 0, got {mb}"
             ));
         }
-        if !self.timeout.is_finite() || self.timeout <= 0.0 {
+        if let Some(t) = self.timeout.filter(|t| !t.is_finite() || *t <= 0.0) {
             return Err(format!(
-                "--timeout / SAGEMAKER_MODEL_SERVER_TIMEOUT must be > 0 seconds, got {}",
-                self.timeout
+                "--timeout / SAGEMAKER_MODEL_SERVER_TIMEOUT must be > 0 seconds, got {t}"
             ));
         }
         if !self.max_batch_delay_ms.is_finite() || self.max_batch_delay_ms < 0.0 {
@@ -162,5 +205,42 @@ impl ServeConfig {
         crate::codec::media::input_format(Some(&self.default_content_type), "", false, b"")
             .map_err(|e| format!("--default-content-type: {e}"))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeConfig,
+    }
+
+    fn parse(args: &[&str]) -> ServeConfig {
+        let mut argv = vec!["mlapp", "--workers", "2"];
+        argv.extend_from_slice(args);
+        Cli::parse_from(argv).serve
+    }
+
+    #[test]
+    fn batch_mode_raises_the_body_limit_and_the_timeout() {
+        let online = parse(&[]);
+        assert_eq!(online.max_payload_bytes(), 6 << 20);
+        assert_eq!(online.request_timeout(), Duration::from_secs(60));
+        let batch = parse(&["--batch"]);
+        assert_eq!(batch.max_payload_bytes(), 50 << 20);
+        assert_eq!(batch.request_timeout(), Duration::from_secs(600));
+        let set = parse(&["--batch", "--max-payload-mb", "20", "--timeout", "90"]);
+        assert_eq!(set.max_payload_bytes(), 20 << 20);
+        assert_eq!(set.request_timeout(), Duration::from_secs(90));
+        assert_eq!(parse(&["--batch=False"]).max_payload_bytes(), 6 << 20);
+        assert_eq!(
+            parse(&["--max-payload-mb", "0"]).max_payload_bytes(),
+            100 << 20
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! `engine` (a bounded, batching queue in front of ONNX Runtime sessions on worker threads) →
 //! `model::OutputPlan` (classifier / regressor / raw) → `codec::encode` → HTTP.
 
+pub mod batch;
 pub mod codec;
 pub mod config;
 pub mod engine;

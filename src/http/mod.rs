@@ -1,6 +1,7 @@
 //! HTTP: thin handlers over the core. They read headers, call codec/engine, map the result.
 
 mod chunked;
+mod execution_parameters;
 pub(crate) mod invocations;
 mod metrics;
 mod ping;
@@ -19,6 +20,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/ping").route(web::get().to(ping::ping)))
         .service(web::resource("/invocations").route(web::post().to(invocations::invocations)))
         .service(web::resource("/metrics").route(web::get().to(metrics::metrics)))
+        .service(
+            web::resource("/execution-parameters")
+                .route(web::get().to(execution_parameters::execution_parameters)),
+        )
         .default_service(web::to(not_found));
 }
 
@@ -32,7 +37,7 @@ pub fn metrics_routes(cfg: &mut web::ServiceConfig) {
 async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
     let body = serde_json::json!({"error": {
         "code": "not_found",
-        "message": format!("no route for {} {}; mlapp serves GET /ping, POST /invocations and GET /metrics", req.method(), req.path()),
+        "message": format!("no route for {} {}; mlapp serves GET /ping, POST /invocations, GET /execution-parameters and GET /metrics", req.method(), req.path()),
     }});
     HttpResponse::NotFound().json(body)
 }

@@ -40,6 +40,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         default_accept: media::parse_output(&cfg.default_accept)
             .ok_or_else(|| ServeError::Config("bad default accept".into()))?,
         default_content_type: cfg.default_content_type.clone(),
+        execution_parameters: cfg.execution_parameters(),
     };
     let metrics = Arc::new(Metrics::new());
     let state = web::Data::new(AppState::new(

@@ -3,6 +3,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crate::batch::ExecutionParameters;
 use crate::codec::OutputFormat;
 use crate::engine::LoadedModel;
 use crate::monitor::{Live, Metrics};
@@ -20,6 +21,7 @@ pub struct Settings {
     pub timeout: Duration,
     pub default_accept: OutputFormat,
     pub default_content_type: String,
+    pub execution_parameters: ExecutionParameters,
 }
 
 pub struct AppState {

@@ -93,14 +93,16 @@ pub enum Route {
     Ping,
     Invocations,
     Metrics,
+    ExecutionParameters,
     Other,
 }
 
 impl Route {
-    pub const ALL: [Route; 4] = [
+    pub const ALL: [Route; 5] = [
         Route::Ping,
         Route::Invocations,
         Route::Metrics,
+        Route::ExecutionParameters,
         Route::Other,
     ];
 
@@ -109,6 +111,7 @@ impl Route {
             "/ping" => Route::Ping,
             "/invocations" => Route::Invocations,
             "/metrics" => Route::Metrics,
+            "/execution-parameters" => Route::ExecutionParameters,
             _ => Route::Other,
         }
     }
@@ -118,6 +121,7 @@ impl Route {
             Route::Ping => "/ping",
             Route::Invocations => "/invocations",
             Route::Metrics => "/metrics",
+            Route::ExecutionParameters => "/execution-parameters",
             Route::Other => "other",
         }
     }
@@ -176,7 +180,7 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<RequestKey, u64>>,
     /// By route and status class (2xx, 4xx, 5xx), so that the latency of answered requests
     /// is not hidden among fast refusals under overload.
-    request_seconds: [[Histogram; 3]; 4],
+    request_seconds: [[Histogram; 3]; 5],
     stage_seconds: [Histogram; 4],
     pub batch_rows: Histogram,
     pub batch_requests: Histogram,
