@@ -19,6 +19,16 @@ pub enum BatchStrategy {
     SingleRecord,
 }
 
+/// What a record that cannot be scored does to its request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BadRecords {
+    /// The request fails (4xx naming the row); SageMaker then fails the input file.
+    Fail,
+    /// The record's answer line is a placeholder (`ERROR: reason`, or `{"error": reason}`)
+    /// and the other records are scored, as AWS suggests for custom algorithms.
+    Placeholder,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ExecutionParameters {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::batch::{BatchStrategy, ExecutionParameters};
+use crate::batch::{BadRecords, BatchStrategy, ExecutionParameters};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -55,6 +55,11 @@ pub struct ServeConfig {
     /// MaxConcurrentTransforms of the transform job, when it set one.
     #[arg(long, env = "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS")]
     pub max_concurrent_transforms: Option<usize>,
+
+    /// What a bad record in a CSV or JSON Lines body does: fail the request, or get a
+    /// placeholder answer line while the other records are scored.
+    #[arg(long, env = "MLAPP_BAD_RECORDS", value_enum, default_value = "fail")]
+    pub bad_records: BadRecords,
 
     /// BatchStrategy reported by /execution-parameters.
     #[arg(

@@ -44,17 +44,47 @@ impl Writer {
     }
 
     pub fn append(&mut self, p: &Predictions) {
-        let json = self.format == OutputFormat::Json;
         for r in 0..p.rows() {
-            if self.rows > 0 {
-                self.out.push(if json { b',' } else { b'\n' });
+            self.append_row(p, r);
+        }
+    }
+
+    /// Row `r` of `p` alone.
+    pub fn append_row(&mut self, p: &Predictions, r: usize) {
+        self.separate();
+        match self.format {
+            OutputFormat::Csv => csv_row(&mut self.out, p, r),
+            OutputFormat::Json | OutputFormat::JsonLines => json_row(&mut self.out, p, r),
+        }
+    }
+
+    /// A placeholder for a record that could not be scored: `ERROR: reason` in CSV,
+    /// `{"error": "reason"}` in JSON, on one line either way.
+    pub fn append_error(&mut self, reason: &str) {
+        self.separate();
+        let reason = reason.replace(['\n', '\r'], " ");
+        match self.format {
+            OutputFormat::Csv => {
+                self.out.extend_from_slice(b"ERROR: ");
+                self.out.extend_from_slice(reason.as_bytes());
             }
-            self.rows += 1;
-            match self.format {
-                OutputFormat::Csv => csv_row(&mut self.out, p, r),
-                OutputFormat::Json | OutputFormat::JsonLines => json_row(&mut self.out, p, r),
+            OutputFormat::Json | OutputFormat::JsonLines => {
+                self.out.extend_from_slice(b"{\"error\":");
+                json_str(&mut self.out, &reason);
+                self.out.push(b'}');
             }
         }
+    }
+
+    fn separate(&mut self) {
+        if self.rows > 0 {
+            self.out.push(if self.format == OutputFormat::Json {
+                b','
+            } else {
+                b'\n'
+            });
+        }
+        self.rows += 1;
     }
 
     pub fn finish(mut self) -> Vec<u8> {

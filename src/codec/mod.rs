@@ -143,12 +143,7 @@ pub fn row_chunks(
     body: &[u8],
     target: usize,
 ) -> Option<Vec<std::ops::Range<usize>>> {
-    let splittable = match format {
-        InputFormat::JsonLines => true,
-        InputFormat::Csv { header } => !header && !body.contains(&b'"'),
-        InputFormat::Json | InputFormat::Npy => false,
-    };
-    if !splittable || body.len() <= target {
+    if !line_oriented(format, body) || body.len() <= target {
         return None;
     }
     let mut ranges = Vec::with_capacity(body.len() / target + 1);
@@ -163,6 +158,16 @@ pub fn row_chunks(
         start = end;
     }
     Some(ranges)
+}
+
+/// True when every line of `body` is one record: JSON Lines, and CSV without a header or
+/// quotes (a quoted field may hold a newline).
+pub fn line_oriented(format: InputFormat, body: &[u8]) -> bool {
+    match format {
+        InputFormat::JsonLines => true,
+        InputFormat::Csv { header } => !header && !body.contains(&b'"'),
+        InputFormat::Json | InputFormat::Npy => false,
+    }
 }
 
 /// Decodes a whole request body into the frame the model runs on.

@@ -9,6 +9,7 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 
 use super::{chunked, error_response, AppState};
+use crate::batch::BadRecords;
 use crate::codec::{self, media, OutputFormat};
 use crate::engine::LoadedModel;
 use crate::error::ApiError;
@@ -104,8 +105,14 @@ async fn handle(
         model.source.config.csv_header,
         &body[..body.len().min(8)],
     )?;
+    // Line-oriented bodies go chunk by chunk when large, and always in placeholder mode,
+    // which scores the good lines of a chunk with bad ones.
+    let placeholders = settings.bad_records == BadRecords::Placeholder;
     if model.batching {
-        if let Some(ranges) = codec::row_chunks(format, &body, chunked::CHUNK_BYTES) {
+        let ranges = codec::row_chunks(format, &body, chunked::CHUNK_BYTES).or_else(|| {
+            (placeholders && codec::line_oriented(format, &body)).then(|| vec![0..body.len()])
+        });
+        if let Some(ranges) = ranges {
             let req = chunked::Request {
                 model: &model,
                 ticket: &ticket,
@@ -114,6 +121,7 @@ async fn handle(
                 accept,
                 deadline,
                 timeout,
+                placeholders,
             };
             let answer = chunked::score(req, body.freeze(), ranges).await?;
             return Ok(HttpResponse::Ok()

@@ -41,6 +41,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
             .ok_or_else(|| ServeError::Config("bad default accept".into()))?,
         default_content_type: cfg.default_content_type.clone(),
         execution_parameters: cfg.execution_parameters(),
+        bad_records: cfg.bad_records,
     };
     let metrics = Arc::new(Metrics::new());
     let state = web::Data::new(AppState::new(

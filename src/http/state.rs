@@ -3,7 +3,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::batch::ExecutionParameters;
+use crate::batch::{BadRecords, ExecutionParameters};
 use crate::codec::OutputFormat;
 use crate::engine::LoadedModel;
 use crate::monitor::{Live, Metrics};
@@ -22,6 +22,7 @@ pub struct Settings {
     pub default_accept: OutputFormat,
     pub default_content_type: String,
     pub execution_parameters: ExecutionParameters,
+    pub bad_records: BadRecords,
 }
 
 pub struct AppState {

@@ -1,6 +1,6 @@
 //! Batch Transform mode: `/execution-parameters` and the limits SageMaker's batch variables set.
 
-use crate::common::{model_dir, xgboost_rows, Server};
+use crate::common::{assert_csv_row, golden, model_dir, payload, xgboost_rows, Server};
 
 fn start(envs: &[(&str, &str)]) -> Server {
     let dir = model_dir("xgboost");
@@ -62,4 +62,97 @@ fn batch_mode_takes_the_suggested_payload() {
     let r = batch.post(Some("text/csv"), Some("text/csv"), &body);
     assert_eq!(r.status, 200);
     assert_eq!(r.body.split('\n').count(), 15_000);
+}
+
+/// Ten example rows with row 3 one value short and row 7 holding a word, `eol`-terminated.
+fn rows_with_two_bad(eol: &str) -> (Vec<String>, Vec<u8>) {
+    let text = String::from_utf8(xgboost_rows(10)).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines[2] = lines[2].rsplit_once(',').unwrap().0.to_string();
+    let mut cells: Vec<&str> = lines[6].split(',').collect();
+    cells[4] = "abc";
+    lines[6] = cells.join(",");
+    let body = lines
+        .iter()
+        .map(|l| format!("{l}{eol}"))
+        .collect::<String>();
+    (lines, body.into_bytes())
+}
+
+#[test]
+fn bad_records_fail_the_request_by_default() {
+    let s = start(&[("SAGEMAKER_BATCH", "true")]);
+    let (_, body) = rows_with_two_bad("\n");
+    let r = s.post(Some("text/csv"), Some("text/csv"), &body);
+    assert_eq!(r.status, 422);
+    assert!(
+        r.error().1.starts_with("row 3: expected 64 values"),
+        "{}",
+        r.body
+    );
+}
+
+#[test]
+fn placeholder_mode_answers_every_line_and_scores_the_good_ones() {
+    let s = start(&[
+        ("SAGEMAKER_BATCH", "true"),
+        ("MLAPP_BAD_RECORDS", "placeholder"),
+    ]);
+    let gold = golden("xgboost");
+    for eol in ["\n", "\r\n"] {
+        let (_, body) = rows_with_two_bad(eol);
+        let r = s.post(Some("text/csv"), Some("text/csv"), &body);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let out: Vec<&str> = r.body.split('\n').collect();
+        assert_eq!(out.len(), 10, "{}", r.body);
+        assert!(
+            out[2].starts_with("ERROR: row 3: expected 64 values"),
+            "{}",
+            out[2]
+        );
+        assert_eq!(
+            out[6],
+            "ERROR: row 7, column 5 (feature \"input_4\"): expected a number (float32), got \"abc\""
+        );
+        for (i, line) in out.iter().enumerate().filter(|(i, _)| *i != 2 && *i != 6) {
+            assert_csv_row(&gold, line, i, "placeholder mode");
+        }
+    }
+    // JSON Lines, with a line that is not JSON, answered in JSON Lines.
+    let jsonl = String::from_utf8(payload("xgboost", "rows.jsonl")).unwrap();
+    let mut lines: Vec<&str> = jsonl.lines().take(5).collect();
+    lines[3] = "[1, 2,";
+    let r = s.post(
+        Some("application/jsonlines"),
+        Some("application/jsonlines"),
+        lines.join("\n").as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let out: Vec<serde_json::Value> = r
+        .body
+        .split('\n')
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(out.len(), 5);
+    let reason = out[3]["error"].as_str().unwrap();
+    assert!(reason.starts_with("row 4: invalid JSON"), "{reason}");
+    assert!(out[4]["label"].is_number());
+    // A bad record deep in a large (chunked) body: its row counts from the body's start.
+    let text = String::from_utf8(xgboost_rows(10_000)).unwrap();
+    let mut rows: Vec<&str> = text.lines().collect();
+    rows[8999] = "1,2";
+    let r = s.post(
+        Some("text/csv"),
+        Some("text/csv"),
+        rows.join("\n").as_bytes(),
+    );
+    assert_eq!(r.status, 200);
+    let out: Vec<&str> = r.body.split('\n').collect();
+    assert_eq!(out.len(), 10_000);
+    assert!(
+        out[8999].starts_with("ERROR: row 9000: expected 64 values"),
+        "{}",
+        out[8999]
+    );
+    assert_csv_row(&gold, out[9000], 9000 % 25, "after the bad record");
 }
