@@ -110,7 +110,8 @@ async fn handle(
     let placeholders = settings.bad_records == BadRecords::Placeholder;
     if model.batching {
         let ranges = codec::row_chunks(format, &body, chunked::CHUNK_BYTES).or_else(|| {
-            (placeholders && codec::line_oriented(format, &body)).then(|| vec![0..body.len()])
+            (placeholders && codec::line_oriented(format, &body))
+                .then(|| std::iter::once(0..body.len()).collect())
         });
         if let Some(ranges) = ranges {
             let req = chunked::Request {
