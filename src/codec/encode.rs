@@ -87,6 +87,33 @@ impl Writer {
         self.rows += 1;
     }
 
+    /// The answers of `total` records in order: record `i` gets the placeholder of its entry
+    /// in `bad` (which is sorted by `i`), or else the next row of `predictions`. `first_row`
+    /// is the 0-based row of record 0 in the whole body, for the placeholders' reasons.
+    pub fn append_records(
+        &mut self,
+        predictions: Option<&Predictions>,
+        bad: &[(usize, String)],
+        total: usize,
+        first_row: usize,
+    ) -> Result<(), String> {
+        let mut bad = bad.iter().peekable();
+        let mut good = 0;
+        for i in 0..total {
+            match (bad.next_if(|(at, _)| *at == i), predictions) {
+                (Some((_, reason)), _) => {
+                    self.append_error(&super::records::reason_at(first_row + i, reason))
+                }
+                (None, Some(p)) if good < p.rows() => {
+                    self.append_row(p, good);
+                    good += 1;
+                }
+                _ => return Err(format!("record {i} has no prediction")),
+            }
+        }
+        Ok(())
+    }
+
     pub fn finish(mut self) -> Vec<u8> {
         if self.format == OutputFormat::Json {
             self.out.extend_from_slice(b"]}");

@@ -9,6 +9,7 @@ mod json_fast;
 pub mod media;
 pub mod npy;
 pub mod number;
+pub mod records;
 
 pub use encode::encode;
 pub use frame::{Column, Frame};

@@ -11,10 +11,9 @@ use std::time::{Duration, Instant};
 use actix_web::web::{self, Bytes};
 
 use crate::codec::encode::Writer;
-use crate::codec::{self, DecodeError, Frame, InputFormat, OutputFormat};
+use crate::codec::{self, records, DecodeError, InputFormat, OutputFormat};
 use crate::engine::{Admitted, LoadedModel};
 use crate::error::ApiError;
-use crate::model::ModelSignature;
 use crate::monitor::{Metrics, Stage};
 
 /// Bodies larger than this are scored in chunks of about this size (a few thousand rows).
@@ -36,14 +35,6 @@ fn task_failed(e: impl std::fmt::Display) -> ApiError {
     ApiError::Internal(format!("a decode or encode task failed: {e}"))
 }
 
-/// A chunk's rows: all good, or (placeholder mode) the good ones and the reasons of the
-/// bad ones, by their index among the chunk's rows.
-struct Rows {
-    frame: Option<Frame>,
-    bad: Vec<(usize, String)>,
-    total: usize,
-}
-
 pub async fn score(
     req: Request<'_>,
     body: Bytes,
@@ -59,22 +50,10 @@ pub async fn score(
         let m = Arc::clone(model);
         let (format, placeholders) = (req.format, req.placeholders);
         let t = Instant::now();
-        let decoded = web::block(move || match codec::decode(format, &piece, &m.signature) {
-            Ok(frame) => Ok(Rows {
-                total: frame.rows,
-                frame: Some(frame),
-                bad: Vec::new(),
-            }),
-            Err(DecodeError::Empty) => Ok(Rows {
-                frame: None,
-                bad: Vec::new(),
-                total: 0,
-            }),
-            Err(_) if placeholders => Ok(line_by_line(format, &piece, &m.signature)),
-            Err(e) => Err(e),
-        })
-        .await
-        .map_err(task_failed)?;
+        let decoded =
+            web::block(move || records::decode(format, &piece, &m.signature, placeholders))
+                .await
+                .map_err(task_failed)?;
         decode += t.elapsed();
         let rows = match decoded {
             Ok(rows) => rows,
@@ -108,19 +87,8 @@ pub async fn score(
         let (bad, total, first_row) = (rows.bad, rows.total, rows_before);
         let w = web::block(move || {
             let predictions = outputs.map(|o| m.plan.apply(o)).transpose()?;
-            let mut bad = bad.into_iter().peekable();
-            let mut good = 0;
-            for i in 0..total {
-                match (bad.next_if(|(at, _)| *at == i), &predictions) {
-                    (Some((_, reason)), _) => w.append_error(&reason_at(first_row + i, &reason)),
-                    (None, Some(p)) => {
-                        w.append_row(p, good);
-                        good += 1;
-                    }
-                    (None, None) => return Err("a good row without predictions".to_string()),
-                }
-            }
-            Ok(w)
+            w.append_records(predictions.as_ref(), &bad, total, first_row)?;
+            Ok::<_, String>(w)
         })
         .await
         .map_err(task_failed)?
@@ -145,55 +113,6 @@ pub async fn score(
     writer
         .map(Writer::finish)
         .ok_or_else(|| task_failed("no writer"))
-}
-
-/// Placeholder mode, for a chunk that failed to decode: each line decoded alone, the good
-/// ones then decoded together. Only chunks with a bad record pay for this.
-fn line_by_line(format: InputFormat, piece: &[u8], sig: &ModelSignature) -> Rows {
-    let mut good = Vec::with_capacity(piece.len());
-    let mut bad = Vec::new();
-    let mut total = 0;
-    for line in piece.split(|&b| b == b'\n') {
-        let text = line.strip_suffix(b"\r").unwrap_or(line);
-        // The decoders skip these lines too: they are not records.
-        let blank = match format {
-            InputFormat::JsonLines => text.iter().all(u8::is_ascii_whitespace),
-            _ => text.is_empty(),
-        };
-        if blank {
-            continue;
-        }
-        match codec::decode(format, text, sig) {
-            Ok(_) => {
-                good.extend_from_slice(text);
-                good.push(b'\n');
-            }
-            Err(e) => bad.push((total, e.to_string())),
-        }
-        total += 1;
-    }
-    // Every good line decoded alone, so together they decode too.
-    let frame = (!good.is_empty())
-        .then(|| codec::decode(format, &good, sig).ok())
-        .flatten();
-    Rows { frame, bad, total }
-}
-
-/// A bad record's reason with the row it has in the whole body (0-based `row`). Reasons of
-/// a record decoded alone say "row 1" or "line 1"; that is replaced.
-fn reason_at(row: usize, reason: &str) -> String {
-    let detail = ["row 1: ", "row 1, ", "line 1: ", "CSV line 1: "]
-        .iter()
-        .find_map(|p| {
-            reason
-                .strip_prefix(p)
-                .map(|rest| (p.starts_with("row 1, "), rest))
-        });
-    match detail {
-        Some((true, rest)) => format!("row {}, {rest}", row + 1),
-        Some((false, rest)) => format!("row {}: {rest}", row + 1),
-        None => format!("row {}: {reason}", row + 1),
-    }
 }
 
 async fn whole_body_error(model: &Arc<LoadedModel>, format: InputFormat, body: Bytes) -> ApiError {
