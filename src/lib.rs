@@ -13,3 +13,4 @@ pub mod http;
 pub mod inspect;
 pub mod model;
 pub mod monitor;
+pub mod transform;

@@ -26,6 +26,8 @@ struct ServeOnly {
 enum Command {
     /// Serve the model (what `docker run IMAGE serve` runs; also the default with no command).
     Serve(Box<ServeConfig>),
+    /// Score files offline with Batch Transform's semantics: every input x gives x.out.
+    Transform(Box<mlapp::transform::TransformConfig>),
     /// Print a model's inputs, outputs and what mlapp accepts and returns for it.
     Inspect {
         /// The model folder (or a folder holding one .onnx file).
@@ -49,6 +51,24 @@ fn main() -> anyhow::Result<()> {
         None => {
             let only = ServeOnly::parse_from(["mlapp"]);
             mlapp::http::server::serve(only.cfg)?
+        }
+        Some(Command::Transform(cfg)) => {
+            let s = mlapp::transform::run(&cfg)?;
+            eprintln!(
+                "transform: {} files done ({} rows), {} skipped as done already, {} failed",
+                s.done,
+                s.rows,
+                s.skipped,
+                s.failed.len()
+            );
+            if !s.failed.is_empty() {
+                let list: Vec<String> = s
+                    .failed
+                    .iter()
+                    .map(|(f, why)| format!("{}: {why}", f.display()))
+                    .collect();
+                anyhow::bail!("{} files failed:\n{}", s.failed.len(), list.join("\n"));
+            }
         }
         Some(Command::Inspect {
             model_dir,

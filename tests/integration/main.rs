@@ -9,3 +9,4 @@ mod golden;
 mod large;
 mod lifecycle;
 mod metrics;
+mod transform;

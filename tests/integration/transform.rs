@@ -1,0 +1,152 @@
+//! `mlapp transform` on a folder: every input gets its `.out`, equal to Python onnxruntime's
+//! answers line for line; finished outputs are skipped, interrupted ones redone, and a file
+//! with a bad record fails alone (or gets placeholders).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::common::{assert_csv_row, golden, model_dir, payload};
+
+fn transform(input: &Path, output: &Path, extra: &[&str]) -> Output {
+    let model = model_dir("xgboost");
+    Command::new(env!("CARGO_BIN_EXE_mlapp"))
+        .arg("transform")
+        .args(["--model-dir", model.to_str().unwrap()])
+        .args(["--input", input.to_str().unwrap()])
+        .args(["--output", output.to_str().unwrap()])
+        // Small chunks: many of them per file, scored out of order on two threads.
+        .args(["--chunk-mb", "0.05", "--workers", "2"])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run mlapp transform")
+}
+
+/// `n` example rows, cycling, joined by `eol`.
+fn rows(n: usize, eol: &str) -> String {
+    let text = String::from_utf8(payload("xgboost", "rows.csv")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    (0..n)
+        .map(|i| lines[i % lines.len()])
+        .collect::<Vec<_>>()
+        .join(eol)
+}
+
+fn check_csv_out(path: &Path, n: usize) {
+    let gold = golden("xgboost");
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(
+        !text.ends_with('\n'),
+        "{}: trailing newline",
+        path.display()
+    );
+    let lines: Vec<&str> = text.split('\n').collect();
+    assert_eq!(lines.len(), n, "{}", path.display());
+    for (i, line) in lines.iter().enumerate() {
+        assert_csv_row(&gold, line, i % 25, &path.display().to_string());
+    }
+}
+
+#[test]
+fn a_folder_is_transformed_skipping_finished_outputs_and_redoing_interrupted_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    std::fs::create_dir_all(input.join("sub")).unwrap();
+    std::fs::create_dir_all(&output).unwrap();
+    std::fs::write(input.join("a.csv"), rows(3000, "\n") + "\n").unwrap();
+    std::fs::write(input.join("sub/b.csv"), rows(500, "\r\n")).unwrap();
+    std::fs::write(input.join("c.csv"), rows(10, "\n")).unwrap();
+    std::fs::write(input.join("d.csv"), rows(700, "\n")).unwrap();
+    // c finished in an earlier run; d was interrupted while being written.
+    std::fs::write(output.join("c.csv.out"), "finished earlier").unwrap();
+    std::fs::write(output.join("d.csv.out.partial"), "0,0.5").unwrap();
+
+    let run = transform(&input, &output, &[]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("3 files done (4200 rows), 1 skipped"),
+        "{stderr}"
+    );
+    check_csv_out(&output.join("a.csv.out"), 3000);
+    check_csv_out(&output.join("sub/b.csv.out"), 500);
+    check_csv_out(&output.join("d.csv.out"), 700);
+    assert_eq!(
+        std::fs::read_to_string(output.join("c.csv.out")).unwrap(),
+        "finished earlier"
+    );
+    assert!(!output.join("d.csv.out.partial").exists());
+}
+
+#[test]
+fn a_file_with_a_bad_record_fails_alone_or_gets_a_placeholder() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    std::fs::create_dir_all(&input).unwrap();
+    let mut bad: Vec<String> = rows(2000, "\n").lines().map(str::to_string).collect();
+    bad[1233] = "1,2,3".into();
+    std::fs::write(input.join("bad.csv"), bad.join("\n")).unwrap();
+    std::fs::write(input.join("good.csv"), rows(100, "\n")).unwrap();
+
+    let run = transform(&input, &output, &[]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("bad.csv: row 1234: expected 64 values"),
+        "{stderr}"
+    );
+    assert!(!output.join("bad.csv.out").exists());
+    assert!(!output.join("bad.csv.out.partial").exists());
+    check_csv_out(&output.join("good.csv.out"), 100);
+
+    let run = transform(&input, &output, &["--bad-records", "placeholder"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let text = std::fs::read_to_string(output.join("bad.csv.out")).unwrap();
+    let lines: Vec<&str> = text.split('\n').collect();
+    assert_eq!(lines.len(), 2000);
+    assert!(
+        lines[1233].starts_with("ERROR: row 1234: expected 64 values"),
+        "{}",
+        lines[1233]
+    );
+    assert_csv_row(
+        &golden("xgboost"),
+        lines[1234],
+        1234 % 25,
+        "after the bad record",
+    );
+}
+
+#[test]
+fn json_lines_files_answer_in_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("x.jsonl"), dir.path().join("out"));
+    let text = String::from_utf8(payload("xgboost", "rows.jsonl")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let body: Vec<&str> = (0..1000).map(|i| lines[i % lines.len()]).collect();
+    std::fs::write(&input, body.join("\n")).unwrap();
+    let run = transform(
+        &input,
+        &output,
+        &["--content-type", "application/jsonlines"],
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let gold = golden("xgboost");
+    let answer = std::fs::read_to_string(output.join("x.jsonl.out")).unwrap();
+    let out: Vec<&str> = answer.split('\n').collect();
+    assert_eq!(out.len(), 1000);
+    for (i, line) in out.iter().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let p = &v["probabilities"];
+        let csv = format!("{},{},{}", v["label"], p["0"], p["1"]);
+        assert_csv_row(&gold, &csv, i % 25, "jsonl");
+    }
+}
