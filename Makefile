@@ -6,7 +6,7 @@ MODEL ?= examples/gender/models/pipeline
 ORT_LIB := .ort/lib/libonnxruntime.so.1.31.1
 PROMTOOL := .tools/bin/promtool
 
-.PHONY: serve test ort build lint examples bench
+.PHONY: serve test ort build lint examples bench bench-batch
 
 $(ORT_LIB):
 	scripts/install-onnxruntime.sh
@@ -32,6 +32,10 @@ test: ort $(PROMTOOL) lint
 # The benchmark against the reference stacks (bench/README.md); not part of `make test`.
 bench: ort
 	bench/run.sh
+
+# Batch Transform figures: mlapp transform on 1M rows, a 100 MB body (bench/batch.py).
+bench-batch: ort
+	bench/batch.sh
 
 # Regenerates the example data, models, payloads and golden outputs (needs Python + pip).
 examples:

@@ -191,10 +191,12 @@ def accepted_p99_ms(port):
     return None
 
 
-def floor(model, seconds):
-    rows_file = os.path.join(PAYLOADS, "xgboost", "rows.csv")
+def floor(model, seconds, rows_file=None, batches="1,100,10000"):
+    """rows/s of Session::run alone, by batch size, on rows of rows_file (default: the
+    example payload the HTTP scenarios send)."""
+    rows_file = rows_file or os.path.join(PAYLOADS, "xgboost", "rows.csv")
     out = subprocess.run([FLOOR, os.path.join(MODELS, model), rows_file, str(seconds),
-                          str(os.cpu_count()), "1,100,10000"],
+                          str(os.cpu_count()), batches],
                          capture_output=True, text=True, check=True).stdout
     return {r["batch"]: r for r in map(json.loads, out.splitlines())}
 
