@@ -156,3 +156,54 @@ fn placeholder_mode_answers_every_line_and_scores_the_good_ones() {
     );
     assert_csv_row(&gold, out[9000], 9000 % 25, "after the bad record");
 }
+
+#[test]
+fn one_answer_line_per_record_for_small_bodies_with_or_without_a_blank_last_line() {
+    let s = start(&[("SAGEMAKER_BATCH", "true")]);
+    let csv = String::from_utf8(xgboost_rows(2)).unwrap();
+    let csv: Vec<&str> = csv.lines().collect();
+    let jsonl = String::from_utf8(payload("xgboost", "rows.jsonl")).unwrap();
+    let jsonl: Vec<&str> = jsonl.lines().collect();
+    for (ctype, lines) in [("text/csv", &csv), ("application/jsonlines", &jsonl)] {
+        for n in [1, 2] {
+            for ending in ["", "\n", "\n\n", "\r\n"] {
+                let body = lines[..n].join("\n") + ending;
+                for accept in ["text/csv", "application/jsonlines"] {
+                    let r = s.post(Some(ctype), Some(accept), body.as_bytes());
+                    assert_eq!(r.status, 200, "{ctype} {n} {ending:?}: {}", r.body);
+                    assert_eq!(
+                        r.body.split('\n').count(),
+                        n,
+                        "{ctype} {n} {ending:?} -> {accept}"
+                    );
+                    assert!(!r.body.ends_with('\n'));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn chunked_request_bodies_are_read_and_limited() {
+    let s = start(&[
+        ("SAGEMAKER_BATCH", "true"),
+        ("SAGEMAKER_MAX_PAYLOAD_IN_MB", "10"),
+    ]);
+    // No Content-Length: ureq sends a reader with Transfer-Encoding: chunked.
+    let post = |body: Vec<u8>| {
+        crate::common::reply(
+            crate::common::agent()
+                .post(&format!("{}/invocations", s.base))
+                .set("Content-Type", "text/csv")
+                .set("Accept", "text/csv")
+                .send(std::io::Cursor::new(body)),
+        )
+    };
+    let r = post(xgboost_rows(10_000));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.split('\n').count(), 10_000);
+    // Over the limit, with no length declared up front: refused once it passes the limit.
+    let r = post(xgboost_rows(20_000));
+    assert_eq!(r.status, 413, "{}", &r.body[..r.body.len().min(200)]);
+    assert_eq!(r.error().0, "payload_too_large");
+}
