@@ -114,6 +114,11 @@ impl Writer {
         Ok(())
     }
 
+    /// The bytes written so far, handed over; what follows continues the same body.
+    pub fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
     pub fn finish(mut self) -> Vec<u8> {
         if self.format == OutputFormat::Json {
             self.out.extend_from_slice(b"]}");

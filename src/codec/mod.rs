@@ -127,6 +127,29 @@ impl DecodeError {
         })
     }
 
+    /// The same error for a piece of a body that follows `rows` records on `lines` lines:
+    /// row numbers move by `rows`, a leading "line N" or "CSV line N" by `lines`, and any
+    /// other error says where its piece starts.
+    pub fn located(self, rows: usize, lines: usize) -> Self {
+        if rows == 0 && lines == 0 {
+            return self;
+        }
+        let Self::Syntax { format, detail } = self else {
+            let text = self.to_string();
+            return self.after_rows(rows).unwrap_or_else(|| {
+                Self::Shape(format!("in the records after row {rows}: {text}"))
+            });
+        };
+        let moved = ["CSV line ", "line "].iter().find_map(|prefix| {
+            let rest = detail.strip_prefix(prefix)?;
+            let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+            let n: usize = rest[..digits].parse().ok()?;
+            Some(format!("{prefix}{}{}", n + lines, &rest[digits..]))
+        });
+        let detail = moved.unwrap_or_else(|| format!("in the records after row {rows}: {detail}"));
+        Self::Syntax { format, detail }
+    }
+
     pub(crate) fn syntax(format: &'static str, detail: impl Into<String>) -> Self {
         Self::Syntax {
             format,
@@ -221,6 +244,30 @@ mod tests {
         assert!(row_chunks(csv, b"\"a\nb\",1,2\n3,4,5\n", 2).is_none());
         assert!(row_chunks(InputFormat::Csv { header: true }, body, 4).is_none());
         assert!(row_chunks(InputFormat::Json, body, 4).is_none());
+    }
+
+    #[test]
+    fn errors_are_located_in_the_whole_body() {
+        let csv = InputFormat::Csv { header: false };
+        let err = decode(csv, b"1,2,3\n1,x,3\n", &test_sig::tensor3()).unwrap_err();
+        assert!(err
+            .located(100, 120)
+            .to_string()
+            .starts_with("row 102, column 2"));
+        let err = decode(
+            InputFormat::JsonLines,
+            b"[1,2,3]\n\n[1,",
+            &test_sig::tensor3(),
+        )
+        .unwrap_err()
+        .located(10, 12);
+        assert!(
+            err.to_string().starts_with("line 15: invalid JSON"),
+            "{err}"
+        );
+        assert!(err.is_malformed());
+        let err = DecodeError::Shape("odd".into()).located(5, 5);
+        assert_eq!(err.to_string(), "in the records after row 5: odd");
     }
 
     #[test]

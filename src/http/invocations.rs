@@ -97,6 +97,31 @@ async fn handle(
     let settings = &state.settings;
     let metrics = &state.metrics;
     let accept = media::output_format(header_str(req, header::ACCEPT), settings.default_accept)?;
+    let placeholders = settings.bad_records == BadRecords::Placeholder;
+    if settings.stream_bodies && model.batching {
+        let format = media::input_format(
+            header_str(req, header::CONTENT_TYPE),
+            &settings.default_content_type,
+            model.source.config.csv_header,
+            b"",
+        )?;
+        if chunked::streamable(format) {
+            let req = chunked::Request {
+                model: &model,
+                ticket: &ticket,
+                metrics,
+                format,
+                accept,
+                deadline,
+                timeout,
+                placeholders,
+            };
+            let spool = chunked::score_stream(req, payload).await?;
+            return Ok(HttpResponse::Ok()
+                .insert_header((header::CONTENT_TYPE, accept.mime()))
+                .streaming(chunked::spool_stream(spool)));
+        }
+    }
     let declared = header_str(req, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
     let body = read_body(payload, settings.max_payload_bytes, declared).await?;
     let format = media::input_format(
@@ -107,7 +132,6 @@ async fn handle(
     )?;
     // Line-oriented bodies go chunk by chunk when large, and always in placeholder mode,
     // which scores the good lines of a chunk with bad ones.
-    let placeholders = settings.bad_records == BadRecords::Placeholder;
     if model.batching {
         let ranges = codec::row_chunks(format, &body, chunked::CHUNK_BYTES).or_else(|| {
             (placeholders && codec::line_oriented(format, &body))

@@ -42,6 +42,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         default_content_type: cfg.default_content_type.clone(),
         execution_parameters: cfg.execution_parameters(),
         bad_records: cfg.bad_records,
+        stream_bodies: cfg.streams_bodies(),
     };
     let metrics = Arc::new(Metrics::new());
     let state = web::Data::new(AppState::new(

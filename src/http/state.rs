@@ -23,6 +23,8 @@ pub struct Settings {
     pub default_content_type: String,
     pub execution_parameters: ExecutionParameters,
     pub bad_records: BadRecords,
+    /// Line-oriented bodies of any size are scored as they arrive (see `chunked`).
+    pub stream_bodies: bool,
 }
 
 pub struct AppState {

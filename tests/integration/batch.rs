@@ -207,3 +207,65 @@ fn chunked_request_bodies_are_read_and_limited() {
     assert_eq!(r.status, 413, "{}", &r.body[..r.body.len().min(200)]);
     assert_eq!(r.error().0, "payload_too_large");
 }
+
+/// `rows` example CSV rows, made as they are read, so a test can send more than it holds.
+struct Rows {
+    lines: Vec<String>,
+    left: usize,
+    pending: Vec<u8>,
+}
+
+impl std::io::Read for Rows {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pending.len() < buf.len() && self.left > 0 {
+            self.left -= 1;
+            let line = &self.lines[self.left % self.lines.len()];
+            self.pending.extend_from_slice(line.as_bytes());
+            self.pending.push(b'\n');
+        }
+        let n = buf.len().min(self.pending.len());
+        buf[..n].copy_from_slice(&self.pending[..n]);
+        self.pending.drain(..n);
+        Ok(n)
+    }
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    kb / 1024.0
+}
+
+#[test]
+fn max_payload_0_takes_a_body_of_any_size_as_it_arrives() {
+    let s = start(&[
+        ("SAGEMAKER_BATCH", "true"),
+        ("SAGEMAKER_MAX_PAYLOAD_IN_MB", "0"),
+    ]);
+    let text = String::from_utf8(payload("xgboost", "rows.csv")).unwrap();
+    let lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let row_bytes = lines.iter().map(|l| l.len() + 1).sum::<usize>() / lines.len();
+    // More than the 100 MiB that a body read whole may have.
+    let rows = (110 << 20) / row_bytes;
+    let body = Rows {
+        lines,
+        left: rows,
+        pending: Vec::new(),
+    };
+    let r = crate::common::reply(
+        crate::common::agent()
+            .post(&format!("{}/invocations", s.base))
+            .set("Content-Type", "text/csv")
+            .set("Accept", "text/csv")
+            .send(body),
+    );
+    assert_eq!(r.status, 200, "{}", &r.body[..r.body.len().min(300)]);
+    assert_eq!(r.body.split('\n').count(), rows);
+    // Neither the body nor its columns were held whole.
+    let peak = peak_rss_mib(s.pid());
+    assert!(peak < 100.0, "peak RSS {peak:.0} MiB for a 110 MiB body");
+}
