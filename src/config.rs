@@ -158,14 +158,14 @@ impl ServeConfig {
             None => 6.0,
         };
         // 0 asks for chunked bodies of any size: line-oriented ones are scored as they arrive
-        // (`streams_bodies`); any other is read whole, up to the largest payload SageMaker
+        // (`chunked::score_stream`); any other is read whole, up to the largest payload SageMaker
         // sends otherwise.
         let mb = if mb > 0.0 { mb } else { 100.0 };
         (mb * MIB) as usize
     }
 
-    /// Batch Transform with `MaxPayloadInMB=0`: bodies of any size, scored as they arrive.
-    pub fn streams_bodies(&self) -> bool {
+    /// Batch Transform with `MaxPayloadInMB=0`: line-oriented bodies of any size.
+    pub fn unbounded_bodies(&self) -> bool {
         self.batch && self.max_payload_mb == Some(0.0)
     }
 

@@ -4,9 +4,9 @@
 //! size. The answer is byte for byte what scoring the body whole gives, and errors name the
 //! row (or line) of the whole body.
 //!
-//! Two sources feed the pieces: a body already read (`score`), or, in Batch Transform mode with
-//! `MaxPayloadInMB=0`, the request stream itself (`score_stream`), whose answer is spooled to
-//! an unnamed temporary file so that neither side is held in memory.
+//! Two sources feed the pieces: a body already read (`score`), or, in Batch Transform mode, the
+//! request stream itself (`score_stream`), whose answer is spooled to an unlinked temporary
+//! file so that neither side is held in memory, whatever the size (`MaxPayloadInMB=0`: any).
 
 use std::io::{Read, Seek, Write};
 use std::ops::Range;
@@ -55,35 +55,75 @@ pub async fn score(
     scorer.finish()
 }
 
-/// Reads, scores and answers a body of any size as it arrives: pieces are cut at the last
-/// newline once `CHUNK_BYTES` have arrived, and answers go to a temporary file that the
-/// response then streams.
-pub async fn score_stream<S, E>(req: Request<'_>, mut payload: S) -> Result<std::fs::File, ApiError>
+/// An answer small enough to hold, or spooled to an unlinked temporary file.
+pub enum Answer {
+    Memory(Vec<u8>),
+    Spool(std::fs::File),
+}
+
+/// Answers up to this size stay in memory; larger ones go to a spool file as they grow.
+const SPOOL_AT: usize = 4 * 1024 * 1024;
+
+/// Reads, scores and answers a body as it arrives: pieces are cut at the last newline once
+/// `CHUNK_BYTES` have arrived, and a large answer goes to a temporary file that the response
+/// then streams. Past `limit` bytes (None: no limit) the rest is drained, up to a cap, and the
+/// request refused with 413, as for a body read whole.
+pub async fn score_stream<S, E>(
+    req: Request<'_>,
+    mut payload: S,
+    limit: Option<usize>,
+) -> Result<Answer, ApiError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let mut spool = spool_file()?;
+    let mut spool: Option<std::fs::File> = None;
+    let mut held = Vec::new();
     let mut scorer = Scorer::new(req, CHUNK_BYTES / 64);
     let mut buf = BytesMut::with_capacity(CHUNK_BYTES + 64 * 1024);
+    let mut seen = 0usize;
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::BodyRead(e.to_string()))?;
+        seen += chunk.len();
+        if let Some(limit) = limit.filter(|&l| seen > l) {
+            if seen > limit + super::invocations::DRAIN_BYTES {
+                break;
+            }
+            continue;
+        }
         buf.extend_from_slice(&chunk);
         if buf.len() >= CHUNK_BYTES {
             if let Some(last) = buf.iter().rposition(|&b| b == b'\n') {
                 scorer.piece(buf.split_to(last + 1).freeze()).await?;
-                spool_write(&mut spool, &scorer.take_bytes())?;
+                held.extend_from_slice(&scorer.take_bytes());
+                if held.len() > SPOOL_AT || spool.is_some() {
+                    let file = match spool.as_mut() {
+                        Some(file) => file,
+                        None => spool.insert(spool_file()?),
+                    };
+                    spool_write(file, &held)?;
+                    held.clear();
+                }
             }
         }
+    }
+    if let Some(limit) = limit.filter(|&l| seen > l) {
+        return Err(ApiError::PayloadTooLarge {
+            limit,
+            given: Some(seen as u64),
+        });
     }
     if !buf.is_empty() {
         scorer.piece(buf.freeze()).await?;
     }
-    spool_write(&mut spool, &scorer.finish()?)?;
-    spool
-        .rewind()
+    held.extend_from_slice(&scorer.finish()?);
+    let Some(mut file) = spool else {
+        return Ok(Answer::Memory(held));
+    };
+    spool_write(&mut file, &held)?;
+    file.rewind()
         .map_err(|e| ApiError::Internal(format!("answer spool: {e}")))?;
-    Ok(spool)
+    Ok(Answer::Spool(file))
 }
 
 /// An answer spool that leaves nothing behind: the file is unlinked as soon as it is open.

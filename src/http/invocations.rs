@@ -20,7 +20,7 @@ use crate::monitor::Stage;
 const INLINE_DECODE_BYTES: usize = 64 * 1024;
 /// After the limit is passed, at most this much more is read (and dropped) so the client can
 /// finish sending and read the 413; beyond that the connection is closed.
-const DRAIN_BYTES: usize = 16 * 1024 * 1024;
+pub(super) const DRAIN_BYTES: usize = 16 * 1024 * 1024;
 
 /// A client may ask for a shorter deadline than the server's timeout with this header
 /// (milliseconds); it cannot ask for a longer one.
@@ -98,6 +98,7 @@ async fn handle(
     let metrics = &state.metrics;
     let accept = media::output_format(header_str(req, header::ACCEPT), settings.default_accept)?;
     let placeholders = settings.bad_records == BadRecords::Placeholder;
+    let declared = header_str(req, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
     if settings.stream_bodies && model.batching {
         let format = media::input_format(
             header_str(req, header::CONTENT_TYPE),
@@ -116,13 +117,24 @@ async fn handle(
                 timeout,
                 placeholders,
             };
-            let spool = chunked::score_stream(req, payload).await?;
-            return Ok(HttpResponse::Ok()
-                .insert_header((header::CONTENT_TYPE, accept.mime()))
-                .streaming(chunked::spool_stream(spool)));
+            let limit = (!settings.unbounded_bodies).then_some(settings.max_payload_bytes);
+            if let Some(limit) = limit.filter(|&l| declared.is_some_and(|d| d > l as u64)) {
+                // Refused before anything is scored; drained as a body read whole would be.
+                return Err(read_body(payload, limit, declared).await.err().unwrap_or(
+                    ApiError::PayloadTooLarge {
+                        limit,
+                        given: declared,
+                    },
+                ));
+            }
+            let mut resp = HttpResponse::Ok();
+            resp.insert_header((header::CONTENT_TYPE, accept.mime()));
+            return Ok(match chunked::score_stream(req, payload, limit).await? {
+                chunked::Answer::Memory(bytes) => resp.body(bytes),
+                chunked::Answer::Spool(file) => resp.streaming(chunked::spool_stream(file)),
+            });
         }
     }
-    let declared = header_str(req, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
     let body = read_body(payload, settings.max_payload_bytes, declared).await?;
     let format = media::input_format(
         header_str(req, header::CONTENT_TYPE),

@@ -42,7 +42,8 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         default_content_type: cfg.default_content_type.clone(),
         execution_parameters: cfg.execution_parameters(),
         bad_records: cfg.bad_records,
-        stream_bodies: cfg.streams_bodies(),
+        stream_bodies: cfg.batch,
+        unbounded_bodies: cfg.unbounded_bodies(),
     };
     let metrics = Arc::new(Metrics::new());
     let state = web::Data::new(AppState::new(

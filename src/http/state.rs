@@ -23,8 +23,10 @@ pub struct Settings {
     pub default_content_type: String,
     pub execution_parameters: ExecutionParameters,
     pub bad_records: BadRecords,
-    /// Line-oriented bodies of any size are scored as they arrive (see `chunked`).
+    /// Line-oriented bodies are scored as they arrive (Batch Transform mode, see `chunked`).
     pub stream_bodies: bool,
+    /// ...with no size limit (`MaxPayloadInMB=0`).
+    pub unbounded_bodies: bool,
 }
 
 pub struct AppState {
