@@ -150,3 +150,43 @@ fn json_lines_files_answer_in_json_lines() {
         assert_csv_row(&gold, &csv, i % 25, "jsonl");
     }
 }
+
+#[test]
+fn split_type_none_scores_each_file_as_one_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::write(input.join("doc.json"), payload("xgboost", "instances.json")).unwrap();
+    let run = transform(
+        &input,
+        &output,
+        &[
+            "--split-type",
+            "none",
+            "--content-type",
+            "application/json",
+            "--accept",
+            "application/json",
+        ],
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(output.join("doc.json.out")).unwrap())
+            .unwrap();
+    let gold = golden("xgboost");
+    let predictions = doc["predictions"].as_array().unwrap();
+    assert_eq!(predictions.len(), gold["labels"].as_array().unwrap().len());
+    for (i, p) in predictions.iter().enumerate() {
+        let probs = &p["probabilities"];
+        let line = format!("{},{},{}", p["label"], probs["0"], probs["1"]);
+        assert_csv_row(&gold, &line, i, "split none");
+    }
+    // A line-split job cannot answer with one JSON document.
+    let run = transform(&input, &output, &["--accept", "application/json"]);
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("one line per record"));
+}
