@@ -54,10 +54,6 @@ impl<T> State<T> {
         }
     }
 
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
     pub fn len(&self) -> usize {
         self.queue.len()
     }
