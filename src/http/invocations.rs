@@ -99,6 +99,16 @@ async fn handle(
     let accept = media::output_format(header_str(req, header::ACCEPT), settings.default_accept)?;
     let placeholders = settings.bad_records == BadRecords::Placeholder;
     let declared = header_str(req, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+    let piece_request = |format| chunked::Request {
+        model: &model,
+        ticket: &ticket,
+        metrics,
+        format,
+        accept,
+        deadline,
+        timeout,
+        placeholders,
+    };
     if settings.stream_bodies && model.batching {
         let format = media::input_format(
             header_str(req, header::CONTENT_TYPE),
@@ -107,16 +117,7 @@ async fn handle(
             b"",
         )?;
         if chunked::streamable(format) {
-            let req = chunked::Request {
-                model: &model,
-                ticket: &ticket,
-                metrics,
-                format,
-                accept,
-                deadline,
-                timeout,
-                placeholders,
-            };
+            let req = piece_request(format);
             let limit = (!settings.unbounded_bodies).then_some(settings.max_payload_bytes);
             if let Some(limit) = limit.filter(|&l| declared.is_some_and(|d| d > l as u64)) {
                 // Refused before anything is scored; drained as a body read whole would be.
@@ -150,16 +151,7 @@ async fn handle(
                 .then(|| std::iter::once(0..body.len()).collect())
         });
         if let Some(ranges) = ranges {
-            let req = chunked::Request {
-                model: &model,
-                ticket: &ticket,
-                metrics,
-                format,
-                accept,
-                deadline,
-                timeout,
-                placeholders,
-            };
+            let req = piece_request(format);
             let answer = chunked::score(req, body.freeze(), ranges).await?;
             return Ok(HttpResponse::Ok()
                 .insert_header((header::CONTENT_TYPE, accept.mime()))
