@@ -84,10 +84,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         .backlog(2048)
         .shutdown_timeout(cfg.shutdown_timeout)
         .bind(&addr)
-        .map_err(|source| ServeError::Bind {
-            addr: addr.clone(),
-            source,
-        })?;
+        .map_err(bind_failed(&addr))?;
         for a in server.addrs() {
             // Tests and scripts read this line to find a port chosen with --port 0.
             println!("mlapp listening on http://{a}");
@@ -169,10 +166,7 @@ fn metrics_only(
     .workers(1)
     .disable_signals()
     .bind(&addr)
-    .map_err(|source| ServeError::Bind {
-        addr: addr.clone(),
-        source,
-    })?;
+    .map_err(bind_failed(&addr))?;
     for a in server.addrs() {
         println!("mlapp metrics on http://{a}/metrics");
     }
@@ -180,6 +174,13 @@ fn metrics_only(
     let handle = server.handle();
     actix_web::rt::spawn(server);
     Ok(handle)
+}
+
+fn bind_failed(addr: &str) -> impl FnOnce(std::io::Error) -> ServeError + '_ {
+    move |source| ServeError::Bind {
+        addr: addr.to_string(),
+        source,
+    }
 }
 
 fn access_log(method: &actix_web::http::Method, path: &str, status: u16, took: Duration) {
