@@ -426,6 +426,9 @@ fn write_in_order(
     let mut pending = BTreeMap::new();
     let (mut next, mut rows, mut wrote_any) = (0, 0u64, false);
     let mut failure = None;
+    // Dropped on failure: a reader waiting for a credit then stops, instead of waiting for
+    // ever while this loop waits for the scorers, which wait for the reader.
+    let mut credits = Some(credits);
     for (index, answer) in done.iter() {
         if failure.is_some() {
             continue; // drain, so the other threads can finish
@@ -447,7 +450,9 @@ fn write_in_order(
                     wrote_any |= !bytes.is_empty();
                     rows += records as u64;
                     progress.advance(input_len as u64, records as u64);
-                    let _ = credits.send(());
+                    if let Some(credits) = &credits {
+                        let _ = credits.send(());
+                    }
                 }
                 Err(why) => {
                     failure = Some(why);
@@ -458,6 +463,7 @@ fn write_in_order(
         }
         if failure.is_some() {
             abort.store(true, Ordering::Relaxed);
+            credits = None;
         }
     }
     drop(credits);

@@ -4,22 +4,22 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
-use crate::common::{assert_csv_row, golden, model_dir, payload};
+use crate::common::{assert_csv_row, golden, model_dir, payload, run_bounded};
 
 fn transform(input: &Path, output: &Path, extra: &[&str]) -> Output {
     let model = model_dir("xgboost");
-    Command::new(env!("CARGO_BIN_EXE_mlapp"))
-        .arg("transform")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mlapp"));
+    cmd.arg("transform")
         .args(["--model-dir", model.to_str().unwrap()])
         .args(["--input", input.to_str().unwrap()])
         .args(["--output", output.to_str().unwrap()])
         // Small chunks: many of them per file, scored out of order on two threads.
         .args(["--chunk-mb", "0.05", "--workers", "2"])
         .args(extra)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run mlapp transform")
+        .env("RUST_LOG", "warn");
+    run_bounded(&mut cmd, Duration::from_secs(60))
 }
 
 /// `n` example rows, cycling, joined by `eol`.
@@ -119,6 +119,26 @@ fn a_file_with_a_bad_record_fails_alone_or_gets_a_placeholder() {
         1234 % 25,
         "after the bad record",
     );
+}
+
+/// A failure early in a long file, while the reader waits for room to read ahead, ends the
+/// job; it once left the reader waiting for ever (a race, so run several times).
+#[test]
+fn an_early_bad_record_in_a_long_file_ends_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("bad.csv");
+    let mut bad: Vec<String> = rows(20_000, "\n").lines().map(str::to_string).collect();
+    bad[3] = "1,2,3".into();
+    std::fs::write(&input, bad.join("\n")).unwrap();
+    for attempt in 0..8 {
+        let output = dir.path().join(format!("out{attempt}"));
+        let run = transform(&input, &output, &[]);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{stderr}");
+        assert!(stderr.contains("row 4: expected 64 values"), "{stderr}");
+        assert!(!output.join("bad.csv.out").exists());
+        assert!(!output.join("bad.csv.out.partial").exists());
+    }
 }
 
 #[test]
