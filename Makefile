@@ -5,6 +5,7 @@
 MODEL ?= examples/gender/models/pipeline
 ORT_LIB := .ort/lib/libonnxruntime.so.1.31.1
 PROMTOOL := .tools/bin/promtool
+MOTO := .tools/moto/bin/moto_server
 
 .PHONY: serve test ort build lint examples bench bench-batch
 
@@ -13,6 +14,9 @@ $(ORT_LIB):
 
 $(PROMTOOL):
 	scripts/install-promtool.sh
+
+$(MOTO):
+	scripts/install-moto.sh
 
 ort: $(ORT_LIB)
 
@@ -26,7 +30,7 @@ lint:
 	cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
 
-test: ort $(PROMTOOL) lint
+test: ort $(PROMTOOL) $(MOTO) lint
 	cargo test --locked
 
 # The benchmark against the reference stacks (bench/README.md); not part of `make test`.

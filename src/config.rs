@@ -7,6 +7,8 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::batch::{BadRecords, BatchStrategy, ExecutionParameters};
+use crate::model::fetch::SourceOptions;
+use crate::storage::{Limits, S3Options};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -20,6 +22,20 @@ pub struct ServeConfig {
     /// Name of the optional model config file inside the model folder.
     #[arg(long, env = "MLAPP_MODEL_CONFIG", default_value = "mlapp.json")]
     pub model_config: String,
+
+    /// Where the model comes from, instead of --model-dir: a local folder, `.onnx` file or
+    /// `.tar.gz` / `.tar` archive, or s3://bucket/key.onnx, s3://bucket/key/model.tar.gz,
+    /// s3://bucket/prefix/ (a folder).
+    #[arg(long, env = "MODEL_URI")]
+    pub model_uri: Option<String>,
+
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    /// Seconds between checks of the model URI for a new version (ETag or content hash);
+    /// a new one is loaded beside the old and switched to. 0: reload only on SIGHUP.
+    #[arg(long, env = "MLAPP_MODEL_POLL_SECONDS", default_value_t = 0.0)]
+    pub model_poll_seconds: f64,
 
     /// Address to listen on.
     #[arg(long, env = "MLAPP_HOST", default_value = "0.0.0.0")]
@@ -135,7 +151,73 @@ pub struct ServeConfig {
     pub warmup_rows: usize,
 }
 
+/// How models are fetched: the cache, S3 addressing, and the caps on archives.
+#[derive(Args, Clone, Debug)]
+pub struct SourceArgs {
+    /// Writable folder for downloaded and unpacked models (never the model folder).
+    /// Default: <temp dir>/mlapp-models.
+    #[arg(long, env = "MLAPP_MODEL_CACHE_DIR")]
+    pub model_cache_dir: Option<PathBuf>,
+
+    /// Address S3 by path (http://endpoint/bucket/key), as most S3-compatible stores behind
+    /// AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL need.
+    #[arg(
+        long,
+        env = "MLAPP_S3_FORCE_PATH_STYLE",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        num_args = 0..=1,
+        default_value = "false",
+        default_missing_value = "true"
+    )]
+    pub s3_force_path_style: bool,
+
+    /// Largest size a model archive may unpack to, in MiB.
+    #[arg(long, env = "MLAPP_ARCHIVE_MAX_MB", default_value_t = 4096)]
+    pub archive_max_mb: u64,
+
+    /// Most files a model archive may hold.
+    #[arg(long, env = "MLAPP_ARCHIVE_MAX_FILES", default_value_t = 10_000)]
+    pub archive_max_files: u64,
+
+    /// Largest compression ratio of a model archive (unpacked / packed); beyond it the
+    /// archive is refused as a decompression bomb.
+    #[arg(long, env = "MLAPP_ARCHIVE_MAX_RATIO", default_value_t = 200)]
+    pub archive_max_ratio: u64,
+}
+
+impl SourceArgs {
+    pub fn options(&self, config_name: &str) -> SourceOptions {
+        SourceOptions {
+            cache_dir: self
+                .model_cache_dir
+                .clone()
+                .unwrap_or_else(|| std::env::temp_dir().join("mlapp-models")),
+            limits: Limits {
+                max_bytes: self.archive_max_mb.saturating_mul(1 << 20),
+                max_files: self.archive_max_files,
+                max_ratio: self.archive_max_ratio.max(1),
+            },
+            s3: S3Options {
+                force_path_style: self.s3_force_path_style,
+            },
+            config_name: config_name.to_string(),
+        }
+    }
+}
+
 impl ServeConfig {
+    /// The model's URI: --model-uri, else the --model-dir folder.
+    pub fn model_uri(&self) -> String {
+        self.model_uri
+            .clone()
+            .unwrap_or_else(|| self.model_dir.display().to_string())
+    }
+
+    /// How often to poll the model URI, if at all.
+    pub fn model_poll(&self) -> Option<Duration> {
+        (self.model_poll_seconds > 0.0).then(|| Duration::from_secs_f64(self.model_poll_seconds))
+    }
+
     /// The CPUs this process may use (cgroup quota and affinity included).
     pub fn cpus() -> usize {
         std::thread::available_parallelism().map_or(1, usize::from)
@@ -198,6 +280,12 @@ impl ServeConfig {
         if let Some(t) = self.timeout.filter(|t| !t.is_finite() || *t <= 0.0) {
             return Err(format!(
                 "--timeout / SAGEMAKER_MODEL_SERVER_TIMEOUT must be > 0 seconds, got {t}"
+            ));
+        }
+        if !self.model_poll_seconds.is_finite() || self.model_poll_seconds < 0.0 {
+            return Err(format!(
+                "--model-poll-seconds / MLAPP_MODEL_POLL_SECONDS must be >= 0, got {}",
+                self.model_poll_seconds
             ));
         }
         if !self.max_batch_delay_ms.is_finite() || self.max_batch_delay_ms < 0.0 {

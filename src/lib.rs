@@ -13,4 +13,5 @@ pub mod http;
 pub mod inspect;
 pub mod model;
 pub mod monitor;
+pub mod storage;
 pub mod transform;

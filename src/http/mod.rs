@@ -2,9 +2,11 @@
 
 mod chunked;
 mod execution_parameters;
+mod info;
 pub(crate) mod invocations;
 mod metrics;
 mod ping;
+pub mod reload;
 pub mod server;
 mod state;
 
@@ -24,6 +26,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::resource("/execution-parameters")
                 .route(web::get().to(execution_parameters::execution_parameters)),
         )
+        .service(web::resource("/info").route(web::get().to(info::info)))
         .default_service(web::to(not_found));
 }
 
@@ -31,13 +34,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 pub fn metrics_routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/metrics").route(web::get().to(metrics::metrics)))
         .service(web::resource("/ping").route(web::get().to(ping::ping)))
+        .service(web::resource("/info").route(web::get().to(info::info)))
         .default_service(web::to(not_found));
 }
 
 async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
     let body = serde_json::json!({"error": {
         "code": "not_found",
-        "message": format!("no route for {} {}; mlapp serves GET /ping, POST /invocations, GET /execution-parameters and GET /metrics", req.method(), req.path()),
+        "message": format!("no route for {} {}; mlapp serves GET /ping, POST /invocations, GET /execution-parameters, GET /info and GET /metrics", req.method(), req.path()),
     }});
     HttpResponse::NotFound().json(body)
 }

@@ -10,11 +10,13 @@ use actix_web::{web, App, HttpMessage, HttpServer};
 use futures_util::FutureExt;
 
 use super::invocations::ServedBy;
+use super::reload::{Loader, Trigger};
 use super::{AppState, Readiness, Settings};
 use crate::codec::media;
 use crate::config::ServeConfig;
-use crate::engine::{self, runtime, LoadOptions};
-use crate::monitor::{Metrics, ModelInfo, Route};
+use crate::engine::{runtime, LoadOptions};
+use crate::model::fetch::Fetcher;
+use crate::monitor::{Metrics, Route};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -48,10 +50,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::new());
     let state = web::Data::new(AppState::new(
         settings,
-        Readiness::Loading(format!(
-            "loading the model from {}",
-            cfg.model_dir.display()
-        )),
+        Readiness::Loading(format!("loading the model from {}", cfg.model_uri())),
         Arc::clone(&metrics),
     ));
 
@@ -96,47 +95,35 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
             None => None,
         };
 
-        let loader_state = state.clone();
-        let opts = LoadOptions {
-            sessions: cfg.sessions(),
-            intra_threads: cfg.intra_op_threads,
-            queue_capacity: cfg.queue_capacity,
-            warmup_runs: cfg.warmup_runs,
-            warmup_rows: cfg.warmup_rows,
-            config_name: cfg.model_config.clone(),
-            max_batch_rows: cfg.max_batch_rows,
-            max_batch_delay: cfg.max_batch_delay(),
+        let loader = Loader {
+            env,
+            fetcher: Fetcher::new(&cfg.model_uri(), cfg.source.options(&cfg.model_config))
+                .map_err(|e| ServeError::Config(e.to_string()))?,
+            opts: LoadOptions {
+                sessions: cfg.sessions(),
+                intra_threads: cfg.intra_op_threads,
+                queue_capacity: cfg.queue_capacity,
+                warmup_runs: cfg.warmup_runs,
+                warmup_rows: cfg.warmup_rows,
+                config_name: cfg.model_config.clone(),
+                max_batch_rows: cfg.max_batch_rows,
+                max_batch_delay: cfg.max_batch_delay(),
+            },
+            metrics: Arc::clone(&metrics),
+            state: state.clone(),
+            poll: cfg.model_poll(),
+            drain: cfg.request_timeout() + Duration::from_secs(5),
         };
-        let dir = cfg.model_dir.clone();
-        let metrics = Arc::clone(&metrics);
-        std::thread::Builder::new()
-            .name("mlapp-loader".into())
-            .spawn(move || match engine::load(env, &dir, &opts, metrics.clone()) {
-                Ok(model) => {
-                    log::info!(
-                        "ready: {} ({}, {} features, {} sessions, batching {}) loaded and warmed up in {:.3} s",
-                        model.source.file.display(),
-                        model.plan.kind(),
-                        model.signature.features.len(),
-                        model.sessions,
-                        if model.batching { "on" } else { "off: outputs do not follow the batch rows" },
-                        model.load_seconds
-                    );
-                    metrics.set_model(ModelInfo {
-                        name: Arc::clone(&model.name),
-                        file: model.source.file.display().to_string(),
-                        kind: model.plan.kind().to_string(),
-                        provider: "CPUExecutionProvider".into(),
-                        load_seconds: model.load_seconds,
-                        sessions: model.sessions,
-                    });
-                    loader_state.set(Readiness::Ready(Arc::new(model)));
+        // SIGHUP's default action ends the process: take it over before anything can send it.
+        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let reload = loader.spawn()?;
+        actix_web::rt::spawn(async move {
+            while hangups.recv().await.is_some() {
+                if reload.send(Trigger::Signal).is_err() {
+                    break;
                 }
-                Err(e) => {
-                    log::error!("model failed to load, /ping answers 503: {e}");
-                    loader_state.set(Readiness::Failed(e.to_string()));
-                }
-            })?;
+            }
+        });
 
         running.await?;
         if let Some(m) = metrics_server {

@@ -1,8 +1,9 @@
 //! What every handler shares: the request limits and the model's readiness.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use super::reload::ModelStatus;
 use crate::batch::{BadRecords, ExecutionParameters};
 use crate::codec::OutputFormat;
 use crate::engine::LoadedModel;
@@ -35,6 +36,7 @@ pub struct AppState {
     // Written once or twice in the process's life, read by every request: the read lock is
     // held only to clone an Arc, never across inference, so /ping never waits on a model.
     readiness: RwLock<Readiness>,
+    status: Mutex<ModelStatus>,
 }
 
 impl AppState {
@@ -43,14 +45,33 @@ impl AppState {
             settings,
             metrics,
             readiness: RwLock::new(readiness),
+            status: Mutex::new(ModelStatus::default()),
         }
     }
 
     pub fn set(&self, r: Readiness) {
-        match self.readiness.write() {
-            Ok(mut guard) => *guard = r,
-            Err(poisoned) => *poisoned.into_inner() = r,
-        }
+        drop(self.swap(r));
+    }
+
+    /// Sets the readiness and hands back the one it replaced (a reload retires the old model).
+    pub fn swap(&self, r: Readiness) -> Readiness {
+        let mut guard = match self.readiness.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        std::mem::replace(&mut *guard, r)
+    }
+
+    /// The model's version and reload history.
+    pub fn status(&self) -> ModelStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn update_status(&self, f: impl FnOnce(&mut ModelStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
     /// The current readiness (an Arc or a reason cloned out; the lock is not held after).

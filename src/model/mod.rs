@@ -1,6 +1,7 @@
 //! Model artifacts: where the model file is, its config, its signature and its output plan.
 
 pub mod config;
+pub mod fetch;
 pub mod output;
 pub mod signature;
 

@@ -94,15 +94,17 @@ pub enum Route {
     Invocations,
     Metrics,
     ExecutionParameters,
+    Info,
     Other,
 }
 
 impl Route {
-    pub const ALL: [Route; 5] = [
+    pub const ALL: [Route; 6] = [
         Route::Ping,
         Route::Invocations,
         Route::Metrics,
         Route::ExecutionParameters,
+        Route::Info,
         Route::Other,
     ];
 
@@ -112,6 +114,7 @@ impl Route {
             "/invocations" => Route::Invocations,
             "/metrics" => Route::Metrics,
             "/execution-parameters" => Route::ExecutionParameters,
+            "/info" => Route::Info,
             _ => Route::Other,
         }
     }
@@ -122,6 +125,7 @@ impl Route {
             Route::Invocations => "/invocations",
             Route::Metrics => "/metrics",
             Route::ExecutionParameters => "/execution-parameters",
+            Route::Info => "/info",
             Route::Other => "other",
         }
     }
@@ -161,6 +165,10 @@ pub struct ModelInfo {
     pub provider: String,
     pub load_seconds: f64,
     pub sessions: usize,
+    /// Where it came from, and which version of it (ETag or content hash).
+    pub uri: String,
+    pub version: String,
+    pub loaded_at_unix: f64,
 }
 
 /// Values read from the live server at scrape time rather than counted.
@@ -180,7 +188,7 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<RequestKey, u64>>,
     /// By route and status class (2xx, 4xx, 5xx), so that the latency of answered requests
     /// is not hidden among fast refusals under overload.
-    request_seconds: [[Histogram; 3]; 5],
+    request_seconds: [[Histogram; 3]; Route::ALL.len()],
     stage_seconds: [Histogram; 4],
     pub batch_rows: Histogram,
     pub batch_requests: Histogram,
@@ -188,6 +196,8 @@ pub struct Metrics {
     runs: AtomicU64,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
     model: RwLock<Option<ModelInfo>>,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -211,6 +221,8 @@ impl Metrics {
             runs: AtomicU64::new(0),
             rejected: Mutex::new(BTreeMap::new()),
             model: RwLock::new(None),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
         }
     }
 
@@ -240,6 +252,16 @@ impl Metrics {
     pub fn rejected(&self, reason: &'static str) {
         let mut map = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
         *map.entry(reason).or_insert(0) += 1;
+    }
+
+    /// One reload (SIGHUP or poll) that switched to a new model, or failed and kept the old.
+    pub fn reload(&self, ok: bool) {
+        let n = if ok {
+            &self.reloads_ok
+        } else {
+            &self.reloads_failed
+        };
+        n.fetch_add(1, Relaxed);
     }
 
     pub fn set_model(&self, info: ModelInfo) {
@@ -373,14 +395,27 @@ impl Metrics {
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
         {
-            header(o, "mlapp_model_info", "gauge", "The active model.");
+            header(
+                o,
+                "mlapp_model_info",
+                "gauge",
+                "The active model and its version.",
+            );
             let _ = writeln!(
                 o,
-                "mlapp_model_info{{model=\"{}\",file=\"{}\",kind=\"{}\",sessions=\"{}\"}} 1",
+                "mlapp_model_info{{model=\"{}\",file=\"{}\",kind=\"{}\",sessions=\"{}\",uri=\"{}\",version=\"{}\"}} 1",
                 escape(&m.name),
                 escape(&m.file),
                 escape(&m.kind),
-                m.sessions
+                m.sessions,
+                escape(&m.uri),
+                escape(&m.version)
+            );
+            gauge(
+                o,
+                "mlapp_model_loaded_timestamp_seconds",
+                "When the active model version started serving (Unix time).",
+                m.loaded_at_unix,
             );
             header(
                 o,
@@ -398,6 +433,22 @@ impl Metrics {
                 "mlapp_model_load_seconds",
                 "Time to load and warm up the active model.",
                 m.load_seconds,
+            );
+        }
+        header(
+            o,
+            "mlapp_model_reloads_total",
+            "counter",
+            "Model reloads (SIGHUP or a new version found by polling), by result; a failed one keeps the previous model serving.",
+        );
+        for (result, n) in [
+            ("success", &self.reloads_ok),
+            ("failure", &self.reloads_failed),
+        ] {
+            let _ = writeln!(
+                o,
+                "mlapp_model_reloads_total{{result=\"{result}\"}} {}",
+                n.load(Relaxed)
             );
         }
         header(

@@ -1,0 +1,261 @@
+//! The model's life in `serve`: the first load, then reloads on SIGHUP or when polling finds
+//! a new version at the model URI.
+//!
+//! A reload fetches and warms the new version beside the old one, switches the one pointer
+//! requests read, lets requests that already hold the old model finish, then frees it. A
+//! failed reload leaves the old model serving and says why in the log, `/info` and metrics.
+//! All of this runs on one thread of its own, so loads never overlap and never block HTTP.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use actix_web::web;
+use ort::environment::Environment;
+use serde::Serialize;
+
+use super::{AppState, Readiness};
+use crate::engine::{self, LoadOptions, LoadedModel};
+use crate::model::fetch::Fetcher;
+use crate::monitor::{Metrics, ModelInfo};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    Signal,
+    Poll,
+}
+
+/// The active version and the last reload, for `GET /info`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ModelStatus {
+    pub uri: String,
+    pub active: Option<ActiveVersion>,
+    pub last_reload: Option<ReloadOutcome>,
+    pub reloads_succeeded: u64,
+    pub reloads_failed: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ActiveVersion {
+    pub version: String,
+    pub file: String,
+    pub kind: String,
+    pub loaded_at_unix: f64,
+    pub load_seconds: f64,
+    pub sessions: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ReloadOutcome {
+    pub at_unix: f64,
+    pub trigger: &'static str,
+    pub ok: bool,
+    /// The version it switched to, or why it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+pub struct Loader {
+    pub env: &'static Environment,
+    pub fetcher: Fetcher,
+    pub opts: LoadOptions,
+    pub metrics: Arc<Metrics>,
+    pub state: web::Data<AppState>,
+    /// How often to look for a new version; None: only on SIGHUP.
+    pub poll: Option<Duration>,
+    /// How long a replaced model waits for the requests still holding it.
+    pub drain: Duration,
+}
+
+impl Loader {
+    /// Starts the loader thread: the first load at once, then one load per trigger.
+    pub fn spawn(self) -> std::io::Result<Sender<Trigger>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("mlapp-loader".into())
+            .spawn(move || self.run(rx))?;
+        Ok(tx)
+    }
+
+    fn run(self, triggers: Receiver<Trigger>) {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                self.state
+                    .set(Readiness::Failed(format!("cannot start the loader: {e}")));
+                return;
+            }
+        };
+        let mut current = self.load(&rt, None);
+        loop {
+            let next = match self.poll {
+                Some(every) => match triggers.recv_timeout(every) {
+                    Ok(t) => t,
+                    Err(RecvTimeoutError::Timeout) => Trigger::Poll,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                },
+                None => match triggers.recv() {
+                    Ok(t) => t,
+                    Err(_) => return,
+                },
+            };
+            // Signals that arrived during a load ask for one more load, not one each.
+            let trigger =
+                triggers.try_iter().fold(
+                    next,
+                    |t, more| if more == Trigger::Signal { more } else { t },
+                );
+            if trigger == Trigger::Poll {
+                match rt.block_on(self.fetcher.version()) {
+                    Ok(v) if current.as_deref() == Some(v.as_str()) => continue,
+                    Ok(v) => log::info!("{}: new version {v}, reloading", self.fetcher.uri()),
+                    Err(e) => {
+                        log::warn!(
+                            "{}: polling for a new version failed: {e}",
+                            self.fetcher.uri()
+                        );
+                        continue;
+                    }
+                }
+            } else {
+                log::info!("SIGHUP: reloading the model from {}", self.fetcher.uri());
+            }
+            if let Some(v) = self.load(&rt, Some(trigger)) {
+                current = Some(v);
+            }
+        }
+    }
+
+    /// One load; the version now serving when it worked.
+    fn load(&self, rt: &tokio::runtime::Runtime, trigger: Option<Trigger>) -> Option<String> {
+        let fetched = rt.block_on(self.fetcher.fetch()).map_err(|e| e.to_string());
+        let loaded = fetched.and_then(|f| {
+            engine::load(self.env, &f.dir, &self.opts, Arc::clone(&self.metrics))
+                .map(|m| (f, m))
+                .map_err(|e| e.to_string())
+        });
+        let trigger_name = match trigger {
+            Some(Trigger::Signal) => "SIGHUP",
+            Some(Trigger::Poll) => "poll",
+            None => "start",
+        };
+        match loaded {
+            Ok((fetched, model)) => {
+                let version = fetched.version.clone();
+                log::info!(
+                    "ready: {} version {version} ({}, {} features, {} sessions, batching {}) loaded and warmed up in {:.3} s",
+                    model.source.file.display(),
+                    model.plan.kind(),
+                    model.signature.features.len(),
+                    model.sessions,
+                    if model.batching { "on" } else { "off: outputs do not follow the batch rows" },
+                    model.load_seconds
+                );
+                let now = unix(SystemTime::now());
+                self.metrics.set_model(ModelInfo {
+                    name: Arc::clone(&model.name),
+                    file: model.source.file.display().to_string(),
+                    kind: model.plan.kind().to_string(),
+                    provider: "CPUExecutionProvider".into(),
+                    load_seconds: model.load_seconds,
+                    sessions: model.sessions,
+                    uri: self.fetcher.uri().to_string(),
+                    version: version.clone(),
+                    loaded_at_unix: now,
+                });
+                self.state.update_status(|s| {
+                    s.uri = self.fetcher.uri().to_string();
+                    s.active = Some(ActiveVersion {
+                        version: version.clone(),
+                        file: model.source.file.display().to_string(),
+                        kind: model.plan.kind().to_string(),
+                        loaded_at_unix: now,
+                        load_seconds: model.load_seconds,
+                        sessions: model.sessions,
+                    });
+                    if trigger.is_some() {
+                        s.reloads_succeeded += 1;
+                        s.last_reload = Some(ReloadOutcome {
+                            at_unix: now,
+                            trigger: trigger_name,
+                            ok: true,
+                            version: Some(version.clone()),
+                            error: None,
+                        });
+                    }
+                });
+                if trigger.is_some() {
+                    self.metrics.reload(true);
+                }
+                let previous = self.state.swap(Readiness::Ready(Arc::new(model)));
+                if let Readiness::Ready(old) = previous {
+                    self.retire(old);
+                }
+                self.fetcher.prune(&fetched.dir);
+                Some(version)
+            }
+            Err(why) => {
+                let serving = self.state.model().ok();
+                match (&serving, trigger) {
+                    (Some(_), Some(_)) => {
+                        let v = self.state.status().active.map(|a| a.version);
+                        log::error!(
+                            "reload ({trigger_name}) failed; still serving version {}: {why}",
+                            v.unwrap_or_default()
+                        );
+                    }
+                    _ => {
+                        log::error!("model failed to load, /ping answers 503: {why}");
+                        self.state.set(Readiness::Failed(why.clone()));
+                    }
+                }
+                if trigger.is_some() {
+                    self.metrics.reload(false);
+                    self.state.update_status(|s| {
+                        s.uri = self.fetcher.uri().to_string();
+                        s.reloads_failed += 1;
+                        s.last_reload = Some(ReloadOutcome {
+                            at_unix: unix(SystemTime::now()),
+                            trigger: trigger_name,
+                            ok: false,
+                            version: None,
+                            error: Some(why),
+                        });
+                    });
+                } else {
+                    self.state
+                        .update_status(|s| s.uri = self.fetcher.uri().to_string());
+                }
+                None
+            }
+        }
+    }
+
+    /// Waits for the requests still holding the replaced model, then frees it (its sessions
+    /// and worker threads) here rather than on whichever request happens to finish last.
+    fn retire(&self, old: Arc<LoadedModel>) {
+        let until = Instant::now() + self.drain;
+        while Arc::strong_count(&old) > 1 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let holders = Arc::strong_count(&old) - 1;
+        if holders > 0 {
+            log::warn!(
+                "{holders} requests still hold the previous model after {:?}; it is freed when they end",
+                self.drain
+            );
+        }
+        drop(old);
+        log::info!("the previous model version is released");
+    }
+}
+
+fn unix(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
