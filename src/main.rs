@@ -65,7 +65,7 @@ fn main() -> anyhow::Result<()> {
                 let list: Vec<String> = s
                     .failed
                     .iter()
-                    .map(|(f, why)| format!("{}: {why}", f.display()))
+                    .map(|(f, why)| format!("{f}: {why}"))
                     .collect();
                 anyhow::bail!("{} files failed:\n{}", s.failed.len(), list.join("\n"));
             }

@@ -55,6 +55,11 @@ impl S3Store {
         }
     }
 
+    /// A store over a client configured elsewhere (tests, or callers with their own config).
+    pub fn from_client(client: Client) -> Self {
+        Self { client }
+    }
+
     /// The client, for callers that need an operation this interface does not wrap.
     pub fn client(&self) -> &Client {
         &self.client

@@ -6,19 +6,31 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use crate::common::moto::{pairs, Moto};
 use crate::common::{assert_csv_row, golden, model_dir, payload, run_bounded};
 
 fn transform(input: &Path, output: &Path, extra: &[&str]) -> Output {
+    transform_at(
+        input.to_str().unwrap(),
+        output.to_str().unwrap(),
+        extra,
+        &[],
+    )
+}
+
+/// `mlapp transform` from `input` to `output` (paths or s3:// URIs), with `envs` set.
+fn transform_at(input: &str, output: &str, extra: &[&str], envs: &[(&str, &str)]) -> Output {
     let model = model_dir("xgboost");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mlapp"));
     cmd.arg("transform")
         .args(["--model-dir", model.to_str().unwrap()])
-        .args(["--input", input.to_str().unwrap()])
-        .args(["--output", output.to_str().unwrap()])
+        .args(["--input", input])
+        .args(["--output", output])
         // Small chunks: many of them per file, scored out of order on two threads.
         .args(["--chunk-mb", "0.05", "--workers", "2"])
         .args(extra)
-        .env("RUST_LOG", "warn");
+        .env("RUST_LOG", "warn")
+        .envs(envs.iter().copied());
     run_bounded(&mut cmd, Duration::from_secs(60))
 }
 
@@ -209,4 +221,109 @@ fn split_type_none_scores_each_file_as_one_body() {
     let run = transform(&input, &output, &["--accept", "application/json"]);
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("one line per record"));
+}
+
+/// S3 inputs and outputs, as in a Batch Transform job: every object under the input prefix
+/// gives `<key>.out` under the output prefix, a finished output is skipped, and the answers
+/// equal the golden predictions.
+#[test]
+fn s3_prefixes_in_and_out() {
+    let moto = Moto::start();
+    moto.create_bucket("data");
+    moto.put("data", "in/a.csv", rows(300, "\n").into_bytes());
+    moto.put("data", "in/day=2/b.csv", rows(1200, "\n").into_bytes());
+    moto.put("data", "in/c.csv", rows(10, "\n").into_bytes());
+    moto.put("data", "out/c.csv.out", b"finished earlier".to_vec());
+    let env = moto.env();
+    let work = tempfile::tempdir().unwrap();
+    let work_arg = ["--work-dir", work.path().to_str().unwrap()];
+    let run = transform_at("s3://data/in/", "s3://data/out", &work_arg, &pairs(&env));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("2 files done (1500 rows), 1 skipped"),
+        "{stderr}"
+    );
+    let gold = golden("xgboost");
+    for (key, n) in [("out/a.csv.out", 300), ("out/day=2/b.csv.out", 1200)] {
+        let text = String::from_utf8(moto.get("data", key)).unwrap();
+        let lines: Vec<&str> = text.split('\n').collect();
+        assert_eq!(lines.len(), n, "{key}");
+        for (i, line) in lines.iter().enumerate() {
+            assert_csv_row(&gold, line, i % 25, key);
+        }
+    }
+    assert_eq!(moto.get("data", "out/c.csv.out"), b"finished earlier");
+    assert_eq!(
+        std::fs::read_dir(work.path()).unwrap().count(),
+        0,
+        "staged files left"
+    );
+
+    // One object in, a local folder out.
+    let out = tempfile::tempdir().unwrap();
+    let run = transform_at(
+        "s3://data/in/a.csv",
+        out.path().to_str().unwrap(),
+        &work_arg,
+        &pairs(&env),
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    check_csv_out(&out.path().join("a.csv.out"), 300);
+
+    let run = transform_at(
+        "s3://data/nothing/",
+        "s3://data/out",
+        &work_arg,
+        &pairs(&env),
+    );
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("no objects under s3://data/nothing/"),
+        "{stderr}"
+    );
+}
+
+/// Large outputs go up as multipart uploads; the object read back is the file.
+#[test]
+fn large_files_are_uploaded_in_parts() {
+    let moto = Moto::start();
+    moto.create_bucket("data");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.out");
+    let bytes: Vec<u8> = (0..(40u32 << 20) + 12345)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    std::fs::write(&file, &bytes).unwrap();
+    let store = mlapp::storage::S3Store::from_client(moto.client.clone());
+    let uri = mlapp::storage::S3Uri::parse("s3://data/big/big.out")
+        .unwrap()
+        .unwrap();
+    moto.rt.block_on(store.upload(&file, &uri)).unwrap();
+    let head = moto
+        .rt
+        .block_on(
+            moto.client
+                .head_object()
+                .bucket("data")
+                .key("big/big.out")
+                .send(),
+        )
+        .unwrap();
+    // A multipart ETag ends with the part count.
+    assert!(
+        head.e_tag().unwrap_or_default().ends_with("-3\""),
+        "{:?}",
+        head.e_tag()
+    );
+    assert!(moto.get("data", "big/big.out") == bytes);
+    let back = dir.path().join("back");
+    let meta = moto.rt.block_on(store.download(&uri, &back)).unwrap();
+    assert_eq!(meta.size, bytes.len() as u64);
+    assert!(std::fs::read(&back).unwrap() == bytes);
 }

@@ -1,0 +1,306 @@
+//! `mlapp transform`: Batch Transform's semantics on local files, without HTTP.
+//!
+//! Every input file `x` gives `x.out` in the output folder (sub-folders kept), with one answer
+//! line per input record, in order. A file is read in chunks of whole lines; chunks are
+//! parsed, scored and encoded on one thread per session while the next are read, and written
+//! in order, so memory holds a few chunks whatever the file's size. An output is written
+//! under `x.out.partial` and renamed when complete: a finished output is skipped when the job
+//! runs again, and an interrupted one is redone. A file with a bad record fails alone (no
+//! `.out`, as in SageMaker), unless bad records get placeholders.
+
+mod pipeline;
+mod places;
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::batch::BadRecords;
+use crate::codec::{media, InputFormat, OutputFormat};
+use crate::config::SourceArgs;
+use crate::engine::{self, runtime, LoadOptions, LoadedModel};
+use crate::model::fetch::Fetcher;
+use crate::monitor::Metrics;
+use crate::storage::{S3Store, StorageError};
+use pipeline::{pipeline, Progress};
+use places::{Item, Place};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SplitType {
+    /// One record per line; files are read and scored in chunks of lines.
+    Line,
+    /// Each file is one request body (any format), read whole.
+    None,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct TransformConfig {
+    /// The model folder.
+    #[arg(long, env = "MLAPP_MODEL_DIR", default_value = "/opt/ml/model")]
+    pub model_dir: PathBuf,
+    /// Name of the optional model config file inside the model folder.
+    #[arg(long, env = "MLAPP_MODEL_CONFIG", default_value = "mlapp.json")]
+    pub model_config: String,
+    /// Where the model comes from, instead of --model-dir (as for `serve`).
+    #[arg(long, env = "MODEL_URI")]
+    pub model_uri: Option<String>,
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// A file or a folder (sub-folders included), or s3://bucket/key or s3://bucket/prefix/.
+    #[arg(long)]
+    pub input: String,
+    /// The output folder or s3://bucket/prefix/: input `x.csv` gives `x.csv.out`.
+    #[arg(long)]
+    pub output: String,
+    /// Local folder where S3 inputs and outputs are staged, one file at a time.
+    /// Default: <temp dir>/mlapp-transform.
+    #[arg(long, env = "MLAPP_TRANSFORM_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// The input files' type, as a Content-Type.
+    #[arg(long, default_value = "text/csv")]
+    pub content_type: String,
+    /// The answers' type, as an Accept (default: CSV for CSV input, JSON Lines otherwise).
+    #[arg(long)]
+    pub accept: Option<String>,
+    /// How files are split into records.
+    #[arg(long, value_enum, default_value = "line")]
+    pub split_type: SplitType,
+    /// What a bad record does: fail its file, or get a placeholder line.
+    #[arg(long, env = "MLAPP_BAD_RECORDS", value_enum, default_value = "fail")]
+    pub bad_records: BadRecords,
+    /// Inference sessions, one scoring thread each. Default: the CPUs available.
+    #[arg(long, env = "SAGEMAKER_MODEL_SERVER_WORKERS")]
+    pub workers: Option<usize>,
+    /// Size of the chunks files are read in, in MiB.
+    #[arg(long, default_value_t = 2.0)]
+    pub chunk_mb: f64,
+    /// Path of libonnxruntime.so.1.31.1.
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    pub ort_dylib: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransformError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Runtime(#[from] runtime::RuntimeError),
+    #[error("cannot load the model: {0}")]
+    Model(#[from] crate::model::ModelError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub done: usize,
+    pub skipped: usize,
+    /// Inputs that failed, with why.
+    pub failed: Vec<(String, String)>,
+    pub rows: u64,
+}
+
+struct Job<'a> {
+    model: &'a LoadedModel,
+    format: InputFormat,
+    accept: OutputFormat,
+    split: SplitType,
+    placeholders: bool,
+    chunk_bytes: usize,
+    workers: usize,
+}
+
+pub fn run(cfg: &TransformConfig) -> Result<Summary, TransformError> {
+    let sessions = cfg
+        .workers
+        .unwrap_or_else(crate::config::ServeConfig::cpus)
+        .max(1);
+    let format = media::input_format(Some(&cfg.content_type), "text/csv", false, b"")
+        .map_err(|e| TransformError::Config(format!("--content-type: {e}")))?;
+    let accept = match &cfg.accept {
+        Some(a) => media::parse_output(a)
+            .ok_or_else(|| TransformError::Config(format!("--accept: unsupported type {a:?}")))?,
+        None if matches!(format, InputFormat::Csv { .. }) => OutputFormat::Csv,
+        None => OutputFormat::JsonLines,
+    };
+    if cfg.split_type == SplitType::Line {
+        if !matches!(
+            format,
+            InputFormat::Csv { header: false } | InputFormat::JsonLines
+        ) {
+            return Err(TransformError::Config(
+                "--split-type line takes CSV without a header or JSON Lines input".into(),
+            ));
+        }
+        if accept == OutputFormat::Json {
+            return Err(TransformError::Config(
+                "--split-type line answers one line per record: use --accept text/csv or application/jsonlines".into(),
+            ));
+        }
+    }
+    if !(cfg.chunk_mb.is_finite() && cfg.chunk_mb > 0.0) {
+        return Err(TransformError::Config("--chunk-mb must be > 0".into()));
+    }
+    let (input, output) = (Place::parse(&cfg.input)?, Place::parse(&cfg.output)?);
+    let sources = cfg.source.options(&cfg.model_config);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| TransformError::Config(format!("cannot start a runtime: {e}")))?;
+    let model_uri = cfg
+        .model_uri
+        .clone()
+        .unwrap_or_else(|| cfg.model_dir.display().to_string());
+    let fetched = rt.block_on(Fetcher::new(&model_uri, sources.clone())?.fetch())?;
+    let store = if input.is_s3() || output.is_s3() {
+        Some(rt.block_on(S3Store::connect(&sources.s3)))
+    } else {
+        None
+    };
+    let items = rt.block_on(places::plan(store.as_ref(), &input, &output))?;
+    let (env, _) = runtime::init(cfg.ort_dylib.as_deref())?;
+    let opts = LoadOptions {
+        sessions,
+        intra_threads: 1,
+        queue_capacity: 4 * sessions + 4,
+        warmup_runs: 1,
+        warmup_rows: 8,
+        config_name: cfg.model_config.clone(),
+        max_batch_rows: 256,
+        max_batch_delay: Duration::ZERO,
+    };
+    let model = engine::load(env, &fetched.dir, &opts, Arc::new(Metrics::new()))?;
+    let job = Job {
+        model: &model,
+        format,
+        accept,
+        split: cfg.split_type,
+        placeholders: cfg.bad_records == BadRecords::Placeholder,
+        chunk_bytes: (cfg.chunk_mb * 1024.0 * 1024.0) as usize,
+        workers: sessions,
+    };
+    let work = Staging {
+        dir: cfg
+            .work_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("mlapp-transform")),
+        store: store.as_ref(),
+        rt: &rt,
+    };
+    let mut progress = Progress::new(items.iter().map(|i| i.size).sum());
+    let mut summary = Summary::default();
+    for (n, item) in items.iter().enumerate() {
+        match rt.block_on(places::exists(store.as_ref(), &item.output)) {
+            Ok(true) => {
+                log::info!("{}: done already ({}), skipped", item.input, item.output);
+                summary.skipped += 1;
+                progress.skip(item.size);
+                continue;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                log::error!("{}: failed: {e}", item.input);
+                summary.failed.push((item.input.to_string(), e.to_string()));
+                continue;
+            }
+        }
+        match work.transform(&job, n, item, &mut progress) {
+            Ok(rows) => {
+                summary.done += 1;
+                summary.rows += rows;
+            }
+            Err(why) => {
+                log::error!("{}: failed, no output written: {why}", item.input);
+                summary.failed.push((item.input.to_string(), why));
+            }
+        }
+    }
+    progress.finish();
+    model.engine.shutdown();
+    Ok(summary)
+}
+
+/// Moves S3 inputs and outputs through a local folder, one file at a time: an S3 output
+/// appears only when its upload completes, so it too is never seen half written.
+struct Staging<'a> {
+    dir: PathBuf,
+    store: Option<&'a S3Store>,
+    rt: &'a tokio::runtime::Runtime,
+}
+
+impl Staging<'_> {
+    fn transform(
+        &self,
+        job: &Job<'_>,
+        n: usize,
+        item: &Item,
+        progress: &mut Progress,
+    ) -> Result<u64, String> {
+        let staged = |what: &str| self.dir.join(format!("{}-{n}.{what}", std::process::id()));
+        let store = || self.store.ok_or_else(|| "no S3 client".to_string());
+        let input = match &item.input {
+            Place::Local(p) => p.clone(),
+            Place::S3(uri) => {
+                std::fs::create_dir_all(&self.dir)
+                    .map_err(|e| format!("{}: {e}", self.dir.display()))?;
+                let at = staged("in");
+                self.rt
+                    .block_on(store()?.download(uri, &at))
+                    .map_err(|e| e.to_string())?;
+                at
+            }
+        };
+        let output = match &item.output {
+            Place::Local(p) => p.clone(),
+            Place::S3(_) => staged("out"),
+        };
+        let mut result = transform_file(job, &input, &output, progress);
+        if let (Ok(_), Place::S3(uri)) = (&result, &item.output) {
+            if let Err(e) = self.rt.block_on(store()?.upload(&output, uri)) {
+                result = Err(e.to_string());
+            }
+            let _ = std::fs::remove_file(&output);
+        }
+        if item.input.is_s3() {
+            let _ = std::fs::remove_file(&input);
+        }
+        result
+    }
+}
+
+/// Transforms one file into `output` (via `output.partial`); the records it scored, or why
+/// it failed.
+fn transform_file(
+    job: &Job<'_>,
+    input: &Path,
+    output: &Path,
+    progress: &mut Progress,
+) -> Result<u64, String> {
+    let partial = PathBuf::from(format!("{}.partial", output.display()));
+    if let Some(dir) = partial.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let file = File::open(input).map_err(|e| e.to_string())?;
+    let out = File::create(&partial).map_err(|e| format!("{}: {e}", partial.display()))?;
+    let result = pipeline(job, BufReader::with_capacity(1 << 20, file), out, progress);
+    match result {
+        Ok(rows) => {
+            std::fs::rename(&partial, output).map_err(|e| format!("{}: {e}", output.display()))?;
+            Ok(rows)
+        }
+        Err(why) => {
+            let _ = std::fs::remove_file(&partial);
+            Err(why)
+        }
+    }
+}
