@@ -27,7 +27,8 @@ fn main() -> anyhow::Result<()> {
         .map(str::parse)
         .collect::<Result<_, _>>()?;
     let (env, _) = runtime::init(None)?;
-    let (_, _, signature, _) = engine::open(env, dir.as_ref(), "mlapp.json", 1)?;
+    let (_, _, signature, _, _) =
+        engine::open(env, dir.as_ref(), "mlapp.json", 1, engine::Device::Cpu)?;
     let body = std::fs::read(csv).with_context(|| format!("reading {csv}"))?;
     let lines: Vec<&[u8]> = body
         .split(|&b| b == b'\n')
@@ -54,7 +55,8 @@ fn main() -> anyhow::Result<()> {
                 let frames = Arc::clone(&frames);
                 let dir = dir.clone();
                 std::thread::spawn(move || -> anyhow::Result<(usize, Duration)> {
-                    let (_, mut s, _, _) = engine::open(env, dir.as_ref(), "mlapp.json", 1)?;
+                    let (_, mut s, _, _, _) =
+                        engine::open(env, dir.as_ref(), "mlapp.json", 1, engine::Device::Cpu)?;
                     let (mut rows, mut runs, started) = (0usize, 0usize, Instant::now());
                     while Instant::now() < until {
                         let f = frames[runs % frames.len()].clone();

@@ -94,6 +94,11 @@ pub struct ServeConfig {
     #[arg(long, env = "MLAPP_HTTP_WORKERS")]
     pub http_workers: Option<usize>,
 
+    /// Where sessions run: auto (CUDA when this ONNX Runtime has it and it works, else the
+    /// CPU, logged), cpu, or cuda (fail when CUDA cannot run the model).
+    #[arg(long, env = "MLAPP_DEVICE", value_enum, default_value = "auto")]
+    pub device: crate::engine::Device,
+
     /// ONNX Runtime intra-op threads per session.
     #[arg(long, env = "MLAPP_INTRA_OP_THREADS", default_value_t = 1)]
     pub intra_op_threads: usize,

@@ -76,8 +76,9 @@ fn main() -> anyhow::Result<()> {
             ort_dylib,
         }) => {
             let (env, _) = runtime::init(ort_dylib.as_deref())?;
-            let (source, _session, sig, plan) = engine::open(env, &model_dir, &model_config, 1)
-                .with_context(|| format!("cannot open the model in {}", model_dir.display()))?;
+            let (source, _session, sig, plan, _) =
+                engine::open(env, &model_dir, &model_config, 1, engine::Device::Cpu)
+                    .with_context(|| format!("cannot open the model in {}", model_dir.display()))?;
             print!("{}", mlapp::inspect::describe(&source, &sig, &plan));
         }
     }

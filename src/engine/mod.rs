@@ -16,6 +16,7 @@ use ort::session::Session;
 
 pub use batcher::Policy;
 pub use pool::{Admitted, Engine, EngineError, Scored};
+pub use session::Device;
 
 use crate::codec::Frame;
 use crate::model::{self, ModelError, ModelSignature, ModelSource, OutputPlan};
@@ -33,6 +34,7 @@ pub struct LoadOptions {
     pub max_batch_rows: usize,
     /// How long an unfilled batch may wait for more requests.
     pub max_batch_delay: Duration,
+    pub device: Device,
 }
 
 /// A model ready to serve: warmed up sessions behind the worker pool.
@@ -47,6 +49,8 @@ pub struct LoadedModel {
     pub sessions: usize,
     /// Whether requests are coalesced into shared runs (see `load`).
     pub batching: bool,
+    /// The ONNX Runtime execution provider the sessions were built for.
+    pub provider: &'static str,
 }
 
 /// Finds a model and reads its signature and plan from a first session (what `inspect`
@@ -56,12 +60,23 @@ pub fn open(
     dir: &Path,
     config_name: &str,
     intra_threads: usize,
-) -> Result<(ModelSource, Session, ModelSignature, OutputPlan), ModelError> {
+    device: Device,
+) -> Result<
+    (
+        ModelSource,
+        Session,
+        ModelSignature,
+        OutputPlan,
+        &'static str,
+    ),
+    ModelError,
+> {
     let source = model::locate(dir, config_name)?;
-    let session = session::build_session(env, &source.file, intra_threads.max(1))?;
+    let (session, provider) =
+        session::build_session(env, &source.file, intra_threads.max(1), device)?;
     let signature = ModelSignature::from_session(&session, &source.config)?;
     let plan = OutputPlan::choose(&signature, &source.config)?;
-    Ok((source, session, signature, plan))
+    Ok((source, session, signature, plan, provider))
 }
 
 /// Loads, checks and warms up a model. Every session runs synthetic rows through the whole
@@ -74,15 +89,20 @@ pub fn load(
     metrics: Arc<Metrics>,
 ) -> Result<LoadedModel, ModelError> {
     let started = Instant::now();
-    let (source, first, signature, plan) = open(env, dir, &opts.config_name, opts.intra_threads)?;
+    let (source, first, signature, plan, provider) =
+        open(env, dir, &opts.config_name, opts.intra_threads, opts.device)?;
+    // Every session on the provider the first one got: no model half on CUDA, half on CPU.
+    let device = if provider == session::CUDA {
+        Device::Cuda
+    } else {
+        Device::Cpu
+    };
     let mut sessions = Vec::with_capacity(opts.sessions.max(1));
     sessions.push(first);
     while sessions.len() < opts.sessions {
-        sessions.push(session::build_session(
-            env,
-            &source.file,
-            opts.intra_threads.max(1),
-        )?);
+        let (session, _) =
+            session::build_session(env, &source.file, opts.intra_threads.max(1), device)?;
+        sessions.push(session);
     }
     let rows = signature.fixed_batch.unwrap_or(opts.warmup_rows.max(2));
     // Coalescing requests is only safe when every output has one row per input row, which
@@ -117,5 +137,6 @@ pub fn load(
         load_seconds: started.elapsed().as_secs_f64(),
         sessions: n,
         batching,
+        provider,
     })
 }

@@ -2,25 +2,74 @@
 //! output copied out into owned buffers.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use ort::environment::Environment;
-use ort::session::builder::GraphOptimizationLevel;
+use ort::ep::{self, ExecutionProvider};
+use ort::logging::LogLevel;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynMapValueType, DynValue, Tensor, ValueType};
 
 use crate::codec::{Column, Frame};
 use crate::model::{ModelError, OutputData, OutputTensor, Outputs};
 
+/// Where sessions run (`--device`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Device {
+    /// CUDA when this ONNX Runtime has it and a GPU takes the model, else the CPU (logged).
+    #[default]
+    Auto,
+    Cpu,
+    /// CUDA or fail: the model does not load when CUDA cannot run it.
+    Cuda,
+}
+
+pub const CPU: &str = "CPUExecutionProvider";
+pub const CUDA: &str = "CUDAExecutionProvider";
+
+/// A session and the execution provider it was built for.
 pub fn build_session(
     env: &Environment,
     file: &Path,
     intra_threads: usize,
-) -> Result<Session, ModelError> {
+    device: Device,
+) -> Result<(Session, &'static str), ModelError> {
     let load_err = |message: String| ModelError::Load {
         path: file.to_path_buf(),
         message,
     };
-    let mut builder = Session::builder(env)
+    let cpu = || -> Result<(Session, &'static str), ModelError> {
+        builder(env, intra_threads)
+            .and_then(|mut b| b.commit_from_file(file))
+            .map(|s| (s, CPU))
+            .map_err(|e| load_err(e.to_string()))
+    };
+    match device {
+        Device::Cpu => cpu(),
+        Device::Cuda => on_cuda(env, file, intra_threads)
+            .map_err(|why| ModelError::Device(format!("--device cuda: {why}"))),
+        Device::Auto => {
+            // A CPU-only ONNX Runtime says so at once; asking it for CUDA would only log noise.
+            if !ep::CUDA::is_available().unwrap_or(false) {
+                return cpu();
+            }
+            match on_cuda(env, file, intra_threads) {
+                Ok(built) => Ok(built),
+                Err(why) => {
+                    log::warn!(
+                        "--device auto: CUDA cannot run {}, using the CPU: {why}",
+                        file.display()
+                    );
+                    cpu()
+                }
+            }
+        }
+    }
+}
+
+fn builder(env: &Environment, intra_threads: usize) -> ort::Result<SessionBuilder> {
+    Session::builder(env)
         .and_then(|b| {
             b.with_optimization_level(GraphOptimizationLevel::All)
                 .map_err(Into::into)
@@ -31,10 +80,48 @@ pub fn build_session(
             b.with_intra_op_spinning(intra_threads > 1)
                 .map_err(Into::into)
         })
-        .map_err(|e: ort::Error| load_err(e.to_string()))?;
-    builder
+}
+
+/// A session on CUDA, strictly: registration and session creation must both succeed. ORT's
+/// placement lines (captured at verbose level) say which provider got the nodes, since a
+/// registered provider may still leave every node on the CPU.
+fn on_cuda(
+    env: &Environment,
+    file: &Path,
+    intra_threads: usize,
+) -> Result<(Session, &'static str), String> {
+    let placed = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = Arc::clone(&placed);
+    let logger: ort::logging::LoggerFunction =
+        Arc::new(move |_level, _category, _id, _location, message: &str| {
+            if message.contains("placed on [") {
+                if let Ok(mut lines) = sink.lock() {
+                    lines.push(message.to_string());
+                }
+            }
+        });
+    let mut b = builder(env, intra_threads)
+        .and_then(|b| b.with_logger(logger).map_err(Into::into))
+        .and_then(|b| b.with_log_level(LogLevel::Verbose).map_err(Into::into))
+        .and_then(|b| {
+            b.with_execution_providers([ep::CUDA::default().build().error_on_failure()])
+                .map_err(Into::into)
+        })
+        .map_err(|e| format!("the CUDA execution provider did not register: {e}"))?;
+    let session = b
         .commit_from_file(file)
-        .map_err(|e| load_err(e.to_string()))
+        .map_err(|e| format!("creating the session on CUDA failed: {e}"))?;
+    let lines = placed.lock().map(|l| l.clone()).unwrap_or_default();
+    for line in &lines {
+        log::info!("{}: {line}", file.display());
+    }
+    if !lines.is_empty() && !lines.iter().any(|l| l.contains(CUDA)) {
+        return Err(format!(
+            "ONNX Runtime placed no node on CUDA: {}",
+            lines.join("; ")
+        ));
+    }
+    Ok((session, CUDA))
 }
 
 /// One run: the frame in, every output copied out (the outputs borrow the session).

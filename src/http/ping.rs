@@ -13,6 +13,7 @@ pub async fn ping(state: web::Data<AppState>) -> HttpResponse {
                 "status": "ready",
                 "model": model.source.file.display().to_string(),
                 "kind": model.plan.kind(),
+                "provider": model.provider,
                 "version": state.status().active.map(|a| a.version),
             }))
         }

@@ -40,6 +40,7 @@ pub struct ActiveVersion {
     pub version: String,
     pub file: String,
     pub kind: String,
+    pub provider: String,
     pub loaded_at_unix: f64,
     pub load_seconds: f64,
     pub sessions: usize,
@@ -148,8 +149,9 @@ impl Loader {
             Ok((fetched, model)) => {
                 let version = fetched.version.clone();
                 log::info!(
-                    "ready: {} version {version} ({}, {} features, {} sessions, batching {}) loaded and warmed up in {:.3} s",
+                    "ready: {} version {version} on {} ({}, {} features, {} sessions, batching {}) loaded and warmed up in {:.3} s",
                     model.source.file.display(),
+                    model.provider,
                     model.plan.kind(),
                     model.signature.features.len(),
                     model.sessions,
@@ -161,7 +163,7 @@ impl Loader {
                     name: Arc::clone(&model.name),
                     file: model.source.file.display().to_string(),
                     kind: model.plan.kind().to_string(),
-                    provider: "CPUExecutionProvider".into(),
+                    provider: model.provider.into(),
                     load_seconds: model.load_seconds,
                     sessions: model.sessions,
                     uri: self.fetcher.uri().to_string(),
@@ -174,6 +176,7 @@ impl Loader {
                         version: version.clone(),
                         file: model.source.file.display().to_string(),
                         kind: model.plan.kind().to_string(),
+                        provider: model.provider.to_string(),
                         loaded_at_unix: now,
                         load_seconds: model.load_seconds,
                         sessions: model.sessions,

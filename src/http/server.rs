@@ -108,6 +108,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
                 config_name: cfg.model_config.clone(),
                 max_batch_rows: cfg.max_batch_rows,
                 max_batch_delay: cfg.max_batch_delay(),
+                device: cfg.device,
             },
             metrics: Arc::clone(&metrics),
             state: state.clone(),

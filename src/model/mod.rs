@@ -23,6 +23,8 @@ pub enum ModelError {
     Load { path: PathBuf, message: String },
     #[error("warm-up run failed: {0}")]
     Warmup(String),
+    #[error("{0}")]
+    Device(String),
 }
 
 /// A model file and its config, found in a model folder.

@@ -75,6 +75,9 @@ pub struct TransformConfig {
     /// Inference sessions, one scoring thread each. Default: the CPUs available.
     #[arg(long, env = "SAGEMAKER_MODEL_SERVER_WORKERS")]
     pub workers: Option<usize>,
+    /// Where sessions run: auto, cpu or cuda (as for `serve`).
+    #[arg(long, env = "MLAPP_DEVICE", value_enum, default_value = "auto")]
+    pub device: crate::engine::Device,
     /// Size of the chunks files are read in, in MiB.
     #[arg(long, default_value_t = 2.0)]
     pub chunk_mb: f64,
@@ -178,6 +181,7 @@ pub fn run(cfg: &TransformConfig) -> Result<Summary, TransformError> {
         config_name: cfg.model_config.clone(),
         max_batch_rows: 256,
         max_batch_delay: Duration::ZERO,
+        device: cfg.device,
     };
     let model = engine::load(env, &fetched.dir, &opts, Arc::new(Metrics::new()))?;
     let job = Job {

@@ -270,3 +270,37 @@ fn successful_pings_are_not_logged_at_info() {
     assert!(text.contains("POST /invocations 415"), "{text}");
     assert!(!text.contains("/ping"), "{text}");
 }
+
+/// This machine's ONNX Runtime is the CPU build: `--device cuda` must fail the load saying
+/// why (never fall back quietly), and `auto` must serve on the CPU and say so.
+#[test]
+fn device_cuda_fails_loudly_without_cuda_and_auto_falls_back_to_cpu() {
+    let s = Server::start(&[
+        "--model-dir",
+        model_dir("logreg").to_str().unwrap(),
+        "--device",
+        "cuda",
+    ]);
+    let until = Instant::now() + Duration::from_secs(30);
+    let reason = loop {
+        let r = s.get("/ping");
+        assert_eq!(r.status, 503, "{}", r.body);
+        if r.json()["status"] == "failed" {
+            break r.json()["reason"].as_str().unwrap_or_default().to_string();
+        }
+        assert!(Instant::now() < until, "still loading");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        reason.contains("--device cuda") && reason.contains("CUDA execution provider"),
+        "{reason}"
+    );
+
+    let s = Server::ready(&model_dir("logreg"), &["--device", "auto"]);
+    assert_eq!(s.get("/ping").json()["provider"], "CPUExecutionProvider");
+    let text = s.get("/metrics").body;
+    assert!(
+        text.contains("mlapp_execution_provider_info{provider=\"CPUExecutionProvider\"} 1"),
+        "{text}"
+    );
+}
