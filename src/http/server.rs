@@ -82,6 +82,8 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         .workers(cfg.http_workers())
         .backlog(2048)
         .shutdown_timeout(cfg.shutdown_timeout)
+        // Signals are handled below, so that the drain is logged.
+        .disable_signals()
         .bind(&addr)
         .map_err(bind_failed(&addr))?;
         for a in server.addrs() {
@@ -90,6 +92,30 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         }
         let _ = std::io::stdout().flush();
         let running = server.run();
+        let stopping = running.handle();
+        let (drain_state, drain_secs) = (state.clone(), cfg.shutdown_timeout);
+        use tokio::signal::unix::{signal, SignalKind};
+        let (mut term, mut int, mut quit) = (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::quit())?,
+        );
+        actix_web::rt::spawn(async move {
+            let (name, graceful) = tokio::select! {
+                _ = term.recv() => ("SIGTERM", true),
+                _ = int.recv() => ("SIGINT", true),
+                _ = quit.recv() => ("SIGQUIT", false),
+            };
+            if graceful {
+                log::info!(
+                    "{name}: accepting no more connections; finishing the {} requests in flight (up to {drain_secs} s)",
+                    drain_state.live().in_flight
+                );
+            } else {
+                log::warn!("{name}: stopping now, requests in flight are dropped");
+            }
+            stopping.stop(graceful).await;
+        });
         let metrics_server = match cfg.metrics_port {
             Some(port) => Some(metrics_only(state.clone(), &cfg.host, port)?),
             None => None,
@@ -127,6 +153,12 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         });
 
         running.await?;
+        let left = state.live().in_flight;
+        if left == 0 {
+            log::info!("drained: every accepted request was answered");
+        } else {
+            log::warn!("stopped with {left} requests unanswered (--shutdown-timeout reached)");
+        }
         if let Some(m) = metrics_server {
             m.stop(true).await;
         }

@@ -217,8 +217,17 @@ fn sigterm_finishes_in_flight_requests_then_exits() {
             })
         })
         .collect();
-    // Let the four requests arrive; with one session they are queued behind each other.
-    std::thread::sleep(Duration::from_millis(150));
+    // Wait until all four are admitted (accepted and counted in flight, their bodies perhaps
+    // still arriving); with one session they are queued behind each other. A connection still
+    // in the listen backlog at SIGTERM is refused, rightly, and would prove nothing here.
+    let until = Instant::now() + Duration::from_secs(20);
+    while crate::batching::metric(&s.get("/metrics").body, "mlapp_requests_in_flight") < 4.0 {
+        assert!(
+            Instant::now() < until,
+            "the four requests were never in flight together"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let sent = Instant::now();
     send_signal(s.pid(), libc::SIGTERM);
     let mut answered_after_sigterm = 0;
