@@ -6,6 +6,7 @@ MODEL ?= examples/gender/models/pipeline
 ORT_LIB := .ort/lib/libonnxruntime.so.1.31.1
 PROMTOOL := .tools/bin/promtool
 MOTO := .tools/moto/bin/moto_server
+SHELLCHECK := /usr/bin/shellcheck
 
 .PHONY: serve test ort build lint examples bench bench-batch
 
@@ -17,6 +18,10 @@ $(PROMTOOL):
 
 $(MOTO):
 	scripts/install-moto.sh
+
+# Debian's shellcheck, for the test that keeps the shell scripts clean.
+$(SHELLCHECK):
+	apt-get install -y -qq shellcheck || (apt-get update -qq && apt-get install -y -qq shellcheck)
 
 ort: $(ORT_LIB)
 
@@ -30,7 +35,7 @@ lint:
 	cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
 
-test: ort $(PROMTOOL) $(MOTO) lint
+test: ort $(PROMTOOL) $(MOTO) $(SHELLCHECK) lint
 	cargo test --locked
 
 # The benchmark against the reference stacks (bench/README.md); not part of `make test`.

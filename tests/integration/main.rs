@@ -11,5 +11,6 @@ mod large;
 mod lifecycle;
 mod metrics;
 mod reload;
+mod scripts;
 mod sources;
 mod transform;
