@@ -8,7 +8,7 @@ PROMTOOL := .tools/bin/promtool
 MOTO := .tools/moto/bin/moto_server
 SHELLCHECK := /usr/bin/shellcheck
 
-.PHONY: serve test ort build lint examples bench bench-batch
+.PHONY: serve test test-rust test-container container-images ort build lint examples bench bench-batch
 
 $(ORT_LIB):
 	scripts/install-onnxruntime.sh
@@ -33,10 +33,21 @@ serve: build
 
 lint:
 	cargo fmt --check
-	cargo clippy --locked --all-targets -- -D warnings
+	cargo clippy --locked --all-targets --test container -- -D warnings
 
-test: ort $(PROMTOOL) $(MOTO) $(SHELLCHECK) lint
+test: test-rust test-container
+
+test-rust: ort $(PROMTOOL) $(MOTO) $(SHELLCHECK) lint
 	cargo test --locked
+
+# The image users run, with a real Docker Engine (tests/container): built from the Dockerfile,
+# served, stopped, and three replicas behind nginx with one stopped and restarted under load.
+container-images:
+	container/build-images.sh mlapp:test mlapp-nginx:test
+
+test-container: container-images
+	MLAPP_IMAGE=mlapp:test MLAPP_NGINX_IMAGE=mlapp-nginx:test \
+		cargo test --locked --test container -- --test-threads 1 --nocapture
 
 # The benchmark against the reference stacks (bench/README.md); not part of `make test`.
 bench: ort

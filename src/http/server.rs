@@ -63,8 +63,20 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
                 .wrap_fn(|req, srv| {
                     let started = std::time::Instant::now();
                     let (method, path) = (req.method().clone(), req.path().to_owned());
-                    srv.call(req).map(move |res| {
-                        if let Ok(r) = &res {
+                    srv.call(req).map(move |mut res| {
+                        if let Ok(r) = &mut res {
+                            // While draining, keep-alive connections (a load balancer's pool)
+                            // close after their answer, so the drain ends when the requests
+                            // in flight do, and the balancer reconnects to other replicas.
+                            if r
+                                .request()
+                                .app_data::<web::Data<AppState>>()
+                                .is_some_and(|s| s.draining())
+                            {
+                                r.response_mut()
+                                    .head_mut()
+                                    .set_connection_type(actix_web::http::ConnectionType::Close);
+                            }
                             let status = r.status().as_u16();
                             let took = started.elapsed();
                             if let Some(state) = r.request().app_data::<web::Data<AppState>>() {
@@ -106,6 +118,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
                 _ = int.recv() => ("SIGINT", true),
                 _ = quit.recv() => ("SIGQUIT", false),
             };
+            drain_state.start_draining();
             if graceful {
                 log::info!(
                     "{name}: accepting no more connections; finishing the {} requests in flight (up to {drain_secs} s)",

@@ -1,5 +1,6 @@
 //! What every handler shares: the request limits and the model's readiness.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -37,6 +38,8 @@ pub struct AppState {
     // held only to clone an Arc, never across inference, so /ping never waits on a model.
     readiness: RwLock<Readiness>,
     status: Mutex<ModelStatus>,
+    /// Set on SIGTERM: answers then close their connections (see `server`).
+    draining: AtomicBool,
 }
 
 impl AppState {
@@ -46,6 +49,7 @@ impl AppState {
             metrics,
             readiness: RwLock::new(readiness),
             status: Mutex::new(ModelStatus::default()),
+            draining: AtomicBool::new(false),
         }
     }
 
@@ -60,6 +64,14 @@ impl AppState {
             Err(poisoned) => poisoned.into_inner(),
         };
         std::mem::replace(&mut *guard, r)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// The model's version and reload history.

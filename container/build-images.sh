@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Builds the images the container tests run, from nothing but package registries: the Debian
+# base images (base-images.sh, skipped when present), the mlapp image from the repository's
+# Dockerfile, and nginx with the shipped load-balancer config.
+#
+#   container/build-images.sh [MLAPP_IMAGE [NGINX_IMAGE]]     (defaults: mlapp:test, mlapp-nginx:test)
+#
+# Builds use the host's network (--network host); extra CA certificates that this machine
+# trusts (/usr/local/share/ca-certificates, e.g. a TLS-inspecting proxy's) are passed to the
+# build stage only, never into the image that ships.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+mlapp_image=${1:-mlapp:test}
+nginx_image=${2:-mlapp-nginx:test}
+
+"$repo/container/base-images.sh"
+
+extra_ca=""
+for crt in /usr/local/share/ca-certificates/*.crt; do
+    [ -f "$crt" ] && extra_ca+="$(cat "$crt")"$'\n'
+done
+
+started=$(date +%s)
+# The classic builder: BuildKit is not in every engine these images are built on.
+DOCKER_BUILDKIT=0 docker build --network host --build-arg EXTRA_CA_CERTS="$extra_ca" \
+    -t "$mlapp_image" "$repo"
+DOCKER_BUILDKIT=0 docker build --network host -t "$nginx_image" "$repo/container/deploy/nginx"
+echo "built $mlapp_image ($(docker image inspect -f '{{.Size}}' "$mlapp_image" | awk '{printf "%.1f MB", $1/1e6}')) and $nginx_image in $(($(date +%s) - started)) s"

@@ -1,0 +1,125 @@
+//! One container, as SageMaker and `docker run` start it: ready, correct answers in CSV and
+//! JSON, mlapp itself as PID 1, a clean drain on `docker stop`, and the image's size.
+
+use std::time::{Duration, Instant};
+
+use crate::common::{assert_csv_row, golden, model_dir, payload};
+use crate::docker::{docker, image, require_images, Container};
+
+/// The target from the issue: the CPU image under 150 MB.
+const MAX_IMAGE_MB: f64 = 150.0;
+
+#[test]
+fn the_image_serves_answers_and_drains_on_docker_stop() {
+    let image = image();
+    require_images(std::slice::from_ref(&image));
+    let bytes: f64 = docker(&["image", "inspect", "-f", "{{.Size}}", &image])
+        .parse()
+        .unwrap();
+    let mb = bytes / 1e6;
+    println!("image {image}: {mb:.1} MB");
+    assert!(mb < MAX_IMAGE_MB, "image {image} is {mb:.1} MB");
+    let labels = docker(&["image", "inspect", "-f", "{{json .Config.Labels}}", &image]);
+    assert!(
+        labels.contains("\"com.amazonaws.sagemaker.capabilities.accept-bind-to-port\":\"true\""),
+        "{labels}"
+    );
+
+    let model = model_dir("pipeline");
+    let mount = format!("{}:/opt/ml/model:ro", model.display());
+    let name = format!("mlapp-test-image-{}", std::process::id());
+    let c = Container::run(
+        &name,
+        &["-p", "127.0.0.1::8080", "-v", &mount, &image, "serve"],
+    );
+    c.wait_ready(Duration::from_secs(60));
+    let url = c.url();
+    let agent = crate::common::agent();
+
+    // mlapp is PID 1 (exec form, `serve` execs it), so SIGTERM reaches it.
+    let pid = c.inspect("{{.State.Pid}}");
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    assert_eq!(comm.trim(), "mlapp", "PID 1 of the container is {comm:?}");
+
+    let gold = golden("pipeline");
+    let csv = agent
+        .post(&format!("{url}/invocations"))
+        .set("Content-Type", "text/csv")
+        .set("Accept", "text/csv")
+        .send_bytes(&payload("pipeline", "rows.csv"))
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let lines: Vec<&str> = csv.split('\n').collect();
+    assert_eq!(lines.len(), 25);
+    for (i, line) in lines.iter().enumerate() {
+        assert_csv_row(&gold, line, i, "CSV from the container");
+    }
+    let json: serde_json::Value = agent
+        .post(&format!("{url}/invocations"))
+        .set("Content-Type", "application/json")
+        .send_bytes(&payload("pipeline", "records.json"))
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let predictions = json["predictions"].as_array().expect("predictions");
+    assert_eq!(predictions.len(), 25);
+    for (i, p) in predictions.iter().enumerate() {
+        assert_eq!(p["label"], gold["labels"][i], "row {i}: {p}");
+        for (j, class) in ["female", "male"].iter().enumerate() {
+            let got = p["probabilities"][class].as_f64().unwrap();
+            let want = gold["probabilities"][i][j].as_f64().unwrap();
+            assert!(
+                (got - want).abs() < 1e-5,
+                "row {i} {class}: {got} vs {want}"
+            );
+        }
+    }
+
+    // A large request in flight when `docker stop` sends SIGTERM is still answered.
+    let big: Vec<u8> = std::iter::repeat_n(payload("pipeline", "rows.csv"), 1600)
+        .flatten()
+        .collect();
+    let in_flight = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            crate::common::agent()
+                .post(&format!("{url}/invocations"))
+                .set("Content-Type", "text/csv")
+                .set("Accept", "text/csv")
+                .send_bytes(&big)
+                .map(|r| (r.status(), r.into_string().unwrap_or_default()))
+        })
+    };
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = agent.get(&format!("{url}/metrics")).call().unwrap();
+        let text = m.into_string().unwrap();
+        if text.contains("\nmlapp_requests_in_flight 1") {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the large request never got in flight"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let stopping = Instant::now();
+    docker(&["stop", "-t", "30", &name]);
+    let took = stopping.elapsed();
+    let (status, body) = in_flight.join().unwrap().expect("the in-flight request");
+    assert_eq!(status, 200);
+    assert_eq!(body.split('\n').count(), 25 * 1600);
+    assert_eq!(c.inspect("{{.State.ExitCode}}"), "0", "{}", c.logs());
+    assert!(took < Duration::from_secs(25), "docker stop took {took:?}");
+    let logs = c.logs();
+    assert!(
+        logs.contains("SIGTERM: accepting no more connections"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("drained: every accepted request was answered"),
+        "{logs}"
+    );
+    println!("docker stop drained and exited 0 in {took:?}");
+}
