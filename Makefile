@@ -43,10 +43,10 @@ test-rust: ort $(PROMTOOL) $(MOTO) $(SHELLCHECK) lint
 # The image users run, with a real Docker Engine (tests/container): built from the Dockerfile,
 # served, stopped, and three replicas behind nginx with one stopped and restarted under load.
 container-images:
-	container/build-images.sh mlapp:test mlapp-nginx:test
+	container/build-images.sh mlapp:test mlapp-nginx:test mlapp-gpu:test
 
 test-container: container-images
-	MLAPP_IMAGE=mlapp:test MLAPP_NGINX_IMAGE=mlapp-nginx:test \
+	MLAPP_IMAGE=mlapp:test MLAPP_NGINX_IMAGE=mlapp-nginx:test MLAPP_GPU_IMAGE=mlapp-gpu:test \
 		cargo test --locked --test container -- --test-threads 1 --nocapture
 
 # The benchmark against the reference stacks (bench/README.md); not part of `make test`.

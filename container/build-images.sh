@@ -3,7 +3,10 @@
 # base images (base-images.sh, skipped when present), the mlapp image from the repository's
 # Dockerfile, and nginx with the shipped load-balancer config.
 #
-#   container/build-images.sh [MLAPP_IMAGE [NGINX_IMAGE]]     (defaults: mlapp:test, mlapp-nginx:test)
+#   container/build-images.sh [MLAPP_IMAGE [NGINX_IMAGE [GPU_IMAGE]]]
+#
+# Defaults: mlapp:test, mlapp-nginx:test, mlapp-gpu:test. The GPU image (container/
+# Dockerfile.gpu) reuses the CPU image's build stage, so it costs the GPU wheels' download.
 #
 # Builds use the host's network (--network host); extra CA certificates that this machine
 # trusts (/usr/local/share/ca-certificates, e.g. a TLS-inspecting proxy's) are passed to the
@@ -12,6 +15,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 mlapp_image=${1:-mlapp:test}
 nginx_image=${2:-mlapp-nginx:test}
+gpu_image=${3:-mlapp-gpu:test}
 
 "$repo/container/base-images.sh"
 
@@ -25,4 +29,7 @@ started=$(date +%s)
 DOCKER_BUILDKIT=0 docker build --network host --build-arg EXTRA_CA_CERTS="$extra_ca" \
     -t "$mlapp_image" "$repo"
 DOCKER_BUILDKIT=0 docker build --network host -t "$nginx_image" "$repo/container/deploy/nginx"
-echo "built $mlapp_image ($(docker image inspect -f '{{.Size}}' "$mlapp_image" | awk '{printf "%.1f MB", $1/1e6}')) and $nginx_image in $(($(date +%s) - started)) s"
+DOCKER_BUILDKIT=0 docker build --network host --build-arg EXTRA_CA_CERTS="$extra_ca" \
+    -f "$repo/container/Dockerfile.gpu" -t "$gpu_image" "$repo"
+size() { docker image inspect -f '{{.Size}}' "$1" | awk '{printf "%.1f MB", $1/1e6}'; }
+echo "built $mlapp_image ($(size "$mlapp_image")), $gpu_image ($(size "$gpu_image")) and $nginx_image in $(($(date +%s) - started)) s"

@@ -104,7 +104,12 @@ fn on_cuda(
         .and_then(|b| b.with_logger(logger).map_err(Into::into))
         .and_then(|b| b.with_log_level(LogLevel::Verbose).map_err(Into::into))
         .and_then(|b| {
-            b.with_execution_providers([ep::CUDA::default().build().error_on_failure()])
+            // Full float32 matrix products: TF32 would move probabilities by ~1e-3 for no
+            // speed that tabular models' small products would notice.
+            b.with_execution_providers([ep::CUDA::default()
+                .with_tf32(false)
+                .build()
+                .error_on_failure()])
                 .map_err(Into::into)
         })
         .map_err(|e| format!("the CUDA execution provider did not register: {e}"))?;

@@ -7,6 +7,10 @@ pub fn image() -> String {
     std::env::var("MLAPP_IMAGE").unwrap_or_else(|_| "mlapp:test".into())
 }
 
+pub fn gpu_image() -> String {
+    std::env::var("MLAPP_GPU_IMAGE").unwrap_or_else(|_| "mlapp-gpu:test".into())
+}
+
 pub fn nginx_image() -> String {
     std::env::var("MLAPP_NGINX_IMAGE").unwrap_or_else(|_| "mlapp-nginx:test".into())
 }

@@ -89,6 +89,7 @@ fn the_image_serves_answers_and_drains_on_docker_stop() {
                 .set("Accept", "text/csv")
                 .send_bytes(&big)
                 .map(|r| (r.status(), r.into_string().unwrap_or_default()))
+                .map_err(|e| e.to_string())
         })
     };
     let until = Instant::now() + Duration::from_secs(20);

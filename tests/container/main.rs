@@ -8,8 +8,8 @@
 //! `cargo test --test container`.
 
 #[path = "../integration/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 mod docker;
+mod gpu_image;
 mod image;
 mod scale_out;
