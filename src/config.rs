@@ -14,23 +14,8 @@ const MIB: f64 = 1024.0 * 1024.0;
 
 #[derive(Args, Clone, Debug)]
 pub struct ServeConfig {
-    /// Folder holding the model: one *.onnx file, or the one named by the model config file.
-    /// Never written to.
-    #[arg(long, env = "MLAPP_MODEL_DIR", default_value = "/opt/ml/model")]
-    pub model_dir: PathBuf,
-
-    /// Name of the optional model config file inside the model folder.
-    #[arg(long, env = "MLAPP_MODEL_CONFIG", default_value = "mlapp.json")]
-    pub model_config: String,
-
-    /// Where the model comes from, instead of --model-dir: a local folder, `.onnx` file or
-    /// `.tar.gz` / `.tar` archive, or s3://bucket/key.onnx, s3://bucket/key/model.tar.gz,
-    /// s3://bucket/prefix/ (a folder).
-    #[arg(long, env = "MODEL_URI")]
-    pub model_uri: Option<String>,
-
     #[command(flatten)]
-    pub source: SourceArgs,
+    pub model: ModelArgs,
 
     /// Seconds between checks of the model URI for a new version (ETag or content hash);
     /// a new one is loaded beside the old and switched to. 0: reload only on SIGHUP.
@@ -156,6 +141,41 @@ pub struct ServeConfig {
     pub warmup_rows: usize,
 }
 
+/// Which model, and from where: shared by `serve` and `transform`.
+#[derive(Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// Folder holding the model: one *.onnx file, or the one named by the model config file.
+    /// Never written to.
+    #[arg(long, env = "MLAPP_MODEL_DIR", default_value = "/opt/ml/model")]
+    pub model_dir: PathBuf,
+
+    /// Name of the optional model config file inside the model folder.
+    #[arg(long, env = "MLAPP_MODEL_CONFIG", default_value = "mlapp.json")]
+    pub model_config: String,
+
+    /// Where the model comes from, instead of --model-dir: a local folder, `.onnx` file or
+    /// `.tar.gz` / `.tar` archive, or s3://bucket/key.onnx, s3://bucket/key/model.tar.gz,
+    /// s3://bucket/prefix/ (a folder).
+    #[arg(long, env = "MODEL_URI")]
+    pub model_uri: Option<String>,
+
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+impl ModelArgs {
+    /// The model's URI: --model-uri, else the --model-dir folder.
+    pub fn uri(&self) -> String {
+        self.model_uri
+            .clone()
+            .unwrap_or_else(|| self.model_dir.display().to_string())
+    }
+
+    pub fn source_options(&self) -> SourceOptions {
+        self.source.options(&self.model_config)
+    }
+}
+
 /// How models are fetched: the cache, S3 addressing, and the caps on archives.
 #[derive(Args, Clone, Debug)]
 pub struct SourceArgs {
@@ -211,13 +231,6 @@ impl SourceArgs {
 }
 
 impl ServeConfig {
-    /// The model's URI: --model-uri, else the --model-dir folder.
-    pub fn model_uri(&self) -> String {
-        self.model_uri
-            .clone()
-            .unwrap_or_else(|| self.model_dir.display().to_string())
-    }
-
     /// How often to poll the model URI, if at all.
     pub fn model_poll(&self) -> Option<Duration> {
         (self.model_poll_seconds > 0.0).then(|| Duration::from_secs_f64(self.model_poll_seconds))

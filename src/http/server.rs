@@ -50,7 +50,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::new());
     let state = web::Data::new(AppState::new(
         settings,
-        Readiness::Loading(format!("loading the model from {}", cfg.model_uri())),
+        Readiness::Loading(format!("loading the model from {}", cfg.model.uri())),
         Arc::clone(&metrics),
     ));
 
@@ -136,7 +136,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
 
         let loader = Loader {
             env,
-            fetcher: Fetcher::new(&cfg.model_uri(), cfg.source.options(&cfg.model_config))
+            fetcher: Fetcher::new(&cfg.model.uri(), cfg.model.source_options())
                 .map_err(|e| ServeError::Config(e.to_string()))?,
             opts: LoadOptions {
                 sessions: cfg.sessions(),
@@ -144,7 +144,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
                 queue_capacity: cfg.queue_capacity,
                 warmup_runs: cfg.warmup_runs,
                 warmup_rows: cfg.warmup_rows,
-                config_name: cfg.model_config.clone(),
+                config_name: cfg.model.model_config.clone(),
                 max_batch_rows: cfg.max_batch_rows,
                 max_batch_delay: cfg.max_batch_delay(),
                 device: cfg.device,

@@ -12,7 +12,7 @@ use md5::{Digest, Md5};
 use tokio::sync::OnceCell;
 
 use crate::storage::archive::{self, Limits};
-use crate::storage::{S3Failure, S3Options, S3Store, S3Uri, StorageError};
+use crate::storage::{Listing, S3Options, S3Store, S3Uri, StorageError};
 
 /// Where models are fetched to and how.
 #[derive(Clone, Debug)]
@@ -36,12 +36,6 @@ pub struct Fetched {
 enum Uri {
     Local(PathBuf),
     S3(S3Uri),
-}
-
-/// What an S3 URI turned out to name.
-enum S3Kind {
-    Object(crate::storage::ObjectMeta),
-    Prefix(Vec<crate::storage::ObjectMeta>, String),
 }
 
 pub struct Fetcher {
@@ -79,9 +73,9 @@ impl Fetcher {
     pub async fn version(&self) -> Result<String, StorageError> {
         match &self.uri {
             Uri::Local(path) => local_version(path),
-            Uri::S3(uri) => Ok(match self.s3_kind(uri).await? {
-                S3Kind::Object(meta) => object_version(&meta),
-                S3Kind::Prefix(list, _) => prefix_version(&list),
+            Uri::S3(uri) => Ok(match self.store().await.object_or_prefix(uri).await? {
+                Listing::Object(meta) => object_version(&meta),
+                Listing::Prefix { objects, .. } => prefix_version(&objects),
             }),
         }
     }
@@ -132,98 +126,42 @@ impl Fetcher {
     }
 
     async fn fetch_s3(&self, uri: &S3Uri) -> Result<Fetched, StorageError> {
-        let kind = self.s3_kind(uri).await?;
         let store = self.store().await;
-        match kind {
-            S3Kind::Object(meta) => {
-                let version = object_version(&meta);
-                let entry = self.entry(&version)?;
-                if entry.exists() {
-                    return Ok(Fetched {
-                        dir: model_root(&entry),
-                        version,
-                    });
-                }
-                let name = uri.key.rsplit('/').next().unwrap_or("model.onnx");
-                if archive::is_archive(name) {
-                    let file = archive::sibling(&entry, "archive");
-                    store.download(uri, &file).await?;
-                    let unpacked = archive::extract(&file, &entry, self.opts.limits);
-                    let _ = std::fs::remove_file(&file);
-                    unpacked?;
-                } else {
-                    let tmp = archive::sibling(&entry, "downloading");
-                    let _ = std::fs::remove_dir_all(&tmp);
-                    std::fs::create_dir_all(&tmp).map_err(StorageError::io(&tmp))?;
-                    let got = store.download(uri, &tmp.join(name)).await;
-                    if let Err(e) = got {
-                        let _ = std::fs::remove_dir_all(&tmp);
-                        return Err(e);
-                    }
-                    rename_into_place(&tmp, &entry)?;
-                }
-                Ok(Fetched {
-                    dir: model_root(&entry),
-                    version,
-                })
+        // One object is a folder of one file, unless it is an archive to unpack.
+        let (version, objects, prefix, packed) = match store.object_or_prefix(uri).await? {
+            Listing::Object(meta) => {
+                let folder = uri.key.rfind('/').map_or(0, |i| i + 1);
+                let packed = archive::is_archive(&uri.key[folder..]);
+                let prefix = uri.key[..folder].to_string();
+                (object_version(&meta), vec![meta], prefix, packed)
             }
-            S3Kind::Prefix(list, prefix) => {
-                let version = prefix_version(&list);
-                let entry = self.entry(&version)?;
-                if !entry.exists() {
-                    let tmp = archive::sibling(&entry, "downloading");
-                    let _ = std::fs::remove_dir_all(&tmp);
-                    std::fs::create_dir_all(&tmp).map_err(StorageError::io(&tmp))?;
-                    let got = download_prefix(store, uri, &list, &prefix, &tmp).await;
-                    if let Err(e) = got {
-                        let _ = std::fs::remove_dir_all(&tmp);
-                        return Err(e);
-                    }
-                    rename_into_place(&tmp, &entry)?;
-                }
-                Ok(Fetched {
-                    dir: model_root(&entry),
-                    version,
-                })
+            Listing::Prefix { objects, prefix } => {
+                (prefix_version(&objects), objects, prefix, false)
             }
-        }
-    }
-
-    /// An object when the key names one; else the folder `key/` when it holds objects.
-    async fn s3_kind(&self, uri: &S3Uri) -> Result<S3Kind, StorageError> {
-        let store = self.store().await;
-        if !(uri.key.is_empty() || uri.key.ends_with('/')) {
-            if let Some(meta) = store.head(uri).await? {
-                return Ok(S3Kind::Object(meta));
-            }
-        }
-        let prefix = if uri.key.is_empty() || uri.key.ends_with('/') {
-            uri.key.clone()
+        };
+        let entry = self.entry(&version)?;
+        if entry.exists() {
+            // This version was fetched before (renamed into place only when complete).
+        } else if packed {
+            let file = archive::sibling(&entry, "archive");
+            store.download(uri, &file).await?;
+            let unpacked = archive::extract(&file, &entry, self.opts.limits);
+            let _ = std::fs::remove_file(&file);
+            unpacked?;
         } else {
-            format!("{}/", uri.key)
-        };
-        let folder = S3Uri {
-            bucket: uri.bucket.clone(),
-            key: prefix.clone(),
-        };
-        let list: Vec<_> = store
-            .list(&folder)
-            .await?
-            .into_iter()
-            .filter(|o| !o.key.ends_with('/'))
-            .collect();
-        if list.is_empty() {
-            return Err(StorageError::s3(S3Failure {
-                op: "HeadObject/ListObjectsV2",
-                uri: uri.to_string(),
-                bucket: uri.bucket.clone(),
-                key: uri.key.clone(),
-                code: "NoSuchKey".into(),
-                status: Some(404),
-                message: format!("no object with this key, and no objects under \"{prefix}\""),
-            }));
+            let tmp = archive::sibling(&entry, "downloading");
+            let _ = std::fs::remove_dir_all(&tmp);
+            std::fs::create_dir_all(&tmp).map_err(StorageError::io(&tmp))?;
+            if let Err(e) = download_all(store, uri, &objects, &prefix, &tmp).await {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
+            rename_into_place(&tmp, &entry)?;
         }
-        Ok(S3Kind::Prefix(list, prefix))
+        Ok(Fetched {
+            dir: model_root(&entry),
+            version,
+        })
     }
 
     /// The cache entry for `version` of this URI (created lazily by the caller).
@@ -257,7 +195,8 @@ impl Fetcher {
     }
 }
 
-async fn download_prefix(
+/// Downloads `objects` into `into`, each at its key less `prefix`.
+async fn download_all(
     store: &S3Store,
     uri: &S3Uri,
     list: &[crate::storage::ObjectMeta],

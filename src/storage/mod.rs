@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 pub use archive::{ArchiveError, Limits};
 pub(crate) use s3::hex;
-pub use s3::{S3Options, S3Store};
+pub use s3::{Listing, S3Options, S3Store};
 
 /// A parsed `s3://bucket/key` (the key may be a prefix, empty for the whole bucket).
 #[derive(Clone, Debug, PartialEq, Eq)]

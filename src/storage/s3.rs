@@ -32,6 +32,17 @@ pub struct S3Options {
     pub force_path_style: bool,
 }
 
+/// What an S3 URI names (see `S3Store::object_or_prefix`).
+#[derive(Clone, Debug)]
+pub enum Listing {
+    Object(ObjectMeta),
+    /// The objects under `prefix` (which ends in `/` unless it is empty), in key order.
+    Prefix {
+        prefix: String,
+        objects: Vec<ObjectMeta>,
+    },
+}
+
 #[derive(Clone, Debug)]
 pub struct S3Store {
     client: Client,
@@ -109,6 +120,44 @@ impl S3Store {
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    /// What `uri` names: the object with that key, else the objects under `key/` as a folder
+    /// (a key ending in `/`, or none, is a folder at once). Nothing at all is `NoSuchKey`.
+    pub async fn object_or_prefix(&self, uri: &S3Uri) -> Result<Listing, StorageError> {
+        let folder = uri.key.is_empty() || uri.key.ends_with('/');
+        if !folder {
+            if let Some(meta) = self.head(uri).await? {
+                return Ok(Listing::Object(meta));
+            }
+        }
+        let prefix = if folder {
+            uri.key.clone()
+        } else {
+            format!("{}/", uri.key)
+        };
+        let under = S3Uri {
+            bucket: uri.bucket.clone(),
+            key: prefix.clone(),
+        };
+        let objects: Vec<ObjectMeta> = self
+            .list(&under)
+            .await?
+            .into_iter()
+            .filter(|o| !o.key.ends_with('/'))
+            .collect();
+        if objects.is_empty() {
+            return Err(StorageError::s3(S3Failure {
+                op: "HeadObject/ListObjectsV2",
+                uri: uri.to_string(),
+                bucket: uri.bucket.clone(),
+                key: uri.key.clone(),
+                code: "NoSuchKey".into(),
+                status: Some(404),
+                message: format!("no object with this key, and no objects under {under}"),
+            }));
+        }
+        Ok(Listing::Prefix { prefix, objects })
     }
 
     /// Downloads the object to `dest` (via a temporary file beside it), retrying transient

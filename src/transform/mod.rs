@@ -21,7 +21,7 @@ use clap::{Args, ValueEnum};
 
 use crate::batch::BadRecords;
 use crate::codec::{media, InputFormat, OutputFormat};
-use crate::config::SourceArgs;
+use crate::config::ModelArgs;
 use crate::engine::{self, runtime, LoadOptions, LoadedModel};
 use crate::model::fetch::Fetcher;
 use crate::monitor::Metrics;
@@ -39,17 +39,8 @@ pub enum SplitType {
 
 #[derive(Args, Clone, Debug)]
 pub struct TransformConfig {
-    /// The model folder.
-    #[arg(long, env = "MLAPP_MODEL_DIR", default_value = "/opt/ml/model")]
-    pub model_dir: PathBuf,
-    /// Name of the optional model config file inside the model folder.
-    #[arg(long, env = "MLAPP_MODEL_CONFIG", default_value = "mlapp.json")]
-    pub model_config: String,
-    /// Where the model comes from, instead of --model-dir (as for `serve`).
-    #[arg(long, env = "MODEL_URI")]
-    pub model_uri: Option<String>,
     #[command(flatten)]
-    pub source: SourceArgs,
+    pub model: ModelArgs,
     /// A file or a folder (sub-folders included), or s3://bucket/key or s3://bucket/prefix/.
     #[arg(long)]
     pub input: String,
@@ -155,16 +146,12 @@ pub fn run(cfg: &TransformConfig) -> Result<Summary, TransformError> {
         return Err(TransformError::Config("--chunk-mb must be > 0".into()));
     }
     let (input, output) = (Place::parse(&cfg.input)?, Place::parse(&cfg.output)?);
-    let sources = cfg.source.options(&cfg.model_config);
+    let sources = cfg.model.source_options();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| TransformError::Config(format!("cannot start a runtime: {e}")))?;
-    let model_uri = cfg
-        .model_uri
-        .clone()
-        .unwrap_or_else(|| cfg.model_dir.display().to_string());
-    let fetched = rt.block_on(Fetcher::new(&model_uri, sources.clone())?.fetch())?;
+    let fetched = rt.block_on(Fetcher::new(&cfg.model.uri(), sources.clone())?.fetch())?;
     let store = if input.is_s3() || output.is_s3() {
         Some(rt.block_on(S3Store::connect(&sources.s3)))
     } else {
@@ -178,7 +165,7 @@ pub fn run(cfg: &TransformConfig) -> Result<Summary, TransformError> {
         queue_capacity: 4 * sessions + 4,
         warmup_runs: 1,
         warmup_rows: 8,
-        config_name: cfg.model_config.clone(),
+        config_name: cfg.model.model_config.clone(),
         max_batch_rows: 256,
         max_batch_delay: Duration::ZERO,
         device: cfg.device,

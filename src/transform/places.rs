@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
 use super::TransformError;
-use crate::storage::{S3Store, S3Uri, StorageError};
+use crate::storage::{Listing, S3Store, S3Uri, StorageError};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Place {
@@ -136,38 +136,21 @@ async fn list_s3(
     store: &S3Store,
     uri: &S3Uri,
 ) -> Result<Vec<(String, Place, u64)>, TransformError> {
-    if !(uri.key.is_empty() || uri.key.ends_with('/')) {
-        if let Some(meta) = store.head(uri).await? {
+    Ok(match store.object_or_prefix(uri).await? {
+        Listing::Object(meta) => {
             let name = uri.key.rsplit('/').next().unwrap_or(&uri.key).to_string();
-            return Ok(vec![(name, Place::S3(uri.clone()), meta.size)]);
+            vec![(name, Place::S3(uri.clone()), meta.size)]
         }
-    }
-    let prefix = if uri.key.is_empty() || uri.key.ends_with('/') {
-        uri.key.clone()
-    } else {
-        format!("{}/", uri.key)
-    };
-    let folder = S3Uri {
-        bucket: uri.bucket.clone(),
-        key: prefix.clone(),
-    };
-    let list = store.list(&folder).await?;
-    if list.is_empty() {
-        return Err(TransformError::Config(format!(
-            "{uri}: no such object, and no objects under s3://{}/{prefix}",
-            uri.bucket
-        )));
-    }
-    Ok(list
-        .into_iter()
-        .filter(|o| !o.key.ends_with('/'))
-        .map(|o| {
-            let rel = o.key.strip_prefix(&prefix).unwrap_or(&o.key).to_string();
-            let at = Place::S3(S3Uri {
-                bucket: uri.bucket.clone(),
-                key: o.key,
-            });
-            (rel, at, o.size)
-        })
-        .collect())
+        Listing::Prefix { prefix, objects } => objects
+            .into_iter()
+            .map(|o| {
+                let rel = o.key.strip_prefix(&prefix).unwrap_or(&o.key).to_string();
+                let at = Place::S3(S3Uri {
+                    bucket: uri.bucket.clone(),
+                    key: o.key,
+                });
+                (rel, at, o.size)
+            })
+            .collect(),
+    })
 }
