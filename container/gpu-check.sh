@@ -32,14 +32,16 @@ echo "== CUDA libraries from: $LD_LIBRARY_PATH"
 export ORT_DYLIB_PATH=$ort/libonnxruntime.so.1.31.1 RUST_LOG=info,ort=warn
 
 port=18181
+# Starts mlapp on model $1 with --device $2; 0 once /ping is 200, 1 once the load failed.
 serve() {
     "$bin" serve --host 127.0.0.1 --port $port --model-dir "examples/gender/models/$1" --device "$2" --workers 1 &
     pid=$!
     for _ in $(seq 1 300); do
-        if curl -fsS -o /dev/null "http://127.0.0.1:$port/ping" 2>/dev/null; then return 0; fi
-        if ! curl -sS -o /dev/null "http://127.0.0.1:$port/ping" 2>/dev/null && ! kill -0 $pid 2>/dev/null; then
-            return 1
-        fi
+        ping=$(curl -sS "http://127.0.0.1:$port/ping" 2>/dev/null || true)
+        case "$ping" in
+        *'"ready"'*) return 0 ;;
+        *'"failed"'*) return 1 ;;
+        esac
         sleep 0.2
     done
     return 1
@@ -83,10 +85,10 @@ rows = open("examples/gender/payloads/mlp/rows.csv").read().split("\n")
 open("/tmp/gpucheck/in/x.csv", "w").write("\n".join(rows[i % len(rows)] for i in range(200000)))'
 for device in cuda cpu; do
     rm -rf "/tmp/gpucheck/out-$device"
-    start=$(date +%s.%N)
+    start=$(date +%s%N)
     "$bin" transform --model-dir examples/gender/models/mlp --device $device --workers 2 \
         --input /tmp/gpucheck/in --output "/tmp/gpucheck/out-$device" 2>&1 | tail -n 1
-    echo "$device: $(echo "$(date +%s.%N) - $start" | bc) s"
+    echo "$device: $(( ($(date +%s%N) - start) / 1000000 )) ms"
 done
 cmp /tmp/gpucheck/out-cuda/x.csv.out /tmp/gpucheck/out-cpu/x.csv.out &&
     echo "CUDA and CPU outputs are byte-identical" ||
