@@ -81,7 +81,7 @@ kill $pid; wait $pid || true
 echo "== mlapp transform, 200,000 rows of the MLP, CUDA then CPU"
 mkdir -p /tmp/gpucheck/in
 python3 -c '
-rows = open("examples/gender/payloads/mlp/rows.csv").read().split("\n")
+rows = open("examples/gender/payloads/mlp/rows.csv").read().split()
 open("/tmp/gpucheck/in/x.csv", "w").write("\n".join(rows[i % len(rows)] for i in range(200000)))'
 for device in cuda cpu; do
     rm -rf "/tmp/gpucheck/out-$device"

@@ -30,7 +30,17 @@ fn the_image_serves_answers_and_drains_on_docker_stop() {
     let name = format!("mlapp-test-image-{}", std::process::id());
     let c = Container::run(
         &name,
-        &["-p", "127.0.0.1::8080", "-v", &mount, &image, "serve"],
+        &[
+            "-p",
+            "127.0.0.1::8080",
+            "-v",
+            &mount,
+            // SageMaker's name for the body limit: the drain below sends a 13 MB body.
+            "-e",
+            "SAGEMAKER_MAX_PAYLOAD_IN_MB=32",
+            &image,
+            "serve",
+        ],
     );
     c.wait_ready(Duration::from_secs(60));
     let url = c.url();
