@@ -308,3 +308,75 @@ fn shell_files(dir: &Path) -> Vec<PathBuf> {
     out.dedup();
     out
 }
+
+/// `serve` with a stand-in `mlapp` that prints what it was started with: it execs
+/// `mlapp serve` with the arguments, maps the older env names, and puts the CUDA compat
+/// libraries first only when the host driver is older than them.
+#[test]
+fn serve_maps_env_names_and_applies_the_cuda_compat_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let mlapp = bin.join("mlapp");
+    std::fs::write(
+        &mlapp,
+        "#!/bin/sh\necho \"args=$*\"\necho \"workers=${SAGEMAKER_MODEL_SERVER_WORKERS:-}\"\necho \"timeout=${SAGEMAKER_MODEL_SERVER_TIMEOUT:-}\"\necho \"ld=${LD_LIBRARY_PATH:-}\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&mlapp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let compat = dir.path().join("compat");
+    std::fs::create_dir_all(&compat).unwrap();
+    std::fs::write(compat.join("libcuda.so.580.65.06"), b"").unwrap();
+    std::os::unix::fs::symlink("libcuda.so.580.65.06", compat.join("libcuda.so.1")).unwrap();
+    let version_file = |v: &str| {
+        let f = dir.path().join(format!("version-{v}"));
+        std::fs::write(
+            &f,
+            format!("NVRM version: NVIDIA UNIX x86_64 Kernel Module  {v}  Tue Jun 11 2025\nGCC version:  gcc version 11.4.0\n"),
+        )
+        .unwrap();
+        f
+    };
+    let run = |driver: &Path, envs: &[(&str, &str)]| {
+        let mut cmd = Command::new(repo().join("serve"));
+        cmd.args(["--workers", "3"])
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .env_remove("LD_LIBRARY_PATH")
+            .env_remove("SAGEMAKER_MODEL_SERVER_WORKERS")
+            .env("MLAPP_CUDA_COMPAT_DIR", &compat)
+            .env("MLAPP_NVIDIA_VERSION_FILE", driver)
+            .envs(envs.iter().copied());
+        let out = run_bounded(&mut cmd, Duration::from_secs(10));
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    let old = run(
+        &version_file("535.183.01"),
+        &[
+            ("MODEL_SERVER_WORKERS", "4"),
+            ("MODEL_SERVER_TIMEOUT", "90"),
+        ],
+    );
+    assert!(old.contains("args=serve --workers 3"), "{old}");
+    assert!(
+        old.contains("workers=4") && old.contains("timeout=90"),
+        "{old}"
+    );
+    assert!(old.contains(&format!("ld={}", compat.display())), "{old}");
+
+    let new = run(&version_file("580.159.04"), &[]);
+    assert!(new.contains("ld=\n") || new.ends_with("ld="), "{new}");
+    let same = run(&version_file("580.65.06"), &[]);
+    assert!(same.contains("ld=\n"), "{same}");
+    // SageMaker's own name wins over the sample's.
+    let both = run(
+        &version_file("580.159.04"),
+        &[
+            ("MODEL_SERVER_WORKERS", "4"),
+            ("SAGEMAKER_MODEL_SERVER_WORKERS", "2"),
+        ],
+    );
+    assert!(both.contains("workers=2"), "{both}");
+}
