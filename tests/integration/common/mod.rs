@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod archives;
+pub mod flaky;
 pub mod moto;
 
 use std::io::{BufRead, BufReader};
