@@ -197,7 +197,10 @@ impl S3Store {
             while let Some(bytes) = body.try_next().await.map_err(|e| StorageError::Transfer {
                 op: "GetObject",
                 uri: uri.to_string(),
-                message: format!("the download broke off after {got} bytes: {e}"),
+                message: format!(
+                    "the download failed after {got} bytes: {}",
+                    DisplayErrorContext(&e)
+                ),
                 transient: true,
             })? {
                 file.write_all(&bytes).map_err(StorageError::io(&part))?;

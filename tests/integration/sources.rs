@@ -191,51 +191,58 @@ fn wrong_credentials_are_503_with_s3s_refusal() {
     assert!(reason.contains("s3://models/live/model.tar.gz"), "{reason}");
 }
 
-/// A network that drops connections and cuts a download short: the SDK's retries and the
-/// whole-download retry with backoff get the model loaded anyway, and say so in the log.
+/// A network that drops connections and cuts a download short, or flips a byte of it: the
+/// SDK's retries and the checked, retried whole download get the right model loaded anyway,
+/// never a damaged one, and say so in the log.
 #[test]
 fn transient_s3_failures_are_retried() {
-    let moto = Moto::start();
-    moto.create_bucket("models");
-    moto.put(
-        "models",
-        "flaky/model.tar.gz",
-        model_tar_gz(&model_dir("xgboost"), None),
-    );
-    let upstream = moto.endpoint.trim_start_matches("http://").to_string();
-    // The archive is a few hundred KB; HEAD and list answers are far smaller than the cut.
-    let proxy = crate::common::flaky::start(&upstream, 2, 50_000);
-    let mut env = moto.env();
-    for (k, v) in env.iter_mut() {
-        if *k == "AWS_ENDPOINT_URL_S3" {
-            *v = proxy.endpoint.clone();
+    use crate::common::flaky::Fault;
+    for (fault, evidence) in [
+        (Fault::Cut, "the download failed after"),
+        (Fault::Flip, "checksum mismatch"),
+    ] {
+        let moto = Moto::start();
+        moto.create_bucket("models");
+        moto.put(
+            "models",
+            "flaky/model.tar.gz",
+            model_tar_gz(&model_dir("xgboost"), None),
+        );
+        let upstream = moto.endpoint.trim_start_matches("http://").to_string();
+        // The archive is a few hundred KB; HEAD and list answers are far smaller.
+        let proxy = crate::common::flaky::start(&upstream, 2, 50_000, fault);
+        let mut env = moto.env();
+        for (k, v) in env.iter_mut() {
+            if *k == "AWS_ENDPOINT_URL_S3" {
+                *v = proxy.endpoint.clone();
+            }
         }
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("mlapp.log");
+        let mut envs = pairs(&env);
+        envs.push(("RUST_LOG", "info"));
+        let s = Server::start_logging(
+            Some("serve"),
+            &[
+                "--model-uri",
+                "s3://models/flaky/model.tar.gz",
+                "--model-cache-dir",
+                dir.path().join("cache").to_str().unwrap(),
+            ],
+            &envs,
+            std::process::Stdio::from(std::fs::File::create(&log).unwrap()),
+        );
+        s.wait_ready(Duration::from_secs(60));
+        assert_serves(&s, "xgboost", "after retries");
+        assert_eq!(proxy.dropped.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert!(
+            proxy.cut.load(std::sync::atomic::Ordering::SeqCst),
+            "no fault was made"
+        );
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            text.contains("try 1 of 4 failed, retrying") && text.contains(evidence),
+            "{text}"
+        );
     }
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("mlapp.log");
-    let mut envs = pairs(&env);
-    envs.push(("RUST_LOG", "info"));
-    let s = Server::start_logging(
-        Some("serve"),
-        &[
-            "--model-uri",
-            "s3://models/flaky/model.tar.gz",
-            "--model-cache-dir",
-            dir.path().join("cache").to_str().unwrap(),
-        ],
-        &envs,
-        std::process::Stdio::from(std::fs::File::create(&log).unwrap()),
-    );
-    s.wait_ready(Duration::from_secs(60));
-    assert_serves(&s, "xgboost", "after retries");
-    assert_eq!(proxy.dropped.load(std::sync::atomic::Ordering::SeqCst), 2);
-    assert!(
-        proxy.cut.load(std::sync::atomic::Ordering::SeqCst),
-        "nothing was cut"
-    );
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        text.contains("try 1 of 4 failed, retrying") && text.contains("broke off after"),
-        "{text}"
-    );
 }

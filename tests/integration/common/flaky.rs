@@ -1,5 +1,6 @@
 //! A TCP proxy in front of a real server that fails the way networks do: it drops the first
-//! connections before any answer, and cuts the first large response short, once.
+//! connections before any answer, and cuts the first large response short, or flips one of
+//! its bytes, once.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -12,9 +13,16 @@ pub struct Flaky {
     pub cut: Arc<AtomicBool>,
 }
 
+/// What happens at byte `at` of the first response that long.
+#[derive(Clone, Copy)]
+pub enum Fault {
+    Cut,
+    Flip,
+}
+
 /// Proxies to `upstream` (host:port): the first `drop_first` connections are closed once
-/// their request arrives; the first response longer than `cut_after` bytes is cut there.
-pub fn start(upstream: &str, drop_first: usize, cut_after: usize) -> Flaky {
+/// their request arrives; the first response longer than `at` bytes gets `fault` there.
+pub fn start(upstream: &str, drop_first: usize, at: usize, fault: Fault) -> Flaky {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
     let endpoint = format!("http://{}", listener.local_addr().expect("proxy address"));
     let dropped = Arc::new(AtomicUsize::new(0));
@@ -50,11 +58,15 @@ pub fn start(upstream: &str, drop_first: usize, cut_after: usize) -> Flaky {
                     if n == 0 {
                         break;
                     }
-                    if sent + n > cut_after && !cut.swap(true, Ordering::SeqCst) {
-                        let _ = client.write_all(&buf[..cut_after.saturating_sub(sent)]);
-                        let _ = client.shutdown(Shutdown::Both);
-                        let _ = server.shutdown(Shutdown::Both);
-                        return;
+                    if sent + n > at && !cut.swap(true, Ordering::SeqCst) {
+                        let i = at.saturating_sub(sent);
+                        if let Fault::Cut = fault {
+                            let _ = client.write_all(&buf[..i]);
+                            let _ = client.shutdown(Shutdown::Both);
+                            let _ = server.shutdown(Shutdown::Both);
+                            return;
+                        }
+                        buf[i] ^= 0x55;
                     }
                     if client.write_all(&buf[..n]).is_err() {
                         break;
