@@ -134,3 +134,64 @@ fn the_image_serves_answers_and_drains_on_docker_stop() {
     );
     println!("docker stop drained and exited 0 in {took:?}");
 }
+
+/// `docker run IMAGE` with no command serves too (CMD is `serve`), with every setting from the
+/// environment, as on a VM.
+#[test]
+fn the_image_serves_with_no_command() {
+    let image = image();
+    require_images(std::slice::from_ref(&image));
+    let mount = format!("{}:/opt/ml/model:ro", model_dir("logreg").display());
+    let c = Container::run(
+        &format!("mlapp-test-nocmd-{}", std::process::id()),
+        &[
+            "-p",
+            "127.0.0.1::8080",
+            "-v",
+            &mount,
+            "-e",
+            "SAGEMAKER_MODEL_SERVER_WORKERS=1",
+            &image,
+        ],
+    );
+    c.wait_ready(Duration::from_secs(60));
+    let info: serde_json::Value = crate::common::agent()
+        .get(&format!("{}/info", c.url()))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(info["uri"], "/opt/ml/model", "{info}");
+    assert_eq!(info["model"]["sessions"], 1, "{info}");
+}
+
+/// The docker-compose example (three replicas and nginx) is a valid Compose file whose paths
+/// resolve; the same layout runs for real in `scale_out`.
+#[test]
+fn the_compose_example_is_valid() {
+    let file = crate::common::repo().join("container/deploy/nginx/docker-compose.yml");
+    let out = std::process::Command::new("docker-compose")
+        .args(["-f", file.to_str().unwrap(), "config"])
+        .output()
+        .expect("docker-compose is not installed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "mlapp-1:",
+        "mlapp-2:",
+        "mlapp-3:",
+        "nginx:",
+        "stop_grace_period: 30s",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    let model = crate::common::model_dir("pipeline");
+    assert!(
+        text.contains(&format!("{}:/opt/ml/model:ro", model.display())),
+        "{text}"
+    );
+}
