@@ -65,24 +65,24 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
                     let (method, path) = (req.method().clone(), req.path().to_owned());
                     srv.call(req).map(move |mut res| {
                         if let Ok(r) = &mut res {
+                            let status = r.status().as_u16();
+                            let took = started.elapsed();
+                            let draining = match r.request().app_data::<web::Data<AppState>>() {
+                                Some(state) => {
+                                    let model = r.request().extensions().get::<ServedBy>().cloned();
+                                    let model = model.as_ref().map(|m| &m.0);
+                                    state.metrics.request(Route::of(&path), status, model, took);
+                                    state.draining()
+                                }
+                                None => false,
+                            };
                             // While draining, keep-alive connections (a load balancer's pool)
                             // close after their answer, so the drain ends when the requests
                             // in flight do, and the balancer reconnects to other replicas.
-                            if r
-                                .request()
-                                .app_data::<web::Data<AppState>>()
-                                .is_some_and(|s| s.draining())
-                            {
+                            if draining {
                                 r.response_mut()
                                     .head_mut()
                                     .set_connection_type(actix_web::http::ConnectionType::Close);
-                            }
-                            let status = r.status().as_u16();
-                            let took = started.elapsed();
-                            if let Some(state) = r.request().app_data::<web::Data<AppState>>() {
-                                let model = r.request().extensions().get::<ServedBy>().cloned();
-                                let model = model.as_ref().map(|m| &m.0);
-                                state.metrics.request(Route::of(&path), status, model, took);
                             }
                             access_log(&method, &path, status, took);
                         }
