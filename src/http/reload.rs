@@ -29,21 +29,10 @@ pub enum Trigger {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ModelStatus {
     pub uri: String,
-    pub active: Option<ActiveVersion>,
+    pub active: Option<ModelInfo>,
     pub last_reload: Option<ReloadOutcome>,
     pub reloads_succeeded: u64,
     pub reloads_failed: u64,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct ActiveVersion {
-    pub version: String,
-    pub file: String,
-    pub kind: String,
-    pub provider: String,
-    pub loaded_at_unix: f64,
-    pub load_seconds: f64,
-    pub sessions: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -92,6 +81,8 @@ impl Loader {
                 return;
             }
         };
+        self.state
+            .update_status(|s| s.uri = self.fetcher.uri().to_string());
         let mut current = self.load(&rt, None);
         loop {
             let next = match self.poll {
@@ -159,7 +150,7 @@ impl Loader {
                     model.load_seconds
                 );
                 let now = unix(SystemTime::now());
-                self.metrics.set_model(ModelInfo {
+                let info = ModelInfo {
                     name: Arc::clone(&model.name),
                     file: model.source.file.display().to_string(),
                     kind: model.plan.kind().to_string(),
@@ -169,18 +160,10 @@ impl Loader {
                     uri: self.fetcher.uri().to_string(),
                     version: version.clone(),
                     loaded_at_unix: now,
-                });
+                };
+                self.metrics.set_model(info.clone());
                 self.state.update_status(|s| {
-                    s.uri = self.fetcher.uri().to_string();
-                    s.active = Some(ActiveVersion {
-                        version: version.clone(),
-                        file: model.source.file.display().to_string(),
-                        kind: model.plan.kind().to_string(),
-                        provider: model.provider.to_string(),
-                        loaded_at_unix: now,
-                        load_seconds: model.load_seconds,
-                        sessions: model.sessions,
-                    });
+                    s.active = Some(info);
                     if trigger.is_some() {
                         s.reloads_succeeded += 1;
                         s.last_reload = Some(ReloadOutcome {
@@ -220,7 +203,6 @@ impl Loader {
                 if trigger.is_some() {
                     self.metrics.reload(false);
                     self.state.update_status(|s| {
-                        s.uri = self.fetcher.uri().to_string();
                         s.reloads_failed += 1;
                         s.last_reload = Some(ReloadOutcome {
                             at_unix: unix(SystemTime::now()),
@@ -230,9 +212,6 @@ impl Loader {
                             error: Some(why),
                         });
                     });
-                } else {
-                    self.state
-                        .update_status(|s| s.uri = self.fetcher.uri().to_string());
                 }
                 None
             }

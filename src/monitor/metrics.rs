@@ -156,9 +156,11 @@ const STAGES: [(Stage, &str); 4] = [
     (Stage::Encode, "encode"),
 ];
 
-/// What the active model is, for the info series.
-#[derive(Clone, Debug)]
+/// What the active model is, for the info series and `GET /info`.
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct ModelInfo {
+    /// The metrics label (the folder's name), not part of `/info`.
+    #[serde(skip)]
     pub name: Arc<str>,
     pub file: String,
     pub kind: String,
