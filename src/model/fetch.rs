@@ -259,8 +259,9 @@ fn model_root(entry: &Path) -> PathBuf {
 
 fn local_version(path: &Path) -> Result<String, StorageError> {
     if path.is_file() {
-        let bytes = std::fs::read(path).map_err(StorageError::io(path))?;
-        return Ok(format!("md5:{}", md5_hex([bytes.as_slice()])));
+        let mut hash = Md5::new();
+        hash_file(&mut hash, path)?;
+        return Ok(format!("md5:{}", crate::storage::hex(&hash.finalize())));
     }
     if !path.is_dir() {
         return Err(StorageError::Invalid(format!(
@@ -294,9 +295,24 @@ fn local_version(path: &Path) -> Result<String, StorageError> {
                 .as_encoded_bytes(),
         );
         hash.update([0]);
-        hash.update(std::fs::read(f).map_err(StorageError::io(f))?);
+        hash_file(&mut hash, f)?;
     }
     Ok(format!("md5:{}", crate::storage::hex(&hash.finalize())))
+}
+
+/// Feeds a file to `hash` a buffer at a time: an archive or model of any size, in constant
+/// memory (this runs at every poll).
+fn hash_file(hash: &mut Md5, path: &Path) -> Result<(), StorageError> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(StorageError::io(path))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(StorageError::io(path))?;
+        if n == 0 {
+            return Ok(());
+        }
+        hash.update(&buf[..n]);
+    }
 }
 
 fn object_version(meta: &crate::storage::ObjectMeta) -> String {
