@@ -205,18 +205,13 @@ async fn download_all(
 ) -> Result<(), StorageError> {
     for o in list {
         let rel = o.key.strip_prefix(prefix).unwrap_or(&o.key);
-        let path = Path::new(rel);
-        if rel.is_empty()
-            || path
-                .components()
-                .any(|c| !matches!(c, std::path::Component::Normal(_)))
-        {
+        if rel.is_empty() || !crate::storage::plain_relative(rel) {
             return Err(StorageError::Invalid(format!(
                 "s3://{}/{}: this key would be written outside the model folder",
                 uri.bucket, o.key
             )));
         }
-        let dest = into.join(path);
+        let dest = into.join(rel);
         if let Some(dir) = dest.parent() {
             std::fs::create_dir_all(dir).map_err(StorageError::io(dir))?;
         }

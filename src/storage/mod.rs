@@ -53,6 +53,14 @@ impl fmt::Display for S3Uri {
     }
 }
 
+/// Whether `rel` names a place below a folder: plain names only, no `..`, `.` or root. What
+/// an S3 key (or other path from elsewhere) must be before it is joined to a local folder.
+pub fn plain_relative(rel: &str) -> bool {
+    std::path::Path::new(rel)
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
 /// One object, as S3 describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectMeta {
@@ -161,6 +169,14 @@ mod tests {
         assert_eq!(u.join("x.out").to_string(), "s3://b/out/x.out");
         assert!(S3Uri::parse("s3:///k").unwrap().is_err());
         assert!(S3Uri::parse("/opt/ml/model").is_none());
+    }
+
+    #[test]
+    fn plain_relative_paths() {
+        assert!(plain_relative("a/b.csv"));
+        assert!(!plain_relative("a/../../x"));
+        assert!(!plain_relative("/etc/passwd"));
+        assert!(!plain_relative("./a"));
     }
 
     #[test]

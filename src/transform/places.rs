@@ -2,7 +2,7 @@
 //! and prefixes. Every input `x` gives `x.out` at the same relative place under the output.
 
 use std::fmt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use super::TransformError;
 use crate::storage::{Listing, S3Store, S3Uri, StorageError};
@@ -69,11 +69,7 @@ pub async fn plan(
         .map(|(rel, at, size)| {
             let rel = rel.trim_start_matches('/');
             // A key such as `a/../../x` must not place an output outside the output folder.
-            if !output.is_s3()
-                && Path::new(rel)
-                    .components()
-                    .any(|c| !matches!(c, Component::Normal(_)))
-            {
+            if !output.is_s3() && !crate::storage::plain_relative(rel) {
                 return Err(TransformError::Config(format!(
                     "{at}: its output would be written outside {output}"
                 )));
