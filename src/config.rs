@@ -11,6 +11,21 @@ use crate::model::fetch::SourceOptions;
 use crate::storage::{Limits, S3Options};
 
 const MIB: f64 = 1024.0 * 1024.0;
+/// The longest duration any option takes; far past any real setting, far below what an
+/// `Instant` plus a `Duration` can overflow at.
+const DAY_SECS: f64 = 86_400.0;
+/// 1 TiB: bodies are bounded by memory or, streamed, by the record cap long before this.
+const MAX_PAYLOAD_MB: f64 = 1_048_576.0;
+const MAX_THREADS: usize = 4_096;
+
+/// `value` must be a number within `lo..=hi`; the error names the option and the bounds.
+pub(crate) fn in_range(name: &str, value: f64, lo: f64, hi: f64) -> Result<(), String> {
+    if value.is_finite() && (lo..=hi).contains(&value) {
+        Ok(())
+    } else {
+        Err(format!("{name} must be between {lo} and {hi}, got {value}"))
+    }
+}
 
 #[derive(Args, Clone, Debug)]
 pub struct ServeConfig {
@@ -288,28 +303,97 @@ impl ServeConfig {
         self.http_workers.unwrap_or_else(Self::cpus).max(1)
     }
 
-    /// Rejects settings that cannot work, with the option's name.
+    /// Rejects settings that cannot work, with the option's name. Every number has an upper
+    /// bound too: past it a duration no longer fits an `Instant` (a panic at the first request
+    /// or inside a worker holding the queue lock), or a count allocates without end.
     pub fn validate(&self) -> Result<(), String> {
-        if let Some(mb) = self.max_payload_mb.filter(|m| !m.is_finite() || *m < 0.0) {
-            return Err(format!(
-                "--max-payload-mb / SAGEMAKER_MAX_PAYLOAD_IN_MB must be >= 0, got {mb}"
-            ));
+        if let Some(mb) = self.max_payload_mb {
+            in_range(
+                "--max-payload-mb / SAGEMAKER_MAX_PAYLOAD_IN_MB",
+                mb,
+                0.0,
+                MAX_PAYLOAD_MB,
+            )?;
         }
-        if let Some(t) = self.timeout.filter(|t| !t.is_finite() || *t <= 0.0) {
-            return Err(format!(
-                "--timeout / SAGEMAKER_MODEL_SERVER_TIMEOUT must be > 0 seconds, got {t}"
-            ));
+        if let Some(t) = self.timeout {
+            in_range(
+                "--timeout / SAGEMAKER_MODEL_SERVER_TIMEOUT",
+                t,
+                0.001,
+                DAY_SECS,
+            )?;
         }
-        if !self.model_poll_seconds.is_finite() || self.model_poll_seconds < 0.0 {
-            return Err(format!(
-                "--model-poll-seconds / MLAPP_MODEL_POLL_SECONDS must be >= 0, got {}",
-                self.model_poll_seconds
-            ));
+        in_range(
+            "--model-poll-seconds / MLAPP_MODEL_POLL_SECONDS",
+            self.model_poll_seconds,
+            0.0,
+            DAY_SECS,
+        )?;
+        in_range(
+            "--max-batch-delay-ms / MLAPP_MAX_BATCH_DELAY_MS",
+            self.max_batch_delay_ms,
+            0.0,
+            60_000.0,
+        )?;
+        let counts = [
+            (
+                "--workers / SAGEMAKER_MODEL_SERVER_WORKERS",
+                self.workers,
+                1,
+                MAX_THREADS,
+            ),
+            (
+                "--http-workers / MLAPP_HTTP_WORKERS",
+                self.http_workers,
+                1,
+                MAX_THREADS,
+            ),
+            (
+                "--max-concurrent-transforms",
+                self.max_concurrent_transforms,
+                1,
+                100_000,
+            ),
+            (
+                "--intra-op-threads / MLAPP_INTRA_OP_THREADS",
+                Some(self.intra_op_threads),
+                1,
+                MAX_THREADS,
+            ),
+            (
+                "--queue-capacity / MLAPP_QUEUE_CAPACITY",
+                Some(self.queue_capacity),
+                1,
+                1_000_000,
+            ),
+            (
+                "--max-batch-rows / MLAPP_MAX_BATCH_ROWS",
+                Some(self.max_batch_rows),
+                1,
+                1_000_000,
+            ),
+            (
+                "--warmup-runs / MLAPP_WARMUP_RUNS",
+                Some(self.warmup_runs),
+                0,
+                1_000,
+            ),
+            (
+                "--warmup-rows / MLAPP_WARMUP_ROWS",
+                Some(self.warmup_rows),
+                1,
+                100_000,
+            ),
+        ];
+        for (name, value, lo, hi) in counts {
+            if let Some(v) = value.filter(|v| !(lo..=hi).contains(v)) {
+                return Err(format!("{name} must be between {lo} and {hi}, got {v}"));
+            }
         }
-        if !self.max_batch_delay_ms.is_finite() || self.max_batch_delay_ms < 0.0 {
+        if self.shutdown_timeout > 3_600 {
             return Err(format!(
-                "--max-batch-delay-ms / MLAPP_MAX_BATCH_DELAY_MS must be >= 0, got {}",
-                self.max_batch_delay_ms
+                "--shutdown-timeout / MLAPP_SHUTDOWN_TIMEOUT must be at most 3600 seconds, got {}",
+                self.shutdown_timeout
             ));
         }
         if crate::codec::media::parse_output(&self.default_accept).is_none() {

@@ -73,7 +73,9 @@ fn request_timeout(req: &HttpRequest, server: Duration) -> Result<Duration, ApiE
                 String::from_utf8_lossy(v.as_bytes())
             ))
         })?;
-    Ok(server.min(Duration::from_secs_f64(ms / 1e3)))
+    // Any finite number is accepted; one past what a Duration holds (1e23 ms) is simply
+    // longer than the server's timeout, which caps it.
+    Ok(Duration::try_from_secs_f64(ms / 1e3).map_or(server, |asked| server.min(asked)))
 }
 
 fn header_str(req: &HttpRequest, name: header::HeaderName) -> Option<&str> {

@@ -9,6 +9,7 @@ mod golden;
 mod hostile;
 mod large;
 mod lifecycle;
+mod limits;
 mod metrics;
 mod reload;
 mod scripts;
