@@ -1,9 +1,9 @@
 //! The sessions of one model and the threads that feed them.
 //!
-//! Every request is admitted against one bound (`capacity` requests in flight) before its
-//! body is read; past it the request is refused at once. Small requests are then scored on
-//! the HTTP thread they arrived on, with the others of the same event-loop turn (`local`).
-//! Large ones, and any that find every session busy, wait in one queue whose batching
+//! Every request is admitted against one bound (`capacity` requests in flight); past it the
+//! request is refused at once. Small requests whose measured cost fits a 1 ms budget are then
+//! scored on the HTTP thread they arrived on, with the others of the same event-loop turn
+//! (`local`). Others, and any that find every session busy, wait in one queue whose batching
 //! decisions come from `batcher::State`: one worker thread per session takes the next batch,
 //! joins its frames into one run and cuts the outputs back per request. A request whose
 //! deadline passed while queued is answered without being run.
@@ -11,7 +11,7 @@
 //! Cutting a large request into one piece per session was measured slower (10,000-row
 //! requests at 2 connections: 260-270k against 300-336k rows/s), so a request runs whole.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -66,7 +66,17 @@ pub(super) struct Shared {
     wake: Condvar,
     sessions: Vec<Mutex<Session>>,
     metrics: Arc<Metrics>,
+    /// Measured cost of a row, in ns (a moving average over recent runs; 0 until the first
+    /// run): whether a request is cheap enough to run on an HTTP thread.
+    ns_per_row: AtomicU64,
 }
+
+/// The most inference time an HTTP thread may spend in one event-loop turn. Everything else
+/// on that thread (`/ping`, `/metrics`, other connections' reads, deadline timers) waits
+/// while it runs, so a request (or a turn's gathered requests) estimated to take longer goes
+/// to the worker threads. 1 ms keeps one-row and 100-row tabular requests inline (the
+/// measured gain of the local path) and hands heavy models or large batches off.
+const INLINE_BUDGET_NS: u64 = 1_000_000;
 
 pub struct Engine {
     shared: Arc<Shared>,
@@ -91,6 +101,7 @@ impl Engine {
             wake: Condvar::new(),
             sessions: sessions.into_iter().map(Mutex::new).collect(),
             metrics,
+            ns_per_row: AtomicU64::new(0),
         });
         let workers = (0..n)
             .filter_map(|i| {
@@ -141,8 +152,10 @@ impl Engine {
         deadline: Instant,
     ) -> Result<Scored, EngineError> {
         let sh = &self.shared;
-        let local =
-            frame.rows <= sh.policy.max_rows && sh.policy.max_delay.is_zero() && local::available();
+        let local = frame.rows <= sh.policy.max_rows
+            && sh.policy.max_delay.is_zero()
+            && sh.fits_inline(frame.rows)
+            && local::available();
         let rx = if local {
             let (reply, rx) = oneshot::channel();
             local::enqueue(&self.shared, entry(frame, deadline, reply));
@@ -187,6 +200,52 @@ impl Engine {
 impl Shared {
     pub(super) fn in_flight(&self) -> usize {
         self.admitted.load(Ordering::Relaxed)
+    }
+
+    /// The estimated run time of `rows` rows, in ns; None before any run was measured.
+    fn estimate(&self, rows: usize) -> Option<u64> {
+        match self.ns_per_row.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(ns.saturating_mul(rows as u64)),
+        }
+    }
+
+    /// Whether `rows` rows may run on an HTTP thread. Unmeasured models run on the workers
+    /// first: a model whose first run takes a second must not take an event loop with it.
+    fn fits_inline(&self, rows: usize) -> bool {
+        self.estimate(rows).is_some_and(|ns| ns <= INLINE_BUDGET_NS)
+    }
+
+    /// Folds one run into the cost per row (an exponential moving average, 1/8 weight).
+    fn measured(&self, rows: usize, took: Duration) {
+        let sample = (took.as_nanos() / rows.max(1) as u128).clamp(1, u64::MAX as u128) as u64;
+        let old = self.ns_per_row.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            old - old / 8 + sample / 8
+        };
+        self.ns_per_row.store(new.max(1), Ordering::Relaxed);
+    }
+
+    /// Hands jobs to the worker threads (an HTTP thread must never block on a session).
+    fn to_workers(&self, jobs: impl IntoIterator<Item = Entry<Job>>) {
+        let mut q = lock(&self.queue);
+        for e in jobs {
+            if q.closed {
+                let _ = e.item.reply.send(Err(EngineError::Stopped));
+                continue;
+            }
+            // Admission was checked in `score`; the queue's own bound is a backstop.
+            if let Err(e) = q.state.push(e) {
+                let _ = e
+                    .item
+                    .reply
+                    .send(Err(EngineError::Overloaded(self.policy.capacity)));
+            }
+        }
+        drop(q);
+        self.wake.notify_all();
     }
 }
 
@@ -270,22 +329,12 @@ fn run_batch(sh: &Shared, index: usize, batch: Vec<Entry<Job>>) {
 }
 
 /// Runs jobs gathered on an HTTP thread (see `local`): on an idle session, split into
-/// batches by the policy; when every session is busy they join the workers' queue instead,
-/// since an HTTP thread must never block waiting for a session.
+/// batches by the policy, for at most `INLINE_BUDGET_NS` of estimated inference; the rest,
+/// or all when every session is busy, join the workers' queue instead, since an HTTP thread
+/// must never block waiting for a session or run long enough to delay its other connections.
 pub(super) fn run_here(sh: &Shared, jobs: Vec<Entry<Job>>) {
     let Some(mut session) = sh.sessions.iter().find_map(|s| s.try_lock().ok()) else {
-        let mut q = lock(&sh.queue);
-        for e in jobs {
-            // Admission was checked in `score`; the queue's own bound is a backstop.
-            if let Err(e) = q.state.push(e) {
-                let _ = e
-                    .item
-                    .reply
-                    .send(Err(EngineError::Overloaded(sh.policy.capacity)));
-            }
-        }
-        drop(q);
-        sh.wake.notify_all();
+        sh.to_workers(jobs);
         return;
     };
     let mut batches = State::new(Policy {
@@ -300,7 +349,16 @@ pub(super) fn run_here(sh: &Shared, jobs: Vec<Entry<Job>>) {
     for e in batches.expire(now) {
         let _ = e.item.reply.send(Err(EngineError::DeadlineExceeded));
     }
+    let mut spent: u64 = 0;
     while let Next::Run(batch) = batches.next(now) {
+        let rows = batch.iter().map(|e| e.rows).sum();
+        let cost = sh.estimate(rows).unwrap_or(u64::MAX);
+        if spent.saturating_add(cost) > INLINE_BUDGET_NS {
+            drop(session);
+            sh.to_workers(batch.into_iter().chain(batches.drain()));
+            return;
+        }
+        spent = spent.saturating_add(cost);
         run_entries(sh, &mut session, batch);
     }
 }
@@ -321,6 +379,7 @@ fn run_entries(sh: &Shared, session: &mut Session, batch: Vec<Entry<Job>>) {
         let e = live.into_iter().next().map(|e| (e.enqueued, e.item));
         if let Some((enqueued, job)) = e {
             let result = session::run(session, job.frame);
+            sh.measured(rows, started.elapsed());
             reply(job.reply, result, enqueued, started);
         }
         return;
@@ -333,6 +392,7 @@ fn run_entries(sh: &Shared, session: &mut Session, batch: Vec<Entry<Job>>) {
     let pieces = combine::concat(&frames)
         .and_then(|f| session::run(session, f))
         .and_then(|outputs| combine::split(outputs, &sizes));
+    sh.measured(rows, started.elapsed());
     match pieces {
         Ok(pieces) => {
             for ((enqueued, tx), outputs) in meta.into_iter().zip(pieces) {

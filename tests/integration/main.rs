@@ -7,6 +7,7 @@ mod common;
 mod errors;
 mod golden;
 mod hostile;
+mod isolation;
 mod large;
 mod lifecycle;
 mod limits;
