@@ -154,6 +154,17 @@ pub struct ServeConfig {
     /// Rows of synthetic input per warm-up run.
     #[arg(long, env = "MLAPP_WARMUP_ROWS", default_value_t = 8)]
     pub warmup_rows: usize,
+
+    /// MiB of request bodies held at once, summed over all requests being read or scored;
+    /// past it a new body gets 503 with Retry-After at once. Default: 8 bodies at the
+    /// payload limit, at least 256 MiB.
+    #[arg(long, env = "MLAPP_BODY_MEMORY_MB")]
+    pub body_memory_mb: Option<f64>,
+
+    /// Seconds a request body may stall (no bytes arriving) before the request gets 408 and
+    /// its connection is closed. Request heads must arrive within 5 s.
+    #[arg(long, env = "MLAPP_BODY_IDLE_TIMEOUT", default_value_t = 30.0)]
+    pub body_idle_timeout: f64,
 }
 
 /// Which model, and from where: shared by `serve` and `transform`.
@@ -291,6 +302,17 @@ impl ServeConfig {
         Duration::from_secs_f64(secs.max(0.001))
     }
 
+    pub fn body_memory_bytes(&self) -> usize {
+        match self.body_memory_mb {
+            Some(mb) => (mb * MIB) as usize,
+            None => self.max_payload_bytes().saturating_mul(8).max(256 << 20),
+        }
+    }
+
+    pub fn body_idle_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.body_idle_timeout)
+    }
+
     pub fn max_batch_delay(&self) -> Duration {
         Duration::from_secs_f64(self.max_batch_delay_ms / 1e3)
     }
@@ -327,6 +349,15 @@ impl ServeConfig {
             "--model-poll-seconds / MLAPP_MODEL_POLL_SECONDS",
             self.model_poll_seconds,
             0.0,
+            DAY_SECS,
+        )?;
+        if let Some(mb) = self.body_memory_mb {
+            in_range("--body-memory-mb / MLAPP_BODY_MEMORY_MB", mb, 1.0, MAX_PAYLOAD_MB)?;
+        }
+        in_range(
+            "--body-idle-timeout / MLAPP_BODY_IDLE_TIMEOUT",
+            self.body_idle_timeout,
+            0.001,
             DAY_SECS,
         )?;
         in_range(

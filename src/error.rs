@@ -16,6 +16,8 @@ pub enum ApiError {
     #[error("could not read the request body: {0}")]
     BodyRead(String),
     #[error("{0}")]
+    BodyTimeout(String),
+    #[error("{0}")]
     BadHeader(String),
     #[error("the model is not ready: {0}")]
     NotReady(String),
@@ -33,6 +35,7 @@ impl ApiError {
             Self::Decode(e) if e.is_malformed() => 400,
             Self::Decode(_) => 422,
             Self::BodyRead(_) | Self::BadHeader(_) => 400,
+            Self::BodyTimeout(_) => 408,
             Self::Media(MediaError::UnsupportedContentType(_)) => 415,
             Self::Media(MediaError::NotAcceptable(_)) => 406,
             Self::PayloadTooLarge { .. } => 413,
@@ -46,6 +49,7 @@ impl ApiError {
         match self {
             Self::Decode(e) => e.code(),
             Self::BodyRead(_) => "invalid_body",
+            Self::BodyTimeout(_) => "body_timeout",
             Self::BadHeader(_) => "invalid_header",
             Self::Media(MediaError::UnsupportedContentType(_)) => "unsupported_content_type",
             Self::Media(MediaError::NotAcceptable(_)) => "not_acceptable",

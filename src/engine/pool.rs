@@ -134,9 +134,11 @@ impl Engine {
     }
 
     /// Admits one request, or refuses it at once when `capacity` requests are already in
-    /// flight. Callers take the ticket before reading the request's body, so a refusal
-    /// costs no parsing and bodies in memory stay bounded; it is held until the answer.
-    pub fn admit(&self) -> Result<Admitted<'_>, EngineError> {
+    /// flight. Callers take the ticket once the body is read (bodies being read are bounded
+    /// in bytes, by the HTTP layer) and before decoding it, so a refusal costs no parsing.
+    /// The ticket is owned: work that outlives its request (a decode on the blocking pool
+    /// when the deadline passed) keeps holding it until it really ends.
+    pub fn admit(&self) -> Result<Admitted, EngineError> {
         Admitted::enter(&self.shared)
     }
 
@@ -145,9 +147,10 @@ impl Engine {
     /// On an HTTP thread, requests that fit one batch are gathered for the rest of the
     /// event-loop turn and scored together on that thread (`local`); larger ones, or any
     /// when a batching delay is configured, go to the worker threads' queue.
+    /// `_ticket` proves the request was admitted; it is not otherwise used.
     pub async fn score(
         &self,
-        _ticket: &Admitted<'_>,
+        _ticket: &Admitted,
         frame: Frame,
         deadline: Instant,
     ) -> Result<Scored, EngineError> {
@@ -259,13 +262,13 @@ fn entry(frame: Frame, deadline: Instant, reply: Reply) -> Entry<Job> {
 }
 
 /// One admitted request; leaves the count however the request ends (its future may be
-/// dropped when it times out).
-pub struct Admitted<'a>(&'a AtomicUsize);
+/// dropped when it times out, while blocking work it started still holds the ticket).
+pub struct Admitted(Arc<Shared>);
 
-impl<'a> Admitted<'a> {
-    fn enter(sh: &'a Shared) -> Result<Self, EngineError> {
+impl Admitted {
+    fn enter(sh: &Arc<Shared>) -> Result<Self, EngineError> {
         let before = sh.admitted.fetch_add(1, Ordering::AcqRel);
-        let me = Admitted(&sh.admitted);
+        let me = Admitted(Arc::clone(sh));
         if before >= sh.policy.capacity {
             return Err(EngineError::Overloaded(sh.policy.capacity));
         }
@@ -273,9 +276,9 @@ impl<'a> Admitted<'a> {
     }
 }
 
-impl Drop for Admitted<'_> {
+impl Drop for Admitted {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.admitted.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -28,7 +28,7 @@ pub const CHUNK_BYTES: usize = 2 * 1024 * 1024;
 
 pub struct Request<'a> {
     pub model: &'a Arc<LoadedModel>,
-    pub ticket: &'a Admitted<'a>,
+    pub ticket: &'a Admitted,
     pub metrics: &'a Metrics,
     pub format: InputFormat,
     pub accept: OutputFormat,

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use actix_web::http::header;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{chunked, error_response, AppState};
 use crate::batch::BadRecords;
@@ -18,8 +19,8 @@ use crate::monitor::Stage;
 /// Bodies up to this size are decoded on the HTTP worker; larger ones on the blocking pool,
 /// so one big request does not stall every connection of that worker.
 const INLINE_DECODE_BYTES: usize = 64 * 1024;
-/// After the limit is passed, at most this much more is read (and dropped) so the client can
-/// finish sending and read the 413; beyond that the connection is closed.
+/// After the limit is passed, at most this much more is read (and dropped, never kept) so the
+/// client can finish sending and read the 413; beyond that the connection is closed.
 pub(super) const DRAIN_BYTES: usize = 16 * 1024 * 1024;
 
 /// A client may ask for a shorter deadline than the server's timeout with this header
@@ -36,6 +37,13 @@ pub async fn invocations(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let started = Instant::now();
+    // Tests of the panic guard need a handler that panics; release builds have none.
+    #[cfg(debug_assertions)]
+    if req.headers().contains_key("x-mlapp-test-panic")
+        && std::env::var_os("MLAPP_TEST_PANICS").is_some()
+    {
+        panic!("a test asked for a panic");
+    }
     let timeout = match request_timeout(&req, state.settings.timeout) {
         Ok(t) => t,
         Err(e) => return reject(&state, &e),
@@ -55,7 +63,13 @@ pub async fn invocations(
 
 fn reject(state: &AppState, e: &ApiError) -> HttpResponse {
     state.metrics.rejected(e.code());
-    error_response(e)
+    let mut resp = error_response(e);
+    if matches!(e, ApiError::BodyTimeout(_)) {
+        // The rest of a stalled body may still come: the connection cannot be reused.
+        resp.head_mut()
+            .set_connection_type(actix_web::http::ConnectionType::Close);
+    }
+    resp
 }
 
 fn request_timeout(req: &HttpRequest, server: Duration) -> Result<Duration, ApiError> {
@@ -92,24 +106,30 @@ async fn handle(
     let model = state.model().map_err(ApiError::NotReady)?;
     req.extensions_mut()
         .insert(ServedBy(Arc::clone(&model.name)));
-    let ticket = model
-        .engine
-        .admit()
-        .map_err(|e| ApiError::from_engine(e, timeout))?;
+    let admit = || {
+        model
+            .engine
+            .admit()
+            .map_err(|e| ApiError::from_engine(e, timeout))
+    };
     let settings = &state.settings;
     let metrics = &state.metrics;
     let accept = media::output_format(header_str(req, header::ACCEPT), settings.default_accept)?;
     let placeholders = settings.bad_records == BadRecords::Placeholder;
     let declared = header_str(req, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
-    let piece_request = |format| chunked::Request {
+    let piece_request = |format, ticket| chunked::Request {
         model: &model,
-        ticket: &ticket,
+        ticket,
         metrics,
         format,
         accept,
         deadline,
         timeout,
         placeholders,
+    };
+    let body_read = BodyRead {
+        budget: &state.body_budget,
+        idle: settings.body_idle_timeout,
     };
     if settings.stream_bodies && model.batching {
         let format = media::input_format(
@@ -119,26 +139,34 @@ async fn handle(
             b"",
         )?;
         if chunked::streamable(format) {
-            let req = piece_request(format);
             let limit = (!settings.unbounded_bodies).then_some(settings.max_payload_bytes);
             if let Some(limit) = limit.filter(|&l| declared.is_some_and(|d| d > l as u64)) {
                 // Refused before anything is scored; drained as a body read whole would be.
-                return Err(read_body(payload, limit, declared).await.err().unwrap_or(
-                    ApiError::PayloadTooLarge {
+                return Err(body_read
+                    .read(payload, limit, declared)
+                    .await
+                    .err()
+                    .unwrap_or(ApiError::PayloadTooLarge {
                         limit,
                         given: declared,
-                    },
-                ));
+                    }));
             }
+            // A streamed body holds a few pieces, not the body: admitted like any request.
+            let ticket = admit()?;
+            let req = piece_request(format, &ticket);
             let mut resp = HttpResponse::Ok();
             resp.insert_header((header::CONTENT_TYPE, accept.mime()));
+            let payload = body_read.idle_bounded(payload);
             return Ok(match chunked::score_stream(req, payload, limit).await? {
                 chunked::Answer::Memory(bytes) => resp.body(bytes),
                 chunked::Answer::Spool(file) => resp.streaming(chunked::spool_stream(file)),
             });
         }
     }
-    let body = read_body(payload, settings.max_payload_bytes, declared).await?;
+    let (body, held) = body_read
+        .read(payload, settings.max_payload_bytes, declared)
+        .await?;
+    let ticket = admit()?;
     let format = media::input_format(
         header_str(req, header::CONTENT_TYPE),
         &settings.default_content_type,
@@ -153,7 +181,7 @@ async fn handle(
                 .then(|| std::iter::once(0..body.len()).collect())
         });
         if let Some(ranges) = ranges {
-            let req = piece_request(format);
+            let req = piece_request(format, &ticket);
             let answer = chunked::score(req, body.freeze(), ranges).await?;
             return Ok(HttpResponse::Ok()
                 .insert_header((header::CONTENT_TYPE, accept.mime()))
@@ -161,16 +189,21 @@ async fn handle(
         }
     }
     let t = Instant::now();
-    let frame = if body.len() <= INLINE_DECODE_BYTES {
-        codec::decode(format, &body, &model.signature)?
+    let (frame, ticket) = if body.len() <= INLINE_DECODE_BYTES {
+        (codec::decode(format, &body, &model.signature)?, ticket)
     } else {
         let m = Arc::clone(&model);
-        web::block(move || codec::decode(format, &body, &m.signature))
-            .await
-            .map_err(|e| ApiError::Internal(format!("decode task failed: {e}")))??
+        // The body's bytes and the ticket go with the work: if the deadline passes first,
+        // they stay counted until the decode really ends.
+        web::block(move || {
+            let frame = codec::decode(format, &body, &m.signature);
+            drop((body, held));
+            frame.map(|f| (f, ticket))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("decode task failed: {e}")))??
     };
     metrics.stage(Stage::Decode, t.elapsed());
-    let rows = frame.rows;
     let scored = model
         .engine
         .score(&ticket, frame, deadline)
@@ -180,13 +213,19 @@ async fn handle(
     metrics.stage(Stage::Inference, scored.inference);
     let t = Instant::now();
     let outputs = scored.outputs;
-    let body = if rows * model.signature.features.len() <= INLINE_DECODE_BYTES / 8 {
+    // What is encoded is the answer: its width is the outputs', not the features'.
+    let values: usize = outputs.tensors.iter().map(|t| t.data.len()).sum();
+    let body = if values <= INLINE_DECODE_BYTES / 8 {
         encode(&model, outputs, accept)?
     } else {
         let m = Arc::clone(&model);
-        web::block(move || encode(&m, outputs, accept))
-            .await
-            .map_err(|e| ApiError::Internal(format!("encode task failed: {e}")))??
+        web::block(move || {
+            let answer = encode(&m, outputs, accept);
+            drop(ticket);
+            answer
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("encode task failed: {e}")))??
     };
     metrics.stage(Stage::Encode, t.elapsed());
     Ok(HttpResponse::Ok()
@@ -205,34 +244,130 @@ fn encode(
     Ok(codec::encode(&predictions, accept))
 }
 
-/// Reads the whole body, refusing it past `limit`. A declared Content-Length over the limit
-/// is refused before reading; a body that grows past it is drained (up to a cap) so that the
-/// client reads a 413 rather than a reset connection.
-async fn read_body(
-    mut payload: web::Payload,
-    limit: usize,
-    declared: Option<u64>,
-) -> Result<web::BytesMut, ApiError> {
-    let too_large = |given| ApiError::PayloadTooLarge { limit, given };
-    let mut body =
-        web::BytesMut::with_capacity(declared.map_or(8 * 1024, |n| n.min(limit as u64) as usize));
-    let mut seen: u64 = 0;
-    let mut over = declared.is_some_and(|n| n > limit as u64);
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::BodyRead(e.to_string()))?;
-        seen += chunk.len() as u64;
-        if over || seen > limit as u64 {
-            over = true;
-            body.clear();
-            if seen > (limit + DRAIN_BYTES) as u64 {
-                break;
-            }
-            continue;
+/// How bodies are read: within a memory budget shared by every request, and with a bound
+/// on how long a client may stall.
+struct BodyRead<'a> {
+    budget: &'a Arc<Semaphore>,
+    idle: Duration,
+}
+
+/// Bytes of a body counted against the budget (in KiB permits: a `u32` count of them covers
+/// any body mlapp accepts), released when the body is dropped.
+type Held = Option<OwnedSemaphorePermit>;
+
+impl BodyRead<'_> {
+    /// Reads the whole body, refusing it past `limit`. A declared Content-Length over the
+    /// limit is refused before reading, and a body that grows past it is drained for at most
+    /// `DRAIN_BYTES` more (without keeping them) so that the client reads a 413 rather than a
+    /// reset connection. A body that would take the budget past its end is refused with 503.
+    async fn read(
+        &self,
+        mut payload: web::Payload,
+        limit: usize,
+        declared: Option<u64>,
+    ) -> Result<(web::BytesMut, Held), ApiError> {
+        let too_large = |given| ApiError::PayloadTooLarge { limit, given };
+        let mut over = declared.is_some_and(|n| n > limit as u64);
+        let mut held: Held = None;
+        let mut body = web::BytesMut::new();
+        if !over {
+            let want = declared.map_or(8 * 1024, |n| n as usize);
+            self.hold(&mut held, want)?;
+            body.reserve(want);
         }
-        body.extend_from_slice(&chunk);
+        let mut seen: u64 = 0;
+        let mut drained: u64 = 0;
+        while let Some(chunk) = self.next(&mut payload, seen).await? {
+            let chunk = chunk.map_err(|e| ApiError::BodyRead(e.to_string()))?;
+            seen += chunk.len() as u64;
+            if over || seen > limit as u64 {
+                if !over {
+                    over = true;
+                    body = web::BytesMut::new();
+                    held = None;
+                }
+                drained += chunk.len() as u64;
+                if drained > DRAIN_BYTES as u64 {
+                    break;
+                }
+                continue;
+            }
+            self.hold(&mut held, body.len() + chunk.len())?;
+            body.extend_from_slice(&chunk);
+        }
+        if over {
+            return Err(too_large(declared.or(Some(seen))));
+        }
+        Ok((body, held))
     }
-    if over {
-        return Err(too_large(declared.or(Some(seen))));
+
+    /// The next piece of the body, or 408 once the client stalled for `idle`.
+    async fn next(
+        &self,
+        payload: &mut web::Payload,
+        seen: u64,
+    ) -> Result<Option<Result<web::Bytes, actix_web::error::PayloadError>>, ApiError> {
+        tokio::time::timeout(self.idle, payload.next())
+            .await
+            .map_err(|_| stalled(self.idle, seen))
     }
-    Ok(body)
+
+    /// Grows what `held` counts to at least `bytes`.
+    fn hold(&self, held: &mut Held, bytes: usize) -> Result<(), ApiError> {
+        let have = held.as_ref().map_or(0, |p| p.num_permits());
+        let need = bytes.div_ceil(1024);
+        if need <= have {
+            return Ok(());
+        }
+        // Grown in steps, so a body arriving in small pieces takes few permits calls.
+        let more = (need - have).max(64).min(u32::MAX as usize) as u32;
+        let permit = Arc::clone(self.budget)
+            .try_acquire_many_owned(more)
+            .map_err(|_| {
+                ApiError::Overloaded(format!(
+                    "request bodies being read hold the whole body memory budget ({} MiB, --body-memory-mb)",
+                    (self.budget.available_permits() + have) / 1024
+                ))
+            })?;
+        match held {
+            Some(h) => h.merge(permit),
+            None => *held = Some(permit),
+        }
+        Ok(())
+    }
+
+    /// A streamed body whose client stalls for `idle` ends with an error naming the stall.
+    fn idle_bounded(
+        &self,
+        payload: web::Payload,
+    ) -> impl futures_util::Stream<Item = Result<web::Bytes, String>> + Unpin {
+        let idle = self.idle;
+        Box::pin(futures_util::stream::unfold(
+            (payload, 0u64, false),
+            move |(mut payload, seen, done)| async move {
+                if done {
+                    return None;
+                }
+                match tokio::time::timeout(idle, payload.next()).await {
+                    Ok(Some(Ok(b))) => {
+                        let seen = seen + b.len() as u64;
+                        Some((Ok(b), (payload, seen, false)))
+                    }
+                    Ok(Some(Err(e))) => Some((Err(e.to_string()), (payload, seen, true))),
+                    Ok(None) => None,
+                    Err(_) => Some((
+                        Err(stalled(idle, seen).to_string()),
+                        (payload, seen, true),
+                    )),
+                }
+            },
+        ))
+    }
+}
+
+fn stalled(idle: Duration, seen: u64) -> ApiError {
+    ApiError::BodyTimeout(format!(
+        "no bytes of the request body arrived for {:.1} s (after {seen} bytes; --body-idle-timeout)",
+        idle.as_secs_f64()
+    ))
 }

@@ -2,11 +2,14 @@
 //! warm up the model in the background, flip /ping to 200, drain on SIGTERM.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Service;
-use actix_web::{web, App, HttpMessage, HttpServer};
+use std::panic::AssertUnwindSafe;
+
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
 use futures_util::FutureExt;
 
 use super::invocations::ServedBy;
@@ -46,6 +49,8 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         bad_records: cfg.bad_records,
         stream_bodies: cfg.batch,
         unbounded_bodies: cfg.unbounded_bodies(),
+        body_memory_bytes: cfg.body_memory_bytes(),
+        body_idle_timeout: cfg.body_idle_timeout(),
     };
     let metrics = Arc::new(Metrics::new());
     let state = web::Data::new(AppState::new(
@@ -63,7 +68,14 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
                 .wrap_fn(|req, srv| {
                     let started = std::time::Instant::now();
                     let (method, path) = (req.method().clone(), req.path().to_owned());
-                    srv.call(req).map(move |mut res| {
+                    let request = req.request().clone();
+                    let answer = AssertUnwindSafe(srv.call(req)).catch_unwind();
+                    async move {
+                        // tokio would drop the connection with no answer: a bug still gets
+                        // the one error shape, and is counted.
+                        let mut res = answer.await.unwrap_or_else(|panic| {
+                            Ok(ServiceResponse::new(request, panicked(&*panic)))
+                        });
                         if let Ok(r) = &mut res {
                             let status = r.status().as_u16();
                             let took = started.elapsed();
@@ -87,7 +99,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
                             access_log(&method, &path, status, took);
                         }
                         res
-                    })
+                    }
                 })
                 .configure(super::routes)
         })
@@ -216,15 +228,62 @@ fn bind_failed(addr: &str) -> impl FnOnce(std::io::Error) -> ServeError + '_ {
     }
 }
 
+/// The answer for a handler that panicked; the panic message itself went to the log.
+fn panicked(panic: &(dyn std::any::Any + Send)) -> HttpResponse {
+    let what = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic");
+    log::error!("a request handler panicked: {what}");
+    super::error_response(&crate::error::ApiError::Internal(format!(
+        "the request handler failed unexpectedly ({what}); this is a bug in mlapp"
+    )))
+}
+
 fn access_log(method: &actix_web::http::Method, path: &str, status: u16, took: Duration) {
     let ms = took.as_secs_f64() * 1e3;
-    if path == "/ping" {
-        log::debug!("{method} {path} {status} {ms:.3}ms");
-    } else if status >= 500 && status != 503 {
-        log::error!("{method} {path} {status} {ms:.3}ms");
-    } else if status >= 400 {
-        log::warn!("{method} {path} {status} {ms:.3}ms");
-    } else {
-        log::debug!("{method} {path} {status} {ms:.3}ms");
+    log::debug!("{method} {path} {status} {ms:.3}ms");
+    // A refusal is the client's (4xx) or overload's (503), and errors are logged where they
+    // arise (`error_response`): per request they would flood the log exactly when the server
+    // is busiest, so only a count is logged, at most every 10 s. /metrics has every one.
+    if status >= 400 && path != "/ping" {
+        REFUSALS.record();
+    }
+}
+
+/// Requests refused since the last summary, and when that was (seconds since start).
+struct Refusals {
+    count: AtomicU64,
+    last: AtomicU64,
+}
+
+static REFUSALS: Refusals = Refusals {
+    count: AtomicU64::new(0),
+    last: AtomicU64::new(u64::MAX),
+};
+
+/// Seconds between two summaries of refused requests.
+const REFUSALS_EVERY: u64 = 10;
+
+impl Refusals {
+    fn record(&self) {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let now = START.get_or_init(std::time::Instant::now).elapsed().as_secs();
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let last = self.last.load(Ordering::Relaxed);
+        let due = last == u64::MAX || now >= last.saturating_add(REFUSALS_EVERY);
+        // One thread wins the summary; the others only count.
+        if due
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let n = self.count.swap(0, Ordering::Relaxed);
+            log::warn!(
+                "{n} request(s) refused with 4xx/5xx since the last summary (by status in mlapp_http_requests_total, each one in the debug log)"
+            );
+        }
     }
 }

@@ -29,6 +29,10 @@ pub struct Settings {
     pub stream_bodies: bool,
     /// ...with no size limit (`MaxPayloadInMB=0`).
     pub unbounded_bodies: bool,
+    /// Bytes of request bodies that may be held at once, summed over requests.
+    pub body_memory_bytes: usize,
+    /// Longest wait for the next bytes of a body; a client that stalls longer gets 408.
+    pub body_idle_timeout: Duration,
 }
 
 pub struct AppState {
@@ -40,11 +44,17 @@ pub struct AppState {
     status: Mutex<ModelStatus>,
     /// Set on SIGTERM: answers then close their connections (see `server`).
     draining: AtomicBool,
+    /// Bytes of bodies being read or held, in permits of one byte (`body_memory_bytes`).
+    pub body_budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
     pub fn new(settings: Settings, readiness: Readiness, metrics: Arc<Metrics>) -> Self {
+        let budget = settings
+            .body_memory_bytes
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
         Self {
+            body_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
             settings,
             metrics,
             readiness: RwLock::new(readiness),

@@ -200,6 +200,7 @@ pub struct Metrics {
     model: RwLock<Option<ModelInfo>>,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    panics: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -225,6 +226,7 @@ impl Metrics {
             model: RwLock::new(None),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            panics: AtomicU64::new(0),
         }
     }
 
@@ -249,6 +251,11 @@ impl Metrics {
         self.rows_scored.fetch_add(rows as u64, Relaxed);
         self.batch_rows.observe(rows as f64);
         self.batch_requests.observe(requests as f64);
+    }
+
+    /// A handler that panicked (a bug): its client got a 500.
+    pub fn panicked(&self) {
+        self.panics.fetch_add(1, Relaxed);
     }
 
     pub fn rejected(&self, reason: &'static str) {
@@ -349,6 +356,12 @@ impl Metrics {
             "mlapp_inference_runs_total",
             "ONNX Runtime runs.",
             self.runs.load(Relaxed),
+        );
+        counter(
+            o,
+            "mlapp_handler_panics_total",
+            "Requests whose handler panicked (a bug); each was answered 500.",
+            self.panics.load(Relaxed),
         );
         header(
             o,
