@@ -352,7 +352,12 @@ impl ServeConfig {
             DAY_SECS,
         )?;
         if let Some(mb) = self.body_memory_mb {
-            in_range("--body-memory-mb / MLAPP_BODY_MEMORY_MB", mb, 1.0, MAX_PAYLOAD_MB)?;
+            in_range(
+                "--body-memory-mb / MLAPP_BODY_MEMORY_MB",
+                mb,
+                1.0,
+                MAX_PAYLOAD_MB,
+            )?;
         }
         in_range(
             "--body-idle-timeout / MLAPP_BODY_IDLE_TIMEOUT",

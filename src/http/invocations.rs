@@ -355,10 +355,7 @@ impl BodyRead<'_> {
                     }
                     Ok(Some(Err(e))) => Some((Err(e.to_string()), (payload, seen, true))),
                     Ok(None) => None,
-                    Err(_) => Some((
-                        Err(stalled(idle, seen).to_string()),
-                        (payload, seen, true),
-                    )),
+                    Err(_) => Some((Err(stalled(idle, seen).to_string()), (payload, seen, true))),
                 }
             },
         ))

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use std::panic::AssertUnwindSafe;
 
-use actix_web::dev::{Service, ServiceResponse};
+use actix_web::dev::Service;
 use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
 use futures_util::FutureExt;
 
@@ -68,13 +68,19 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
                 .wrap_fn(|req, srv| {
                     let started = std::time::Instant::now();
                     let (method, path) = (req.method().clone(), req.path().to_owned());
-                    let request = req.request().clone();
+                    let metrics = req
+                        .app_data::<web::Data<AppState>>()
+                        .map(|s| Arc::clone(&s.metrics));
                     let answer = AssertUnwindSafe(srv.call(req)).catch_unwind();
                     async move {
                         // tokio would drop the connection with no answer: a bug still gets
-                        // the one error shape, and is counted.
+                        // the one error shape (actix answers an Err with its response), and
+                        // is counted.
                         let mut res = answer.await.unwrap_or_else(|panic| {
-                            Ok(ServiceResponse::new(request, panicked(&*panic)))
+                            if let Some(m) = &metrics {
+                                m.panicked();
+                            }
+                            Err(Panicked::from(&*panic).into())
                         });
                         if let Ok(r) = &mut res {
                             let status = r.status().as_u16();
@@ -228,17 +234,37 @@ fn bind_failed(addr: &str) -> impl FnOnce(std::io::Error) -> ServeError + '_ {
     }
 }
 
-/// The answer for a handler that panicked; the panic message itself went to the log.
-fn panicked(panic: &(dyn std::any::Any + Send)) -> HttpResponse {
-    let what = panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("a panic");
-    log::error!("a request handler panicked: {what}");
-    super::error_response(&crate::error::ApiError::Internal(format!(
-        "the request handler failed unexpectedly ({what}); this is a bug in mlapp"
-    )))
+/// A handler that panicked, answered as a 500 in the one error shape.
+#[derive(Debug)]
+struct Panicked(crate::error::ApiError);
+
+impl From<&(dyn std::any::Any + Send)> for Panicked {
+    fn from(panic: &(dyn std::any::Any + Send)) -> Self {
+        let what = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("a panic");
+        Self(crate::error::ApiError::Internal(format!(
+            "the request handler failed unexpectedly ({what}); this is a bug in mlapp"
+        )))
+    }
+}
+
+impl std::fmt::Display for Panicked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl actix_web::ResponseError for Panicked {
+    fn status_code(&self) -> actix_web::http::StatusCode {
+        actix_web::http::StatusCode::INTERNAL_SERVER_ERROR
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        super::error_response(&self.0)
+    }
 }
 
 fn access_log(method: &actix_web::http::Method, path: &str, status: u16, took: Duration) {
@@ -269,7 +295,10 @@ const REFUSALS_EVERY: u64 = 10;
 impl Refusals {
     fn record(&self) {
         static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-        let now = START.get_or_init(std::time::Instant::now).elapsed().as_secs();
+        let now = START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_secs();
         self.count.fetch_add(1, Ordering::Relaxed);
         let last = self.last.load(Ordering::Relaxed);
         let due = last == u64::MAX || now >= last.saturating_add(REFUSALS_EVERY);

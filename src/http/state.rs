@@ -44,15 +44,14 @@ pub struct AppState {
     status: Mutex<ModelStatus>,
     /// Set on SIGTERM: answers then close their connections (see `server`).
     draining: AtomicBool,
-    /// Bytes of bodies being read or held, in permits of one byte (`body_memory_bytes`).
+    /// Bodies being read or held, in permits of 1 KiB (`body_memory_bytes`).
     pub body_budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
     pub fn new(settings: Settings, readiness: Readiness, metrics: Arc<Metrics>) -> Self {
-        let budget = settings
-            .body_memory_bytes
-            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        // Permits of 1 KiB (see `invocations::BodyRead`).
+        let budget = (settings.body_memory_bytes / 1024).min(tokio::sync::Semaphore::MAX_PERMITS);
         Self {
             body_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
             settings,

@@ -3,6 +3,7 @@
 
 mod batch;
 mod batching;
+mod clients;
 mod common;
 mod errors;
 mod golden;
