@@ -139,6 +139,12 @@ pub struct ServeConfig {
     /// Rows of synthetic input per warm-up run.
     #[arg(long, env = "MLAPP_WARMUP_ROWS", default_value_t = 8)]
     pub warmup_rows: usize,
+
+    /// File of bearer tokens, one per line (blank lines and # comments skipped). When set,
+    /// every route of the main port but /ping needs `Authorization: Bearer <token>`; the
+    /// file is re-read on SIGHUP. For VMs: SageMaker authenticates callers itself.
+    #[arg(long, env = "MLAPP_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
 }
 
 /// Which model, and from where: shared by `serve` and `transform`.

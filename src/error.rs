@@ -17,6 +17,8 @@ pub enum ApiError {
     BodyRead(String),
     #[error("{0}")]
     BadHeader(String),
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("the model is not ready: {0}")]
     NotReady(String),
     #[error("the server is overloaded: {0}; retry later")]
@@ -33,6 +35,7 @@ impl ApiError {
             Self::Decode(e) if e.is_malformed() => 400,
             Self::Decode(_) => 422,
             Self::BodyRead(_) | Self::BadHeader(_) => 400,
+            Self::Unauthorized(_) => 401,
             Self::Media(MediaError::UnsupportedContentType(_)) => 415,
             Self::Media(MediaError::NotAcceptable(_)) => 406,
             Self::PayloadTooLarge { .. } => 413,
@@ -47,6 +50,7 @@ impl ApiError {
             Self::Decode(e) => e.code(),
             Self::BodyRead(_) => "invalid_body",
             Self::BadHeader(_) => "invalid_header",
+            Self::Unauthorized(_) => "unauthorized",
             Self::Media(MediaError::UnsupportedContentType(_)) => "unsupported_content_type",
             Self::Media(MediaError::NotAcceptable(_)) => "not_acceptable",
             Self::PayloadTooLarge { .. } => "payload_too_large",

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use actix_web::dev::Service;
 use actix_web::{web, App, HttpMessage, HttpServer};
+use futures_util::future::{ready, Either};
 use futures_util::FutureExt;
 
+use super::auth::{AuthError, Tokens};
 use super::invocations::ServedBy;
 use super::reload::{Loader, Trigger};
 use super::{AppState, Readiness, Settings};
@@ -31,10 +33,25 @@ pub enum ServeError {
     },
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
     cfg.validate().map_err(ServeError::Config)?;
+    // Files that are wrong fail the start at once, before any port is bound.
+    let tokens = match &cfg.auth_token_file {
+        Some(path) => {
+            let t = Tokens::load(path)?;
+            log::info!(
+                "bearer tokens required on every route but /ping ({} tokens from {})",
+                t.len(),
+                path.display()
+            );
+            Some(Arc::new(t))
+        }
+        None => None,
+    };
     let (env, _) = runtime::init(cfg.ort_dylib.as_deref())?;
     let settings = Settings {
         max_payload_bytes: cfg.max_payload_bytes(),
@@ -57,13 +74,31 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
     actix_web::rt::System::new().block_on(async {
         let app_state = state.clone();
         let addr = format!("{}:{}", cfg.host, cfg.port);
+        let app_tokens = tokens.clone();
         let server = HttpServer::new(move || {
+            let tokens = app_tokens.clone();
             App::new()
                 .app_data(app_state.clone())
-                .wrap_fn(|req, srv| {
+                .wrap_fn(move |req, srv| {
                     let started = std::time::Instant::now();
                     let (method, path) = (req.method().clone(), req.path().to_owned());
-                    srv.call(req).map(move |mut res| {
+                    // Without a token file this is one branch on a None.
+                    let refused = match &tokens {
+                        Some(t) if path != "/ping" => t
+                            .allows(req.headers().get(actix_web::http::header::AUTHORIZATION))
+                            .err(),
+                        _ => None,
+                    };
+                    let answer = match refused {
+                        Some(why) => {
+                            if let Some(state) = req.app_data::<web::Data<AppState>>() {
+                                state.metrics.rejected("unauthorized");
+                            }
+                            Either::Left(ready(Ok(req.into_response(why.response()))))
+                        }
+                        None => Either::Right(srv.call(req)),
+                    };
+                    answer.map(move |mut res| {
                         if let Ok(r) = &mut res {
                             let status = r.status().as_u16();
                             let took = started.elapsed();
@@ -156,6 +191,12 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         };
         // SIGHUP's default action ends the process: take it over before anything can send it.
         let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        // A stream of its own, so that token rotation does not wait on, or fail with, a model
+        // reload.
+        let token_hangups = match tokens {
+            Some(t) => Some((t, signal(SignalKind::hangup())?)),
+            None => None,
+        };
         let reload = loader.spawn()?;
         actix_web::rt::spawn(async move {
             while hangups.recv().await.is_some() {
@@ -164,6 +205,19 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
                 }
             }
         });
+        if let Some((tokens, mut hangups)) = token_hangups {
+            actix_web::rt::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    match tokens.reload() {
+                        Ok(n) => log::info!("SIGHUP: {n} bearer tokens in force"),
+                        Err(e) => log::error!(
+                            "SIGHUP: keeping the {} bearer tokens in force: {e}",
+                            tokens.len()
+                        ),
+                    }
+                }
+            });
+        }
 
         running.await?;
         let left = state.live().in_flight;
@@ -218,7 +272,8 @@ fn bind_failed(addr: &str) -> impl FnOnce(std::io::Error) -> ServeError + '_ {
 
 fn access_log(method: &actix_web::http::Method, path: &str, status: u16, took: Duration) {
     let ms = took.as_secs_f64() * 1e3;
-    if path == "/ping" {
+    // Refused tokens (401) are counted in metrics, not logged: a scan would flood the log.
+    if path == "/ping" || status == 401 {
         log::debug!("{method} {path} {status} {ms:.3}ms");
     } else if status >= 500 && status != 503 {
         log::error!("{method} {path} {status} {ms:.3}ms");
