@@ -10,6 +10,7 @@ mod ping;
 pub mod reload;
 pub mod server;
 mod state;
+pub mod tls;
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};

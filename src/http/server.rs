@@ -13,6 +13,7 @@ use futures_util::FutureExt;
 use super::auth::{AuthError, Tokens};
 use super::invocations::ServedBy;
 use super::reload::{Loader, Trigger};
+use super::tls::TlsError;
 use super::{AppState, Readiness, Settings};
 use crate::codec::media;
 use crate::config::ServeConfig;
@@ -35,6 +36,8 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Auth(#[from] AuthError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
@@ -51,6 +54,10 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
             Some(Arc::new(t))
         }
         None => None,
+    };
+    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => Some(super::tls::server_config(cert, key)?),
+        _ => None,
     };
     let (env, _) = runtime::init(cfg.ort_dylib.as_deref())?;
     let settings = Settings {
@@ -130,12 +137,16 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         .backlog(2048)
         .shutdown_timeout(cfg.shutdown_timeout)
         // Signals are handled below, so that the drain is logged.
-        .disable_signals()
-        .bind(&addr)
+        .disable_signals();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let server = match tls {
+            Some(tls) => server.bind_rustls_0_23(&addr, tls),
+            None => server.bind(&addr),
+        }
         .map_err(bind_failed(&addr))?;
         for a in server.addrs() {
             // Tests and scripts read this line to find a port chosen with --port 0.
-            println!("mlapp listening on http://{a}");
+            println!("mlapp listening on {scheme}://{a}");
         }
         let _ = std::io::stdout().flush();
         let running = server.run();

@@ -14,4 +14,5 @@ mod metrics;
 mod reload;
 mod scripts;
 mod sources;
+mod tls;
 mod transform;
