@@ -165,6 +165,20 @@ pub struct ServeConfig {
     /// its connection is closed. Request heads must arrive within 5 s.
     #[arg(long, env = "MLAPP_BODY_IDLE_TIMEOUT", default_value_t = 30.0)]
     pub body_idle_timeout: f64,
+
+    /// File of bearer tokens, one per line (blank lines and # comments skipped). When set,
+    /// every route of the main port but /ping needs `Authorization: Bearer <token>`; the
+    /// file is re-read on SIGHUP. For VMs: SageMaker authenticates callers itself.
+    #[arg(long, env = "MLAPP_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+
+    /// PEM certificate chain (leaf first): serve HTTPS on the main port. Needs --tls-key.
+    #[arg(long, env = "MLAPP_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "MLAPP_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Which model, and from where: shared by `serve` and `transform`.
@@ -441,6 +455,15 @@ impl ServeConfig {
         }
         crate::codec::media::input_format(Some(&self.default_content_type), "", false, b"")
             .map_err(|e| format!("--default-content-type: {e}"))?;
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Err("--tls-cert / MLAPP_TLS_CERT needs --tls-key / MLAPP_TLS_KEY".into())
+            }
+            (None, Some(_)) => {
+                return Err("--tls-key / MLAPP_TLS_KEY needs --tls-cert / MLAPP_TLS_CERT".into())
+            }
+            _ => {}
+        }
         Ok(())
     }
 }
@@ -479,5 +502,17 @@ mod tests {
             parse(&["--max-payload-mb", "0"]).max_payload_bytes(),
             100 << 20
         );
+    }
+
+    #[test]
+    fn tls_needs_both_a_certificate_and_a_key() {
+        assert!(parse(&[]).validate().is_ok());
+        assert!(parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem"])
+            .validate()
+            .is_ok());
+        let e = parse(&["--tls-cert", "c.pem"]).validate().unwrap_err();
+        assert!(e.contains("needs --tls-key"), "{e}");
+        let e = parse(&["--tls-key", "k.pem"]).validate().unwrap_err();
+        assert!(e.contains("needs --tls-cert"), "{e}");
     }
 }

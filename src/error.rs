@@ -19,6 +19,8 @@ pub enum ApiError {
     BodyTimeout(String),
     #[error("{0}")]
     BadHeader(String),
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("the model is not ready: {0}")]
     NotReady(String),
     #[error("the server is overloaded: {0}; retry later")]
@@ -36,6 +38,7 @@ impl ApiError {
             Self::Decode(_) => 422,
             Self::BodyRead(_) | Self::BadHeader(_) => 400,
             Self::BodyTimeout(_) => 408,
+            Self::Unauthorized(_) => 401,
             Self::Media(MediaError::UnsupportedContentType(_)) => 415,
             Self::Media(MediaError::NotAcceptable(_)) => 406,
             Self::PayloadTooLarge { .. } => 413,
@@ -51,6 +54,7 @@ impl ApiError {
             Self::BodyRead(_) => "invalid_body",
             Self::BodyTimeout(_) => "body_timeout",
             Self::BadHeader(_) => "invalid_header",
+            Self::Unauthorized(_) => "unauthorized",
             Self::Media(MediaError::UnsupportedContentType(_)) => "unsupported_content_type",
             Self::Media(MediaError::NotAcceptable(_)) => "not_acceptable",
             Self::PayloadTooLarge { .. } => "payload_too_large",

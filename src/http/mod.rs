@@ -1,5 +1,6 @@
 //! HTTP: thin handlers over the core. They read headers, call codec/engine, map the result.
 
+pub mod auth;
 mod chunked;
 mod execution_parameters;
 mod info;
@@ -9,6 +10,7 @@ mod ping;
 pub mod reload;
 pub mod server;
 mod state;
+pub mod tls;
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};

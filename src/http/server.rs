@@ -10,10 +10,13 @@ use std::panic::AssertUnwindSafe;
 
 use actix_web::dev::Service;
 use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
+use futures_util::future::{ready, Either};
 use futures_util::FutureExt;
 
+use super::auth::{AuthError, Tokens};
 use super::invocations::ServedBy;
 use super::reload::{Loader, Trigger};
+use super::tls::TlsError;
 use super::{AppState, Readiness, Settings};
 use crate::codec::media;
 use crate::config::ServeConfig;
@@ -34,10 +37,31 @@ pub enum ServeError {
     },
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
     cfg.validate().map_err(ServeError::Config)?;
+    // Files that are wrong fail the start at once, before any port is bound.
+    let tokens = match &cfg.auth_token_file {
+        Some(path) => {
+            let t = Tokens::load(path)?;
+            log::info!(
+                "bearer tokens required on every route but /ping ({} tokens from {})",
+                t.len(),
+                path.display()
+            );
+            Some(Arc::new(t))
+        }
+        None => None,
+    };
+    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => Some(super::tls::server_config(cert, key)?),
+        _ => None,
+    };
     let (env, _) = runtime::init(cfg.ort_dylib.as_deref())?;
     let settings = Settings {
         max_payload_bytes: cfg.max_payload_bytes(),
@@ -62,26 +86,46 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
     actix_web::rt::System::new().block_on(async {
         let app_state = state.clone();
         let addr = format!("{}:{}", cfg.host, cfg.port);
+        let app_tokens = tokens.clone();
         let server = HttpServer::new(move || {
+            let tokens = app_tokens.clone();
             App::new()
                 .app_data(app_state.clone())
-                .wrap_fn(|req, srv| {
+                .wrap_fn(move |req, srv| {
                     let started = std::time::Instant::now();
                     let (method, path) = (req.method().clone(), req.path().to_owned());
                     let metrics = req
                         .app_data::<web::Data<AppState>>()
                         .map(|s| Arc::clone(&s.metrics));
-                    let answer = AssertUnwindSafe(srv.call(req)).catch_unwind();
-                    async move {
+                    // Without a token file this is one branch on a None.
+                    let refused = match &tokens {
+                        Some(t) if path != "/ping" => t
+                            .allows(req.headers().get(actix_web::http::header::AUTHORIZATION))
+                            .err(),
+                        _ => None,
+                    };
+                    let answer = match refused {
+                        Some(why) => {
+                            if let Some(m) = &metrics {
+                                m.rejected("unauthorized");
+                            }
+                            Either::Left(ready(Ok(req.into_response(why.response()))))
+                        }
                         // tokio would drop the connection with no answer: a bug still gets
                         // the one error shape (actix answers an Err with its response), and
                         // is counted.
-                        let mut res = answer.await.unwrap_or_else(|panic| {
-                            if let Some(m) = &metrics {
-                                m.panicked();
-                            }
-                            Err(Panicked::from(&*panic).into())
-                        });
+                        None => Either::Right(AssertUnwindSafe(srv.call(req)).catch_unwind().map(
+                            move |answer| {
+                                answer.unwrap_or_else(|panic| {
+                                    if let Some(m) = &metrics {
+                                        m.panicked();
+                                    }
+                                    Err(Panicked::from(&*panic).into())
+                                })
+                            },
+                        )),
+                    };
+                    answer.map(move |mut res| {
                         if let Ok(r) = &mut res {
                             let status = r.status().as_u16();
                             let took = started.elapsed();
@@ -105,7 +149,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
                             access_log(&method, &path, status, took);
                         }
                         res
-                    }
+                    })
                 })
                 .configure(super::routes)
         })
@@ -113,12 +157,16 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         .backlog(2048)
         .shutdown_timeout(cfg.shutdown_timeout)
         // Signals are handled below, so that the drain is logged.
-        .disable_signals()
-        .bind(&addr)
+        .disable_signals();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let server = match tls {
+            Some(tls) => server.bind_rustls_0_23(&addr, tls),
+            None => server.bind(&addr),
+        }
         .map_err(bind_failed(&addr))?;
         for a in server.addrs() {
             // Tests and scripts read this line to find a port chosen with --port 0.
-            println!("mlapp listening on http://{a}");
+            println!("mlapp listening on {scheme}://{a}");
         }
         let _ = std::io::stdout().flush();
         let running = server.run();
@@ -174,6 +222,12 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         };
         // SIGHUP's default action ends the process: take it over before anything can send it.
         let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        // A stream of its own, so that token rotation does not wait on, or fail with, a model
+        // reload.
+        let token_hangups = match tokens {
+            Some(t) => Some((t, signal(SignalKind::hangup())?)),
+            None => None,
+        };
         let reload = loader.spawn()?;
         actix_web::rt::spawn(async move {
             while hangups.recv().await.is_some() {
@@ -182,6 +236,19 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
                 }
             }
         });
+        if let Some((tokens, mut hangups)) = token_hangups {
+            actix_web::rt::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    match tokens.reload() {
+                        Ok(n) => log::info!("SIGHUP: {n} bearer tokens in force"),
+                        Err(e) => log::error!(
+                            "SIGHUP: keeping the {} bearer tokens in force: {e}",
+                            tokens.len()
+                        ),
+                    }
+                }
+            });
+        }
 
         running.await?;
         let left = state.live().in_flight;

@@ -1,6 +1,7 @@
 //! Integration tests: the real binary, real ONNX Runtime, a real HTTP client, loopback only.
 //! ONNX Runtime must be installed first (`scripts/install-onnxruntime.sh`; `make test` does it).
 
+mod auth;
 mod batch;
 mod batching;
 mod clients;
@@ -16,4 +17,5 @@ mod metrics;
 mod reload;
 mod scripts;
 mod sources;
+mod tls;
 mod transform;
