@@ -125,7 +125,7 @@ fn sighup_under_load_switches_models_without_a_failed_request() {
     );
     assert!(text.contains(&format!("version=\"{v2}\"")), "{text}");
     // The old version's cache entry is gone, the new one's is there.
-    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 1);
+    assert_eq!(crate::sources::cache_entries(cache.path()).len(), 1);
 }
 
 #[test]
