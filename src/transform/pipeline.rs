@@ -89,8 +89,9 @@ fn panicked(what: &str, payload: Box<dyn std::any::Any + Send>) -> String {
     format!("{what} panicked: {why}")
 }
 
-/// A panic on demand, for tests of the paths above: `MLAPP_TEST_PANIC=reader|scorer|writer`.
-/// Debug builds only; release builds have no such hook.
+/// A panic on demand, for tests of the paths above: `MLAPP_TEST_PANIC=reader|scorer|writer`
+/// panics at the second chunk only, so that with one scorer lost the others keep running (the
+/// case that hung). Debug builds only; release builds have no such hook.
 #[cfg(debug_assertions)]
 fn injected_panic(stage: &str) {
     if std::env::var("MLAPP_TEST_PANIC").is_ok_and(|v| v == stage) {
@@ -113,7 +114,7 @@ fn read_chunks(
         if abort.load(Ordering::Relaxed) || credits.recv().is_err() {
             return Ok(());
         }
-        if index > 0 {
+        if index == 1 {
             injected_panic("reader");
         }
         let mut chunk = Vec::with_capacity(job.chunk_bytes + 4096);
@@ -177,7 +178,7 @@ fn score_chunks(
         };
         // The chunk's own failure: the writer, waiting for this index, then stops the job.
         let answer = catch_unwind(AssertUnwindSafe(|| {
-            if index > 0 {
+            if index == 1 {
                 injected_panic("scorer");
             }
             rt.block_on(score_chunk(job, &chunk, first_row))
@@ -257,7 +258,7 @@ fn write_in_order(
             continue; // drain, so the other threads can finish
         }
         pending.insert(index, answer);
-        if index > 0 {
+        if index == 1 {
             injected_panic("writer");
         }
         while let Some(answer) = pending.remove(&next) {
