@@ -442,3 +442,24 @@ fn prefix_version(list: &[crate::storage::ObjectMeta]) -> String {
     }
     format!("etags:{}", crate::storage::hex(&hash.finalize()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_lone_archive_is_found_and_a_model_beside_it_wins() {
+        assert_eq!(lone_archive(&names(&["model.tar.gz"])), Some(0));
+        assert_eq!(lone_archive(&names(&["a.txt", "model.tar.gz"])), Some(1));
+        assert_eq!(lone_archive(&names(&["weights.tgz"])), Some(0));
+        assert_eq!(lone_archive(&names(&["model.onnx", "model.tar.gz"])), None);
+        assert_eq!(lone_archive(&names(&["sub/m.ONNX", "model.tar.gz"])), None);
+        assert_eq!(lone_archive(&names(&["a.tgz", "b.tgz"])), None);
+        assert_eq!(lone_archive(&names(&["sub/a.tgz"])), None);
+        assert_eq!(lone_archive(&names(&[])), None);
+    }
+}
