@@ -220,7 +220,8 @@ impl ModelArgs {
 #[derive(Args, Clone, Debug)]
 pub struct SourceArgs {
     /// Writable folder for downloaded and unpacked models (never the model folder).
-    /// Default: <temp dir>/mlapp-models.
+    /// Default: $XDG_CACHE_HOME/mlapp/models, else /var/cache/mlapp/models, else
+    /// ~/.cache/mlapp/models, the first writable; else <temp dir>/mlapp-models.
     #[arg(long, env = "MLAPP_MODEL_CACHE_DIR")]
     pub model_cache_dir: Option<PathBuf>,
 
@@ -240,7 +241,7 @@ pub struct SourceArgs {
     #[arg(long, env = "MLAPP_ARCHIVE_MAX_MB", default_value_t = 4096)]
     pub archive_max_mb: u64,
 
-    /// Most files a model archive may hold.
+    /// Most entries (files, folders, links) a model archive may hold.
     #[arg(long, env = "MLAPP_ARCHIVE_MAX_FILES", default_value_t = 10_000)]
     pub archive_max_files: u64,
 
@@ -256,7 +257,7 @@ impl SourceArgs {
             cache_dir: self
                 .model_cache_dir
                 .clone()
-                .unwrap_or_else(|| std::env::temp_dir().join("mlapp-models")),
+                .unwrap_or_else(crate::model::cache::default_dir),
             limits: Limits {
                 max_bytes: self.archive_max_mb.saturating_mul(1 << 20),
                 max_files: self.archive_max_files,

@@ -19,6 +19,8 @@ pub async fn info(state: web::Data<AppState>) -> HttpResponse {
         "model": s.active,
         "last_reload": s.last_reload,
         "reloads": {"succeeded": s.reloads_succeeded, "failed": s.reloads_failed},
+        "last_failed_version": s.last_failed_version,
+        "last_failed_reason": s.last_failed_reason,
         "mlapp_version": env!("CARGO_PKG_VERSION"),
     }))
 }

@@ -3,7 +3,9 @@
 //!
 //! A reload fetches and warms the new version beside the old one, switches the one pointer
 //! requests read, lets requests that already hold the old model finish, then frees it. A
-//! failed reload leaves the old model serving and says why in the log, `/info` and metrics.
+//! failed reload leaves the old model serving and says why in the log, `/info` and metrics;
+//! polls then skip that version (no fetch, load and warm-up every few seconds for ever) until
+//! the URI holds another one, and SIGHUP still retries it.
 //! All of this runs on one thread of its own, so loads never overlap and never block HTTP.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -18,6 +20,7 @@ use super::{AppState, Readiness};
 use crate::engine::{self, LoadOptions, LoadedModel};
 use crate::model::fetch::Fetcher;
 use crate::monitor::{Metrics, ModelInfo};
+use crate::storage::StorageError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Trigger {
@@ -33,6 +36,9 @@ pub struct ModelStatus {
     pub last_reload: Option<ReloadOutcome>,
     pub reloads_succeeded: u64,
     pub reloads_failed: u64,
+    /// The version that failed to load and that polls skip, until another version loads.
+    pub last_failed_version: Option<String>,
+    pub last_failed_reason: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -83,7 +89,11 @@ impl Loader {
         };
         self.state
             .update_status(|s| s.uri = self.fetcher.uri().to_string());
-        let mut current = self.load(&rt, None);
+        let (mut current, mut failed) = (None, None);
+        match self.load(&rt, None, None) {
+            Ok(v) => current = Some(v),
+            Err(v) => failed = v,
+        }
         loop {
             let next = match self.poll {
                 Some(every) => match triggers.recv_timeout(every) {
@@ -102,10 +112,15 @@ impl Loader {
                     next,
                     |t, more| if more == Trigger::Signal { more } else { t },
                 );
+            let mut polled = None;
             if trigger == Trigger::Poll {
                 match rt.block_on(self.fetcher.version()) {
                     Ok(v) if current.as_deref() == Some(v.as_str()) => continue,
-                    Ok(v) => log::info!("{}: new version {v}, reloading", self.fetcher.uri()),
+                    Ok(v) if failed.as_deref() == Some(v.as_str()) => continue,
+                    Ok(v) => {
+                        log::info!("{}: new version {v}, reloading", self.fetcher.uri());
+                        polled = Some(v);
+                    }
                     Err(e) => {
                         log::warn!(
                             "{}: polling for a new version failed: {e}",
@@ -117,20 +132,38 @@ impl Loader {
             } else {
                 log::info!("SIGHUP: reloading the model from {}", self.fetcher.uri());
             }
-            if let Some(v) = self.load(&rt, Some(trigger)) {
-                current = Some(v);
+            match self.load(&rt, Some(trigger), polled.as_deref()) {
+                Ok(v) => (current, failed) = (Some(v), None),
+                Err(Some(v)) => failed = Some(v),
+                Err(None) => {}
             }
         }
     }
 
-    /// One load; the version now serving when it worked.
-    fn load(&self, rt: &tokio::runtime::Runtime, trigger: Option<Trigger>) -> Option<String> {
-        let fetched = rt.block_on(self.fetcher.fetch()).map_err(|e| e.to_string());
-        let loaded = fetched.and_then(|f| {
-            engine::load(self.env, &f.dir, &self.opts, Arc::clone(&self.metrics))
-                .map(|m| (f, m))
-                .map_err(|e| e.to_string())
-        });
+    /// One load; the version now serving when it worked, else the version that failed when
+    /// it failed for what the version holds (not for a network error, which the next poll
+    /// retries). `polled` is the version a poll saw, for failures before the fetch knows it.
+    fn load(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        trigger: Option<Trigger>,
+        polled: Option<&str>,
+    ) -> Result<String, Option<String>> {
+        let (known, loaded) = match rt.block_on(self.fetcher.fetch()) {
+            Ok(f) => (
+                Some(f.version.clone()),
+                engine::load(self.env, &f.dir, &self.opts, Arc::clone(&self.metrics))
+                    .map(|m| (f, m))
+                    .map_err(|e| e.to_string()),
+            ),
+            Err(e) => {
+                let lasting = matches!(e, StorageError::Archive(_) | StorageError::Invalid(_));
+                (
+                    polled.filter(|_| lasting).map(str::to_string),
+                    Err(e.to_string()),
+                )
+            }
+        };
         let trigger_name = match trigger {
             Some(Trigger::Signal) => "SIGHUP",
             Some(Trigger::Poll) => "poll",
@@ -164,6 +197,8 @@ impl Loader {
                 self.metrics.set_model(info.clone());
                 self.state.update_status(|s| {
                     s.active = Some(info);
+                    s.last_failed_version = None;
+                    s.last_failed_reason = None;
                     if trigger.is_some() {
                         s.reloads_succeeded += 1;
                         s.last_reload = Some(ReloadOutcome {
@@ -183,7 +218,7 @@ impl Loader {
                     self.retire(old);
                 }
                 self.fetcher.prune(&fetched.dir);
-                Some(version)
+                Ok(version)
             }
             Err(why) => {
                 let serving = self.state.model().ok();
@@ -200,9 +235,17 @@ impl Loader {
                         self.state.set(Readiness::Failed(why.clone()));
                     }
                 }
-                if trigger.is_some() {
-                    self.metrics.reload(false);
-                    self.state.update_status(|s| {
+                if let Some(v) = &known {
+                    log::warn!(
+                        "version {v} will not be loaded again until the URI holds another version or SIGHUP asks"
+                    );
+                }
+                self.state.update_status(|s| {
+                    if known.is_some() {
+                        s.last_failed_version = known.clone();
+                        s.last_failed_reason = Some(why.clone());
+                    }
+                    if trigger.is_some() {
                         s.reloads_failed += 1;
                         s.last_reload = Some(ReloadOutcome {
                             at_unix: unix(SystemTime::now()),
@@ -211,9 +254,12 @@ impl Loader {
                             version: None,
                             error: Some(why),
                         });
-                    });
+                    }
+                });
+                if trigger.is_some() {
+                    self.metrics.reload(false);
                 }
-                None
+                Err(known)
             }
         }
     }

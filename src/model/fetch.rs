@@ -3,14 +3,15 @@
 //!
 //! Anything that must be written (downloads, unpacked archives) goes to the cache folder,
 //! never to the model folder, which is read-only on SageMaker. A cache entry is named after
-//! the URI and the version, is complete once it exists (it is renamed into place), and is
-//! reused when the same version is asked for again.
+//! the URI and the version, sealed with a list of its files and renamed into place, and reused
+//! when the same version is asked for again while it still matches that list (`cache`).
 
 use std::path::{Path, PathBuf};
 
 use md5::{Digest, Md5};
 use tokio::sync::OnceCell;
 
+use super::cache::{self, Cache};
 use crate::storage::archive::{self, Limits};
 use crate::storage::{Listing, S3Options, S3Store, S3Uri, StorageError};
 
@@ -42,6 +43,7 @@ pub struct Fetcher {
     text: String,
     uri: Uri,
     opts: SourceOptions,
+    cache: Cache,
     s3: OnceCell<S3Store>,
 }
 
@@ -54,6 +56,7 @@ impl Fetcher {
         Ok(Self {
             text: uri.to_string(),
             uri: parsed,
+            cache: Cache::new(&opts.cache_dir, uri),
             opts,
             s3: OnceCell::new(),
         })
@@ -72,7 +75,7 @@ impl Fetcher {
     /// The version at the URI now, without downloading the model (for polling).
     pub async fn version(&self) -> Result<String, StorageError> {
         match &self.uri {
-            Uri::Local(path) => local_version(path),
+            Uri::Local(path) => local_version(path).map(|(v, _)| v),
             Uri::S3(uri) => Ok(match self.store().await.object_or_prefix(uri).await? {
                 Listing::Object(meta) => object_version(&meta),
                 Listing::Prefix { objects, .. } => prefix_version(&objects),
@@ -89,74 +92,114 @@ impl Fetcher {
     }
 
     fn fetch_local(&self, path: &Path) -> Result<Fetched, StorageError> {
-        let version = local_version(path)?;
-        if path.is_dir() {
-            return Ok(Fetched {
-                dir: path.to_path_buf(),
-                version,
-            });
-        }
-        let entry = self.entry(&version)?;
-        if !entry.exists() {
-            let name = path.file_name().unwrap_or_default().to_string_lossy();
-            if archive::is_archive(&name) {
-                archive::extract(path, &entry, self.opts.limits)?;
-            } else {
-                // A folder of links: the file stays where it is, and so does its config.
-                let tmp = archive::sibling(&entry, "linking");
-                let _ = std::fs::remove_dir_all(&tmp);
-                std::fs::create_dir_all(&tmp).map_err(StorageError::io(&tmp))?;
-                let abs = std::fs::canonicalize(path).map_err(StorageError::io(path))?;
-                let link = |from: &Path, name: &std::ffi::OsStr| {
-                    std::os::unix::fs::symlink(from, tmp.join(name))
-                        .map_err(StorageError::io(tmp.join(name)))
-                };
-                link(&abs, abs.file_name().unwrap_or_default())?;
-                let config = abs.with_file_name(&self.opts.config_name);
-                if config.is_file() {
-                    link(&config, config.file_name().unwrap_or_default())?;
+        let (version, files) = local_version(path)?;
+        let source = if path.is_dir() {
+            let rels: Vec<String> = files.iter().map(|f| relative(path, f)).collect();
+            match lone_archive(&rels) {
+                Some(i) => files[i].clone(),
+                None => {
+                    return Ok(Fetched {
+                        dir: path.to_path_buf(),
+                        version,
+                    })
                 }
-                rename_into_place(&tmp, &entry)?;
             }
+        } else {
+            path.to_path_buf()
+        };
+        let entry = self.cache.entry(&version)?;
+        self.cache.claim(&entry);
+        if !self.reusable(&entry, &version) {
+            let tmp = archive::sibling(&entry, "building");
+            let _ = std::fs::remove_dir_all(&tmp);
+            let built = self
+                .build_local(&source, &tmp)
+                .and_then(|()| cache::seal(&tmp, &version))
+                .and_then(|()| rename_into_place(&tmp, &entry));
+            if built.is_err() {
+                let _ = std::fs::remove_dir_all(&tmp);
+                self.cache.unclaim(&entry);
+            }
+            built?;
         }
         Ok(Fetched {
             dir: model_root(&entry),
             version,
         })
+    }
+
+    /// Unpacks the archive, or links the model file (and its config): the file stays where
+    /// it is.
+    fn build_local(&self, source: &Path, tmp: &Path) -> Result<(), StorageError> {
+        let name = source.file_name().unwrap_or_default().to_string_lossy();
+        if archive::is_archive(&name) {
+            archive::extract(source, tmp, self.opts.limits)?;
+            return Ok(());
+        }
+        std::fs::create_dir_all(tmp).map_err(StorageError::io(tmp))?;
+        let abs = std::fs::canonicalize(source).map_err(StorageError::io(source))?;
+        let link = |from: &Path, name: &std::ffi::OsStr| {
+            std::os::unix::fs::symlink(from, tmp.join(name))
+                .map_err(StorageError::io(tmp.join(name)))
+        };
+        link(&abs, abs.file_name().unwrap_or_default())?;
+        let config = abs.with_file_name(&self.opts.config_name);
+        if config.is_file() {
+            link(&config, config.file_name().unwrap_or_default())?;
+        }
+        Ok(())
     }
 
     async fn fetch_s3(&self, uri: &S3Uri) -> Result<Fetched, StorageError> {
         let store = self.store().await;
-        // One object is a folder of one file, unless it is an archive to unpack.
+        // One object is a folder of one file, unless it is an archive to unpack; so is a
+        // prefix that holds only an archive (what SageMaker training jobs write).
         let (version, objects, prefix, packed) = match store.object_or_prefix(uri).await? {
             Listing::Object(meta) => {
                 let folder = uri.key.rfind('/').map_or(0, |i| i + 1);
-                let packed = archive::is_archive(&uri.key[folder..]);
+                let packed = archive::is_archive(&uri.key[folder..]).then(|| uri.clone());
                 let prefix = uri.key[..folder].to_string();
                 (object_version(&meta), vec![meta], prefix, packed)
             }
             Listing::Prefix { objects, prefix } => {
-                (prefix_version(&objects), objects, prefix, false)
+                let rels: Vec<String> = objects
+                    .iter()
+                    .map(|o| o.key.strip_prefix(&prefix).unwrap_or(&o.key).to_string())
+                    .collect();
+                let packed = lone_archive(&rels).map(|i| S3Uri {
+                    bucket: uri.bucket.clone(),
+                    key: objects[i].key.clone(),
+                });
+                (prefix_version(&objects), objects, prefix, packed)
             }
         };
-        let entry = self.entry(&version)?;
-        if entry.exists() {
-            // This version was fetched before (renamed into place only when complete).
-        } else if packed {
-            let file = archive::sibling(&entry, "archive");
-            store.download(uri, &file).await?;
-            let unpacked = archive::extract(&file, &entry, self.opts.limits);
-            let _ = std::fs::remove_file(&file);
-            unpacked?;
-        } else {
-            let tmp = archive::sibling(&entry, "downloading");
+        let entry = self.cache.entry(&version)?;
+        self.cache.claim(&entry);
+        if !self.reusable(&entry, &version) {
+            let tmp = archive::sibling(&entry, "building");
             let _ = std::fs::remove_dir_all(&tmp);
-            std::fs::create_dir_all(&tmp).map_err(StorageError::io(&tmp))?;
-            if let Err(e) = download_all(store, uri, &objects, &prefix, &tmp).await {
+            let built = match packed {
+                Some(object) => {
+                    let file = archive::sibling(&entry, "archive");
+                    let unpacked = match store.download(&object, &file).await {
+                        Ok(_) => archive::extract(&file, &tmp, self.opts.limits)
+                            .map(drop)
+                            .map_err(StorageError::from),
+                        Err(e) => Err(e),
+                    };
+                    let _ = std::fs::remove_file(&file);
+                    unpacked
+                }
+                None => self.download_all(store, uri, &objects, &prefix, &tmp).await,
+            };
+            let built = built
+                .and_then(|()| cache::seal(&tmp, &version))
+                .and_then(|()| rename_into_place(&tmp, &entry));
+            if built.is_err() {
                 let _ = std::fs::remove_dir_all(&tmp);
-                return Err(e);
+                self.cache.unclaim(&entry);
             }
-            rename_into_place(&tmp, &entry)?;
+            built?;
         }
         Ok(Fetched {
             dir: model_root(&entry),
@@ -164,64 +207,106 @@ impl Fetcher {
         })
     }
 
-    /// The cache entry for `version` of this URI (created lazily by the caller).
-    fn entry(&self, version: &str) -> Result<PathBuf, StorageError> {
-        let dir = &self.opts.cache_dir;
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StorageError::Invalid(format!(
-                "the model cache folder {} is not writable ({e}); set --model-cache-dir / MLAPP_MODEL_CACHE_DIR",
-                dir.display()
-            ))
-        })?;
-        let id = md5_hex([self.text.as_bytes(), b"\n", version.as_bytes()]);
-        Ok(dir.join(format!("m-{}", &id[..16])))
-    }
-
-    /// Removes this cache's entries other than `keep` (after a switch to a new version).
-    pub fn prune(&self, keep: &Path) {
-        let Ok(entries) = std::fs::read_dir(&self.opts.cache_dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            let ours = e.file_name().to_string_lossy().starts_with("m-");
-            if ours && !keep.starts_with(&path) {
-                match std::fs::remove_dir_all(&path) {
-                    Ok(()) => log::debug!("removed the cached model {}", path.display()),
-                    Err(err) => log::warn!("could not remove {}: {err}", path.display()),
+    /// Whether the cache entry can be reused; an entry that no longer holds what its marker
+    /// lists (a temp cleaner emptied it, a crash of an older mlapp) is removed, to be fetched
+    /// again.
+    fn reusable(&self, entry: &Path, version: &str) -> bool {
+        if !entry.exists() {
+            return false;
+        }
+        match cache::verify(entry, version) {
+            Ok(()) => true,
+            Err(why) => {
+                log::warn!(
+                    "the cached model {} is incomplete or damaged ({why}); fetching it again",
+                    entry.display()
+                );
+                if let Err(e) = std::fs::remove_dir_all(entry) {
+                    log::warn!("could not remove {}: {e}", entry.display());
                 }
+                false
             }
         }
     }
-}
 
-/// Downloads `objects` into `into`, each at its key less `prefix`.
-async fn download_all(
-    store: &S3Store,
-    uri: &S3Uri,
-    list: &[crate::storage::ObjectMeta],
-    prefix: &str,
-    into: &Path,
-) -> Result<(), StorageError> {
-    for o in list {
-        let rel = o.key.strip_prefix(prefix).unwrap_or(&o.key);
-        if rel.is_empty() || !crate::storage::plain_relative(rel) {
+    /// Removes this URI's cache entries other than the one `keep` is in (after a switch to a
+    /// new version), unless another process uses them.
+    pub fn prune(&self, keep: &Path) {
+        self.cache.prune(keep);
+    }
+
+    /// Lets other processes prune what this one fetched (a finished `transform`).
+    pub fn release(&self) {
+        self.cache.release();
+    }
+
+    /// Downloads `objects` into `into`, each at its key less `prefix`, within the archive
+    /// caps: a URI one level too high (a training job's checkpoints) must not fill the disk.
+    async fn download_all(
+        &self,
+        store: &S3Store,
+        uri: &S3Uri,
+        list: &[crate::storage::ObjectMeta],
+        prefix: &str,
+        into: &Path,
+    ) -> Result<(), StorageError> {
+        let limits = self.opts.limits;
+        let bytes: u64 = list.iter().map(|o| o.size).fold(0, u64::saturating_add);
+        if list.len() as u64 > limits.max_files || bytes > limits.max_bytes {
             return Err(StorageError::Invalid(format!(
-                "s3://{}/{}: this key would be written outside the model folder",
-                uri.bucket, o.key
+                "{uri}: the prefix holds {} objects of {bytes} bytes, over the caps of {} files and {} MiB \
+                 (--archive-max-files, --archive-max-mb); is the URI the model's folder?",
+                list.len(),
+                limits.max_files,
+                limits.max_bytes >> 20
             )));
         }
-        let dest = into.join(rel);
-        if let Some(dir) = dest.parent() {
-            std::fs::create_dir_all(dir).map_err(StorageError::io(dir))?;
+        std::fs::create_dir_all(into).map_err(StorageError::io(into))?;
+        for o in list {
+            let rel = o.key.strip_prefix(prefix).unwrap_or(&o.key);
+            if rel.is_empty() || !crate::storage::plain_relative(rel) {
+                return Err(StorageError::Invalid(format!(
+                    "s3://{}/{}: this key would be written outside the model folder",
+                    uri.bucket, o.key
+                )));
+            }
+            let dest = into.join(rel);
+            if let Some(dir) = dest.parent() {
+                std::fs::create_dir_all(dir).map_err(StorageError::io(dir))?;
+            }
+            let object = S3Uri {
+                bucket: uri.bucket.clone(),
+                key: o.key.clone(),
+            };
+            store.download(&object, &dest).await?;
         }
-        let object = S3Uri {
-            bucket: uri.bucket.clone(),
-            key: o.key.clone(),
-        };
-        store.download(&object, &dest).await?;
+        Ok(())
     }
-    Ok(())
+}
+
+/// The archive a folder or prefix holds instead of a model: `model.tar.gz` (what SageMaker
+/// training jobs write) when there is no `.onnx` file, or the only file when it is an archive.
+fn lone_archive(rels: &[String]) -> Option<usize> {
+    if rels
+        .iter()
+        .any(|r| r.to_ascii_lowercase().ends_with(".onnx"))
+    {
+        return None;
+    }
+    if let Some(i) = rels.iter().position(|r| r == "model.tar.gz") {
+        return Some(i);
+    }
+    match rels {
+        [only] if !only.contains('/') && archive::is_archive(only) => Some(0),
+        _ => None,
+    }
+}
+
+fn relative(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Renames a finished temporary folder to the entry; another process that got there first
@@ -245,18 +330,26 @@ fn model_root(entry: &Path) -> PathBuf {
     let Ok(items) = std::fs::read_dir(entry) else {
         return entry.to_path_buf();
     };
-    let items: Vec<PathBuf> = items.flatten().map(|e| e.path()).collect();
+    let items: Vec<PathBuf> = items
+        .flatten()
+        .filter(|e| e.file_name() != cache::MARKER)
+        .map(|e| e.path())
+        .collect();
     match items.as_slice() {
         [only] if only.is_dir() => only.clone(),
         _ => entry.to_path_buf(),
     }
 }
 
-fn local_version(path: &Path) -> Result<String, StorageError> {
+/// The version of a local file or folder, and the files it is made of. Links are followed
+/// (a model folder may link to files elsewhere), but a link to a folder above it is refused
+/// rather than walked for ever.
+fn local_version(path: &Path) -> Result<(String, Vec<PathBuf>), StorageError> {
     if path.is_file() {
         let mut hash = Md5::new();
         hash_file(&mut hash, path)?;
-        return Ok(format!("md5:{}", crate::storage::hex(&hash.finalize())));
+        let version = format!("md5:{}", crate::storage::hex(&hash.finalize()));
+        return Ok((version, vec![path.to_path_buf()]));
     }
     if !path.is_dir() {
         return Err(StorageError::Invalid(format!(
@@ -266,18 +359,14 @@ fn local_version(path: &Path) -> Result<String, StorageError> {
     }
     // Every file's relative path and content, in order: a change anywhere is a new version.
     let mut files = Vec::new();
-    let mut dirs = vec![path.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        for e in std::fs::read_dir(&dir)
-            .map_err(StorageError::io(&dir))?
-            .flatten()
-        {
-            let p = e.path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else if p.is_file() {
-                files.push(p);
-            }
+    for e in walkdir::WalkDir::new(path)
+        .follow_links(true)
+        .min_depth(1)
+        .sort_by_file_name()
+    {
+        let e = e.map_err(|e| walk_error(path, e))?;
+        if e.file_type().is_file() {
+            files.push(e.into_path());
         }
     }
     files.sort();
@@ -292,7 +381,26 @@ fn local_version(path: &Path) -> Result<String, StorageError> {
         hash.update([0]);
         hash_file(&mut hash, f)?;
     }
-    Ok(format!("md5:{}", crate::storage::hex(&hash.finalize())))
+    let version = format!("md5:{}", crate::storage::hex(&hash.finalize()));
+    Ok((version, files))
+}
+
+fn walk_error(root: &Path, e: walkdir::Error) -> StorageError {
+    let at = e.path().unwrap_or(root).to_path_buf();
+    match e.loop_ancestor() {
+        Some(up) => StorageError::Invalid(format!(
+            "model folder {}: {} is a link to {}, which holds it (a loop)",
+            root.display(),
+            at.display(),
+            up.display()
+        )),
+        None => StorageError::Io {
+            path: at,
+            source: e
+                .into_io_error()
+                .unwrap_or_else(|| std::io::Error::other("cannot walk the folder")),
+        },
+    }
 }
 
 /// Feeds a file to `hash` a buffer at a time: an archive or model of any size, in constant
@@ -335,10 +443,23 @@ fn prefix_version(list: &[crate::storage::ObjectMeta]) -> String {
     format!("etags:{}", crate::storage::hex(&hash.finalize()))
 }
 
-fn md5_hex<const N: usize>(parts: [&[u8]; N]) -> String {
-    let mut hash = Md5::new();
-    for p in parts {
-        hash.update(p);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
     }
-    crate::storage::hex(&hash.finalize())
+
+    #[test]
+    fn a_lone_archive_is_found_and_a_model_beside_it_wins() {
+        assert_eq!(lone_archive(&names(&["model.tar.gz"])), Some(0));
+        assert_eq!(lone_archive(&names(&["a.txt", "model.tar.gz"])), Some(1));
+        assert_eq!(lone_archive(&names(&["weights.tgz"])), Some(0));
+        assert_eq!(lone_archive(&names(&["model.onnx", "model.tar.gz"])), None);
+        assert_eq!(lone_archive(&names(&["sub/m.ONNX", "model.tar.gz"])), None);
+        assert_eq!(lone_archive(&names(&["a.tgz", "b.tgz"])), None);
+        assert_eq!(lone_archive(&names(&["sub/a.tgz"])), None);
+        assert_eq!(lone_archive(&names(&[])), None);
+    }
 }

@@ -1,5 +1,6 @@
 //! Model artifacts: where the model file is, its config, its signature and its output plan.
 
+pub mod cache;
 pub mod config;
 pub mod fetch;
 pub mod output;

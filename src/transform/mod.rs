@@ -151,7 +151,9 @@ pub fn run(cfg: &TransformConfig) -> Result<Summary, TransformError> {
         .enable_all()
         .build()
         .map_err(|e| TransformError::Config(format!("cannot start a runtime: {e}")))?;
-    let fetched = rt.block_on(Fetcher::new(&cfg.model.uri(), sources.clone())?.fetch())?;
+    // Kept to the end: its claim keeps a `serve` sharing the cache from pruning the model.
+    let fetcher = Fetcher::new(&cfg.model.uri(), sources.clone())?;
+    let fetched = rt.block_on(fetcher.fetch())?;
     let store = if input.is_s3() || output.is_s3() {
         Some(rt.block_on(S3Store::connect(&sources.s3)))
     } else {
@@ -218,6 +220,7 @@ pub fn run(cfg: &TransformConfig) -> Result<Summary, TransformError> {
     }
     progress.finish();
     model.engine.shutdown();
+    fetcher.release();
     Ok(summary)
 }
 

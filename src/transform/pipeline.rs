@@ -2,13 +2,18 @@
 //! scored and encoded on one thread per session, and written in order, with at most a
 //! window of chunks between reading and writing, so memory holds a few chunks whatever the
 //! file's size.
+//!
+//! A panic on any of these threads fails the file with a message: it is caught where it
+//! happens, and each thread owns the channel ends it uses, so a thread that ends drops them
+//! and the threads waiting on it stop instead of waiting for ever.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{Job, SplitType};
@@ -30,7 +35,8 @@ pub(super) fn pipeline(
 ) -> Result<u64, String> {
     let window = 2 * job.workers + 1;
     let (work_tx, work_rx) = sync_channel::<Piece>(job.workers);
-    let work_rx = Mutex::new(work_rx);
+    // Shared by the scorers and dropped with the last: a reader sending to no one then stops.
+    let work_rx = Arc::new(Mutex::new(work_rx));
     let (done_tx, done_rx) = sync_channel::<(usize, Answer)>(window);
     let (credit_tx, credit_rx) = sync_channel::<()>(window);
     for _ in 0..window {
@@ -38,14 +44,32 @@ pub(super) fn pipeline(
     }
     let abort = AtomicBool::new(false);
     std::thread::scope(|scope| {
-        let (abort, work_rx) = (&abort, &work_rx);
-        let read = scope.spawn(move || read_chunks(job, &mut reader, &work_tx, &credit_rx, abort));
+        let abort = &abort;
+        let read = scope.spawn(move || {
+            let (work_tx, credit_rx) = (work_tx, credit_rx);
+            catch_unwind(AssertUnwindSafe(|| {
+                read_chunks(job, &mut reader, &work_tx, &credit_rx, abort)
+            }))
+            .unwrap_or_else(|p| {
+                abort.store(true, Ordering::Relaxed);
+                Err(panicked("the reading thread", p))
+            })
+        });
         for _ in 0..job.workers {
             let done_tx = done_tx.clone();
-            scope.spawn(move || score_chunks(job, work_rx, &done_tx));
+            let work_rx = Arc::clone(&work_rx);
+            scope.spawn(move || score_chunks(job, &work_rx, &done_tx));
         }
-        drop(done_tx);
-        let written = write_in_order(out, &done_rx, credit_tx, abort, progress);
+        drop((done_tx, work_rx));
+        // On this thread: a panic here drops `done_rx` and the credits with the closure's
+        // frame, which stops the scorers and the reader.
+        let written = catch_unwind(AssertUnwindSafe(move || {
+            write_in_order(out, done_rx, credit_tx, abort, progress)
+        }))
+        .unwrap_or_else(|p| {
+            abort.store(true, Ordering::Relaxed);
+            Err(panicked("the writing thread", p))
+        });
         let read = read
             .join()
             .unwrap_or_else(|_| Err("the reading thread panicked".into()));
@@ -54,6 +78,29 @@ pub(super) fn pipeline(
         Ok(rows)
     })
 }
+
+/// The message of a caught panic, for the file's error.
+fn panicked(what: &str, payload: Box<dyn std::any::Any + Send>) -> String {
+    let why = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    format!("{what} panicked: {why}")
+}
+
+/// A panic on demand, for tests of the paths above: `MLAPP_TEST_PANIC=reader|scorer|writer`
+/// panics at the second chunk only, so that with one scorer lost the others keep running (the
+/// case that hung). Debug builds only; release builds have no such hook.
+#[cfg(debug_assertions)]
+fn injected_panic(stage: &str) {
+    if std::env::var("MLAPP_TEST_PANIC").is_ok_and(|v| v == stage) {
+        panic!("injected by MLAPP_TEST_PANIC={stage}");
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn injected_panic(_: &str) {}
 
 fn read_chunks(
     job: &Job<'_>,
@@ -66,6 +113,9 @@ fn read_chunks(
     for index in 0.. {
         if abort.load(Ordering::Relaxed) || credits.recv().is_err() {
             return Ok(());
+        }
+        if index == 1 {
+            injected_panic("reader");
         }
         let mut chunk = Vec::with_capacity(job.chunk_bytes + 4096);
         let read = match job.split {
@@ -92,7 +142,11 @@ fn read_chunks(
             SplitType::None => 0,
         };
         if work.send((index, chunk, first_row)).is_err() {
-            return Ok(());
+            // Every scorer is gone: unless the writer stopped the job, chunks went unscored.
+            if abort.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            return Err("the scoring threads stopped before the file was scored".into());
         }
         first_row += records;
         if job.split == SplitType::None || read == 0 {
@@ -122,9 +176,20 @@ fn score_chunks(
         let Ok((index, chunk, first_row)) = next else {
             return;
         };
-        let answer = rt
-            .block_on(score_chunk(job, &chunk, first_row))
-            .map(|(bytes, records)| (bytes, records, chunk.len()));
+        // The chunk's own failure: the writer, waiting for this index, then stops the job.
+        let answer = catch_unwind(AssertUnwindSafe(|| {
+            if index == 1 {
+                injected_panic("scorer");
+            }
+            rt.block_on(score_chunk(job, &chunk, first_row))
+        }))
+        .unwrap_or_else(|p| {
+            Err(panicked(
+                &format!("scoring the chunk starting at row {}", first_row + 1),
+                p,
+            ))
+        })
+        .map(|(bytes, records)| (bytes, records, chunk.len()));
         if done.send((index, answer)).is_err() {
             return;
         }
@@ -176,7 +241,7 @@ async fn score_chunk(
 
 fn write_in_order(
     out: File,
-    done: &Receiver<(usize, Answer)>,
+    done: Receiver<(usize, Answer)>,
     credits: std::sync::mpsc::SyncSender<()>,
     abort: &AtomicBool,
     progress: &mut Progress,
@@ -193,6 +258,9 @@ fn write_in_order(
             continue; // drain, so the other threads can finish
         }
         pending.insert(index, answer);
+        if index == 1 {
+            injected_panic("writer");
+        }
         while let Some(answer) = pending.remove(&next) {
             match answer {
                 Ok((bytes, records, input_len)) => {

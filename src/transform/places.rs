@@ -107,24 +107,39 @@ fn list_local(input: &Path) -> Result<Vec<(String, Place, u64)>, TransformError>
             meta.len(),
         )]);
     }
+    // Links are followed, to files (an input folder of links to data elsewhere) and folders;
+    // a link to a folder above it is an error, not a walk for ever.
     let mut files = Vec::new();
-    let mut dirs = vec![input.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
-            let entry = entry.map_err(io(&dir))?;
+    for entry in walkdir::WalkDir::new(input).follow_links(true).min_depth(1) {
+        let entry = entry.map_err(|e| walk_error(input, e))?;
+        if entry.file_type().is_file() {
             let path = entry.path();
-            let meta = entry.metadata().map_err(io(&path))?;
-            if meta.is_dir() {
-                dirs.push(path);
-            } else if meta.is_file() {
-                let rel = path.strip_prefix(input).unwrap_or(&path);
-                let rel = rel.to_string_lossy().into_owned();
-                files.push((rel, Place::Local(path), meta.len()));
-            }
+            let meta = entry.metadata().map_err(|e| walk_error(input, e))?;
+            let rel = path.strip_prefix(input).unwrap_or(path);
+            let rel = rel.to_string_lossy().into_owned();
+            files.push((rel, Place::Local(path.to_path_buf()), meta.len()));
         }
     }
     files.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(files)
+}
+
+fn walk_error(input: &Path, e: walkdir::Error) -> TransformError {
+    let at = e.path().unwrap_or(input).to_path_buf();
+    match e.loop_ancestor() {
+        Some(up) => TransformError::Config(format!(
+            "{}: {} is a link to {}, which holds it (a loop)",
+            input.display(),
+            at.display(),
+            up.display()
+        )),
+        None => TransformError::Io {
+            path: at,
+            source: e
+                .into_io_error()
+                .unwrap_or_else(|| std::io::Error::other("cannot walk the folder")),
+        },
+    }
 }
 
 /// The object the URI names, else every object under it as a folder.

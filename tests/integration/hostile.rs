@@ -132,5 +132,63 @@ fn decompression_bombs_and_oversize_archives_are_refused() {
         gzip(&tar(&items)),
         &["--archive-max-files", "20"],
     );
-    assert!(reason.contains("more than 20 files"), "{reason}");
+    assert!(reason.contains("more than 20 entries"), "{reason}");
+
+    // Folders cost no bytes, but each is an inode: they count too.
+    let onnx = std::fs::read(crate::common::model_dir("xgboost").join("model.onnx")).unwrap();
+    let names: Vec<String> = (0..30).map(|i| format!("d{i}/")).collect();
+    let mut items: Vec<(&str, Item<'_>)> = vec![("model.onnx", Item::File(&onnx))];
+    items.extend(names.iter().map(|n| (n.as_str(), Item::Dir)));
+    let dir = tempfile::tempdir().unwrap();
+    let reason = refused(
+        dir.path(),
+        gzip(&tar(&items)),
+        &["--archive-max-files", "20"],
+    );
+    assert!(reason.contains("more than 20 entries"), "{reason}");
+}
+
+/// A GNU sparse entry: a few bytes of archive that tar expands to any number of zeros, past
+/// the ratio cap (the zeros never pass through it). No model needs one.
+#[test]
+fn gnu_sparse_entries_are_refused() {
+    let mut h = tar::Header::new_gnu();
+    h.set_path("model.onnx").unwrap();
+    h.set_entry_type(tar::EntryType::GNUSparse);
+    h.set_mode(0o644);
+    h.set_size(0);
+    let gnu = h.as_gnu_mut().unwrap();
+    // One hole of 1 MiB, then no data.
+    gnu.sparse[0].set_offset(1 << 20);
+    gnu.sparse[0].set_length(0);
+    gnu.set_real_size(1 << 20);
+    h.set_cksum();
+    let mut b = tar::Builder::new(Vec::new());
+    b.append(&h, &[][..]).unwrap();
+    let archive = gzip(&b.into_inner().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let reason = refused(dir.path(), archive, &[]);
+    assert!(
+        reason.contains("GNU sparse entries are not allowed"),
+        "{reason}"
+    );
+}
+
+/// A model folder with links to itself: refused, not walked for ever (two such links once
+/// made the walk 2^40 folders long).
+#[test]
+fn a_model_folder_with_a_link_loop_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::copy(
+        crate::common::model_dir("xgboost").join("model.onnx"),
+        model.join("model.onnx"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(".", model.join("a")).unwrap();
+    std::os::unix::fs::symlink("..", model.join("b")).unwrap();
+    let s = Server::start(&["--model-dir", model.to_str().unwrap()]);
+    let reason = failure_reason(&s);
+    assert!(reason.contains("a loop"), "{reason}");
 }

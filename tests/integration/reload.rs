@@ -125,7 +125,7 @@ fn sighup_under_load_switches_models_without_a_failed_request() {
     );
     assert!(text.contains(&format!("version=\"{v2}\"")), "{text}");
     // The old version's cache entry is gone, the new one's is there.
-    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 1);
+    assert_eq!(crate::sources::cache_entries(cache.path()).len(), 1);
 }
 
 #[test]
@@ -229,4 +229,80 @@ fn a_reload_to_a_broken_model_keeps_the_old_one_serving() {
         1.0
     );
     assert_eq!(metric(&text, "mlapp_model_ready"), 1.0);
+}
+
+/// A polled version that fails to load is tried once, not at every poll: the old model
+/// keeps serving, `/info` names the version and why, SIGHUP still retries it, and a later
+/// good version is picked up.
+#[test]
+fn a_broken_version_is_tried_once_while_polling() {
+    use md5::{Digest, Md5};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("model.tar.gz");
+    std::fs::write(&file, model_tar_gz(&model_dir("logreg"), None)).unwrap();
+    let put = |bytes: &[u8]| {
+        let tmp = dir.path().join("next.tar.gz");
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+    };
+    let s = Server::start(&[
+        "--model-uri",
+        file.to_str().unwrap(),
+        "--model-cache-dir",
+        dir.path().join("cache").to_str().unwrap(),
+        "--model-poll-seconds",
+        "0.05",
+        "--workers",
+        "1",
+    ]);
+    s.wait_ready(Duration::from_secs(60));
+    let v1 = version(&s);
+    let failures = |s: &Server| {
+        metric(
+            &s.get("/metrics").body,
+            "mlapp_model_reloads_total{result=\"failure\"}",
+        )
+    };
+    let wait_failures = |n: f64| {
+        let until = Instant::now() + Duration::from_secs(60);
+        while failures(&s) < n {
+            assert!(Instant::now() < until, "{}", s.get("/info").body);
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    };
+
+    let broken = gzip(&tar(&[("model.onnx", Item::File(b"not an ONNX protobuf"))]));
+    let broken_version = format!("md5:{}", hex(&Md5::digest(&broken)));
+    put(&broken);
+    wait_failures(1.0);
+    // About 30 polls see the same broken version.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(failures(&s), 1.0, "{}", s.get("/info").body);
+    let info = s.get("/info").json();
+    assert_eq!(
+        info["last_failed_version"],
+        broken_version.as_str(),
+        "{info}"
+    );
+    let why = info["last_failed_reason"].as_str().unwrap_or_default();
+    assert!(why.contains("ONNX Runtime could not load"), "{info}");
+    assert_eq!(info["model"]["version"], v1.as_str(), "{info}");
+    assert_serves(&s, "logreg", "while the new version is broken");
+
+    send_signal(s.pid(), libc::SIGHUP);
+    wait_failures(2.0);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(failures(&s), 2.0, "SIGHUP retries once");
+
+    put(&model_tar_gz(&model_dir("xgboost"), None));
+    wait_version_change(&s, &v1, Duration::from_secs(60));
+    assert_serves(&s, "xgboost", "after the good version");
+    let info = s.get("/info").json();
+    assert!(info["last_failed_version"].is_null(), "{info}");
+    assert_eq!(info["last_reload"]["trigger"], "poll", "{info}");
+    assert_eq!(failures(&s), 2.0);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::archives::model_tar_gz;
 use crate::common::moto::{pairs, Moto};
-use crate::common::{assert_csv_row, golden, model_dir, payload, Server};
+use crate::common::{assert_csv_row, golden, model_dir, payload, send_signal, Server};
 
 /// Every answer line for the example rows equals `model`'s golden predictions.
 pub fn assert_serves(s: &Server, model: &str, what: &str) {
@@ -245,4 +245,200 @@ fn transient_s3_failures_are_retried() {
             "{text}"
         );
     }
+}
+
+/// The cache entries (folders) in `cache`, by name.
+pub fn cache_entries(cache: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(cache)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("m-"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// `mlapp serve --model-uri URI` with its cache in `cache`, ready.
+fn serve_cached(uri: &str, cache: &std::path::Path, envs: &[(&str, &str)]) -> Server {
+    let s = Server::start_with(
+        Some("serve"),
+        &[
+            "--model-uri",
+            uri,
+            "--model-cache-dir",
+            cache.to_str().unwrap(),
+            "--workers",
+            "1",
+        ],
+        envs,
+    );
+    s.wait_ready(Duration::from_secs(60));
+    s
+}
+
+/// Two services on one host share the default cache folder: neither removes what the other
+/// serves, whether they serve other URIs or the same URI at different versions.
+#[test]
+fn processes_sharing_a_cache_keep_each_others_entries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let (a, b) = (tmp.path().join("a.tar.gz"), tmp.path().join("b.tar.gz"));
+    std::fs::write(&a, model_tar_gz(&model_dir("logreg"), None)).unwrap();
+    std::fs::write(&b, model_tar_gz(&model_dir("xgboost"), None)).unwrap();
+    let sa = serve_cached(a.to_str().unwrap(), &cache, &[]);
+    // B's first load prunes: A's entry, of another URI, stays.
+    let sb = serve_cached(b.to_str().unwrap(), &cache, &[]);
+    assert_eq!(
+        cache_entries(&cache).len(),
+        2,
+        "{:?}",
+        cache_entries(&cache)
+    );
+    assert_serves(&sa, "logreg", "A beside B");
+    assert_serves(&sb, "xgboost", "B beside A");
+    drop(sb);
+
+    // A second service on A's URI switches to a new version; A still serves the old one,
+    // so its entry stays too.
+    let sa2 = serve_cached(a.to_str().unwrap(), &cache, &[]);
+    let next = tmp.path().join("next.tar.gz");
+    std::fs::write(&next, model_tar_gz(&model_dir("xgboost"), None)).unwrap();
+    std::fs::rename(&next, &a).unwrap();
+    send_signal(sa2.pid(), libc::SIGHUP);
+    let until = Instant::now() + Duration::from_secs(60);
+    while sa2.get("/info").json()["reloads"]["succeeded"] != 1 {
+        assert!(Instant::now() < until, "{}", sa2.get("/info").body);
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert_serves(&sa2, "xgboost", "A2 after its reload");
+    let entries = cache_entries(&cache);
+    assert_eq!(entries.len(), 3, "A's old, A2's new and B's: {entries:?}");
+    let old_file = sa.get("/info").json()["model"]["file"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        std::path::Path::new(&old_file).exists(),
+        "{old_file} was removed"
+    );
+    // Once A is gone, the next prune of that URI removes its old version (not B's entry).
+    drop(sa);
+    send_signal(sa2.pid(), libc::SIGHUP);
+    let until = Instant::now() + Duration::from_secs(60);
+    while cache_entries(&cache).len() != 2 {
+        assert!(Instant::now() < until, "{:?}", cache_entries(&cache));
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(!std::path::Path::new(&old_file).exists());
+}
+
+/// A temp cleaner empties a cache entry and leaves the folder: it is fetched again, not
+/// trusted because it exists.
+#[test]
+fn an_emptied_cache_entry_is_fetched_again() {
+    let moto = Moto::start();
+    moto.create_bucket("models");
+    moto.put(
+        "models",
+        "m/model.tar.gz",
+        model_tar_gz(&model_dir("logreg"), None),
+    );
+    let env = moto.env();
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("model.tar.gz");
+    std::fs::write(&local, model_tar_gz(&model_dir("logreg"), None)).unwrap();
+    for uri in ["s3://models/m/model.tar.gz", local.to_str().unwrap()] {
+        let cache = tmp.path().join(format!("cache-{}", uri.len()));
+        let emptiers: [fn(&std::path::Path); 2] = [
+            // Every file but the folder (a cleaner that removes old files).
+            |entry: &std::path::Path| {
+                for e in std::fs::read_dir(entry).unwrap() {
+                    std::fs::remove_file(e.unwrap().path()).unwrap();
+                }
+            },
+            // The model only.
+            |entry: &std::path::Path| std::fs::remove_file(entry.join("model.onnx")).unwrap(),
+        ];
+        for empty in emptiers {
+            let s = serve_cached(uri, &cache, &pairs(&env));
+            assert_serves(&s, "logreg", uri);
+            drop(s);
+            let entries = cache_entries(&cache);
+            assert_eq!(entries.len(), 1, "{entries:?}");
+            empty(&cache.join(&entries[0]));
+            let s = serve_cached(uri, &cache, &pairs(&env));
+            assert_serves(&s, "logreg", &format!("{uri}, after the entry was emptied"));
+        }
+    }
+}
+
+/// What a SageMaker training job writes: a folder or prefix holding only `model.tar.gz`.
+#[test]
+fn a_folder_or_prefix_holding_only_model_tar_gz_serves_the_archive() {
+    let moto = Moto::start();
+    moto.create_bucket("models");
+    moto.put(
+        "models",
+        "job/output/model.tar.gz",
+        model_tar_gz(&model_dir("xgboost"), Some("model")),
+    );
+    let env = moto.env();
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("output");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(
+        folder.join("model.tar.gz"),
+        model_tar_gz(&model_dir("xgboost"), None),
+    )
+    .unwrap();
+    for uri in [
+        "s3://models/job/output/",
+        "s3://models/job/output",
+        folder.to_str().unwrap(),
+    ] {
+        let cache = tmp.path().join(format!("cache-{}", uri.len()));
+        let s = serve_cached(uri, &cache, &pairs(&env));
+        assert_serves(&s, "xgboost", uri);
+    }
+    // Nothing was written into the model folder.
+    let inside: Vec<_> = std::fs::read_dir(&folder).unwrap().collect();
+    assert_eq!(inside.len(), 1);
+}
+
+/// A prefix one level too high (a training job's checkpoints) is refused at the archive caps
+/// before anything is downloaded.
+#[test]
+fn a_prefix_over_the_caps_is_refused() {
+    let moto = Moto::start();
+    moto.create_bucket("models");
+    for f in ["model.onnx", "mlapp.json"] {
+        moto.put(
+            "models",
+            &format!("run/{f}"),
+            std::fs::read(model_dir("logreg").join(f)).unwrap(),
+        );
+    }
+    moto.put("models", "run/checkpoints/1.bin", vec![0; 1000]);
+    let env = moto.env();
+    let cache = tempfile::tempdir().unwrap();
+    let s = Server::start_with(
+        Some("serve"),
+        &[
+            "--model-uri",
+            "s3://models/run/",
+            "--model-cache-dir",
+            cache.path().to_str().unwrap(),
+            "--archive-max-files",
+            "2",
+        ],
+        &pairs(&env),
+    );
+    let reason = failure_reason(&s);
+    assert!(
+        reason.contains("3 objects") && reason.contains("--archive-max-files"),
+        "{reason}"
+    );
+    assert!(cache_entries(cache.path()).is_empty());
 }

@@ -327,3 +327,60 @@ fn large_files_are_uploaded_in_parts() {
     assert_eq!(meta.size, bytes.len() as u64);
     assert!(std::fs::read(&back).unwrap() == bytes);
 }
+
+/// A panic on the reading, a scoring or the writing thread fails the file with a message,
+/// within a bound; a panicking scorer once left the job waiting for ever. The panic is
+/// injected through a hook that only debug builds have.
+#[test]
+fn a_panicking_thread_fails_the_file_and_never_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    std::fs::create_dir_all(&input).unwrap();
+    // Many chunks, more than the window, so the reader waits for room when a chunk is lost.
+    std::fs::write(input.join("a.csv"), rows(5000, "\n")).unwrap();
+    for (stage, want) in [
+        ("scorer", "scoring the chunk starting at row"),
+        ("reader", "the reading thread panicked"),
+        ("writer", "the writing thread panicked"),
+    ] {
+        let run = transform_at(
+            input.to_str().unwrap(),
+            output.to_str().unwrap(),
+            &[],
+            &[("MLAPP_TEST_PANIC", stage)],
+        );
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{stage}: {stderr}");
+        assert!(
+            stderr.contains("1 failed") && stderr.contains(want),
+            "{stage}: {stderr}"
+        );
+        assert!(stderr.contains("injected by MLAPP_TEST_PANIC"), "{stderr}");
+        assert!(!output.join("a.csv.out").exists(), "{stage}");
+        assert!(!output.join("a.csv.out.partial").exists(), "{stage}");
+    }
+}
+
+/// Inputs that are links are scored like files; a link to a folder above is refused.
+#[test]
+fn linked_inputs_are_scored_and_link_loops_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    std::fs::create_dir_all(input.join("sub")).unwrap();
+    let data = dir.path().join("elsewhere.csv");
+    std::fs::write(&data, rows(300, "\n")).unwrap();
+    std::fs::write(input.join("plain.csv"), rows(20, "\n")).unwrap();
+    std::os::unix::fs::symlink(&data, input.join("sub/linked.csv")).unwrap();
+    let run = transform(&input, &output, &[]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("2 files done (320 rows)"), "{stderr}");
+    check_csv_out(&output.join("sub/linked.csv.out"), 300);
+    check_csv_out(&output.join("plain.csv.out"), 20);
+
+    std::os::unix::fs::symlink("..", input.join("sub/up")).unwrap();
+    let run = transform(&input, &dir.path().join("out2"), &[]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{stderr}");
+    assert!(stderr.contains("a loop"), "{stderr}");
+}
