@@ -307,3 +307,59 @@ fn max_payload_0_takes_a_body_of_any_size_as_it_arrives() {
     let peak = peak_rss_mib(s.pid());
     assert!(peak < 100.0, "peak RSS {peak:.0} MiB for a 110 MiB body");
 }
+
+#[test]
+fn batch_mode_answers_line_bodies_line_for_line_when_no_type_is_asked_for() {
+    let gold = golden("xgboost");
+    let csv = payload("xgboost", "rows.csv");
+    let jsonl = payload("xgboost", "rows.jsonl");
+    let rows = String::from_utf8(csv.clone()).unwrap().lines().count();
+    let check = |r: &crate::common::Reply, what: &str, json: bool| {
+        assert_eq!(r.status, 200, "{what}: {}", r.body);
+        let out: Vec<&str> = r.body.split('\n').collect();
+        assert_eq!(out.len(), rows, "{what}");
+        for (i, line) in out.iter().enumerate() {
+            let line = if json {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                let p = &v["probabilities"];
+                format!("{},{},{}", v["label"], p["0"], p["1"])
+            } else {
+                line.to_string()
+            };
+            assert_csv_row(&gold, &line, i, what);
+        }
+    };
+    let s = start(&[("SAGEMAKER_BATCH", "true")]);
+    for accept in [None, Some("*/*")] {
+        let r = s.post(Some("text/csv"), accept, &csv);
+        assert_eq!(r.content_type, "text/csv", "CSV, Accept {accept:?}");
+        check(&r, &format!("CSV, Accept {accept:?}"), false);
+        let r = s.post(Some("application/jsonlines"), accept, &jsonl);
+        assert_eq!(r.content_type, "application/jsonlines");
+        check(&r, &format!("JSON Lines, Accept {accept:?}"), true);
+    }
+    // A JSON document is still answered with one, and an asked-for type is still given.
+    let r = s.post(None, None, &payload("xgboost", "instances.json"));
+    assert_eq!(
+        (r.status, r.content_type.as_str()),
+        (200, "application/json")
+    );
+    let r = s.post(Some("text/csv"), Some("application/jsonlines"), &csv);
+    check(&r, "CSV asked for as JSON Lines", true);
+
+    // A default the user set wins, in batch mode too; outside it nothing changes.
+    let set = start(&[
+        ("SAGEMAKER_BATCH", "true"),
+        ("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "application/json"),
+    ]);
+    let online = start(&[]);
+    for (s, what) in [(&set, "default set"), (&online, "online")] {
+        for accept in [None, Some("*/*")] {
+            let r = s.post(Some("text/csv"), accept, &csv);
+            assert_eq!(r.status, 200, "{what}: {}", r.body);
+            assert_eq!(r.content_type, "application/json", "{what}, {accept:?}");
+            let n = r.json()["predictions"].as_array().map(Vec::len);
+            assert_eq!(n, Some(rows), "{what}");
+        }
+    }
+}
