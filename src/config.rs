@@ -122,13 +122,10 @@ pub struct ServeConfig {
     #[arg(long, env = "MLAPP_METRICS_PORT")]
     pub metrics_port: Option<u16>,
 
-    /// Answer type when Accept is missing or */*.
-    #[arg(
-        long,
-        env = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT",
-        default_value = "application/json"
-    )]
-    pub default_accept: String,
+    /// Answer type when Accept is missing or */*. Default: application/json; in batch mode a
+    /// CSV or JSON Lines body is answered in its own format, one line per record.
+    #[arg(long, env = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT")]
+    pub default_accept: Option<String>,
 
     /// Request type assumed when Content-Type is missing or application/octet-stream.
     #[arg(
@@ -447,12 +444,13 @@ impl ServeConfig {
                 self.shutdown_timeout
             ));
         }
-        if crate::codec::media::parse_output(&self.default_accept).is_none() {
-            return Err(format!(
-                "--default-accept / SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT \"{}\" is not one of {}",
-                self.default_accept,
-                crate::codec::media::ACCEPTED_ACCEPT_TYPES
-            ));
+        if let Some(accept) = &self.default_accept {
+            if crate::codec::media::parse_output(accept).is_none() {
+                return Err(format!(
+                    "--default-accept / SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT \"{accept}\" is not one of {}",
+                    crate::codec::media::ACCEPTED_ACCEPT_TYPES
+                ));
+            }
         }
         crate::codec::media::input_format(Some(&self.default_content_type), "", false, b"")
             .map_err(|e| format!("--default-content-type: {e}"))?;

@@ -1,6 +1,7 @@
 //! The errors a request can end in, and the one table that maps them to HTTP statuses.
 //! Every error body has the same shape: `{"error": {"code": "...", "message": "..."}}`.
 
+use crate::codec::lines::RecordTooLong;
 use crate::codec::media::MediaError;
 use crate::codec::DecodeError;
 use crate::engine::EngineError;
@@ -13,6 +14,8 @@ pub enum ApiError {
     Media(#[from] MediaError),
     #[error("the request body is larger than the limit of {limit} bytes{}", given.map(|g| format!(" ({g} bytes sent)")).unwrap_or_default())]
     PayloadTooLarge { limit: usize, given: Option<u64> },
+    #[error(transparent)]
+    RecordTooLong(#[from] RecordTooLong),
     #[error("could not read the request body: {0}")]
     BodyRead(String),
     #[error("{0}")]
@@ -41,7 +44,8 @@ impl ApiError {
             Self::Unauthorized(_) => 401,
             Self::Media(MediaError::UnsupportedContentType(_)) => 415,
             Self::Media(MediaError::NotAcceptable(_)) => 406,
-            Self::PayloadTooLarge { .. } => 413,
+            // 413, not 400: the record may be well formed, just more than the server holds.
+            Self::PayloadTooLarge { .. } | Self::RecordTooLong(_) => 413,
             Self::NotReady(_) | Self::Overloaded(_) => 503,
             Self::Timeout(_) => 504,
             Self::Internal(_) => 500,
@@ -58,6 +62,7 @@ impl ApiError {
             Self::Media(MediaError::UnsupportedContentType(_)) => "unsupported_content_type",
             Self::Media(MediaError::NotAcceptable(_)) => "not_acceptable",
             Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::RecordTooLong(_) => "record_too_large",
             Self::NotReady(_) => "not_ready",
             Self::Overloaded(_) => "overloaded",
             Self::Timeout(_) => "timeout",

@@ -120,6 +120,17 @@ pub fn parse_output(raw: &str) -> Option<OutputFormat> {
     output_of(&split_media(raw).0)
 }
 
+/// The line format that answers a line-oriented body one line per record, in the body's own
+/// format: what Batch Transform's `AssembleWith=Line` (and `mlapp transform`'s output files)
+/// need when no answer type was asked for. None for a JSON document or an .npy array.
+pub fn line_answer(input: InputFormat) -> Option<OutputFormat> {
+    match input {
+        InputFormat::Csv { .. } => Some(OutputFormat::Csv),
+        InputFormat::JsonLines => Some(OutputFormat::JsonLines),
+        InputFormat::Json | InputFormat::Npy => None,
+    }
+}
+
 /// Picks the answer type: a missing or `*/*` Accept gets `default`; otherwise the supported
 /// type with the highest q, earlier entries winning ties (the SageMaker toolkits take the
 /// first supported one).

@@ -6,6 +6,7 @@ pub mod encode;
 pub mod frame;
 pub mod json;
 mod json_fast;
+pub mod lines;
 pub mod media;
 pub mod npy;
 pub mod number;

@@ -10,7 +10,6 @@
 
 use std::io::{Read, Seek, Write};
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +17,7 @@ use actix_web::web::{self, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 
 use crate::codec::encode::Writer;
+use crate::codec::lines::{LineCutter, LineEnds, RecordTooLong};
 use crate::codec::{records, DecodeError, InputFormat, OutputFormat};
 use crate::engine::{Admitted, LoadedModel};
 use crate::error::ApiError;
@@ -64,10 +64,24 @@ pub enum Answer {
 /// Answers up to this size stay in memory; larger ones go to a spool file as they grow.
 const SPOOL_AT: usize = 4 * 1024 * 1024;
 
-/// Reads, scores and answers a body as it arrives: pieces are cut at the last newline once
+/// The most bytes one record of a streamed body may have. Without a bound, a body with no
+/// line end (a CR-only JSON Lines file, a JSON array sent as JSON Lines) would be held whole,
+/// which streaming exists to avoid, `MaxPayloadInMB=0` putting no limit on the body at all.
+/// Eight pieces is far more than any tabular row needs.
+pub const MAX_RECORD_BYTES: usize = 8 * CHUNK_BYTES;
+
+/// Why a streamed body is refused once it is drained.
+enum Refusal {
+    /// Over this limit; the message gives the size seen.
+    Payload(usize),
+    Record(RecordTooLong),
+}
+
+/// Reads, scores and answers a body as it arrives: pieces are cut at the last line end once
 /// `CHUNK_BYTES` have arrived, and a large answer goes to a temporary file that the response
-/// then streams. Past `limit` bytes (None: no limit) the rest is drained, up to a cap, and the
-/// request refused with 413, as for a body read whole.
+/// then streams. Past `limit` bytes (None: no limit), or once one record passes
+/// `MAX_RECORD_BYTES`, the rest is drained, up to a cap, and the request refused with 413, as
+/// for a body read whole.
 pub async fn score_stream<S, E>(
     req: Request<'_>,
     mut payload: S,
@@ -77,96 +91,134 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let mut spool: Option<std::fs::File> = None;
-    let mut held = Vec::new();
+    let mut cutter = LineCutter::new(LineEnds::of(req.format), MAX_RECORD_BYTES);
+    let mut spool = Spool::default();
     let mut scorer = Scorer::new(req, CHUNK_BYTES / 64);
     let mut buf = BytesMut::with_capacity(CHUNK_BYTES + 64 * 1024);
+    // The body's offset of `buf[0]`, to turn the cutter's offsets into `buf`'s.
+    let mut cut = 0u64;
     let mut seen = 0usize;
+    // Why the body is refused, and from what size on it is only drained.
+    let mut refused: Option<(Refusal, usize)> = None;
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::BodyRead(e.to_string()))?;
         seen += chunk.len();
-        if let Some(limit) = limit.filter(|&l| seen > l) {
-            if seen > limit + super::invocations::DRAIN_BYTES {
+        if refused.is_none() {
+            if let Some(limit) = limit.filter(|&l| seen > l) {
+                refused = Some((Refusal::Payload(limit), limit));
+            } else if let Err(e) = cutter.feed(&chunk) {
+                refused = Some((Refusal::Record(e), seen));
+            }
+            if refused.is_some() {
+                buf = BytesMut::new();
+            }
+        }
+        if let Some((_, from)) = &refused {
+            if seen > from + super::invocations::DRAIN_BYTES {
                 break;
             }
             continue;
         }
         buf.extend_from_slice(&chunk);
         if buf.len() >= CHUNK_BYTES {
-            if let Some(last) = buf.iter().rposition(|&b| b == b'\n') {
-                scorer.piece(buf.split_to(last + 1).freeze()).await?;
-                held.extend_from_slice(&scorer.take_bytes());
-                if held.len() > SPOOL_AT || spool.is_some() {
-                    let file = match spool.as_mut() {
-                        Some(file) => file,
-                        None => spool.insert(spool_file()?),
-                    };
-                    spool_write(file, &held)?;
-                    held.clear();
-                }
+            let whole = (cutter.last_end() - cut) as usize;
+            if whole > 0 {
+                cut += whole as u64;
+                scorer.piece(buf.split_to(whole).freeze()).await?;
+                spool.push(scorer.take_bytes()).await?;
             }
         }
     }
-    if let Some(limit) = limit.filter(|&l| seen > l) {
-        return Err(ApiError::PayloadTooLarge {
-            limit,
-            given: Some(seen as u64),
-        });
+    match refused {
+        Some((Refusal::Payload(limit), _)) => {
+            return Err(ApiError::PayloadTooLarge {
+                limit,
+                given: Some(seen as u64),
+            })
+        }
+        Some((Refusal::Record(e), _)) => return Err(e.into()),
+        None => {}
     }
     if !buf.is_empty() {
         scorer.piece(buf.freeze()).await?;
     }
-    held.extend_from_slice(&scorer.finish()?);
-    let Some(mut file) = spool else {
-        return Ok(Answer::Memory(held));
-    };
-    spool_write(&mut file, &held)?;
-    file.rewind()
-        .map_err(|e| ApiError::Internal(format!("answer spool: {e}")))?;
-    Ok(Answer::Spool(file))
+    spool.finish(scorer.finish()?).await
 }
 
-/// An answer spool that leaves nothing behind: the file is unlinked as soon as it is open.
-fn spool_file() -> Result<std::fs::File, ApiError> {
-    let fail =
-        |e: std::io::Error| ApiError::Internal(format!("cannot create an answer spool: {e}"));
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let path = std::env::temp_dir().join(format!(
-        "mlapp-answer-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(fail)?;
-    std::fs::remove_file(&path).map_err(fail)?;
-    Ok(file)
+/// A streamed answer as it grows: held up to `SPOOL_AT`, then written to an unlinked
+/// temporary file (`tempfile`: O_TMPFILE where there is one, so no name to guess or
+/// pre-create). File I/O runs on the blocking pool: under dirty-page throttling a write can
+/// block for long, and the event loop serves every connection of its worker.
+#[derive(Default)]
+struct Spool {
+    held: Vec<u8>,
+    file: Option<std::fs::File>,
 }
 
-fn spool_write(spool: &mut std::fs::File, bytes: &[u8]) -> Result<(), ApiError> {
-    spool
-        .write_all(bytes)
-        .map_err(|e| ApiError::Internal(format!("answer spool: {e}")))
+impl Spool {
+    async fn push(&mut self, bytes: Vec<u8>) -> Result<(), ApiError> {
+        self.held.extend_from_slice(&bytes);
+        if self.held.len() > SPOOL_AT || self.file.is_some() {
+            self.write(false).await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self, last: Vec<u8>) -> Result<Answer, ApiError> {
+        self.held.extend_from_slice(&last);
+        if self.file.is_none() {
+            return Ok(Answer::Memory(self.held));
+        }
+        self.write(true).await?;
+        self.file
+            .map(Answer::Spool)
+            .ok_or_else(|| task_failed("no answer spool"))
+    }
+
+    /// Writes what is held to the file (created on the first write), then rewinds it for
+    /// reading if `rewind`.
+    async fn write(&mut self, rewind: bool) -> Result<(), ApiError> {
+        let (file, held) = (self.file.take(), std::mem::take(&mut self.held));
+        let (file, mut held) = web::block(move || {
+            let mut file = match file {
+                Some(file) => file,
+                None => tempfile::tempfile()
+                    .map_err(|e| format!("cannot create an answer spool: {e}"))?,
+            };
+            file.write_all(&held)
+                .and_then(|()| if rewind { file.rewind() } else { Ok(()) })
+                .map_err(|e| format!("answer spool: {e}"))?;
+            Ok::<_, String>((file, held))
+        })
+        .await
+        .map_err(task_failed)?
+        .map_err(ApiError::Internal)?;
+        held.clear();
+        (self.file, self.held) = (Some(file), held);
+        Ok(())
+    }
 }
 
-/// Streams a spooled answer in 256 KiB blocks.
+/// Streams a spooled answer in 256 KiB blocks, each read on the blocking pool.
 pub fn spool_stream(
     file: std::fs::File,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + 'static {
     futures_util::stream::unfold(Some(file), |file| async move {
         let mut file = file?;
-        let mut block = vec![0u8; 256 * 1024];
-        // A read from a freshly written temporary file comes from the page cache.
-        match file.read(&mut block) {
-            Ok(0) => None,
-            Ok(n) => {
+        let read = web::block(move || {
+            let mut block = vec![0u8; 256 * 1024];
+            let n = file.read(&mut block);
+            n.map(|n| {
                 block.truncate(n);
-                Some((Ok(Bytes::from(block)), Some(file)))
-            }
-            Err(e) => Some((Err(e), None)),
+                (file, block)
+            })
+        })
+        .await;
+        match read {
+            Ok(Ok((_, block))) if block.is_empty() => None,
+            Ok(Ok((file, block))) => Some((Ok(Bytes::from(block)), Some(file))),
+            Ok(Err(e)) => Some((Err(e), None)),
+            Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
         }
     })
 }

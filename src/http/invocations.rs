@@ -114,10 +114,21 @@ async fn handle(
     };
     let settings = &state.settings;
     let metrics = &state.metrics;
-    let accept = media::output_format(header_str(req, header::ACCEPT), settings.default_accept)?;
+    let accept_header = header_str(req, header::ACCEPT);
+    // Refused before the body is read; the body's format may still pick the type (below).
+    media::output_format(accept_header, settings.default_accept)?;
+    let answer_to = |format| {
+        let like_input = settings
+            .answer_like_input
+            .then(|| media::line_answer(format));
+        media::output_format(
+            accept_header,
+            like_input.flatten().unwrap_or(settings.default_accept),
+        )
+    };
     let placeholders = settings.bad_records == BadRecords::Placeholder;
     let declared = header_str(req, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
-    let piece_request = |format, ticket| chunked::Request {
+    let piece_request = |format, accept, ticket| chunked::Request {
         model: &model,
         ticket,
         metrics,
@@ -139,6 +150,7 @@ async fn handle(
             b"",
         )?;
         if chunked::streamable(format) {
+            let accept = answer_to(format)?;
             let limit = (!settings.unbounded_bodies).then_some(settings.max_payload_bytes);
             if let Some(limit) = limit.filter(|&l| declared.is_some_and(|d| d > l as u64)) {
                 // Refused before anything is scored; drained as a body read whole would be.
@@ -153,7 +165,7 @@ async fn handle(
             }
             // A streamed body holds a few pieces, not the body: admitted like any request.
             let ticket = admit()?;
-            let req = piece_request(format, &ticket);
+            let req = piece_request(format, accept, &ticket);
             let mut resp = HttpResponse::Ok();
             resp.insert_header((header::CONTENT_TYPE, accept.mime()));
             let payload = body_read.idle_bounded(payload);
@@ -173,6 +185,7 @@ async fn handle(
         model.source.config.csv_header,
         &body[..body.len().min(8)],
     )?;
+    let accept = answer_to(format)?;
     // Line-oriented bodies go chunk by chunk when large, and always in placeholder mode,
     // which scores the good lines of a chunk with bad ones.
     if model.batching {
@@ -181,7 +194,7 @@ async fn handle(
                 .then(|| std::iter::once(0..body.len()).collect())
         });
         if let Some(ranges) = ranges {
-            let req = piece_request(format, &ticket);
+            let req = piece_request(format, accept, &ticket);
             let answer = chunked::score(req, body.freeze(), ranges).await?;
             return Ok(HttpResponse::Ok()
                 .insert_header((header::CONTENT_TYPE, accept.mime()))

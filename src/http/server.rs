@@ -66,8 +66,11 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
     let settings = Settings {
         max_payload_bytes: cfg.max_payload_bytes(),
         timeout: cfg.request_timeout(),
-        default_accept: media::parse_output(&cfg.default_accept)
-            .ok_or_else(|| ServeError::Config("bad default accept".into()))?,
+        default_accept: media::parse_output(
+            cfg.default_accept.as_deref().unwrap_or("application/json"),
+        )
+        .ok_or_else(|| ServeError::Config("bad default accept".into()))?,
+        answer_like_input: cfg.batch && cfg.default_accept.is_none(),
         default_content_type: cfg.default_content_type.clone(),
         execution_parameters: cfg.execution_parameters(),
         bad_records: cfg.bad_records,
@@ -76,6 +79,14 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         body_memory_bytes: cfg.body_memory_bytes(),
         body_idle_timeout: cfg.body_idle_timeout(),
     };
+    if settings.answer_like_input {
+        // SageMaker assembles a Batch Transform's output line by line (AssembleWith=Line): one
+        // JSON document per mini-batch would break that.
+        log::info!(
+            "batch mode: a CSV or JSON Lines body with no Accept (or */*) is answered in its own \
+             format, one line per record; SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT sets one type instead"
+        );
+    }
     let metrics = Arc::new(Metrics::new());
     let state = web::Data::new(AppState::new(
         settings,

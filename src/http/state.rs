@@ -22,6 +22,9 @@ pub struct Settings {
     pub max_payload_bytes: usize,
     pub timeout: Duration,
     pub default_accept: OutputFormat,
+    /// A CSV or JSON Lines body with no Accept or */* is answered in its own format, one line
+    /// per record (Batch Transform mode with no default accept set, see `media::line_answer`).
+    pub answer_like_input: bool,
     pub default_content_type: String,
     pub execution_parameters: ExecutionParameters,
     pub bad_records: BadRecords,

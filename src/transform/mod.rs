@@ -124,8 +124,7 @@ pub fn run(cfg: &TransformConfig) -> Result<Summary, TransformError> {
     let accept = match &cfg.accept {
         Some(a) => media::parse_output(a)
             .ok_or_else(|| TransformError::Config(format!("--accept: unsupported type {a:?}")))?,
-        None if matches!(format, InputFormat::Csv { .. }) => OutputFormat::Csv,
-        None => OutputFormat::JsonLines,
+        None => media::line_answer(format).unwrap_or(OutputFormat::JsonLines),
     };
     if cfg.split_type == SplitType::Line {
         if !matches!(

@@ -242,10 +242,16 @@ fn peak_rss_mib(pid: u32) -> f64 {
 
 #[test]
 fn max_payload_0_takes_a_body_of_any_size_as_it_arrives() {
+    let tmp = tempfile::tempdir().unwrap();
     let s = start(&[
         ("SAGEMAKER_BATCH", "true"),
         ("SAGEMAKER_MAX_PAYLOAD_IN_MB", "0"),
+        ("TMPDIR", tmp.path().to_str().unwrap()),
     ]);
+    // Another local user taking the spool's name: a predictable one would turn the answer
+    // into a 500.
+    let planted = tmp.path().join(format!("mlapp-answer-{}-0", s.pid()));
+    std::fs::write(&planted, b"not yours").unwrap();
     let text = String::from_utf8(payload("xgboost", "rows.csv")).unwrap();
     let lines: Vec<String> = text.lines().map(str::to_string).collect();
     let row_bytes = lines.iter().map(|l| l.len() + 1).sum::<usize>() / lines.len();
@@ -261,16 +267,99 @@ fn max_payload_0_takes_a_body_of_any_size_as_it_arrives() {
         .set("Content-Type", "text/csv")
         // JSON Lines answers (about 10 MB here) are large enough to be spooled to disk.
         .set("Accept", "application/jsonlines")
-        .send(body)
-        .expect("200");
+        .send(body);
+    let resp = match resp {
+        Ok(resp) => resp,
+        Err(ureq::Error::Status(code, r)) => panic!("{code}: {}", r.into_string().unwrap()),
+        Err(e) => panic!("{e}"),
+    };
     let mut answer = String::new();
     std::io::Read::read_to_string(&mut resp.into_reader(), &mut answer).unwrap();
     assert!(answer.len() > 8 << 20);
     let lines: Vec<&str> = answer.split('\n').collect();
     assert_eq!(lines.len(), rows);
     assert!(lines[rows - 1].starts_with("{\"label\":"));
+    // The spooled answer is whole and in order: row k is example row (rows - 1 - k) % 25.
+    let gold = golden("xgboost");
+    for (k, line) in lines.iter().enumerate() {
+        if k >= 25 {
+            assert_eq!(*line, lines[k - 25], "answer line {k}");
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let p = &v["probabilities"];
+        let csv = format!("{},{},{}", v["label"], p["0"], p["1"]);
+        assert_csv_row(&gold, &csv, (rows - 1 - k) % 25, "spooled answer");
+    }
+    // ...and the spool left nothing behind (tempfile's names start with .tmp).
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| *p != planted)
+        .filter(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with("mlapp-answer") || name.starts_with(".tmp")
+        })
+        .collect();
+    assert!(left.is_empty(), "left in TMPDIR: {left:?}");
 
     // Neither the body nor its columns were held whole.
     let peak = peak_rss_mib(s.pid());
     assert!(peak < 100.0, "peak RSS {peak:.0} MiB for a 110 MiB body");
+}
+
+#[test]
+fn batch_mode_answers_line_bodies_line_for_line_when_no_type_is_asked_for() {
+    let gold = golden("xgboost");
+    let csv = payload("xgboost", "rows.csv");
+    let jsonl = payload("xgboost", "rows.jsonl");
+    let rows = String::from_utf8(csv.clone()).unwrap().lines().count();
+    let check = |r: &crate::common::Reply, what: &str, json: bool| {
+        assert_eq!(r.status, 200, "{what}: {}", r.body);
+        let out: Vec<&str> = r.body.split('\n').collect();
+        assert_eq!(out.len(), rows, "{what}");
+        for (i, line) in out.iter().enumerate() {
+            let line = if json {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                let p = &v["probabilities"];
+                format!("{},{},{}", v["label"], p["0"], p["1"])
+            } else {
+                line.to_string()
+            };
+            assert_csv_row(&gold, &line, i, what);
+        }
+    };
+    let s = start(&[("SAGEMAKER_BATCH", "true")]);
+    for accept in [None, Some("*/*")] {
+        let r = s.post(Some("text/csv"), accept, &csv);
+        assert_eq!(r.content_type, "text/csv", "CSV, Accept {accept:?}");
+        check(&r, &format!("CSV, Accept {accept:?}"), false);
+        let r = s.post(Some("application/jsonlines"), accept, &jsonl);
+        assert_eq!(r.content_type, "application/jsonlines");
+        check(&r, &format!("JSON Lines, Accept {accept:?}"), true);
+    }
+    // A JSON document is still answered with one, and an asked-for type is still given.
+    let r = s.post(None, None, &payload("xgboost", "instances.json"));
+    assert_eq!(
+        (r.status, r.content_type.as_str()),
+        (200, "application/json")
+    );
+    let r = s.post(Some("text/csv"), Some("application/jsonlines"), &csv);
+    check(&r, "CSV asked for as JSON Lines", true);
+
+    // A default the user set wins, in batch mode too; outside it nothing changes.
+    let set = start(&[
+        ("SAGEMAKER_BATCH", "true"),
+        ("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "application/json"),
+    ]);
+    let online = start(&[]);
+    for (s, what) in [(&set, "default set"), (&online, "online")] {
+        for accept in [None, Some("*/*")] {
+            let r = s.post(Some("text/csv"), accept, &csv);
+            assert_eq!(r.status, 200, "{what}: {}", r.body);
+            assert_eq!(r.content_type, "application/json", "{what}, {accept:?}");
+            let n = r.json()["predictions"].as_array().map(Vec::len);
+            assert_eq!(n, Some(rows), "{what}");
+        }
+    }
 }

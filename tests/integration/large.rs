@@ -120,3 +120,112 @@ fn errors_name_the_row_of_the_whole_body() {
     assert_eq!(code, "invalid_jsonlines");
     assert!(msg.starts_with("line 8000:"), "{msg}");
 }
+
+/// A Batch Transform server on the xgboost example with the given extra environment.
+fn batch_server(envs: &[(&str, &str)]) -> Server {
+    let dir = model_dir("xgboost");
+    let mut all = vec![("SAGEMAKER_BATCH", "true")];
+    all.extend_from_slice(envs);
+    let s = Server::start_with(
+        Some("serve"),
+        &["--model-dir", dir.to_str().unwrap(), "--workers", "2"],
+        &all,
+    );
+    s.wait_ready(std::time::Duration::from_secs(60));
+    s
+}
+
+#[test]
+fn a_streamed_record_with_no_line_end_is_refused_at_the_record_limit() {
+    let limit = 16 << 20; // chunked::MAX_RECORD_BYTES
+                          // 1000 good rows, then 20 MiB of one "line" that never ends: refused once it passes the
+                          // record limit, whatever the body limit, rather than held whole and rescanned per chunk.
+    let mut body = xgboost_rows(1000);
+    let good = body.len();
+    while body.len() < good + (20 << 20) {
+        body.extend_from_slice(b"0.5,");
+    }
+    for envs in [&[][..], &[("SAGEMAKER_MAX_PAYLOAD_IN_MB", "0")][..]] {
+        let s = batch_server(envs);
+        for chunked in [false, true] {
+            let started = std::time::Instant::now();
+            let req = crate::common::agent()
+                .post(&format!("{}/invocations", s.base))
+                .set("Content-Type", "text/csv")
+                .set("Accept", "text/csv");
+            // Transfer-Encoding: chunked when sent from a reader, Content-Length otherwise.
+            let r = crate::common::reply(if chunked {
+                req.send(std::io::Cursor::new(body.clone()))
+            } else {
+                req.send_bytes(&body)
+            });
+            let what = format!("{envs:?}, chunked {chunked}");
+            assert_eq!(
+                r.status,
+                413,
+                "{what}: {}",
+                &r.body[..r.body.len().min(300)]
+            );
+            let (code, msg) = r.error();
+            assert_eq!(code, "record_too_large", "{what}");
+            assert!(
+                msg.starts_with(&format!(
+                    "the record starting at line 1001 is longer than {limit} bytes"
+                )),
+                "{what}: {msg}"
+            );
+            let took = started.elapsed();
+            assert!(took.as_secs() < 30, "{what}: refused after {took:?}");
+            // The server keeps serving.
+            let r = s.post(Some("text/csv"), Some("text/csv"), &xgboost_rows(3));
+            assert_eq!(r.status, 200, "{what}: {}", r.body);
+            assert_eq!(r.body.split('\n').count(), 3);
+        }
+    }
+}
+
+#[test]
+fn cr_only_csv_gets_the_answer_of_the_same_rows_with_lf() {
+    let gold = golden("xgboost");
+    let csv = lines_of(&payload("xgboost", "rows.csv"));
+    // Over the record limit (16 MiB) in all: were a lone CR not a line end, it would be one
+    // record, refused.
+    let rows = 35_000;
+    let with = |eol: &str| {
+        let mut out = String::new();
+        for i in 0..rows {
+            out.push_str(&csv[i % csv.len()]);
+            out.push_str(eol);
+        }
+        out.into_bytes()
+    };
+    let (lf, cr) = (with("\n"), with("\r"));
+    assert!(cr.len() > 16 << 20);
+    let s = batch_server(&[]);
+    let want = s.post(Some("text/csv"), Some("text/csv"), &lf);
+    assert_eq!(want.status, 200, "{}", want.body);
+    let got = s.post(Some("text/csv"), Some("text/csv"), &cr);
+    assert_eq!(got.status, 200, "{}", &got.body[..got.body.len().min(300)]);
+    assert!(got.body == want.body, "CR-only and LF answers differ");
+    let out: Vec<&str> = got.body.split('\n').collect();
+    assert_eq!(out.len(), rows);
+    for (i, line) in out.iter().enumerate().step_by(997) {
+        assert_csv_row(&gold, line, i % csv.len(), "CR-only CSV");
+    }
+
+    // A small CR-only body gets the same answer streamed (batch) as read whole.
+    let online = Server::ready(&model_dir("xgboost"), &[]);
+    let small = csv[..5].join("\r") + "\r";
+    let jsonl = lines_of(&payload("xgboost", "rows.jsonl"))[..3].join("\r");
+    // A CR in JSON Lines is whitespace inside a record, so a CR-only body is one bad record.
+    for (ctype, body, status) in [
+        ("text/csv", small, 200),
+        ("application/jsonlines", jsonl, 400),
+    ] {
+        let streamed = s.post(Some(ctype), Some("text/csv"), body.as_bytes());
+        let whole = online.post(Some(ctype), Some("text/csv"), body.as_bytes());
+        assert_eq!(whole.status, status, "{ctype}: {}", whole.body);
+        assert_eq!(streamed.status, whole.status, "{ctype}: {}", streamed.body);
+        assert_eq!(streamed.body, whole.body, "{ctype}");
+    }
+}
