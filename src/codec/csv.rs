@@ -5,6 +5,9 @@ use super::{number, Column, DecodeError, Frame};
 use crate::model::{ElemType, ModelSignature};
 
 pub fn decode(body: &[u8], sig: &ModelSignature, header: bool) -> Result<Frame, DecodeError> {
+    // Excel's "CSV UTF-8" starts with a byte-order mark. The csv crate drops it; the plain
+    // reader must too, or the first string cell carries it to the model.
+    let body = body.strip_prefix(b"\xef\xbb\xbf").unwrap_or(body);
     if !header && !body.contains(&b'"') {
         if let Some(frame) = decode_plain(body, sig) {
             return Ok(frame);
@@ -419,6 +422,22 @@ mod tests {
         );
         let err = decode(b"e,c,a,d,b\n5,3,1,4,\xff\n", &sig, true).unwrap_err();
         assert!(err.to_string().contains("row 1, column 5"), "{err}");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_data() {
+        // Found by codec::props: Excel's "CSV UTF-8" starts with a BOM. The csv crate drops it,
+        // but the plain reader kept it in the first string cell, so a body without quotes
+        // sent the category "\u{feff}Lagos" to the model.
+        for body in [
+            &b"\xef\xbb\xbfLagos,1,2\n"[..],
+            b"\xef\xbb\xbf\"Lagos\",1,2\n",
+        ] {
+            let f = decode(body, &mixed(), false).unwrap();
+            assert_eq!(f.columns[0], Column::Str(vec!["Lagos".into()]));
+        }
+        let f = decode(b"\xef\xbb\xbf1,2,3\n", &tensor3(), false).unwrap();
+        assert_eq!(f.columns[0], Column::F32(vec![1., 2., 3.]));
     }
 
     #[test]
