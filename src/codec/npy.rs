@@ -177,10 +177,12 @@ impl<'a> HeaderDict<'a> {
                 ("descr" | "fortran_order" | "shape", _) => {
                     return Err(bad(format!("the header's '{key}' has the wrong type")))
                 }
-                _ => return Err(bad(format!(
-                    "the header has key {}; numpy writes only 'descr', 'fortran_order' and 'shape'",
-                    short(key)
-                ))),
+                (other, _) => {
+                    return Err(bad(format!(
+                        "the header has key {}; numpy writes 'descr', 'fortran_order', 'shape'",
+                        short(other)
+                    )))
+                }
             };
             if slot_taken {
                 return Err(bad(format!("the header has '{key}' twice")));
