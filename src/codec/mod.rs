@@ -9,6 +9,8 @@ mod json_fast;
 pub mod media;
 pub mod npy;
 pub mod number;
+#[cfg(test)]
+mod props;
 pub mod records;
 
 pub use encode::encode;
