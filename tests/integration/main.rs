@@ -4,6 +4,7 @@
 mod batch;
 mod batching;
 mod common;
+mod decoding;
 mod errors;
 mod golden;
 mod hostile;
