@@ -80,20 +80,32 @@ impl ApiError {
     }
 
     /// The JSON body. SageMaker copies at most 2048 characters of it to the caller, so the
-    /// message is cut to fit.
+    /// message is cut to fit. The budget is spent on the escaped text, since a quote or a
+    /// control character takes two to six bytes once escaped.
     pub fn body(&self) -> Vec<u8> {
-        let mut message = self.to_string();
-        if message.len() > 1900 {
-            let mut cut = 1900;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push_str("...");
+        const LIMIT: usize = 2048;
+        let json = |message: &str| {
+            serde_json::json!({"error": {"code": self.code(), "message": message}})
+                .to_string()
+                .into_bytes()
+        };
+        let message = self.to_string();
+        let whole = json(&message);
+        if whole.len() <= LIMIT {
+            return whole;
         }
-        serde_json::json!({"error": {"code": self.code(), "message": message}})
-            .to_string()
-            .into_bytes()
+        let mut budget = LIMIT.saturating_sub(json("...").len());
+        let mut cut = 0;
+        for (i, c) in message.char_indices() {
+            // The escaped width of one character, as serde_json writes it.
+            let width = serde_json::to_string(&c).map_or(6, |s| s.len() - 2);
+            if width > budget {
+                break;
+            }
+            budget -= width;
+            cut = i + c.len_utf8();
+        }
+        json(&format!("{}...", &message[..cut]))
     }
 }
 
@@ -105,6 +117,44 @@ impl ApiError {
             EngineError::Stopped => Self::NotReady(e.to_string()),
             EngineError::DeadlineExceeded => Self::Timeout(timeout.as_secs_f64()),
             EngineError::Run(m) => Self::Internal(format!("inference failed: {m}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_body_fits_sagemakers_limit_whatever_the_message() {
+        // Review L7: the message was cut to 1900 bytes before escaping, and quotes or control
+        // characters then doubled (or sextupled) it past 2048.
+        let messages = [
+            "\"".repeat(3000),
+            "\u{1}".repeat(3000),
+            "\\".repeat(1500) + &"é".repeat(1000),
+            "a".repeat(2040) + "€€€€€€€€",
+            "ok".into(),
+            "é".repeat(5000),
+            "\u{7f}\n\t".repeat(900),
+        ];
+        for m in messages {
+            let e = ApiError::Internal(m.clone());
+            let body = e.body();
+            assert!(body.len() <= 2048, "{} bytes", body.len());
+            let v: serde_json::Value = serde_json::from_slice(&body).expect("valid JSON");
+            assert_eq!(v["error"]["code"], "internal_error");
+            let got = v["error"]["message"].as_str().unwrap();
+            if got == m {
+                continue;
+            }
+            let kept = got.strip_suffix("...").expect("a cut message ends in ...");
+            assert!(m.starts_with(kept) && !kept.is_empty(), "{got:?}");
+            // Cut no shorter than needed: one more character would not have fitted.
+            let next = m[kept.len()..].chars().next().unwrap();
+            let longer = serde_json::json!({"error": {"code": "internal_error",
+                "message": format!("{kept}{next}...")}});
+            assert!(longer.to_string().len() > 2048);
         }
     }
 }

@@ -5,6 +5,9 @@ use super::{number, Column, DecodeError, Frame};
 use crate::model::{ElemType, ModelSignature};
 
 pub fn decode(body: &[u8], sig: &ModelSignature, header: bool) -> Result<Frame, DecodeError> {
+    // Excel's "CSV UTF-8" starts with a byte-order mark. The csv crate drops it; the plain
+    // reader must too, or the first string cell carries it to the model.
+    let body = body.strip_prefix(b"\xef\xbb\xbf").unwrap_or(body);
     if !header && !body.contains(&b'"') {
         if let Some(frame) = decode_plain(body, sig) {
             return Ok(frame);
@@ -162,8 +165,8 @@ fn decode_full(body: &[u8], sig: &ModelSignature, header: bool) -> Result<Frame,
     let rows_hint = body.len() / (nfeat * 4).max(1);
     let mut builder = FrameBuilder::new(sig, rows_hint);
     let mut record = csv::ByteRecord::new();
-    // With a header, order[c] is the feature that CSV column c holds.
-    let mut order: Option<Vec<usize>> = None;
+    // With a header, column_of[f] is the CSV column (0-based) that holds feature f.
+    let mut column_of: Option<Vec<usize>> = None;
     let mut row = 0usize;
     loop {
         match reader.read_byte_record(&mut record) {
@@ -171,8 +174,8 @@ fn decode_full(body: &[u8], sig: &ModelSignature, header: bool) -> Result<Frame,
             Ok(false) => break,
             Err(e) => return Err(syntax(&e, row + 1)),
         }
-        if header && order.is_none() {
-            order = Some(header_order(&record, sig)?);
+        if header && column_of.is_none() {
+            column_of = Some(header_columns(&record, sig)?);
             continue;
         }
         row += 1;
@@ -184,30 +187,24 @@ fn decode_full(body: &[u8], sig: &ModelSignature, header: bool) -> Result<Frame,
                 features: sig.feature_list(),
             });
         }
-        match &order {
-            None => {
-                for (c, field) in record.iter().enumerate() {
-                    builder.push(row, c + 1, c, Cell::Text(utf8(field, row, c + 1)?))?;
-                }
-            }
-            Some(order) => {
-                let mut slots: Vec<&str> = vec![""; nfeat];
-                for (c, field) in record.iter().enumerate() {
-                    slots[order[c]] = utf8(field, row, c + 1)?;
-                }
-                let column_of = |f: usize| order.iter().position(|&o| o == f).unwrap_or(f) + 1;
-                for (f, text) in slots.iter().enumerate() {
-                    builder.push(row, column_of(f), f, Cell::Text(text))?;
-                }
-            }
+        // Cells are pushed in feature order, each read straight from its column.
+        for f in 0..nfeat {
+            let c = column_of.as_ref().map_or(f, |cols| cols[f]);
+            let field = record.get(c).unwrap_or_default();
+            builder.push(row, c + 1, f, Cell::Text(utf8(field, row, c + 1)?))?;
         }
         builder.end_row();
     }
     Ok(builder.finish())
 }
 
-fn header_order(record: &csv::ByteRecord, sig: &ModelSignature) -> Result<Vec<usize>, DecodeError> {
-    let mut order = Vec::with_capacity(record.len());
+/// For each feature, the column of the header that names it. Every feature must be named
+/// exactly once, and nothing else, so the result is a permutation of the columns.
+fn header_columns(
+    record: &csv::ByteRecord,
+    sig: &ModelSignature,
+) -> Result<Vec<usize>, DecodeError> {
+    let mut column_of = vec![0; sig.features.len()];
     let mut seen = vec![false; sig.features.len()];
     for (c, field) in record.iter().enumerate() {
         let name = utf8(field, 0, c + 1)?.trim();
@@ -224,7 +221,7 @@ fn header_order(record: &csv::ByteRecord, sig: &ModelSignature) -> Result<Vec<us
                 c + 1
             )));
         }
-        order.push(f);
+        column_of[f] = c;
     }
     if let Some(missing) = seen.iter().position(|s| !s) {
         return Err(DecodeError::Shape(format!(
@@ -232,7 +229,7 @@ fn header_order(record: &csv::ByteRecord, sig: &ModelSignature) -> Result<Vec<us
             sig.features[missing].name
         )));
     }
-    Ok(order)
+    Ok(column_of)
 }
 
 fn utf8(field: &[u8], row: usize, column: usize) -> Result<&str, DecodeError> {
@@ -378,6 +375,69 @@ mod tests {
         for (g, e) in got.iter().zip(&expected) {
             assert_eq!(g.to_bits(), e.to_bits(), "{e:e} read back as {g:e}");
         }
+    }
+
+    #[test]
+    fn a_nul_in_a_string_feature_is_an_invalid_value() {
+        // Review M7: ONNX Runtime builds a C string per element, so a NUL used to end in a
+        // 500 from the engine instead of a 422 naming the cell.
+        let cases: [(&[u8], bool, usize); 3] = [
+            (b"Lagos,1,2\nLa\0gos,1,2\n", false, 1),
+            (b"Lagos,1,2\n\"La\0gos\",1,2\n", false, 1),
+            (b"hours,city,tier\n2,Lagos,1\n2,La\0gos,1\n", true, 2),
+        ];
+        for (body, header, column) in cases {
+            let err = decode(body, &mixed(), header).unwrap_err();
+            assert_eq!(err.code(), "invalid_value", "{err}");
+            assert!(!err.is_malformed());
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "row 2, column {column} (feature \"city\"): expected a string without NUL \
+                     characters, got \"La\\0gos\""
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn header_order_names_the_csv_column_of_a_bad_value() {
+        // Features a..e of a float model, sent in the order e,c,a,d,b: a bad "d" is in CSV
+        // column 4, a bad "b" in column 5.
+        let names: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
+        let sig = crate::codec::test_sig::floats(&names);
+        let f = decode(b"e,c,a,d,b\n5,3,1,4,2\n", &sig, true).unwrap();
+        assert_eq!(f.columns[0], Column::F32(vec![1., 2., 3., 4., 5.]));
+        let err = decode(b"e,c,a,d,b\n5,3,1,4,2\n5,3,1,x,2\n", &sig, true).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("row 2, column 4 (feature \"d\")"),
+            "{err}"
+        );
+        let err = decode(b"e,c,a,d,b\n5,3,1,4,y\n", &sig, true).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("row 1, column 5 (feature \"b\")"),
+            "{err}"
+        );
+        let err = decode(b"e,c,a,d,b\n5,3,1,4,\xff\n", &sig, true).unwrap_err();
+        assert!(err.to_string().contains("row 1, column 5"), "{err}");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_data() {
+        // Found by codec::props: Excel's "CSV UTF-8" starts with a BOM. The csv crate drops it,
+        // but the plain reader kept it in the first string cell, so a body without quotes
+        // sent the category "\u{feff}Lagos" to the model.
+        for body in [
+            &b"\xef\xbb\xbfLagos,1,2\n"[..],
+            b"\xef\xbb\xbf\"Lagos\",1,2\n",
+        ] {
+            let f = decode(body, &mixed(), false).unwrap();
+            assert_eq!(f.columns[0], Column::Str(vec!["Lagos".into()]));
+        }
+        let f = decode(b"\xef\xbb\xbf1,2,3\n", &tensor3(), false).unwrap();
+        assert_eq!(f.columns[0], Column::F32(vec![1., 2., 3.]));
     }
 
     #[test]

@@ -138,9 +138,14 @@ impl<'s> FrameBuilder<'s> {
         if let Cell::Nested(kind) = cell {
             return Err(bad(kind.to_string()));
         }
-        let float_column = matches!(self.columns[f.input], Column::F32(_) | Column::F64(_));
+        // Float features round the decimal once; string features keep it as written (1.0 stays
+        // "1.0", as Python's str gives it); the rest read it as an integer or a double.
+        let keeps_decimal = matches!(
+            self.columns[f.input],
+            Column::F32(_) | Column::F64(_) | Column::Str(_)
+        );
         let cell = match cell {
-            Cell::Decimal(t) if !float_column => number_cell(t),
+            Cell::Decimal(t) if !keeps_decimal => number_cell(t),
             other => other,
         };
         match &mut self.columns[f.input] {
@@ -173,14 +178,28 @@ impl<'s> FrameBuilder<'s> {
                 Cell::Text(t) => parse_bool(t).ok_or_else(|| bad(quote(t)))?,
                 other => return Err(bad(describe(other))),
             }),
-            Column::Str(v) => v.push(match cell {
-                Cell::Text(t) => t.to_owned(),
-                Cell::Int(x) => x.to_string(),
-                Cell::Num(x) => x.to_string(),
-                Cell::Bool(b) => b.to_string(),
-                Cell::Decimal(t) => t.to_owned(),
-                Cell::Missing | Cell::Nested(_) => String::new(),
-            }),
+            Column::Str(v) => {
+                let text = match cell {
+                    Cell::Text(t) => t.to_owned(),
+                    Cell::Int(x) => x.to_string(),
+                    Cell::Num(x) => x.to_string(),
+                    Cell::Bool(b) => b.to_string(),
+                    Cell::Decimal(t) => t.to_owned(),
+                    Cell::Missing | Cell::Nested(_) => String::new(),
+                };
+                // ONNX Runtime copies each string into a C string, which cannot hold a NUL: it
+                // would fail the whole run (a 500, and a coalesced batch rerun one by one).
+                if text.contains('\0') {
+                    return Err(DecodeError::Value {
+                        row,
+                        column,
+                        feature: f.name.clone(),
+                        expected: "a string without NUL characters",
+                        got: quote(&text),
+                    });
+                }
+                v.push(text)
+            }
         }
         Ok(())
     }

@@ -4,6 +4,10 @@
 //! `{"inputs": {"input_name": [...]}}`, a bare `[[...], ...]` or `[{...}, ...]`, a bare
 //! `[...]` (one row) or a bare `{...}` (one record). JSON Lines: one array or object per line.
 
+use std::collections::HashSet;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::frame::{json_cell, FrameBuilder};
@@ -28,6 +32,19 @@ pub fn decode_lines(body: &[u8], sig: &ModelSignature) -> Result<Frame, DecodeEr
 pub(crate) fn decode_tree(body: &[u8], sig: &ModelSignature) -> Result<Frame, DecodeError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| DecodeError::syntax("json", format!("invalid JSON: {e}")))?;
+    if let Some(dup) = duplicate_key(body) {
+        let is_record = |v: &Value| {
+            v.as_object()
+                .is_some_and(|o| !o.contains_key("instances") && !o.contains_key("inputs"))
+        };
+        let row = match dup.path.as_slice() {
+            [] if is_record(&value) => Some(1),
+            [Seg::Key(k), Seg::Index(i)] if k == "instances" || k == "inputs" => Some(i + 1),
+            [Seg::Index(i)] => Some(i + 1),
+            _ => None,
+        };
+        return Err(dup.error(row));
+    }
     match value {
         Value::Object(mut obj) => {
             if let Some(instances) = obj.remove("instances") {
@@ -79,6 +96,10 @@ pub(crate) fn decode_lines_tree(body: &[u8], sig: &ModelSignature) -> Result<Fra
             DecodeError::syntax("jsonlines", format!("line {}: invalid JSON: {e}", i + 1))
         })?;
         let row = b.rows() + 1;
+        if let Some(dup) = duplicate_key(line) {
+            let in_record = dup.path.is_empty() && value.is_object();
+            return Err(dup.error(Some(row).filter(|_| in_record)));
+        }
         one_row(&mut b, row, &value)?;
         b.end_row();
     }
@@ -236,6 +257,138 @@ fn named_inputs(named: &Map<String, Value>, sig: &ModelSignature) -> Result<Fram
     Ok(b.finish())
 }
 
+/// A step into a JSON value: an object's key or an array's index.
+#[derive(Clone, Debug)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// The first key that appears twice in one object, and the path to that object.
+struct Duplicate {
+    path: Vec<Seg>,
+    key: String,
+}
+
+impl Duplicate {
+    /// The error for a duplicate in a record at `row`, or anywhere else (`None`).
+    fn error(self, row: Option<usize>) -> DecodeError {
+        let place = if row.is_some() || self.path.is_empty() {
+            String::new()
+        } else {
+            let path: String = self
+                .path
+                .iter()
+                .map(|s| match s {
+                    Seg::Key(k) => format!("{k:?}"),
+                    Seg::Index(i) => format!("[{i}]"),
+                })
+                .collect();
+            format!(" in {path}")
+        };
+        DecodeError::DuplicateKey {
+            row,
+            key: self.key,
+            place,
+        }
+    }
+}
+
+/// Looks for a key given twice in one object. `serde_json::Value` keeps the last value of a
+/// repeated key silently, so a well-formed body is read once more, as tokens, to find one.
+fn duplicate_key(body: &[u8]) -> Option<Duplicate> {
+    let mut path = Vec::new();
+    let mut found = None;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let _ = Scan {
+        path: &mut path,
+        found: &mut found,
+    }
+    .deserialize(&mut de);
+    found
+}
+
+struct Scan<'a> {
+    path: &'a mut Vec<Seg>,
+    found: &'a mut Option<Duplicate>,
+}
+
+impl Scan<'_> {
+    fn child(&mut self) -> Scan<'_> {
+        Scan {
+            path: self.path,
+            found: self.found,
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Scan<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Scan<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        for i in 0.. {
+            self.path.push(Seg::Index(i));
+            let more = seq.next_element_seed(self.child())?;
+            self.path.pop();
+            if more.is_none() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Numbers arrive here too, as serde_json's one-key arbitrary-precision map; one key is
+    /// never a duplicate.
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if seen.contains(&key) {
+                *self.found = Some(Duplicate {
+                    path: self.path.clone(),
+                    key,
+                });
+                return Err(de::Error::custom("duplicate key"));
+            }
+            self.path.push(Seg::Key(key.clone()));
+            map.next_value_seed(self.child())?;
+            self.path.pop();
+            seen.insert(key);
+        }
+        Ok(())
+    }
+}
+
 fn input_names(sig: &ModelSignature) -> String {
     sig.inputs
         .iter()
@@ -309,6 +462,100 @@ mod tests {
         let err = decode(br#"{"instances": [[1,[2],3]]}"#, &tensor3()).unwrap_err();
         assert!(!err.is_malformed());
         assert!(err.to_string().contains("got an array"), "{err}");
+    }
+
+    fn city(frame: Frame) -> String {
+        match &frame.columns[0] {
+            Column::Str(v) => v[0].clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_nul_in_a_string_feature_is_an_invalid_value() {
+        // Review M7: a NUL reached ONNX Runtime, which cannot make a C string of it (500).
+        for body in [
+            r#"[["La\u0000gos", 1, 2]]"#,
+            r#"{"instances": [["Lagos", 1, 2], {"city": "\u0000", "tier": 1, "hours": 2}]}"#,
+            r#"{"inputs": {"city": ["x", "\u0000"], "tier": [1, 2], "hours": [1, 2]}}"#,
+        ] {
+            let err = decode(body.as_bytes(), &mixed()).unwrap_err();
+            assert_eq!(err.code(), "invalid_value", "{body}: {err}");
+            assert!(!err.is_malformed());
+            assert!(
+                err.to_string()
+                    .contains("(feature \"city\"): expected a string without NUL"),
+                "{err}"
+            );
+        }
+        let err = decode_lines(b"[\"x\", 1, 2]\n[\"\\u0000\", 1, 2]\n", &mixed()).unwrap_err();
+        assert!(err.to_string().starts_with("row 2, column 1"), "{err}");
+    }
+
+    #[test]
+    fn a_json_number_for_a_string_feature_keeps_its_text() {
+        // Review L9: 1.0 went through a double and came out "1"; Python's str(1.0) is "1.0",
+        // which is what a category exported from a float column holds.
+        for (body, want) in [
+            ("[[1.0, 3, 1.5]]", "1.0"),
+            (
+                r#"{"instances": [{"city": 2.50, "tier": 3, "hours": 1.5}]}"#,
+                "2.50",
+            ),
+            (
+                r#"{"inputs": {"city": [10.250], "tier": [3], "hours": [1.5]}}"#,
+                "10.250",
+            ),
+            (r#"{"city": -0.0, "tier": 3, "hours": 1.5}"#, "-0.0"),
+            ("[[7, 3, 1.5]]", "7"),
+        ] {
+            assert_eq!(
+                city(decode(body.as_bytes(), &mixed()).unwrap()),
+                want,
+                "{body}"
+            );
+            let tree = decode_tree(body.as_bytes(), &mixed()).unwrap();
+            assert_eq!(city(tree), want, "{body}");
+        }
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_with_its_name() {
+        // Review L9: the tree kept the last value silently. The first body is a fast-path
+        // shape; the fast path gives up on it and the tree path must report.
+        let cases: [(&str, &str); 5] = [
+            (
+                r#"{"instances": [{"a":1,"b":2,"c":3}, {"a":1,"b":2,"a":9,"c":3}]}"#,
+                "row 2: key \"a\" appears twice",
+            ),
+            (
+                r#"{"a":1,"b":2,"c":3,"c":3}"#,
+                "row 1: key \"c\" appears twice",
+            ),
+            (
+                r#"[{"a":1,"b":2,"c":3,"z":1,"z":1}]"#,
+                "row 1: key \"z\" appears twice",
+            ),
+            (
+                r#"{"inputs": {"input": [[1,2,3]], "input": [[4,5,6]]}}"#,
+                "key \"input\" appears twice in \"inputs\"",
+            ),
+            (
+                r#"{"instances": [[1,2,3]], "instances": [[4,5,6]]}"#,
+                "key \"instances\" appears twice",
+            ),
+        ];
+        for (body, message) in cases {
+            let err = decode(body.as_bytes(), &tensor3()).unwrap_err();
+            assert!(!err.is_malformed(), "{body}");
+            assert_eq!(err.code(), "duplicate_key", "{body}");
+            assert_eq!(err.to_string(), message, "{body}");
+        }
+        let body = b"[1,2,3]\n\n{\"a\":1,\"b\":2,\"a\":1,\"c\":3}\n";
+        let err = decode_lines(body, &tensor3()).unwrap_err();
+        assert_eq!(err.to_string(), "row 2: key \"a\" appears twice");
+        // The same key in different records, or in a nested value, is not a duplicate.
+        decode(br#"[{"a":1,"b":2,"c":3},{"a":1,"b":2,"c":3}]"#, &tensor3()).unwrap();
     }
 
     #[test]

@@ -10,6 +10,8 @@ pub mod lines;
 pub mod media;
 pub mod npy;
 pub mod number;
+#[cfg(test)]
+mod props;
 pub mod records;
 
 pub use encode::encode;
@@ -51,6 +53,14 @@ pub enum DecodeError {
         name: String,
         features: String,
     },
+    /// A JSON object with a key twice: which value was meant is unknowable, so neither is
+    /// taken. `place` says where, when the object is not a record.
+    #[error("{}key \"{key}\" appears twice{place}", row.map(|r| format!("row {r}: ")).unwrap_or_default())]
+    DuplicateKey {
+        row: Option<usize>,
+        key: String,
+        place: String,
+    },
     /// Well-formed, but not the shape the model takes (an .npy of the wrong width, a missing
     /// named input).
     #[error("{0}")]
@@ -79,6 +89,7 @@ impl DecodeError {
             Self::Value { .. } => "invalid_value",
             Self::MissingFeature { .. } => "missing_feature",
             Self::UnknownFeature { .. } => "unknown_feature",
+            Self::DuplicateKey { .. } => "duplicate_key",
             Self::Shape(_) | Self::FixedBatch { .. } => "wrong_shape",
         }
     }
@@ -123,6 +134,15 @@ impl DecodeError {
                 row: row + rows,
                 name,
                 features,
+            },
+            Self::DuplicateKey {
+                row: Some(row),
+                key,
+                place,
+            } => Self::DuplicateKey {
+                row: Some(row + rows),
+                key,
+                place,
             },
             _ => return None,
         })
@@ -302,6 +322,26 @@ pub(crate) mod test_sig {
                 elem: ElemType::Float32,
                 shape: vec![-1, 3],
                 width: 3,
+            }],
+            vec![],
+            None,
+            &cfg,
+        )
+        .unwrap()
+    }
+
+    /// A model with one `[N, F]` float input, one feature per name.
+    pub fn floats(names: &[String]) -> ModelSignature {
+        let cfg = ModelConfig {
+            feature_names: names.to_vec(),
+            ..Default::default()
+        };
+        ModelSignature::new(
+            vec![InputSpec {
+                name: "input".into(),
+                elem: ElemType::Float32,
+                shape: vec![-1, names.len() as i64],
+                width: names.len(),
             }],
             vec![],
             None,

@@ -24,11 +24,12 @@ enum Dtype {
 
 impl Dtype {
     fn parse(descr: &str) -> Option<Self> {
-        let (order, code) = descr.split_at(descr.len().min(1));
-        if !matches!(order, "<" | "|" | "=") {
+        // By chars: the header is any UTF-8, and a byte index could fall inside a character.
+        let mut chars = descr.chars();
+        if !matches!(chars.next(), Some('<' | '|' | '=')) {
             return None; // big-endian arrays are rare enough to refuse with a clear message
         }
-        Some(match code {
+        Some(match chars.as_str() {
             "f4" => Self::F4,
             "f8" => Self::F8,
             "i1" => Self::I1,
@@ -89,13 +90,18 @@ fn bad(detail: impl Into<String>) -> DecodeError {
 }
 
 fn parse_header(body: &[u8]) -> Result<Header, DecodeError> {
-    if !body.starts_with(MAGIC) || body.len() < 10 {
+    if !body.starts_with(MAGIC) {
         return Err(bad("it does not start with the NumPy magic \\x93NUMPY"));
     }
-    let (len, start): (usize, usize) = match body[6] {
-        1 => (usize::from(u16::from_le_bytes([body[8], body[9]])), 10),
-        2 | 3 if body.len() >= 12 => (
-            u32::from_le_bytes([body[8], body[9], body[10], body[11]]) as usize,
+    let byte = |i: usize| {
+        body.get(i)
+            .copied()
+            .ok_or_else(|| bad("the preamble is truncated"))
+    };
+    let (len, start): (usize, usize) = match byte(6)? {
+        1 => (usize::from(u16::from_le_bytes([byte(8)?, byte(9)?])), 10),
+        2 | 3 => (
+            u32::from_le_bytes([byte(8)?, byte(9)?, byte(10)?, byte(11)?]) as usize,
             12,
         ),
         v => return Err(bad(format!("unknown format version {v}"))),
@@ -104,40 +110,201 @@ fn parse_header(body: &[u8]) -> Result<Header, DecodeError> {
         .get(start..start.saturating_add(len))
         .ok_or_else(|| bad("the header is truncated"))?;
     let text = std::str::from_utf8(text).map_err(|_| bad("the header is not text"))?;
-    let field = |key: &str| -> Option<&str> {
-        let at = text.find(&format!("'{key}'"))? + key.len() + 2;
-        Some(text[at..].trim_start().strip_prefix(':')?.trim_start())
-    };
-    let descr = field("descr")
-        .and_then(|s| s.strip_prefix('\''))
-        .and_then(|s| s.split('\'').next())
-        .ok_or_else(|| bad("the header has no 'descr'"))?;
+    let dict = HeaderDict::parse(text)?;
+    let descr = dict.descr;
     let dtype = Dtype::parse(descr).ok_or_else(|| {
         bad(format!(
-            "dtype '{descr}' is not supported; send little-endian float32/float64/int/bool"
+            "dtype {} is not supported; send little-endian float32/float64/int/bool",
+            short(descr)
         ))
     })?;
-    if field("fortran_order").is_some_and(|s| s.starts_with("True")) {
+    if dict.fortran_order {
         return Err(bad(
             "Fortran-order arrays are not supported; use np.ascontiguousarray",
         ));
     }
-    let shape_text = field("shape")
-        .and_then(|s| s.strip_prefix('('))
-        .and_then(|s| s.split(')').next())
-        .ok_or_else(|| bad("the header has no 'shape'"))?;
-    let shape = shape_text
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.trim_end_matches('L').parse::<usize>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| bad(format!("cannot read shape ({shape_text})")))?;
     Ok(Header {
         dtype,
-        shape,
+        shape: dict.shape,
         data_start: start + len,
     })
+}
+
+/// A header value quoted for a message, cut so that a long one cannot fill the error budget.
+fn short(text: &str) -> String {
+    const MAX: usize = 40;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("'{}...'", &text[..cut]),
+        None => format!("'{text}'"),
+    }
+}
+
+/// The header's Python dict literal, read the way numpy's `ast.literal_eval` reads it: by
+/// tokens, so that a key spelled inside another value is a string, not a key. numpy writes
+/// exactly the keys `descr`, `fortran_order` and `shape` and refuses any other set; so does
+/// this.
+struct HeaderDict<'a> {
+    descr: &'a str,
+    fortran_order: bool,
+    shape: Vec<usize>,
+}
+
+enum Literal<'a> {
+    Str(&'a str),
+    Bool(bool),
+    Tuple(Vec<usize>),
+}
+
+impl<'a> HeaderDict<'a> {
+    fn parse(text: &'a str) -> Result<Self, DecodeError> {
+        let mut p = Parser { text, at: 0 };
+        p.expect(b'{')?;
+        let (mut descr, mut fortran_order, mut shape) = (None, None, None);
+        loop {
+            if p.eat(b'}') {
+                break;
+            }
+            let key = match p.literal()? {
+                Literal::Str(key) => key,
+                _ => return Err(p.error("expected a quoted key")),
+            };
+            p.expect(b':')?;
+            let value = p.literal()?;
+            let slot_taken = match (key, value) {
+                ("descr", Literal::Str(s)) => descr.replace(s).is_some(),
+                ("fortran_order", Literal::Bool(b)) => fortran_order.replace(b).is_some(),
+                ("shape", Literal::Tuple(t)) => shape.replace(t).is_some(),
+                ("descr" | "fortran_order" | "shape", _) => {
+                    return Err(bad(format!("the header's '{key}' has the wrong type")))
+                }
+                (other, _) => {
+                    return Err(bad(format!(
+                        "the header has key {}; numpy writes 'descr', 'fortran_order', 'shape'",
+                        short(other)
+                    )))
+                }
+            };
+            if slot_taken {
+                return Err(bad(format!("the header has '{key}' twice")));
+            }
+            if !p.eat(b',') {
+                p.expect(b'}')?;
+                break;
+            }
+        }
+        if !text.get(p.at..).unwrap_or("").trim().is_empty() {
+            return Err(p.error("text after the header's dict"));
+        }
+        let missing = |k: &str| bad(format!("the header has no '{k}'"));
+        Ok(Self {
+            descr: descr.ok_or_else(|| missing("descr"))?,
+            fortran_order: fortran_order.ok_or_else(|| missing("fortran_order"))?,
+            shape: shape.ok_or_else(|| missing("shape"))?,
+        })
+    }
+}
+
+struct Parser<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Parser<'a> {
+    fn error(&self, what: &str) -> DecodeError {
+        bad(format!(
+            "cannot read the header at byte {}: {what}",
+            self.at
+        ))
+    }
+
+    fn skip_space(&mut self) {
+        let rest = self.text.get(self.at..).unwrap_or("");
+        self.at += rest.len() - rest.trim_start().len();
+    }
+
+    fn peek(&mut self) -> Option<u8> {
+        self.skip_space();
+        self.text.as_bytes().get(self.at).copied()
+    }
+
+    fn eat(&mut self, c: u8) -> bool {
+        let found = self.peek() == Some(c);
+        self.at += usize::from(found);
+        found
+    }
+
+    fn expect(&mut self, c: u8) -> Result<(), DecodeError> {
+        if self.eat(c) {
+            Ok(())
+        } else {
+            Err(self.error(&format!("expected '{}'", char::from(c))))
+        }
+    }
+
+    /// A string, True/False, or a tuple of non-negative integers: all a valid header holds.
+    fn literal(&mut self) -> Result<Literal<'a>, DecodeError> {
+        match self.peek() {
+            Some(q @ (b'\'' | b'"')) => {
+                let from = self.at + 1;
+                let len = self
+                    .text
+                    .get(from..)
+                    .and_then(|rest| rest.find(char::from(q)))
+                    .ok_or_else(|| self.error("a string is not closed"))?;
+                let s = self.text.get(from..from + len).unwrap_or("");
+                if s.contains('\\') {
+                    return Err(self.error("escapes are not supported in header strings"));
+                }
+                self.at = from + len + 1;
+                Ok(Literal::Str(s))
+            }
+            Some(b'(') => {
+                self.at += 1;
+                let mut dims = Vec::new();
+                loop {
+                    if self.eat(b')') {
+                        break;
+                    }
+                    dims.push(self.dimension()?);
+                    if !self.eat(b',') {
+                        self.expect(b')')?;
+                        break;
+                    }
+                }
+                Ok(Literal::Tuple(dims))
+            }
+            Some(b'[') => Err(bad(
+                "structured (record) dtypes are not supported; send a plain 2-D array",
+            )),
+            _ => {
+                let word = self.word();
+                match word {
+                    "True" => Ok(Literal::Bool(true)),
+                    "False" => Ok(Literal::Bool(false)),
+                    _ => Err(self.error("expected a string, True, False or a tuple")),
+                }
+            }
+        }
+    }
+
+    /// An integer written by Python: digits, with Python 2's `L` suffix allowed.
+    fn dimension(&mut self) -> Result<usize, DecodeError> {
+        let word = self.word();
+        word.strip_suffix('L')
+            .unwrap_or(word)
+            .parse()
+            .map_err(|_| self.error(&format!("{} is not a dimension", short(word))))
+    }
+
+    fn word(&mut self) -> &'a str {
+        self.skip_space();
+        let rest = self.text.get(self.at..).unwrap_or("");
+        let len = rest
+            .find(|c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '-' && c != '+')
+            .unwrap_or(rest.len());
+        self.at += len;
+        rest.get(..len).unwrap_or("")
+    }
 }
 
 pub fn decode(body: &[u8], sig: &ModelSignature) -> Result<Frame, DecodeError> {
@@ -251,5 +418,83 @@ mod tests {
         assert!(err.to_string().contains("'>f4' is not supported"), "{err}");
         assert!(decode(b"\x93NUMPY\x01", &tensor3()).is_err());
         assert!(decode(b"\x93NUMPY\x01\x00\xff\xff", &tensor3()).is_err());
+    }
+
+    fn with_header(header: &str, data: &[u8]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend([1, 0]);
+        out.extend((header.len() as u16).to_le_bytes());
+        out.extend(header.as_bytes());
+        out.extend(data);
+        out
+    }
+
+    fn f32_bytes(xs: &[f32]) -> Vec<u8> {
+        xs.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn a_non_ascii_descr_is_refused_not_a_panic() {
+        // Review H2: split_at(1) cut inside the 2-byte 'é' and panicked.
+        for descr in ["é4", "<é", "€f4", "\u{1F600}"] {
+            let body = npy(descr, "(1, 3)", &f32_bytes(&[1., 2., 3.]));
+            let err = decode(&body, &tensor3()).unwrap_err();
+            assert!(err.is_malformed(), "{err}");
+            assert_eq!(err.code(), "invalid_npy");
+            assert!(err.to_string().contains("is not supported"), "{err}");
+        }
+    }
+
+    #[test]
+    fn keys_inside_other_values_do_not_fool_the_header_parser() {
+        // A string value that spells out another key: the old parser took the first
+        // "'shape'" it found, read (2, 3) and decoded two rows of the model's width.
+        let data = f32_bytes(&[1., 2., 3., 4., 5., 6.]);
+        let fake = with_header(
+            "{'note': \"'shape': (2, 3)\", 'descr': '<f4', 'fortran_order': False, 'shape': (1, 6), }\n",
+            &data,
+        );
+        let err = decode(&fake, &tensor3()).unwrap_err();
+        assert_eq!(err.code(), "invalid_npy", "{err}");
+        assert!(err.to_string().contains("'note'"), "{err}");
+        // What numpy's literal_eval accepts is read: double quotes, any key order, no
+        // trailing comma, Python 2's 1L.
+        let ok = with_header(
+            "{\"shape\": (2L,3), \"fortran_order\": False, \"descr\": \"<f4\"}   \n",
+            &data,
+        );
+        let f = decode(&ok, &tensor3()).unwrap();
+        assert_eq!(f.rows, 2);
+        assert_eq!(f.columns[0], Column::F32(vec![1., 2., 3., 4., 5., 6.]));
+    }
+
+    #[test]
+    fn malformed_headers_are_invalid_npy() {
+        let data = f32_bytes(&[1., 2., 3.]);
+        for header in [
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 3), 'descr': '<f8'}",
+            "{'descr': '<f4', 'fortran_order': False}",
+            "{'descr': '<f4', 'fortran_order': 0, 'shape': (1, 3)}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 3)} trailing",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (1, -3)}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 3",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 99999999999999999999999)}",
+            "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (1, 3)}",
+            "{'descr': '<f4\\', 'fortran_order': False, 'shape': (1, 3)}",
+            "{'descr: '<f4', 'fortran_order': False, 'shape': (1, 3)}",
+            "",
+            "{",
+            "'descr'",
+        ] {
+            let err = decode(&with_header(header, &data), &tensor3()).unwrap_err();
+            assert_eq!(err.code(), "invalid_npy", "{header}: {err}");
+        }
+        // Versions 2 and 3 have a 4-byte header length: a body that stops inside it.
+        for body in [
+            &b"\x93NUMPY\x02\x00\x01\x00"[..],
+            b"\x93NUMPY\x03\x00\x01\x00\x00",
+        ] {
+            assert_eq!(decode(body, &tensor3()).unwrap_err().code(), "invalid_npy");
+        }
     }
 }

@@ -6,6 +6,7 @@ mod batch;
 mod batching;
 mod clients;
 mod common;
+mod decoding;
 mod errors;
 mod golden;
 mod hostile;
