@@ -54,8 +54,6 @@ pub enum DecodeError {
     /// named input).
     #[error("{0}")]
     Shape(String),
-    #[error("the model takes exactly {expected} rows per request, got {got}")]
-    FixedBatch { expected: usize, got: usize },
 }
 
 impl DecodeError {
@@ -78,7 +76,7 @@ impl DecodeError {
             Self::Value { .. } => "invalid_value",
             Self::MissingFeature { .. } => "missing_feature",
             Self::UnknownFeature { .. } => "unknown_feature",
-            Self::Shape(_) | Self::FixedBatch { .. } => "wrong_shape",
+            Self::Shape(_) => "wrong_shape",
         }
     }
 
@@ -209,14 +207,7 @@ pub fn decode(
     if frame.rows == 0 {
         return Err(DecodeError::Empty);
     }
-    if let Some(n) = sig.fixed_batch {
-        if frame.rows != n {
-            return Err(DecodeError::FixedBatch {
-                expected: n,
-                got: frame.rows,
-            });
-        }
-    }
+    // A fixed-batch model takes any number of rows: the engine runs them k at a time.
     Ok(frame)
 }
 

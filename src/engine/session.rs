@@ -11,6 +11,7 @@ use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynMapValueType, DynValue, Tensor, ValueType};
 
+use super::combine;
 use crate::codec::{Column, Frame};
 use crate::model::{ModelError, OutputData, OutputTensor, Outputs};
 
@@ -129,8 +130,47 @@ fn on_cuda(
     Ok((session, CUDA))
 }
 
-/// One run: the frame in, every output copied out (the outputs borrow the session).
+/// The frame through the model, every output copied out (the outputs borrow the session).
+/// A model whose graph fixes the batch size (`[1, F]` exports) runs `k` rows at a time, the
+/// last run padded, so requests of any size and coalesced batches work with it too.
 pub fn run(session: &mut Session, frame: Frame) -> Result<Outputs, String> {
+    match fixed_rows(session) {
+        Some(k) if frame.rows != k && frame.rows > 0 => run_in_pieces(session, &frame, k),
+        _ => run_once(session, frame),
+    }
+}
+
+/// The batch size the graph fixes, read like `ModelSignature::fixed_batch`.
+fn fixed_rows(session: &Session) -> Option<usize> {
+    session.inputs().iter().find_map(|o| {
+        let n = *o.dtype().tensor_shape()?.first()?;
+        usize::try_from(n).ok().filter(|&n| n > 0)
+    })
+}
+
+fn run_in_pieces(session: &mut Session, frame: &Frame, k: usize) -> Result<Outputs, String> {
+    let mut parts = Vec::with_capacity(frame.rows.div_ceil(k));
+    for start in (0..frame.rows).step_by(k) {
+        let end = (start + k).min(frame.rows);
+        let outputs = run_once(session, combine::take_rows(frame, start, end, k))?;
+        if !combine::follows_rows(&outputs) {
+            return Err(format!(
+                "the model takes exactly {k} rows per run and its outputs do not have one row \
+                 per input row, so it cannot score {} rows at once",
+                frame.rows
+            ));
+        }
+        let real = end - start;
+        parts.push(if real < k {
+            combine::split(outputs, &[real, k - real])?.swap_remove(0)
+        } else {
+            outputs
+        });
+    }
+    combine::join(parts)
+}
+
+fn run_once(session: &mut Session, frame: Frame) -> Result<Outputs, String> {
     let rows = frame.rows;
     let mut inputs: Vec<(String, SessionInputValue<'_>)> = Vec::with_capacity(frame.columns.len());
     for (outlet, column) in session.inputs().iter().zip(frame.columns) {

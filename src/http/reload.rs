@@ -146,7 +146,7 @@ impl Loader {
                     model.plan.kind(),
                     model.signature.features.len(),
                     model.sessions,
-                    if model.batching { "on" } else { "off: outputs do not follow the batch rows" },
+                    model.warmup.batching(model.batching),
                     model.load_seconds
                 );
                 let now = unix(SystemTime::now());
