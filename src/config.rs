@@ -284,6 +284,11 @@ impl ServeConfig {
         self.workers.unwrap_or_else(Self::cpus).max(1)
     }
 
+    /// Sessions when the model runs on CUDA: --workers, else a few per visible GPU.
+    pub fn cuda_sessions(&self) -> usize {
+        crate::engine::session::cuda_sessions(self.workers, crate::engine::session::visible_gpus())
+    }
+
     pub fn http_workers(&self) -> usize {
         self.http_workers.unwrap_or_else(Self::cpus).max(1)
     }

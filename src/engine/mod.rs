@@ -24,7 +24,11 @@ use crate::monitor::Metrics;
 
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
+    /// Sessions on the CPU.
     pub sessions: usize,
+    /// Sessions when the model runs on CUDA, spread over the visible GPUs: each one holds its
+    /// own arena and handles, so the CPU count would be far too many (`session::cuda_sessions`).
+    pub cuda_sessions: usize,
     pub intra_threads: usize,
     pub queue_capacity: usize,
     pub warmup_runs: usize,
@@ -83,7 +87,7 @@ pub fn open(
 > {
     let source = model::locate(dir, config_name)?;
     let (session, provider) =
-        session::build_session(env, &source.file, intra_threads.max(1), device)?;
+        session::build_session(env, &source.file, intra_threads.max(1), device, 0)?;
     let signature = ModelSignature::from_session(&session, &source.config)?;
     let plan = OutputPlan::choose(&signature, &source.config)?;
     Ok((source, session, signature, plan, provider))
@@ -119,11 +123,16 @@ pub fn load(
     } else {
         Device::Cpu
     };
-    let mut sessions = Vec::with_capacity(opts.sessions.max(1));
+    let (count, gpus) = match device {
+        Device::Cuda => (opts.cuda_sessions.max(1), session::visible_gpus()),
+        _ => (opts.sessions.max(1), 1),
+    };
+    let mut sessions = Vec::with_capacity(count);
     sessions.push(first);
-    while sessions.len() < opts.sessions {
+    // The first session is on device 0; the others go round the visible GPUs.
+    for id in session::device_ids(count, gpus).into_iter().skip(1) {
         let (session, _) =
-            session::build_session(env, &source.file, opts.intra_threads.max(1), device)?;
+            session::build_session(env, &source.file, opts.intra_threads.max(1), device, id)?;
         sessions.push(session);
     }
     let rows = warmup::rows(&source, &signature, opts.warmup_rows)?;
