@@ -17,8 +17,9 @@ fixture tests/fixtures/logreg_fixed (logreg re-exported with a batch of 1).
 
 Usage: python generate.py           everything (needs requirements.txt)
        python generate.py --added   only pipeline_strict and logreg_fixed: the other files are
-                                    left untouched (a full run is not byte-reproducible across
-                                    machines: MLP and XGBoost training differ in the last bits)
+                                    left untouched (a full run is not byte-reproducible:
+                                    skl2onnx names every graph with a random id, and the MLP and
+                                    Ridge results differ in their last bits between runs)
 """
 
 import csv

@@ -46,9 +46,10 @@ pub struct Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rows = if self.rows == 1 { "row" } else { "rows" };
         match &self.origin {
-            Origin::Shipped(p) => write!(f, "{} rows from {}", self.rows, p.display())?,
-            Origin::Synthetic => write!(f, "{} synthetic rows", self.rows)?,
+            Origin::Shipped(p) => write!(f, "{} {rows} from {}", self.rows, p.display())?,
+            Origin::Synthetic => write!(f, "{} synthetic {rows}", self.rows)?,
         }
         match &self.refused {
             None => f.write_str(": ran"),
