@@ -160,6 +160,8 @@ impl Loader {
                     uri: self.fetcher.uri().to_string(),
                     version: version.clone(),
                     loaded_at_unix: now,
+                    warmup: model.warmup.to_string(),
+                    batching: model.warmup.batching(model.batching).to_string(),
                 };
                 self.metrics.set_model(info.clone());
                 self.state.update_status(|s| {

@@ -59,6 +59,13 @@ fn a_strict_one_hot_pipeline_is_ready_with_its_shipped_rows_and_batches() {
     let text = read(&log);
     assert!(text.contains("batching on"), "{text}");
     assert!(!text.contains("refused"), "{text}");
+    let info = s.get("/info").json();
+    assert_eq!(info["model"]["batching"], "on", "{info}");
+    let warmup = info["model"]["warmup"].as_str().unwrap();
+    assert!(
+        warmup.starts_with("8 rows from") && warmup.ends_with("warmup.jsonl: ran"),
+        "{warmup}"
+    );
 }
 
 #[test]
@@ -79,6 +86,21 @@ fn without_shipped_rows_a_refused_synthetic_warmup_is_a_warning_and_batching_is_
     assert!(
         text.contains("batching off: the warm-up could not check that outputs follow the rows"),
         "{text}"
+    );
+    let info = s.get("/info").json();
+    assert!(
+        info["model"]["batching"]
+            .as_str()
+            .unwrap()
+            .starts_with("off: the warm-up could not check"),
+        "{info}"
+    );
+    assert!(
+        info["model"]["warmup"]
+            .as_str()
+            .unwrap()
+            .contains("ONNX Runtime refused them"),
+        "{info}"
     );
     // Batching off: concurrent requests each run alone.
     std::thread::scope(|scope| {
