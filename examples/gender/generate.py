@@ -13,7 +13,8 @@ Writes, under examples/gender/:
 
 Also writes models/pipeline_strict (the pipeline with scikit-learn's default OneHotEncoder(),
 which refuses unknown categories, and warm-up rows shipped beside it) and the fixed-batch
-fixture tests/fixtures/logreg_fixed (logreg re-exported with a batch of 1).
+fixtures tests/fixtures/logreg_fixed (logreg re-exported with a batch of 1) and
+tests/fixtures/fixed_reshape (a batch of 2 flattened into one output).
 
 Usage: python generate.py           everything (needs requirements.txt)
        python generate.py --added   only pipeline_strict and logreg_fixed: the other files are
@@ -292,6 +293,25 @@ def fixed_batch_logreg():
         raise AssertionError("the fixed-batch fixture must refuse 2 rows")
 
 
+def fixed_batch_reshape():
+    """A graph with a fixed batch of 2 whose output does not follow the rows (it flattens
+    them into one row of 4): mlapp cannot split or join its runs, so it must say
+    SINGLE_RECORD."""
+    from onnx import TensorProto, helper
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["input", "shape"], ["output"])],
+        "fixed_reshape",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [2, 2])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor("shape", TensorProto.INT64, [2], [1, 4])],
+    )
+    onx = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onx.ir_version = 8
+    d = os.path.join(HERE, "..", "..", "tests", "fixtures", "fixed_reshape")
+    os.makedirs(d, exist_ok=True)
+    write(os.path.join(d, "model.onnx"), onx.SerializeToString(), "wb")
+
+
 def training_split():
     rng = np.random.default_rng(SEED)
     df, y = make_raw(rng, N_ROWS)
@@ -302,6 +322,7 @@ def added():
     df_tr, df_te, y_tr, _ = training_split()
     strict_pipeline(df_tr, y_tr, df_te.iloc[:N_GOLDEN])
     fixed_batch_logreg()
+    fixed_batch_reshape()
 
 
 def main():
@@ -385,6 +406,7 @@ def main():
     fragile_model()
     strict_pipeline(df_tr, y_tr, gold_df)
     fixed_batch_logreg()
+    fixed_batch_reshape()
 
     for name, g in goldens.items():
         write(os.path.join(HERE, "golden", f"{name}.json"), json.dumps(g, indent=1, ensure_ascii=False) + "\n")

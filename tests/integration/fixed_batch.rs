@@ -85,3 +85,25 @@ fn transform_placeholders_work_for_a_fixed_batch_model() {
         assert_csv_row(&gold, line, i, "transform");
     }
 }
+
+#[test]
+fn a_fixed_batch_model_whose_outputs_do_not_follow_the_rows_says_single_record() {
+    // tests/fixtures/fixed_reshape takes exactly 2 rows and flattens them into one output.
+    let s = Server::ready(&repo().join("tests/fixtures/fixed_reshape"), &[]);
+    let r = s.get("/execution-parameters");
+    assert!(
+        r.body.contains("\"BatchStrategy\":\"SINGLE_RECORD\""),
+        "{}",
+        r.body
+    );
+    let r = s.post(Some("text/csv"), Some("text/csv"), b"1,2\n3,4\n");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, "1.0,2.0\n3.0,4.0");
+    let r = s.post(Some("text/csv"), Some("text/csv"), b"1,2\n3,4\n5,6\n");
+    assert_ne!(r.status, 200, "{}", r.body);
+    assert!(
+        r.error().1.contains("takes exactly 2 rows per run"),
+        "{}",
+        r.body
+    );
+}
