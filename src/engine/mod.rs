@@ -135,6 +135,13 @@ pub fn load(
             session::build_session(env, &source.file, opts.intra_threads.max(1), device, id)?;
         sessions.push(session);
     }
+    if device == Device::Cuda {
+        log::info!(
+            "{}: {count} CUDA sessions over {} GPU(s)",
+            source.file.display(),
+            gpus.min(count)
+        );
+    }
     let rows = warmup::rows(&source, &signature, opts.warmup_rows)?;
     let report = warmup::run(&mut sessions, &rows, opts.warmup_runs, &plan)?;
     if report.refused.is_some() {
