@@ -330,7 +330,17 @@ impl ServeConfig {
     }
 
     pub fn sessions(&self) -> usize {
-        self.workers.unwrap_or_else(Self::cpus).max(1)
+        // `cuda` is known to run on GPUs; `auto` finds out only at load (`cuda_sessions` below).
+        if self.device == crate::engine::Device::Cuda {
+            self.cuda_sessions()
+        } else {
+            self.workers.unwrap_or_else(Self::cpus).max(1)
+        }
+    }
+
+    /// Sessions when the model runs on CUDA: --workers, else a few per visible GPU.
+    pub fn cuda_sessions(&self) -> usize {
+        crate::engine::session::cuda_sessions(self.workers, crate::engine::session::visible_gpus())
     }
 
     pub fn http_workers(&self) -> usize {
@@ -483,6 +493,22 @@ mod tests {
         let mut argv = vec!["mlapp", "--workers", "2"];
         argv.extend_from_slice(args);
         Cli::parse_from(argv).serve
+    }
+
+    #[test]
+    fn cuda_defaults_to_a_few_sessions_per_gpu_and_the_cpu_to_the_cpu_count() {
+        let cli = |args: &[&str]| Cli::parse_from([&["mlapp"][..], args].concat()).serve;
+        let cuda =
+            crate::engine::session::cuda_sessions(None, crate::engine::session::visible_gpus());
+        assert_eq!(cli(&["--device", "cuda"]).sessions(), cuda);
+        assert_eq!(cli(&["--device", "auto"]).cuda_sessions(), cuda);
+        assert_eq!(cli(&["--device", "cuda", "--workers", "5"]).sessions(), 5);
+        assert_eq!(
+            cli(&["--device", "cuda", "--workers", "5"]).cuda_sessions(),
+            5
+        );
+        assert_eq!(cli(&["--device", "cpu"]).sessions(), ServeConfig::cpus());
+        assert_eq!(cli(&["--device", "auto"]).sessions(), ServeConfig::cpus());
     }
 
     #[test]

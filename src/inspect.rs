@@ -4,9 +4,17 @@
 use std::fmt::Write;
 
 use crate::codec::media::{ACCEPTED_ACCEPT_TYPES, ACCEPTED_CONTENT_TYPES};
-use crate::model::{ModelSignature, ModelSource, OutputPlan, OutputType};
+use crate::engine::warmup;
+use crate::model::{ModelError, ModelSignature, ModelSource, OutputPlan, OutputType};
 
-pub fn describe(source: &ModelSource, sig: &ModelSignature, plan: &OutputPlan) -> String {
+/// `warmup`: one warm-up run as `serve` does it, so that a model `serve` would refuse (or
+/// serve without batching) says so here too.
+pub fn describe(
+    source: &ModelSource,
+    sig: &ModelSignature,
+    plan: &OutputPlan,
+    warmup: &Result<warmup::Report, ModelError>,
+) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "model:   {}", source.file.display());
     let config = source.config_file.as_ref().map_or_else(
@@ -26,6 +34,12 @@ pub fn describe(source: &ModelSource, sig: &ModelSignature, plan: &OutputPlan) -
             OutputType::Other { description } => description.clone(),
         };
         let _ = writeln!(s, "  {:<24} {ty}", o.name);
+    }
+    if let Some(k) = sig.fixed_batch {
+        let _ = writeln!(
+            s,
+            "  (the graph fixes the batch at {k} rows: requests are run {k} rows at a time)"
+        );
     }
     let _ = writeln!(s, "\nfeatures per row: {}", sig.features.len());
     let names: Vec<String> = sig
@@ -81,6 +95,18 @@ pub fn describe(source: &ModelSource, sig: &ModelSignature, plan: &OutputPlan) -
         );
     }
     let _ = writeln!(s, "returns (Accept):       {ACCEPTED_ACCEPT_TYPES}");
+    match warmup {
+        Ok(report) => {
+            let _ = writeln!(s, "\nwarm-up: {report}");
+            let _ = writeln!(s, "  batching {}", report.batching(report.follows_rows));
+        }
+        Err(e) => {
+            let _ = writeln!(
+                s,
+                "\nwarm-up: FAILED, `mlapp serve` would not load this model: {e}"
+            );
+        }
+    }
     s
 }
 

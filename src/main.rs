@@ -76,10 +76,14 @@ fn main() -> anyhow::Result<()> {
             ort_dylib,
         }) => {
             let (env, _) = runtime::init(ort_dylib.as_deref())?;
-            let (source, _session, sig, plan, _) =
+            let (source, session, sig, plan, _) =
                 engine::open(env, &model_dir, &model_config, 1, engine::Device::Cpu)
                     .with_context(|| format!("cannot open the model in {}", model_dir.display()))?;
-            print!("{}", mlapp::inspect::describe(&source, &sig, &plan));
+            let warmup = engine::check_warmup(session, &source, &sig, &plan, 8);
+            print!(
+                "{}",
+                mlapp::inspect::describe(&source, &sig, &plan, &warmup)
+            );
         }
     }
     Ok(())

@@ -11,7 +11,16 @@ Writes, under examples/gender/:
   golden/<name>.json                        what Python onnxruntime answers for those rows
   metrics.json                              precision / recall / F1 / ROC-AUC on a held-out split
 
-Usage: python generate.py   (needs requirements.txt)
+Also writes models/pipeline_strict (the pipeline with scikit-learn's default OneHotEncoder(),
+which refuses unknown categories, and warm-up rows shipped beside it) and the fixed-batch
+fixtures tests/fixtures/logreg_fixed (logreg re-exported with a batch of 1) and
+tests/fixtures/fixed_reshape (a batch of 2 flattened into one output).
+
+Usage: python generate.py           everything (needs requirements.txt)
+       python generate.py --added   only pipeline_strict and logreg_fixed: the other files are
+                                    left untouched (a full run is not byte-reproducible:
+                                    skl2onnx names every graph with a random id, and the MLP and
+                                    Ridge results differ in their last bits between runs)
 """
 
 import csv
@@ -220,10 +229,104 @@ def fragile_model():
     write(os.path.join(d, "model.onnx"), onx.SerializeToString(), "wb")
 
 
-def main():
+def strict_pipeline(df_tr, y_tr, gold_df):
+    """The pipeline with the default OneHotEncoder() (handle_unknown="error"): ONNX Runtime fails
+    the run on any category it was not trained on, so made-up warm-up values cannot run it.
+    Its folder ships warmup.jsonl, real rows mlapp warms up with."""
+    input_names = STRING_COLUMNS + INT_COLUMNS + FLOAT_RAW
+    pre = ColumnTransformer([
+        ("cat", OneHotEncoder(), STRING_COLUMNS),
+        ("num", StandardScaler(), INT_COLUMNS + FLOAT_RAW),
+    ])
+    pipe = Pipeline([("pre", pre), ("clf", LogisticRegression(max_iter=2000))])
+    pipe.fit(df_tr[input_names], np.array(CLASSES)[y_tr])
+    types = [(c, StringTensorType([None, 1]) if c in STRING_COLUMNS else
+              Int64TensorType([None, 1]) if c in INT_COLUMNS else FloatTensorType([None, 1])) for c in input_names]
+    onx = convert_sklearn(pipe, initial_types=types, options={id(pipe): {"zipmap": False}},
+                          target_opset={"": 17, "ai.onnx.ml": 3})
+    zeros = [a.i for n in onx.graph.node if n.op_type == "OneHotEncoder" for a in n.attribute if a.name == "zeros"]
+    assert zeros and not any(zeros), "the fixture must refuse unknown categories"
+    sess = save_model("pipeline_strict", onx, {"class_labels": list(pipe.classes_)})
+    lab, prob = sess.run(None, pipeline_feed(gold_df, input_names))
+    golden = classifier_golden(list(lab), prob, None)
+    write(os.path.join(HERE, "golden", "pipeline_strict.json"), json.dumps(golden, indent=1, ensure_ascii=False) + "\n")
+    pipeline_payloads("pipeline_strict", gold_df, input_names)
+    warm = df_tr[input_names].iloc[:8]
+    write(os.path.join(HERE, "models", "pipeline_strict", "warmup.jsonl"),
+          "".join(json.dumps({c: (str(r[c]) if c in STRING_COLUMNS else int(r[c]) if c in INT_COLUMNS
+                                  else float(np.float32(r[c]))) for c in input_names}, ensure_ascii=False) + "\n"
+                  for _, r in warm.iterrows()))
+    try:
+        sess.run(None, {c: (np.array([["warmup"]], dtype=object) if c in STRING_COLUMNS else
+                            np.zeros((1, 1), np.int64) if c in INT_COLUMNS else np.zeros((1, 1), np.float32))
+                        for c in input_names})
+    except Exception as e:  # what mlapp's synthetic warm-up meets
+        assert "Unknown Category" in str(e), e
+    else:
+        raise AssertionError("made-up categories must fail this model")
+
+
+def fixed_batch_logreg():
+    """The committed logreg graph with its batch dimension fixed to 1, as exports without
+    dynamic axes have it: ONNX Runtime refuses any other number of rows."""
+    import onnx
+    src = os.path.join(HERE, "models", "logreg")
+    onx = onnx.load(os.path.join(src, "model.onnx"))
+    for v in list(onx.graph.input) + list(onx.graph.output):
+        v.type.tensor_type.shape.dim[0].dim_value = 1
+    d = os.path.join(HERE, "..", "..", "tests", "fixtures", "logreg_fixed")
+    os.makedirs(d, exist_ok=True)
+    write(os.path.join(d, "model.onnx"), onx.SerializeToString(), "wb")
+    with open(os.path.join(src, "mlapp.json"), encoding="utf-8") as f:
+        write(os.path.join(d, "mlapp.json"), f.read())
+    fixed = ort.InferenceSession(os.path.join(d, "model.onnx"), providers=["CPUExecutionProvider"])
+    dynamic = ort.InferenceSession(os.path.join(src, "model.onnx"), providers=["CPUExecutionProvider"])
+    x = np.loadtxt(os.path.join(HERE, "payloads", "logreg", "rows.csv"), delimiter=",", dtype=np.float32)
+    for row in x:
+        a, b = fixed.run(None, {"input": row[None, :]}), dynamic.run(None, {"input": row[None, :]})
+        assert a[0][0] == b[0][0] and np.allclose(a[1], b[1], rtol=0, atol=1e-6)
+    try:
+        fixed.run(None, {"input": x[:2]})
+    except Exception:
+        pass
+    else:
+        raise AssertionError("the fixed-batch fixture must refuse 2 rows")
+
+
+def fixed_batch_reshape():
+    """A graph with a fixed batch of 2 whose output does not follow the rows (it flattens
+    them into one row of 4): mlapp cannot split or join its runs, so it must say
+    SINGLE_RECORD."""
+    from onnx import TensorProto, helper
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["input", "shape"], ["output"])],
+        "fixed_reshape",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [2, 2])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor("shape", TensorProto.INT64, [2], [1, 4])],
+    )
+    onx = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onx.ir_version = 8
+    d = os.path.join(HERE, "..", "..", "tests", "fixtures", "fixed_reshape")
+    os.makedirs(d, exist_ok=True)
+    write(os.path.join(d, "model.onnx"), onx.SerializeToString(), "wb")
+
+
+def training_split():
     rng = np.random.default_rng(SEED)
     df, y = make_raw(rng, N_ROWS)
-    df_tr, df_te, y_tr, y_te = train_test_split(df, y, test_size=0.25, random_state=SEED, stratify=y)
+    return train_test_split(df, y, test_size=0.25, random_state=SEED, stratify=y)
+
+
+def added():
+    df_tr, df_te, y_tr, _ = training_split()
+    strict_pipeline(df_tr, y_tr, df_te.iloc[:N_GOLDEN])
+    fixed_batch_logreg()
+    fixed_batch_reshape()
+
+
+def main():
+    df_tr, df_te, y_tr, y_te = training_split()
     x_tr, names = numeric_matrix(df_tr)
     x_te, _ = numeric_matrix(df_te)
     gold_df = df_te.iloc[:N_GOLDEN]
@@ -301,6 +404,9 @@ def main():
     # 4 rows, so it runs for a multiple of 2 rows (warm-up uses 8) and fails in ONNX Runtime
     # for an odd number of rows, which is how a model that breaks at run time looks.
     fragile_model()
+    strict_pipeline(df_tr, y_tr, gold_df)
+    fixed_batch_logreg()
+    fixed_batch_reshape()
 
     for name, g in goldens.items():
         write(os.path.join(HERE, "golden", f"{name}.json"), json.dumps(g, indent=1, ensure_ascii=False) + "\n")
@@ -311,4 +417,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    added() if sys.argv[1:] == ["--added"] else main()

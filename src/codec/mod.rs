@@ -65,8 +65,6 @@ pub enum DecodeError {
     /// named input).
     #[error("{0}")]
     Shape(String),
-    #[error("the model takes exactly {expected} rows per request, got {got}")]
-    FixedBatch { expected: usize, got: usize },
 }
 
 impl DecodeError {
@@ -90,7 +88,7 @@ impl DecodeError {
             Self::MissingFeature { .. } => "missing_feature",
             Self::UnknownFeature { .. } => "unknown_feature",
             Self::DuplicateKey { .. } => "duplicate_key",
-            Self::Shape(_) | Self::FixedBatch { .. } => "wrong_shape",
+            Self::Shape(_) => "wrong_shape",
         }
     }
 
@@ -230,14 +228,7 @@ pub fn decode(
     if frame.rows == 0 {
         return Err(DecodeError::Empty);
     }
-    if let Some(n) = sig.fixed_batch {
-        if frame.rows != n {
-            return Err(DecodeError::FixedBatch {
-                expected: n,
-                got: frame.rows,
-            });
-        }
-    }
+    // A fixed-batch model takes any number of rows: the engine runs them k at a time.
     Ok(frame)
 }
 

@@ -55,6 +55,93 @@ fn extend(dst: &mut Column, src: &Column) -> Result<(), String> {
     Ok(())
 }
 
+/// Rows `start..end` of `frame`, padded to `pad_to` rows by repeating the last of them: a
+/// fixed-batch model then runs on values it accepts, and the padded rows' outputs are dropped.
+pub fn take_rows(frame: &Frame, start: usize, end: usize, pad_to: usize) -> Frame {
+    let rows = end - start;
+    let columns = frame
+        .columns
+        .iter()
+        .map(|col| {
+            let width = col.len() / frame.rows.max(1);
+            let (from, to) = (start * width, end * width);
+            let last = to.saturating_sub(width);
+            let pad = pad_to.saturating_sub(rows);
+            macro_rules! cut {
+                ($v:expr, $variant:ident) => {{
+                    let mut out = Vec::with_capacity(pad_to.max(rows) * width);
+                    out.extend_from_slice(&$v[from..to]);
+                    for _ in 0..pad {
+                        out.extend_from_slice(&$v[last..to]);
+                    }
+                    Column::$variant(out)
+                }};
+            }
+            match col {
+                Column::F32(v) => cut!(v, F32),
+                Column::F64(v) => cut!(v, F64),
+                Column::I64(v) => cut!(v, I64),
+                Column::I32(v) => cut!(v, I32),
+                Column::Bool(v) => cut!(v, Bool),
+                Column::Str(v) => cut!(v, Str),
+            }
+        })
+        .collect();
+    Frame {
+        rows: rows.max(pad_to),
+        columns,
+    }
+}
+
+/// The outputs of consecutive runs as the outputs of one run over all their rows. Every part
+/// must follow its rows and have the same outputs.
+pub fn join(parts: Vec<Outputs>) -> Result<Outputs, String> {
+    let mut parts = parts.into_iter();
+    let Some(mut all) = parts.next() else {
+        return Ok(Outputs {
+            rows: 0,
+            tensors: Vec::new(),
+        });
+    };
+    if !follows_rows(&all) {
+        return Err("the outputs of a run do not have one row per input row".into());
+    }
+    for part in parts {
+        if part.tensors.len() != all.tensors.len() || !follows_rows(&part) {
+            return Err("the outputs of a run do not have one row per input row".into());
+        }
+        all.rows += part.rows;
+        for (dst, src) in all.tensors.iter_mut().zip(part.tensors) {
+            if dst.shape.get(1..) != src.shape.get(1..) {
+                return Err(format!(
+                    "output \"{}\" changes shape between runs",
+                    dst.name
+                ));
+            }
+            append(&mut dst.data, src.data)?;
+            if let Some(first) = dst.shape.first_mut() {
+                *first += src.shape.first().copied().unwrap_or(0);
+            }
+        }
+    }
+    Ok(all)
+}
+
+fn append(dst: &mut OutputData, src: OutputData) -> Result<(), String> {
+    match (dst, src) {
+        (OutputData::F32(d), OutputData::F32(mut s)) => d.append(&mut s),
+        (OutputData::F64(d), OutputData::F64(mut s)) => d.append(&mut s),
+        (OutputData::I64(d), OutputData::I64(mut s)) => d.append(&mut s),
+        (OutputData::I32(d), OutputData::I32(mut s)) => d.append(&mut s),
+        (OutputData::Bool(d), OutputData::Bool(mut s)) => d.append(&mut s),
+        (OutputData::Str(d), OutputData::Str(mut s)) => d.append(&mut s),
+        (OutputData::MapI64(d), OutputData::MapI64(mut s)) => d.append(&mut s),
+        (OutputData::MapStr(d), OutputData::MapStr(mut s)) => d.append(&mut s),
+        _ => return Err("an output changes type between runs".into()),
+    }
+    Ok(())
+}
+
 /// True when every output has one entry (or one row of a tensor) per input row, so the
 /// outputs of a combined run can be cut back per request.
 pub fn follows_rows(outputs: &Outputs) -> bool {
@@ -189,6 +276,35 @@ mod tests {
             OutputData::MapI64(vec![vec![(0, 0.2)], vec![(0, 0.7)]])
         );
         assert_eq!(parts[1].tensors[2].name, "zipmap");
+    }
+
+    #[test]
+    fn take_rows_cuts_and_pads_with_the_last_real_row() {
+        let f = frame(3, 0.0);
+        let piece = take_rows(&f, 2, 3, 2);
+        assert_eq!(piece.rows, 2);
+        assert_eq!(piece.columns[0], Column::F32(vec![4.0, 5.0, 4.0, 5.0]));
+        assert_eq!(
+            piece.columns[1],
+            Column::Str(vec!["s0-2".into(), "s0-2".into()])
+        );
+        let whole = take_rows(&f, 0, 3, 1);
+        assert_eq!(whole, f);
+    }
+
+    #[test]
+    fn joined_runs_split_back_like_one_run() {
+        let all = outputs();
+        let parts = split(all.clone(), &[1, 1, 1]).unwrap();
+        let joined = join(parts).unwrap();
+        assert_eq!(joined.rows, 3);
+        for (j, a) in joined.tensors.iter().zip(&all.tensors) {
+            assert_eq!((&j.name, &j.shape, &j.data), (&a.name, &a.shape, &a.data));
+        }
+        let mut odd = split(all, &[1, 2]).unwrap();
+        odd[1].tensors[1].shape = vec![2, 1];
+        odd[1].tensors[1].data = OutputData::F32(vec![0.2, 0.7]);
+        assert!(join(odd).is_err());
     }
 
     #[test]

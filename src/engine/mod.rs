@@ -6,6 +6,7 @@ mod local;
 pub mod pool;
 pub mod runtime;
 pub mod session;
+pub mod warmup;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,16 +19,20 @@ pub use batcher::Policy;
 pub use pool::{Admitted, Engine, EngineError, Scored};
 pub use session::Device;
 
-use crate::codec::Frame;
 use crate::model::{self, ModelError, ModelSignature, ModelSource, OutputPlan};
 use crate::monitor::Metrics;
 
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
+    /// Sessions on the CPU.
     pub sessions: usize,
+    /// Sessions when the model runs on CUDA, spread over the visible GPUs: each one holds its
+    /// own arena and handles, so the CPU count would be far too many (`session::cuda_sessions`).
+    pub cuda_sessions: usize,
     pub intra_threads: usize,
     pub queue_capacity: usize,
     pub warmup_runs: usize,
+    /// Rows of the synthetic warm-up, when the model folder ships no warm-up rows.
     pub warmup_rows: usize,
     pub config_name: String,
     /// Rows one coalesced run may hold.
@@ -51,6 +56,15 @@ pub struct LoadedModel {
     pub batching: bool,
     /// The ONNX Runtime execution provider the sessions were built for.
     pub provider: &'static str,
+    pub warmup: warmup::Report,
+}
+
+impl LoadedModel {
+    /// Whether a request may hold several rows. Only a fixed-batch model whose outputs could
+    /// not be shown to follow its rows cannot (its runs could not be split and joined).
+    pub fn multi_record(&self) -> bool {
+        self.signature.fixed_batch.is_none() || self.warmup.follows_rows
+    }
 }
 
 /// Finds a model and reads its signature and plan from a first session (what `inspect`
@@ -73,15 +87,27 @@ pub fn open(
 > {
     let source = model::locate(dir, config_name)?;
     let (session, provider) =
-        session::build_session(env, &source.file, intra_threads.max(1), device)?;
+        session::build_session(env, &source.file, intra_threads.max(1), device, 0)?;
     let signature = ModelSignature::from_session(&session, &source.config)?;
     let plan = OutputPlan::choose(&signature, &source.config)?;
     Ok((source, session, signature, plan, provider))
 }
 
-/// Loads, checks and warms up a model. Every session runs synthetic rows through the whole
-/// output plan before the model counts as ready, so a model that loads but cannot run fails
-/// here and not on the first request.
+/// One warm-up run on an opened session, as `load` does it, for `mlapp inspect`.
+pub fn check_warmup(
+    session: Session,
+    source: &ModelSource,
+    signature: &ModelSignature,
+    plan: &OutputPlan,
+    rows: usize,
+) -> Result<warmup::Report, ModelError> {
+    let rows = warmup::rows(source, signature, rows)?;
+    warmup::run(&mut [session], &rows, 1, plan)
+}
+
+/// Loads, checks and warms up a model. Every session runs the warm-up rows (shipped with the
+/// model, else synthetic) through the whole output plan before the model counts as ready, so a
+/// model that loads but cannot run fails here and not on the first request (see `warmup`).
 pub fn load(
     env: &Environment,
     dir: &Path,
@@ -97,25 +123,33 @@ pub fn load(
     } else {
         Device::Cpu
     };
-    let mut sessions = Vec::with_capacity(opts.sessions.max(1));
+    let (count, gpus) = match device {
+        Device::Cuda => (opts.cuda_sessions.max(1), session::visible_gpus()),
+        _ => (opts.sessions.max(1), 1),
+    };
+    let mut sessions = Vec::with_capacity(count);
     sessions.push(first);
-    while sessions.len() < opts.sessions {
+    // The first session is on device 0; the others go round the visible GPUs.
+    for id in session::device_ids(count, gpus).into_iter().skip(1) {
         let (session, _) =
-            session::build_session(env, &source.file, opts.intra_threads.max(1), device)?;
+            session::build_session(env, &source.file, opts.intra_threads.max(1), device, id)?;
         sessions.push(session);
     }
-    let rows = signature.fixed_batch.unwrap_or(opts.warmup_rows.max(2));
-    // Coalescing requests is only safe when every output has one row per input row, which
-    // a fixed batch size or an output that reshapes or reduces over rows breaks.
-    let mut batching = signature.fixed_batch.is_none();
-    for session in &mut sessions {
-        for _ in 0..opts.warmup_runs.max(1) {
-            let outputs = session::run(session, Frame::synthetic(&signature, rows))
-                .map_err(ModelError::Warmup)?;
-            batching &= combine::follows_rows(&outputs);
-            plan.apply(outputs).map_err(ModelError::Warmup)?;
-        }
+    if device == Device::Cuda {
+        log::info!(
+            "{}: {count} CUDA sessions over {} GPU(s)",
+            source.file.display(),
+            gpus.min(count)
+        );
     }
+    let rows = warmup::rows(&source, &signature, opts.warmup_rows)?;
+    let report = warmup::run(&mut sessions, &rows, opts.warmup_runs, &plan)?;
+    if report.refused.is_some() {
+        log::warn!("{}: warm-up: {report}", source.file.display());
+    }
+    // Coalescing requests is only safe when every output has one row per input row, which
+    // an output that reshapes or reduces over rows breaks.
+    let batching = report.follows_rows;
     let n = sessions.len();
     let policy = Policy {
         max_rows: opts.max_batch_rows.max(1),
@@ -138,5 +172,6 @@ pub fn load(
         sessions: n,
         batching,
         provider,
+        warmup: report,
     })
 }

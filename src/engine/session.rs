@@ -11,6 +11,7 @@ use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynMapValueType, DynValue, Tensor, ValueType};
 
+use super::combine;
 use crate::codec::{Column, Frame};
 use crate::model::{ModelError, OutputData, OutputTensor, Outputs};
 
@@ -28,12 +29,66 @@ pub enum Device {
 pub const CPU: &str = "CPUExecutionProvider";
 pub const CUDA: &str = "CUDAExecutionProvider";
 
-/// A session and the execution provider it was built for.
+/// CUDA sessions per visible GPU when `--workers` is not given. Each CUDA session has its own
+/// memory arena and cuBLAS/cuDNN handles, and one or two already keep a GPU busy with the small
+/// products of tabular models; the CPU count would put dozens on one GPU.
+pub const SESSIONS_PER_GPU: usize = 2;
+
+/// How many sessions to build when the model runs on CUDA.
+pub fn cuda_sessions(workers: Option<usize>, gpus: usize) -> usize {
+    workers.unwrap_or(SESSIONS_PER_GPU * gpus.max(1)).max(1)
+}
+
+/// The CUDA device of each of `sessions` sessions: round the `gpus` visible devices, so that
+/// every GPU gets one before any gets two.
+pub fn device_ids(sessions: usize, gpus: usize) -> Vec<i32> {
+    let gpus = i32::try_from(gpus.max(1)).unwrap_or(i32::MAX);
+    (0..sessions)
+        .map(|i| i32::try_from(i).unwrap_or(i32::MAX) % gpus)
+        .collect()
+}
+
+/// The GPUs this process can use: the entries of `CUDA_VISIBLE_DEVICES` when it is set (CUDA
+/// numbers them 0..n), else the `/dev/nvidiaN` device files a container is given, else 1.
+pub fn visible_gpus() -> usize {
+    let devices = std::fs::read_dir("/dev").map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.strip_prefix("nvidia")
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            })
+            .count()
+    });
+    gpu_count(
+        std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref(),
+        devices,
+    )
+}
+
+fn gpu_count(visible: Option<&str>, device_files: usize) -> usize {
+    match visible {
+        // CUDA stops at the first entry that is not a device ("-1" hides them all).
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .take_while(|d| !d.is_empty() && !d.starts_with('-'))
+            .count()
+            .max(1),
+        None => device_files.max(1),
+    }
+}
+
+/// A session and the execution provider it was built for. `device_id` is the CUDA device
+/// it goes on when it runs on CUDA.
 pub fn build_session(
     env: &Environment,
     file: &Path,
     intra_threads: usize,
     device: Device,
+    device_id: i32,
 ) -> Result<(Session, &'static str), ModelError> {
     let load_err = |message: String| ModelError::Load {
         path: file.to_path_buf(),
@@ -47,14 +102,14 @@ pub fn build_session(
     };
     match device {
         Device::Cpu => cpu(),
-        Device::Cuda => on_cuda(env, file, intra_threads)
+        Device::Cuda => on_cuda(env, file, intra_threads, device_id)
             .map_err(|why| ModelError::Device(format!("--device cuda: {why}"))),
         Device::Auto => {
             // A CPU-only ONNX Runtime says so at once; asking it for CUDA would only log noise.
             if !ep::CUDA::is_available().unwrap_or(false) {
                 return cpu();
             }
-            match on_cuda(env, file, intra_threads) {
+            match on_cuda(env, file, intra_threads, device_id) {
                 Ok(built) => Ok(built),
                 Err(why) => {
                     log::warn!(
@@ -89,6 +144,7 @@ fn on_cuda(
     env: &Environment,
     file: &Path,
     intra_threads: usize,
+    device_id: i32,
 ) -> Result<(Session, &'static str), String> {
     let placed = Arc::new(Mutex::new(Vec::<String>::new()));
     let sink = Arc::clone(&placed);
@@ -107,6 +163,7 @@ fn on_cuda(
             // Full float32 matrix products: TF32 would move probabilities by ~1e-3 for no
             // speed that tabular models' small products would notice.
             b.with_execution_providers([ep::CUDA::default()
+                .with_device_id(device_id)
                 .with_tf32(false)
                 .build()
                 .error_on_failure()])
@@ -129,8 +186,47 @@ fn on_cuda(
     Ok((session, CUDA))
 }
 
-/// One run: the frame in, every output copied out (the outputs borrow the session).
+/// The frame through the model, every output copied out (the outputs borrow the session).
+/// A model whose graph fixes the batch size (`[1, F]` exports) runs `k` rows at a time, the
+/// last run padded, so requests of any size and coalesced batches work with it too.
 pub fn run(session: &mut Session, frame: Frame) -> Result<Outputs, String> {
+    match fixed_rows(session) {
+        Some(k) if frame.rows != k && frame.rows > 0 => run_in_pieces(session, &frame, k),
+        _ => run_once(session, frame),
+    }
+}
+
+/// The batch size the graph fixes, read like `ModelSignature::fixed_batch`.
+fn fixed_rows(session: &Session) -> Option<usize> {
+    session.inputs().iter().find_map(|o| {
+        let n = *o.dtype().tensor_shape()?.first()?;
+        usize::try_from(n).ok().filter(|&n| n > 0)
+    })
+}
+
+fn run_in_pieces(session: &mut Session, frame: &Frame, k: usize) -> Result<Outputs, String> {
+    let mut parts = Vec::with_capacity(frame.rows.div_ceil(k));
+    for start in (0..frame.rows).step_by(k) {
+        let end = (start + k).min(frame.rows);
+        let outputs = run_once(session, combine::take_rows(frame, start, end, k))?;
+        if !combine::follows_rows(&outputs) {
+            return Err(format!(
+                "the model takes exactly {k} rows per run and its outputs do not have one row \
+                 per input row, so it cannot score {} rows at once",
+                frame.rows
+            ));
+        }
+        let real = end - start;
+        parts.push(if real < k {
+            combine::split(outputs, &[real, k - real])?.swap_remove(0)
+        } else {
+            outputs
+        });
+    }
+    combine::join(parts)
+}
+
+fn run_once(session: &mut Session, frame: Frame) -> Result<Outputs, String> {
     let rows = frame.rows;
     let mut inputs: Vec<(String, SessionInputValue<'_>)> = Vec::with_capacity(frame.columns.len());
     for (outlet, column) in session.inputs().iter().zip(frame.columns) {
@@ -216,4 +312,36 @@ pub fn run(session: &mut Session, frame: Frame) -> Result<Outputs, String> {
 
 fn dims(s: &[i64]) -> Vec<usize> {
     s.iter().map(|&d| d.max(0) as usize).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuda_gets_a_few_sessions_per_gpu_unless_workers_says_otherwise() {
+        assert_eq!(cuda_sessions(None, 1), SESSIONS_PER_GPU);
+        assert_eq!(cuda_sessions(None, 8), 8 * SESSIONS_PER_GPU);
+        assert_eq!(cuda_sessions(None, 0), SESSIONS_PER_GPU);
+        assert_eq!(cuda_sessions(Some(5), 8), 5);
+        assert_eq!(cuda_sessions(Some(0), 8), 1);
+    }
+
+    #[test]
+    fn sessions_go_round_the_gpus() {
+        assert_eq!(device_ids(4, 1), [0, 0, 0, 0]);
+        assert_eq!(device_ids(5, 2), [0, 1, 0, 1, 0]);
+        assert_eq!(device_ids(16, 8)[..9], [0, 1, 2, 3, 4, 5, 6, 7, 0]);
+        assert_eq!(device_ids(2, 0), [0, 0]);
+    }
+
+    #[test]
+    fn visible_gpus_follow_cuda_visible_devices_then_the_device_files() {
+        assert_eq!(gpu_count(Some("0,1,2,3"), 8), 4);
+        assert_eq!(gpu_count(Some("GPU-8f1c,GPU-22ab"), 8), 2);
+        assert_eq!(gpu_count(Some("3"), 8), 1);
+        assert_eq!(gpu_count(Some("0,1,-1,2"), 8), 2);
+        assert_eq!(gpu_count(None, 8), 8);
+        assert_eq!(gpu_count(None, 0), 1);
+    }
 }

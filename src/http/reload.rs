@@ -179,7 +179,7 @@ impl Loader {
                     model.plan.kind(),
                     model.signature.features.len(),
                     model.sessions,
-                    if model.batching { "on" } else { "off: outputs do not follow the batch rows" },
+                    model.warmup.batching(model.batching),
                     model.load_seconds
                 );
                 let now = unix(SystemTime::now());
@@ -193,6 +193,8 @@ impl Loader {
                     uri: self.fetcher.uri().to_string(),
                     version: version.clone(),
                     loaded_at_unix: now,
+                    warmup: model.warmup.to_string(),
+                    batching: model.warmup.batching(model.batching).to_string(),
                 };
                 self.metrics.set_model(info.clone());
                 self.state.update_status(|s| {

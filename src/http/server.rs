@@ -217,6 +217,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
                 .map_err(|e| ServeError::Config(e.to_string()))?,
             opts: LoadOptions {
                 sessions: cfg.sessions(),
+                cuda_sessions: cfg.cuda_sessions(),
                 intra_threads: cfg.intra_op_threads,
                 queue_capacity: cfg.queue_capacity,
                 warmup_runs: cfg.warmup_runs,

@@ -31,6 +31,11 @@ pub struct ModelConfig {
     /// `header=present`.
     #[serde(default)]
     pub csv_header: bool,
+    /// Rows to warm up with, relative to the model folder (`.csv`, `.json` or `.jsonl`, in
+    /// the request formats). Default: `warmup.jsonl`, `warmup.json` or `warmup.csv` when the
+    /// folder has one, else made-up rows.
+    #[serde(default)]
+    pub warmup_file: Option<String>,
 }
 
 impl ModelConfig {

@@ -123,7 +123,8 @@ pub struct ModelSignature {
     pub inputs: Vec<InputSpec>,
     pub outputs: Vec<OutputSpec>,
     pub features: Vec<Feature>,
-    /// A batch dimension fixed in the graph (rare): every request must have exactly this many rows.
+    /// A batch dimension fixed in the graph (`[1, F]` exports): the engine runs this many rows
+    /// at a time (`engine::session::run`), so requests may still have any number of rows.
     pub fixed_batch: Option<usize>,
     #[serde(skip)]
     by_name: HashMap<String, usize>,

@@ -171,6 +171,9 @@ pub struct ModelInfo {
     pub uri: String,
     pub version: String,
     pub loaded_at_unix: f64,
+    /// What the warm-up ran on and found, and whether requests are coalesced (and why not).
+    pub warmup: String,
+    pub batching: String,
 }
 
 /// Values read from the live server at scrape time rather than counted.

@@ -162,6 +162,7 @@ pub fn run(cfg: &TransformConfig) -> Result<Summary, TransformError> {
     let (env, _) = runtime::init(cfg.ort_dylib.as_deref())?;
     let opts = LoadOptions {
         sessions,
+        cuda_sessions: engine::session::cuda_sessions(cfg.workers, engine::session::visible_gpus()),
         intra_threads: 1,
         queue_capacity: 4 * sessions + 4,
         warmup_runs: 1,
