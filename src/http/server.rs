@@ -353,7 +353,7 @@ fn access_log(method: &actix_web::http::Method, path: &str, status: u16, took: D
     // arise (`error_response`): per request they would flood the log exactly when the server
     // is busiest, so only a count is logged, at most every 10 s. /metrics has every one.
     if status >= 400 && path != "/ping" {
-        REFUSALS.record();
+        REFUSALS.record(method, path, status);
     }
 }
 
@@ -372,7 +372,7 @@ static REFUSALS: Refusals = Refusals {
 const REFUSALS_EVERY: u64 = 10;
 
 impl Refusals {
-    fn record(&self) {
+    fn record(&self, method: &actix_web::http::Method, path: &str, status: u16) {
         static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
         let now = START
             .get_or_init(std::time::Instant::now)
@@ -390,7 +390,7 @@ impl Refusals {
         {
             let n = self.count.swap(0, Ordering::Relaxed);
             log::warn!(
-                "{n} request(s) refused with 4xx/5xx since the last summary (by status in mlapp_http_requests_total, each one in the debug log)"
+                "{n} request(s) refused with 4xx/5xx since the last summary, the latest {method} {path} {status} (all by status in mlapp_http_requests_total, each one in the debug log)"
             );
         }
     }

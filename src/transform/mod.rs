@@ -141,8 +141,13 @@ pub fn run(cfg: &TransformConfig) -> Result<Summary, TransformError> {
             ));
         }
     }
-    if !(cfg.chunk_mb.is_finite() && cfg.chunk_mb > 0.0) {
-        return Err(TransformError::Config("--chunk-mb must be > 0".into()));
+    // A chunk is held a few times over in memory: past 1 GiB it is a typo, not a setting.
+    crate::config::in_range("--chunk-mb", cfg.chunk_mb, 0.001, 1024.0)
+        .map_err(TransformError::Config)?;
+    if let Some(w) = cfg.workers.filter(|w| !(1..=4096).contains(w)) {
+        return Err(TransformError::Config(format!(
+            "--workers must be between 1 and 4096, got {w}"
+        )));
     }
     let (input, output) = (Place::parse(&cfg.input)?, Place::parse(&cfg.output)?);
     let sources = cfg.model.source_options();

@@ -84,3 +84,34 @@ fn settings_past_their_bounds_are_refused_at_start_naming_the_option() {
         "--shutdown-timeout",
     );
 }
+
+#[test]
+fn transform_settings_past_their_bounds_are_refused_naming_the_option() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.csv"), xgboost_rows(3)).unwrap();
+    for (args, names) in [
+        (["--chunk-mb", "1e12"], "--chunk-mb"),
+        (["--chunk-mb", "NaN"], "--chunk-mb"),
+        (["--workers", "0"], "--workers"),
+    ] {
+        let out = run_bounded(
+            Command::new(env!("CARGO_BIN_EXE_mlapp"))
+                .arg("transform")
+                .arg("--model-dir")
+                .arg(model_dir("xgboost"))
+                .arg("--input")
+                .arg(dir.path().join("in.csv"))
+                .arg("--output")
+                .arg(dir.path().join("out"))
+                .args(args),
+            Duration::from_secs(30),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} ran");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            err.contains(names) && err.contains("must be"),
+            "{args:?}: {err}"
+        );
+    }
+}
