@@ -7,8 +7,9 @@ ORT_LIB := .ort/lib/libonnxruntime.so.1.31.1
 PROMTOOL := .tools/bin/promtool
 MOTO := .tools/moto/bin/moto_server
 SHELLCHECK := /usr/bin/shellcheck
+DENY := .tools/bin/cargo-deny
 
-.PHONY: serve test test-rust test-container container-images ort build lint examples bench bench-batch
+.PHONY: serve test test-rust test-container container-images ort build lint examples bench bench-batch soak
 
 $(ORT_LIB):
 	scripts/install-onnxruntime.sh
@@ -18,6 +19,10 @@ $(PROMTOOL):
 
 $(MOTO):
 	scripts/install-moto.sh
+
+# cargo-deny, built from crates.io (no usable prebuilt binary is in the registries here).
+$(DENY): scripts/install-cargo-deny.sh
+	scripts/install-cargo-deny.sh
 
 # Debian's shellcheck, for the test that keeps the shell scripts clean.
 $(SHELLCHECK):
@@ -31,9 +36,10 @@ build: ort
 serve: build
 	./target/release/mlapp serve --model-dir $(MODEL)
 
-lint:
+lint: $(DENY)
 	cargo fmt --check
 	cargo clippy --locked --all-targets --test container -- -D warnings
+	$(DENY) --locked check --hide-inclusion-graph licenses bans sources
 
 test: test-rust test-container
 
@@ -60,6 +66,10 @@ test-container:
 # The benchmark against the reference stacks (bench/README.md); not part of `make test`.
 bench: ort
 	bench/run.sh
+
+# 30 minutes of S1 load with a SIGHUP reload every minute; RSS and answers checked (bench/soak.py).
+soak: ort
+	bench/soak.sh
 
 # Batch Transform figures: mlapp transform on 1M rows, a 100 MB body (bench/batch.py).
 bench-batch: ort

@@ -99,8 +99,11 @@ class Server:
         model_dir = os.path.join(MODELS, model)
         env = dict(os.environ, MODEL_DIR=model_dir, PORT=str(port), RUST_LOG="warn")
         cwd = REPO
-        if stack == "mlapp":
-            cmd = [MLAPP, "serve", "--model-dir", model_dir, "--host", "127.0.0.1",
+        if stack in ("mlapp", "mlapp-before"):
+            # mlapp-before: an earlier build (MLAPP_BEFORE=path) in the same run, so that a
+            # change is judged by a ratio measured side by side.
+            binary = MLAPP if stack == "mlapp" else os.environ["MLAPP_BEFORE"]
+            cmd = [binary, "serve", "--model-dir", model_dir, "--host", "127.0.0.1",
                    "--port", str(port)] + extra_args
         elif stack == "trivial":
             cmd = [TRIVIAL, str(port)]
@@ -174,6 +177,48 @@ def wrk(port, sc, seconds):
     return r
 
 
+class PingProbe:
+    """GET /ping every 20 ms on its own connection while the load runs (SageMaker's health
+    check, which must not wait behind inference: it allows 2 s); latencies in ms."""
+
+    def __init__(self, port, on):
+        self.port, self.on, self.ms = port, on, []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        import http.client
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        while not self._stop.is_set():
+            t = time.perf_counter()
+            try:
+                conn.request("GET", "/ping")
+                conn.getresponse().read()
+                self.ms.append((time.perf_counter() - t) * 1e3)
+            except OSError:
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                self.ms.append(10_000.0)
+            self._stop.wait(0.02)
+
+    def summary(self):
+        if not self.ms:
+            return None
+        xs = sorted(self.ms)
+        at = lambda p: round(xs[min(len(xs) - 1, int(p * len(xs)))], 2)
+        return {"n": len(xs), "p50": at(0.5), "p99": at(0.99), "max": round(xs[-1], 2)}
+
+    def __enter__(self):
+        if self.on:
+            self._t.start()
+        return self
+
+    def __exit__(self, *_):
+        self._stop.set()
+        if self.on:
+            self._t.join()
+
+
 def accepted_p99_ms(port):
     """p99 of answered (2xx) /invocations requests from mlapp's own histogram (bucket bound)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
@@ -234,16 +279,20 @@ def main():
             results["startup"][model] = {"ready_s": ready, "idle_rss": rss}
         for name in args.scenarios.split(","):
             sc = SCENARIOS[name]
-            for stack in [s for s in sc["stacks"] if s in stacks]:
+            wanted = sc["stacks"] + (["mlapp-before"] if os.environ.get("MLAPP_BEFORE") else [])
+            for stack in [s for s in wanted if s in stacks or s == "mlapp-before"]:
                 port += 1
                 log(f"{name} {stack}: {sc['what']}")
+                mlapp = stack in ("mlapp", "mlapp-before")
                 server = Server(stack, sc["model"], port,
-                                sc.get("args", []) if stack == "mlapp" else [], tmp)
+                                sc.get("args", []) if mlapp else [], tmp)
                 try:
                     wrk(port, sc, args.warmup)
-                    with PeakRss(server.proc.pid) as rss:
+                    with PeakRss(server.proc.pid) as rss, PingProbe(port, mlapp) as ping:
                         r = wrk(port, sc, args.seconds)
                     r.update(scenario=name, stack=stack, peak_rss=rss.peak)
+                    if mlapp:
+                        r["ping_ms"] = ping.summary()
                     if stack == "mlapp" and sc.get("count"):
                         r["accepted_p99_ms"] = accepted_p99_ms(port)
                     results["runs"].append(r)
@@ -301,6 +350,12 @@ def report(res):
             parts.append(f"{100 * m['rows_s'] / fl[batch]['rows_per_s']:.0f}% of the in-process ORT floor at batch {batch} ({fl[batch]['rows_per_s']:,.0f} rows/s, {os.cpu_count()} threads)")
         if m.get("accepted_p99_ms") is not None:
             parts.append(f"server-side p99 of answered requests ≤ {m['accepted_p99_ms']:g} ms")
+        b = runs.get((name, "mlapp-before"))
+        if b and b["rps"] > 0:
+            parts.append(f"{m['rps'] / b['rps']:.2f}× the before build's req/s (p99 {m['p99_us']/1e3:.2f} vs {b['p99_us']/1e3:.2f} ms)")
+        if m.get("ping_ms"):
+            p = m["ping_ms"]
+            parts.append(f"/ping under this load p50 {p['p50']} ms, p99 {p['p99']} ms, max {p['max']} ms ({p['n']} pings)")
         if not parts:
             parts.append("no reference stack can serve this model (41 inputs, strings)")
         out.append(f"- {name}: " + "; ".join(parts))
