@@ -380,6 +380,13 @@ impl ServeConfig {
                 1.0,
                 MAX_PAYLOAD_MB,
             )?;
+            // Smaller, a body within the limit would get 503 "retry" for ever.
+            if self.body_memory_bytes() < self.max_payload_bytes() {
+                return Err(format!(
+                    "--body-memory-mb / MLAPP_BODY_MEMORY_MB ({mb}) must be at least the payload limit ({} MiB)",
+                    self.max_payload_bytes() >> 20
+                ));
+            }
         }
         in_range(
             "--body-idle-timeout / MLAPP_BODY_IDLE_TIMEOUT",

@@ -117,8 +117,18 @@ impl ApiError {
             EngineError::Stopped => Self::NotReady(e.to_string()),
             EngineError::DeadlineExceeded => Self::Timeout(timeout.as_secs_f64()),
             EngineError::Run(m) => Self::Internal(format!("inference failed: {m}")),
+            EngineError::Rows(m) => Self::Decode(crate::codec::DecodeError::Shape(m)),
         }
     }
+}
+
+/// The text a panic was raised with (`panic!` gives a `&str` or a `String`).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
 }
 
 #[cfg(test)]

@@ -65,6 +65,27 @@ impl LoadedModel {
     pub fn multi_record(&self) -> bool {
         self.signature.fixed_batch.is_none() || self.warmup.follows_rows
     }
+
+    /// Scores an admitted request's frame. A model that takes exactly k rows (and whose
+    /// outputs could not be split by row) refuses any other count here, as the client's
+    /// error, before a run that could only fail.
+    pub async fn score(
+        &self,
+        ticket: &Admitted,
+        frame: crate::codec::Frame,
+        deadline: std::time::Instant,
+    ) -> Result<Scored, EngineError> {
+        if let Some(k) = self.signature.fixed_batch.filter(|_| !self.multi_record()) {
+            if frame.rows != k {
+                return Err(EngineError::Rows(format!(
+                    "the model takes exactly {k} rows per request (its outputs do not have one \
+                     row per input row, so runs cannot be split or joined); this one has {}",
+                    frame.rows
+                )));
+            }
+        }
+        self.engine.score(ticket, frame, deadline).await
+    }
 }
 
 /// Finds a model and reads its signature and plan from a first session (what `inspect`

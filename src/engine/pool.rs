@@ -35,6 +35,9 @@ pub enum EngineError {
     Stopped,
     #[error("inference failed: {0}")]
     Run(String),
+    /// A row count the model cannot take (the client's error).
+    #[error("{0}")]
+    Rows(String),
 }
 
 /// A request's outputs and where its time went.
@@ -328,7 +331,8 @@ fn run_batch(sh: &Shared, index: usize, batch: Vec<Entry<Job>>) {
     let mut session = (0..n)
         .find_map(|k| sh.sessions[(index + k) % n].try_lock().ok())
         .unwrap_or_else(|| lock(&sh.sessions[index % n]));
-    run_entries(sh, &mut session, batch);
+    // A worker reruns a failed batch's requests itself: nothing comes back.
+    let _ = run_entries(sh, &mut session, batch, false);
 }
 
 /// Runs jobs gathered on an HTTP thread (see `local`): on an idle session, split into
@@ -352,28 +356,44 @@ pub(super) fn run_here(sh: &Shared, jobs: Vec<Entry<Job>>) {
     for e in batches.expire(now) {
         let _ = e.item.reply.send(Err(EngineError::DeadlineExceeded));
     }
+    // Estimates decide what starts; the clock stops the turn once the budget is spent,
+    // whatever the estimates said.
     let mut spent: u64 = 0;
     while let Next::Run(batch) = batches.next(now) {
         let rows = batch.iter().map(|e| e.rows).sum();
         let cost = sh.estimate(rows).unwrap_or(u64::MAX);
-        if spent.saturating_add(cost) > INLINE_BUDGET_NS {
+        let elapsed = u64::try_from(now.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        if spent.saturating_add(cost) > INLINE_BUDGET_NS || elapsed >= INLINE_BUDGET_NS {
             drop(session);
             sh.to_workers(batch.into_iter().chain(batches.drain()));
             return;
         }
         spent = spent.saturating_add(cost);
-        run_entries(sh, &mut session, batch);
+        if let Some(failed) = run_entries(sh, &mut session, batch, true) {
+            // A failed batch's requests are rerun one by one: on the workers, not here.
+            drop(session);
+            sh.to_workers(failed.into_iter().chain(batches.drain()));
+            return;
+        }
     }
 }
 
-fn run_entries(sh: &Shared, session: &mut Session, batch: Vec<Entry<Job>>) {
+/// Runs one batch. A batch of several requests that fails is rerun one request at a time, so
+/// one request's bad values do not fail its batch-mates; `inline` (an HTTP thread) hands
+/// those requests back instead, for the workers to rerun.
+fn run_entries(
+    sh: &Shared,
+    session: &mut Session,
+    batch: Vec<Entry<Job>>,
+    inline: bool,
+) -> Option<Vec<Entry<Job>>> {
     // Nobody reads the answer of a client that went away or timed out: skip its rows.
     let live: Vec<Entry<Job>> = batch
         .into_iter()
         .filter(|e| !e.item.reply.is_closed())
         .collect();
     if live.is_empty() {
-        return;
+        return None;
     }
     let started = Instant::now();
     let rows: usize = live.iter().map(|e| e.rows).sum();
@@ -381,39 +401,56 @@ fn run_entries(sh: &Shared, session: &mut Session, batch: Vec<Entry<Job>>) {
     if live.len() == 1 {
         let e = live.into_iter().next().map(|e| (e.enqueued, e.item));
         if let Some((enqueued, job)) = e {
-            let result = session::run(session, job.frame);
-            sh.measured(rows, started.elapsed());
+            let gone = || job.reply.is_closed();
+            let result = session::run_unless(session, job.frame, &gone);
+            if result.is_ok() {
+                sh.measured(rows, started.elapsed());
+            }
             reply(job.reply, result, enqueued, started);
         }
-        return;
+        return None;
     }
     let sizes: Vec<usize> = live.iter().map(|e| e.rows).collect();
-    let (meta, frames): (Vec<(Instant, Reply)>, Vec<Frame>) = live
+    let (meta, frames): (Vec<(Instant, Instant, Reply)>, Vec<Frame>) = live
         .into_iter()
-        .map(|e| ((e.enqueued, e.item.reply), e.item.frame))
+        .map(|e| ((e.enqueued, e.deadline, e.item.reply), e.item.frame))
         .unzip();
+    let gone = || meta.iter().all(|(_, _, tx)| tx.is_closed());
     let pieces = combine::concat(&frames)
-        .and_then(|f| session::run(session, f))
+        .and_then(|f| session::run_unless(session, f, &gone))
         .and_then(|outputs| combine::split(outputs, &sizes));
-    sh.measured(rows, started.elapsed());
     match pieces {
         Ok(pieces) => {
-            for ((enqueued, tx), outputs) in meta.into_iter().zip(pieces) {
+            sh.measured(rows, started.elapsed());
+            for ((enqueued, _, tx), outputs) in meta.into_iter().zip(pieces) {
                 reply(tx, Ok(outputs), enqueued, started);
             }
+            None
         }
         Err(e) => {
-            // One request's bad values must not fail its batch-mates: score each alone so
-            // every request gets its own answer.
             log::debug!(
                 "a batch of {} requests failed ({e}); running them one by one",
                 sizes.len()
             );
-            for ((enqueued, tx), frame) in meta.into_iter().zip(frames) {
+            let alone = meta.into_iter().zip(frames);
+            if inline {
+                let back = alone
+                    .map(|((enqueued, deadline, reply), frame)| Entry {
+                        rows: frame.rows,
+                        enqueued,
+                        deadline,
+                        item: Job { frame, reply },
+                    })
+                    .collect();
+                return Some(back);
+            }
+            for ((enqueued, _, tx), frame) in alone {
                 let own_start = Instant::now();
-                let result = session::run(session, frame);
+                let gone = || tx.is_closed();
+                let result = session::run_unless(session, frame, &gone);
                 reply(tx, result, enqueued, own_start);
             }
+            None
         }
     }
 }

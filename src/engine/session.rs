@@ -190,8 +190,20 @@ fn on_cuda(
 /// A model whose graph fixes the batch size (`[1, F]` exports) runs `k` rows at a time, the
 /// last run padded, so requests of any size and coalesced batches work with it too.
 pub fn run(session: &mut Session, frame: Frame) -> Result<Outputs, String> {
+    run_unless(session, frame, &|| false)
+}
+
+/// As `run`; a model that runs k rows at a time stops between runs once `abandoned` says
+/// nobody waits for the answer any more (its request timed out or its client left).
+pub fn run_unless(
+    session: &mut Session,
+    frame: Frame,
+    abandoned: &dyn Fn() -> bool,
+) -> Result<Outputs, String> {
     match fixed_rows(session) {
-        Some(k) if frame.rows != k && frame.rows > 0 => run_in_pieces(session, &frame, k),
+        Some(k) if frame.rows != k && frame.rows > 0 => {
+            run_in_pieces(session, &frame, k, abandoned)
+        }
         _ => run_once(session, frame),
     }
 }
@@ -204,9 +216,17 @@ fn fixed_rows(session: &Session) -> Option<usize> {
     })
 }
 
-fn run_in_pieces(session: &mut Session, frame: &Frame, k: usize) -> Result<Outputs, String> {
+fn run_in_pieces(
+    session: &mut Session,
+    frame: &Frame,
+    k: usize,
+    abandoned: &dyn Fn() -> bool,
+) -> Result<Outputs, String> {
     let mut parts = Vec::with_capacity(frame.rows.div_ceil(k));
     for start in (0..frame.rows).step_by(k) {
+        if abandoned() {
+            return Err("nobody waits for this answer any more".into());
+        }
         let end = (start + k).min(frame.rows);
         let outputs = run_once(session, combine::take_rows(frame, start, end, k))?;
         if !combine::follows_rows(&outputs) {

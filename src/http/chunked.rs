@@ -75,6 +75,8 @@ enum Refusal {
     /// Over this limit; the message gives the size seen.
     Payload(usize),
     Record(RecordTooLong),
+    /// What the stream holds would pass the body memory budget.
+    Budget(ApiError),
 }
 
 /// Reads, scores and answers a body as it arrives: pieces are cut at the last line end once
@@ -82,14 +84,18 @@ enum Refusal {
 /// then streams. Past `limit` bytes (None: no limit), or once one record passes
 /// `MAX_RECORD_BYTES`, the rest is drained, up to a cap, and the request refused with 413, as
 /// for a body read whole.
-pub async fn score_stream<S, E>(
+///
+/// `hold` is told how many bytes of the body and answer the stream holds in memory at most
+/// (a record may grow `buf` to `MAX_RECORD_BYTES`), so that streams count against the same
+/// memory budget as bodies read whole; it refuses with the error to answer.
+pub async fn score_stream<S>(
     req: Request<'_>,
     mut payload: S,
     limit: Option<usize>,
+    mut hold: impl FnMut(usize) -> Result<(), ApiError>,
 ) -> Result<Answer, ApiError>
 where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
+    S: Stream<Item = Result<Bytes, ApiError>> + Unpin,
 {
     let mut cutter = LineCutter::new(LineEnds::of(req.format), MAX_RECORD_BYTES);
     let mut spool = Spool::default();
@@ -101,13 +107,15 @@ where
     // Why the body is refused, and from what size on it is only drained.
     let mut refused: Option<(Refusal, usize)> = None;
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::BodyRead(e.to_string()))?;
+        let chunk = chunk?;
         seen += chunk.len();
         if refused.is_none() {
             if let Some(limit) = limit.filter(|&l| seen > l) {
                 refused = Some((Refusal::Payload(limit), limit));
             } else if let Err(e) = cutter.feed(&chunk) {
                 refused = Some((Refusal::Record(e), seen));
+            } else if let Err(e) = hold(buf.len() + chunk.len() + spool.held.len()) {
+                refused = Some((Refusal::Budget(e), seen));
             }
             if refused.is_some() {
                 buf = BytesMut::new();
@@ -137,6 +145,7 @@ where
             })
         }
         Some((Refusal::Record(e), _)) => return Err(e.into()),
+        Some((Refusal::Budget(e), _)) => return Err(e),
         None => {}
     }
     if !buf.is_empty() {
@@ -266,7 +275,6 @@ impl<'a> Scorer<'a> {
         let outputs = match rows.frame {
             Some(frame) => {
                 let scored = model
-                    .engine
                     .score(req.ticket, frame, req.deadline)
                     .await
                     .map_err(|e| ApiError::from_engine(e, req.timeout))?;

@@ -140,6 +140,7 @@ async fn handle(
     };
     let body_read = BodyRead {
         budget: &state.body_budget,
+        total_kib: settings.body_memory_bytes / 1024,
         idle: settings.body_idle_timeout,
     };
     if settings.stream_bodies && model.batching {
@@ -169,10 +170,14 @@ async fn handle(
             let mut resp = HttpResponse::Ok();
             resp.insert_header((header::CONTENT_TYPE, accept.mime()));
             let payload = body_read.idle_bounded(payload);
-            return Ok(match chunked::score_stream(req, payload, limit).await? {
-                chunked::Answer::Memory(bytes) => resp.body(bytes),
-                chunked::Answer::Spool(file) => resp.streaming(chunked::spool_stream(file)),
-            });
+            let mut held: Held = None;
+            let hold = |bytes| body_read.hold(&mut held, bytes);
+            return Ok(
+                match chunked::score_stream(req, payload, limit, hold).await? {
+                    chunked::Answer::Memory(bytes) => resp.body(bytes),
+                    chunked::Answer::Spool(file) => resp.streaming(chunked::spool_stream(file)),
+                },
+            );
         }
     }
     let (body, held) = body_read
@@ -218,7 +223,6 @@ async fn handle(
     };
     metrics.stage(Stage::Decode, t.elapsed());
     let scored = model
-        .engine
         .score(&ticket, frame, deadline)
         .await
         .map_err(|e| ApiError::from_engine(e, timeout))?;
@@ -261,6 +265,8 @@ fn encode(
 /// on how long a client may stall.
 struct BodyRead<'a> {
     budget: &'a Arc<Semaphore>,
+    /// The budget's size, for messages.
+    total_kib: usize,
     idle: Duration,
 }
 
@@ -270,32 +276,55 @@ type Held = Option<OwnedSemaphorePermit>;
 
 impl BodyRead<'_> {
     /// Reads the whole body, refusing it past `limit`. A declared Content-Length over the
-    /// limit is refused before reading, and a body that grows past it is drained for at most
-    /// `DRAIN_BYTES` more (without keeping them) so that the client reads a 413 rather than a
-    /// reset connection. A body that would take the budget past its end is refused with 503.
+    /// limit is refused before reading, and a body that grows past the limit or the memory
+    /// budget is drained for at most `DRAIN_BYTES` more (without keeping them) so that the
+    /// client reads the 413 or 503 rather than a reset connection.
+    ///
+    /// The budget is charged for memory the body really holds, as it arrives: a client that
+    /// announces 6 MiB and sends nothing holds one small buffer, not 6 MiB.
     async fn read(
         &self,
         mut payload: web::Payload,
         limit: usize,
         declared: Option<u64>,
     ) -> Result<(web::BytesMut, Held), ApiError> {
-        let too_large = |given| ApiError::PayloadTooLarge { limit, given };
-        let mut over = declared.is_some_and(|n| n > limit as u64);
+        let mut refused =
+            declared
+                .filter(|&n| n > limit as u64)
+                .map(|n| ApiError::PayloadTooLarge {
+                    limit,
+                    given: Some(n),
+                });
         let mut held: Held = None;
         let mut body = web::BytesMut::new();
-        if !over {
-            let want = declared.map_or(8 * 1024, |n| n as usize);
-            self.hold(&mut held, want)?;
-            body.reserve(want);
-        }
         let mut seen: u64 = 0;
         let mut drained: u64 = 0;
         while let Some(chunk) = self.next(&mut payload, seen).await? {
             let chunk = chunk.map_err(|e| ApiError::BodyRead(e.to_string()))?;
             seen += chunk.len() as u64;
-            if over || seen > limit as u64 {
-                if !over {
-                    over = true;
+            if refused.is_none() && seen > limit as u64 {
+                refused = Some(ApiError::PayloadTooLarge {
+                    limit,
+                    given: declared.or(Some(seen)),
+                });
+            }
+            if refused.is_none() {
+                let need = body.len() + chunk.len();
+                if need > body.capacity() {
+                    // Grown by doubling, up to what was announced: few copies, and never
+                    // more memory than twice what arrived.
+                    let to = need
+                        .max(body.capacity() * 2)
+                        .max(64 * 1024)
+                        .min(declared.map_or(usize::MAX, |n| (n as usize).max(need)));
+                    match self.hold(&mut held, to) {
+                        Ok(()) => body.reserve(to - body.len()),
+                        Err(e) => refused = Some(e),
+                    }
+                }
+            }
+            if refused.is_some() {
+                if held.is_some() {
                     body = web::BytesMut::new();
                     held = None;
                 }
@@ -305,13 +334,18 @@ impl BodyRead<'_> {
                 }
                 continue;
             }
-            self.hold(&mut held, body.len() + chunk.len())?;
             body.extend_from_slice(&chunk);
         }
-        if over {
-            return Err(too_large(declared.or(Some(seen))));
+        match refused {
+            Some(ApiError::PayloadTooLarge { limit, .. }) if declared.is_none() => {
+                Err(ApiError::PayloadTooLarge {
+                    limit,
+                    given: Some(seen),
+                })
+            }
+            Some(e) => Err(e),
+            None => Ok((body, held)),
         }
-        Ok((body, held))
     }
 
     /// The next piece of the body, or 408 once the client stalled for `idle`.
@@ -332,14 +366,13 @@ impl BodyRead<'_> {
         if need <= have {
             return Ok(());
         }
-        // Grown in steps, so a body arriving in small pieces takes few permits calls.
-        let more = (need - have).max(64).min(u32::MAX as usize) as u32;
+        let more = u32::try_from(need - have).unwrap_or(u32::MAX);
         let permit = Arc::clone(self.budget)
             .try_acquire_many_owned(more)
             .map_err(|_| {
                 ApiError::Overloaded(format!(
-                    "request bodies being read hold the whole body memory budget ({} MiB, --body-memory-mb)",
-                    (self.budget.available_permits() + have) / 1024
+                    "request bodies being read already hold the body memory budget ({} MiB, --body-memory-mb)",
+                    self.total_kib / 1024
                 ))
             })?;
         match held {
@@ -349,11 +382,12 @@ impl BodyRead<'_> {
         Ok(())
     }
 
-    /// A streamed body whose client stalls for `idle` ends with an error naming the stall.
+    /// A streamed body whose client stalls for `idle` ends with 408; `held` grows with what
+    /// the scorer holds of it (`chunked::score_stream` reports that).
     fn idle_bounded(
         &self,
         payload: web::Payload,
-    ) -> impl futures_util::Stream<Item = Result<web::Bytes, String>> + Unpin {
+    ) -> impl futures_util::Stream<Item = Result<web::Bytes, ApiError>> + Unpin {
         let idle = self.idle;
         Box::pin(futures_util::stream::unfold(
             (payload, 0u64, false),
@@ -366,9 +400,12 @@ impl BodyRead<'_> {
                         let seen = seen + b.len() as u64;
                         Some((Ok(b), (payload, seen, false)))
                     }
-                    Ok(Some(Err(e))) => Some((Err(e.to_string()), (payload, seen, true))),
+                    Ok(Some(Err(e))) => Some((
+                        Err(ApiError::BodyRead(e.to_string())),
+                        (payload, seen, true),
+                    )),
                     Ok(None) => None,
-                    Err(_) => Some((Err(stalled(idle, seen).to_string()), (payload, seen, true))),
+                    Err(_) => Some((Err(stalled(idle, seen)), (payload, seen, true))),
                 }
             },
         ))

@@ -52,7 +52,8 @@ async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
 /// (they are mlapp's fault), 4xx at debug (they are the client's).
 pub(crate) fn error_response(e: &ApiError) -> HttpResponse {
     let status = e.status();
-    if status >= 500 && status != 503 {
+    // 503 and 504 are overload, not faults: counted in metrics and summarized (`server`).
+    if status >= 500 && status != 503 && status != 504 {
         log::error!("{status} {}: {e}", e.code());
     } else {
         log::debug!("{status} {}: {e}", e.code());

@@ -319,11 +319,7 @@ struct Panicked(crate::error::ApiError);
 
 impl From<&(dyn std::any::Any + Send)> for Panicked {
     fn from(panic: &(dyn std::any::Any + Send)) -> Self {
-        let what = panic
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("a panic");
+        let what = crate::error::panic_message(panic);
         Self(crate::error::ApiError::Internal(format!(
             "the request handler failed unexpectedly ({what}); this is a bug in mlapp"
         )))

@@ -81,12 +81,10 @@ pub(super) fn pipeline(
 
 /// The message of a caught panic, for the file's error.
 fn panicked(what: &str, payload: Box<dyn std::any::Any + Send>) -> String {
-    let why = payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "no message".into());
-    format!("{what} panicked: {why}")
+    format!(
+        "{what} panicked: {}",
+        crate::error::panic_message(payload.as_ref())
+    )
 }
 
 /// A panic on demand, for tests of the paths above: `MLAPP_TEST_PANIC=reader|scorer|writer`
@@ -226,7 +224,6 @@ async fn score_chunk(
             // Offline: no request deadline; a day bounds a run that never ends.
             let deadline = Instant::now() + Duration::from_secs(86_400);
             let scored = model
-                .engine
                 .score(&ticket, frame, deadline)
                 .await
                 .map_err(|e| e.to_string())?;

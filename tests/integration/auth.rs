@@ -219,13 +219,14 @@ fn a_token_file_that_cannot_be_used_fails_the_start() {
         (&missing, "cannot read the token file"),
         (&empty, "holds no token"),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_mlapp"))
-            .args(["serve", "--port", "0", "--model-dir"])
-            .arg(model_dir("logreg"))
-            .arg("--auth-token-file")
-            .arg(file)
-            .output()
-            .unwrap();
+        let out = crate::common::run_bounded(
+            Command::new(env!("CARGO_BIN_EXE_mlapp"))
+                .args(["serve", "--port", "0", "--model-dir"])
+                .arg(model_dir("logreg"))
+                .arg("--auth-token-file")
+                .arg(file),
+            std::time::Duration::from_secs(30),
+        );
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(

@@ -106,6 +106,23 @@ fn a_stalled_body_gets_408_and_the_connection_is_closed() {
 }
 
 #[test]
+fn a_stalled_streamed_body_in_batch_mode_gets_408_too() {
+    let s = Server::ready(
+        &model_dir("xgboost"),
+        &["--batch", "--body-idle-timeout", "1"],
+    );
+    let mut conn = TcpStream::connect(addr(&s)).unwrap();
+    let mut req = b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nContent-Length: 100000\r\n\r\n".to_vec();
+    req.extend_from_slice(&xgboost_rows(3));
+    conn.write_all(&req).unwrap();
+    let answer = read_until_closed(&mut conn, Duration::from_secs(10))
+        .expect("the stalled request was never answered");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"body_timeout\""), "{answer}");
+    served_quickly(&s);
+}
+
+#[test]
 fn thousands_of_idle_connections_do_not_stop_service_and_are_closed() {
     // The test process's descriptor limit (inherited by the server) must hold them.
     let want: u64 = 2_000;
@@ -174,14 +191,40 @@ fn a_body_longer_than_announced_is_cut_at_its_length() {
 fn bodies_being_read_are_bounded_in_bytes() {
     let s = Server::ready(
         &model_dir("xgboost"),
-        &["--body-memory-mb", "3", "--body-idle-timeout", "20"],
+        &[
+            "--body-memory-mb",
+            "3",
+            "--max-payload-mb",
+            "2.5",
+            "--body-idle-timeout",
+            "20",
+        ],
     );
-    // A slow upload announces 2 MiB and sends a little: it holds 2 MiB of the budget.
+    // Announcing a size holds nothing: only bytes that arrived count. Many connections that
+    // announce 2 MiB and send nothing leave the budget free.
+    let mut idle: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut c = TcpStream::connect(addr(&s)).unwrap();
+            c.write_all(
+                b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nContent-Length: 2097152\r\n\r\n1,",
+            )
+            .unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    served_quickly(&s);
+    assert_eq!(
+        s.post(Some("text/csv"), None, &xgboost_rows(2_000)).status,
+        200,
+        "announced sizes took the budget"
+    );
+    idle.clear();
+    // A slow upload that sent 1.9 MiB of its 2 MiB holds that much.
     let mut slow = TcpStream::connect(addr(&s)).unwrap();
-    slow.write_all(
-        b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nContent-Length: 2097152\r\n\r\n1,",
-    )
-    .unwrap();
+    let mut head = b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nContent-Length: 2097152\r\n\r\n".to_vec();
+    head.extend(std::iter::repeat_n(b'1', 1_990_000));
+    slow.write_all(&head).unwrap();
     // Give the server time to take it, and check that it did (no answer to it yet).
     std::thread::sleep(Duration::from_millis(500));
     slow.set_nonblocking(true).unwrap();
@@ -190,8 +233,17 @@ fn bodies_being_read_are_bounded_in_bytes() {
         matches!(slow.read(&mut peek), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
         "the slow upload was answered already"
     );
+    // Until the server has read the slow body the budget may still fit this one (and it is
+    // then answered 422: ones are no rows for this model); retry until refused.
     let big = vec![b'1'; 2 << 20];
-    let refused = s.post(Some("text/csv"), None, &big);
+    let until = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let r = s.post(Some("text/csv"), None, &big);
+        if r.status == 503 || Instant::now() > until {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert_eq!(refused.status, 503, "{}", refused.body);
     let (code, msg) = refused.error();
     assert_eq!(code, "overloaded");

@@ -87,23 +87,26 @@ fn transform_placeholders_work_for_a_fixed_batch_model() {
 }
 
 #[test]
-fn a_fixed_batch_model_whose_outputs_do_not_follow_the_rows_says_single_record() {
+fn a_fixed_batch_model_whose_outputs_do_not_follow_the_rows_takes_only_its_batch() {
     // tests/fixtures/fixed_reshape takes exactly 2 rows and flattens them into one output.
     let s = Server::ready(&repo().join("tests/fixtures/fixed_reshape"), &[]);
+    // Neither Batch Transform strategy fits a model that takes exactly 2 rows: what was
+    // configured is kept (SINGLE_RECORD is said only for a batch of exactly 1).
     let r = s.get("/execution-parameters");
     assert!(
-        r.body.contains("\"BatchStrategy\":\"SINGLE_RECORD\""),
+        r.body.contains("\"BatchStrategy\":\"MULTI_RECORD\""),
         "{}",
         r.body
     );
     let r = s.post(Some("text/csv"), Some("text/csv"), b"1,2\n3,4\n");
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body, "1.0,2.0\n3.0,4.0");
-    let r = s.post(Some("text/csv"), Some("text/csv"), b"1,2\n3,4\n5,6\n");
-    assert_ne!(r.status, 200, "{}", r.body);
-    assert!(
-        r.error().1.contains("takes exactly 2 rows per run"),
-        "{}",
-        r.body
-    );
+    // Any other count is the client's error, refused before a run, naming the batch.
+    for body in [&b"1,2\n3,4\n5,6\n"[..], b"1,2\n"] {
+        let r = s.post(Some("text/csv"), Some("text/csv"), body);
+        assert_eq!(r.status, 422, "{}", r.body);
+        let (code, msg) = r.error();
+        assert_eq!(code, "wrong_shape");
+        assert!(msg.contains("takes exactly 2 rows per request"), "{msg}");
+    }
 }
