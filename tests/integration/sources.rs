@@ -475,3 +475,41 @@ fn the_default_cache_folder_is_made_only_for_a_fetch() {
     assert_serves(&s, "logreg", "an archive");
     assert_eq!(cache_entries(&xdg.join("mlapp/models")).len(), 1);
 }
+
+/// Two services started at once on one archive and one cache folder: one builds the entry
+/// while the other waits for it and reuses it, and neither leaves work behind.
+#[test]
+fn services_starting_together_build_one_entry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let archive = tmp.path().join("model.tar.gz");
+    std::fs::write(&archive, model_tar_gz(&model_dir("xgboost"), None)).unwrap();
+    let args = [
+        "--model-uri",
+        archive.to_str().unwrap(),
+        "--model-cache-dir",
+        cache.to_str().unwrap(),
+        "--workers",
+        "1",
+    ];
+    let servers: Vec<Server> = (0..2)
+        .map(|_| Server::start_with(Some("serve"), &args, &[]))
+        .collect();
+    for (i, s) in servers.iter().enumerate() {
+        s.wait_ready(Duration::from_secs(60));
+        assert_serves(s, "xgboost", &format!("service {i}"));
+    }
+    assert_eq!(
+        cache_entries(&cache).len(),
+        1,
+        "{:?}",
+        cache_entries(&cache)
+    );
+    let names: Vec<String> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let claims = names.iter().filter(|n| n.contains(".claim-")).count();
+    assert_eq!(claims, 2, "one claim per service: {names:?}");
+    assert_eq!(names.len(), 3, "the entry and two claims only: {names:?}");
+}
