@@ -3,11 +3,14 @@
 //!
 //! A reload fetches and warms the new version beside the old one, switches the one pointer
 //! requests read, lets requests that already hold the old model finish, then frees it. A
-//! failed reload leaves the old model serving and says why in the log, `/info` and metrics;
-//! polls then skip that version (no fetch, load and warm-up every few seconds for ever) until
-//! the URI holds another one, and SIGHUP still retries it.
+//! failed reload leaves the old model serving and says why in the log, `/info` and metrics.
+//! When it failed for what that version holds (its config, signature, outputs or warm-up, an
+//! archive refused), polls then skip it (no fetch, load and warm-up every few seconds for
+//! ever) until the URI holds another one, and SIGHUP still retries it; a failure of the moment
+//! (I/O, the device or its memory, files removed meanwhile) is retried at the next poll.
 //! All of this runs on one thread of its own, so loads never overlap and never block HTTP.
 
+use std::path::Path;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -19,8 +22,9 @@ use serde::Serialize;
 use super::{AppState, Readiness};
 use crate::engine::{self, LoadOptions, LoadedModel};
 use crate::model::fetch::Fetcher;
+use crate::model::ModelError;
 use crate::monitor::{Metrics, ModelInfo};
-use crate::storage::StorageError;
+use crate::storage::{ArchiveError, StorageError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Trigger {
@@ -150,19 +154,17 @@ impl Loader {
         polled: Option<&str>,
     ) -> Result<String, Option<String>> {
         let (known, loaded) = match rt.block_on(self.fetcher.fetch()) {
-            Ok(f) => (
-                Some(f.version.clone()),
-                engine::load(self.env, &f.dir, &self.opts, Arc::clone(&self.metrics))
-                    .map(|m| (f, m))
-                    .map_err(|e| e.to_string()),
+            Ok(f) => match engine::load(self.env, &f.dir, &self.opts, Arc::clone(&self.metrics)) {
+                Ok(m) => (Some(f.version.clone()), Ok((f, m))),
+                Err(e) => {
+                    let known = Some(f.version).filter(|_| lasting_load(&e, &f.dir));
+                    (known, Err(e.to_string()))
+                }
+            },
+            Err(e) => (
+                polled.filter(|_| lasting_fetch(&e)).map(str::to_string),
+                Err(e.to_string()),
             ),
-            Err(e) => {
-                let lasting = matches!(e, StorageError::Archive(_) | StorageError::Invalid(_));
-                (
-                    polled.filter(|_| lasting).map(str::to_string),
-                    Err(e.to_string()),
-                )
-            }
         };
         let trigger_name = match trigger {
             Some(Trigger::Signal) => "SIGHUP",
@@ -285,7 +287,113 @@ impl Loader {
     }
 }
 
+/// Whether a fetch failed for what the URI holds (an archive or listing refused), which the
+/// same version does again, rather than for a network or disk error of the moment.
+fn lasting_fetch(e: &StorageError) -> bool {
+    match e {
+        StorageError::Archive(ArchiveError::Io { .. }) => false,
+        StorageError::Archive(_) | StorageError::Invalid(_) => true,
+        _ => false,
+    }
+}
+
+/// Whether a load failed for what the version holds, so that every try fails the same way.
+/// Not when the device or memory failed, nor when files are missing because another process
+/// pruned the folder or a cleaner emptied it between the fetch and the load.
+fn lasting_load(e: &ModelError, dir: &Path) -> bool {
+    match e {
+        ModelError::Config(_) | ModelError::Unsupported(_) => true,
+        ModelError::Warmup(why) => !out_of_resources(why),
+        ModelError::Load { path, message } => path.is_file() && !out_of_resources(message),
+        // "no model file in the folder" is the content's only while the folder is there.
+        ModelError::NotFound(_) => dir.is_dir(),
+        ModelError::Device(_) => false,
+    }
+}
+
+/// ONNX Runtime's words for a failure of memory or of the GPU, not of the model.
+fn out_of_resources(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    ["memory", "alloc", "cuda", "cudnn", "cublas"]
+        .iter()
+        .any(|w| message.contains(w))
+}
+
 fn unix(t: SystemTime) -> f64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_failures_of_the_content_are_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("model.onnx");
+        std::fs::write(&file, b"x").unwrap();
+        let load = |path: &Path, message: &str| ModelError::Load {
+            path: path.to_path_buf(),
+            message: message.into(),
+        };
+        let gone = dir.path().join("pruned");
+        let cases = [
+            (ModelError::Config("threshold".into()), dir.path(), true),
+            (ModelError::Unsupported("shape".into()), dir.path(), true),
+            (
+                ModelError::Warmup("output \"y\" has 1 row".into()),
+                dir.path(),
+                true,
+            ),
+            (load(&file, "Protobuf parsing failed"), dir.path(), true),
+            (
+                ModelError::NotFound("no .onnx model file".into()),
+                dir.path(),
+                true,
+            ),
+            // The model file or its folder vanished (pruned by another process).
+            (
+                load(&gone.join("model.onnx"), "No such file"),
+                dir.path(),
+                false,
+            ),
+            (
+                ModelError::NotFound("no .onnx model file".into()),
+                &gone,
+                false,
+            ),
+            // The device or memory.
+            (
+                ModelError::Device("--device cuda: no GPU".into()),
+                dir.path(),
+                false,
+            ),
+            (load(&file, "bad_alloc"), dir.path(), false),
+            (
+                ModelError::Warmup("CUDA failure 2: out of memory".into()),
+                dir.path(),
+                false,
+            ),
+        ];
+        for (e, at, lasts) in cases {
+            assert_eq!(lasting_load(&e, at), lasts, "{e}");
+        }
+        let io = |e: std::io::Error| ArchiveError::Io {
+            path: "/x".into(),
+            source: e,
+        };
+        assert!(!lasting_fetch(&StorageError::Archive(io(
+            std::io::Error::other("disk full")
+        ))));
+        assert!(lasting_fetch(&StorageError::Archive(ArchiveError::Limit {
+            archive: "/x".into(),
+            why: "a bomb".into(),
+        })));
+        assert!(lasting_fetch(&StorageError::Invalid("a loop".into())));
+        assert!(!lasting_fetch(&StorageError::Io {
+            path: "/x".into(),
+            source: std::io::Error::other("gone"),
+        }));
+    }
 }

@@ -1,27 +1,41 @@
-//! The model cache folder, which several processes may share (two services on one VM, or a
-//! `serve` and a `transform`).
+//! The model cache folder, which several processes may share (two services on one VM, a
+//! `serve` and a `transform`, or containers that mount one volume, where pids repeat).
 //!
 //! An entry is `m-<uri hash>-<version hash>`, so every URI owns a prefix and a process only
-//! ever removes entries of its own URI. An entry is built in a dot-named temporary folder,
-//! sealed with a marker that lists its files and sizes, and renamed into place; it is reused
-//! only while the marker still matches what is on disk (temp cleaners may empty a folder and
-//! leave it). A process that uses an entry claims it with a `<entry>.claim-<pid>-<start>`
-//! file beside it, and entries another live process claims are never pruned.
+//! ever removes entries of its own URI. An entry is built in a dot-named temporary folder
+//! named after the building process (`archive::instance`, not just its pid), sealed with a
+//! marker that lists its files and sizes, and renamed into place; it is reused only while the
+//! marker still matches what is on disk (temp cleaners may empty a folder and leave it).
+//!
+//! Who uses what is told by `flock`s, which the kernel drops when a process dies and which
+//! work across pid namespaces: a process holds `<entry>.lock` exclusively while it checks,
+//! builds and claims an entry (a second builder waits, then reuses the sealed result) and
+//! while it removes one, and deletes it before letting go. It claims an entry it uses with a
+//! `<entry>.claim-<instance>` file that it holds a shared lock on for as long as it uses it;
+//! a claim that can be locked exclusively is left over from a process that is gone.
+//! Temporary work is removed only when it is an hour old and no process builds its entry.
 
-use std::collections::HashSet;
+// `File::lock` and friends are Rust 1.89. Cargo.toml still says 1.85, but the dependencies
+// already need more (aws-sdk-s3 1.94.1, ort 1.92): nothing builds on 1.85 anyway.
+#![allow(clippy::incompatible_msrv)]
+
+use std::collections::HashMap;
+use std::fs::{File, TryLockError};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-use std::time::{Duration, SystemTime};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 
-use crate::storage::StorageError;
+use crate::storage::archive::instance;
+use crate::storage::{relative, StorageError};
 
 /// The file, inside an entry, that says it is complete and what it holds.
 pub const MARKER: &str = ".mlapp-complete";
 
-/// Temporary work older than this, by a process that is gone, was left by a crash.
+/// Temporary work older than this, whose entry no process builds, was left by a crash.
 const STALE: Duration = Duration::from_secs(3600);
 
 #[derive(Serialize, Deserialize)]
@@ -37,6 +51,26 @@ pub struct Cache {
     dir: PathBuf,
     /// `m-<uri hash>-`: every entry of this URI, and only those, start with it.
     prefix: String,
+    /// This process's claims: each entry's claim file, open and locked (shared).
+    claims: Mutex<HashMap<PathBuf, File>>,
+}
+
+/// An entry locked exclusively: until it is dropped, no other process builds, claims or
+/// removes it.
+pub struct Building {
+    lock: Option<File>,
+    path: PathBuf,
+}
+
+impl Drop for Building {
+    /// Removes the lock file while still holding it (a process waiting on it then takes the
+    /// next one): an entry that failed to build leaves nothing behind.
+    fn drop(&mut self) {
+        if let Some(lock) = self.lock.take() {
+            let _ = std::fs::remove_file(&self.path);
+            drop(lock);
+        }
+    }
 }
 
 impl Cache {
@@ -44,6 +78,7 @@ impl Cache {
         Self {
             dir: dir.to_path_buf(),
             prefix: format!("m-{}-", &md5_hex(uri.as_bytes())[..16]),
+            claims: Mutex::default(),
         }
     }
 
@@ -59,26 +94,59 @@ impl Cache {
         Ok(self.dir.join(name))
     }
 
-    /// Marks `entry` as used by this process, before it is checked or built, so that another
-    /// process's prune leaves it alone.
+    /// Takes `entry` for this process to check, build and claim, once no other process is
+    /// building or removing it. Where it cannot be locked (a read-only cache of sealed entries,
+    /// a file system without locks), the fetch goes on unlocked, as a claim does.
+    pub fn lock(&self, entry: &Path) -> Building {
+        let path = lock_path(entry);
+        let lock = match lock_file(&path, Lock::Try) {
+            Ok(None) => {
+                log::info!(
+                    "another process is fetching {}; waiting for it",
+                    entry.display()
+                );
+                lock_file(&path, Lock::Exclusive)
+            }
+            other => other,
+        };
+        let lock = lock.unwrap_or_else(|e| {
+            log::warn!("could not lock {}: {e}", path.display());
+            None
+        });
+        Building { lock, path }
+    }
+
+    /// Marks `entry` as used by this process (the caller holds it with `lock`), so that no
+    /// other process's prune removes it while this one lives.
     pub fn claim(&self, entry: &Path) {
-        let claim = claim_path(entry);
-        if let Err(e) = std::fs::File::create(&claim) {
-            log::warn!("could not claim the cache entry {}: {e}", entry.display());
+        match lock_file(&claim_path(entry), Lock::Shared) {
+            Ok(Some(file)) => {
+                self.claims().insert(entry.to_path_buf(), file);
+            }
+            Ok(None) | Err(_) => {
+                log::warn!("could not claim the cache entry {}", entry.display());
+            }
         }
     }
 
     /// Drops the claim on an entry that could not be built.
     pub fn unclaim(&self, entry: &Path) {
-        let _ = std::fs::remove_file(claim_path(entry));
+        if let Some(file) = self.claims().remove(entry) {
+            // Removed while still locked: no other process takes it for a stale claim meanwhile.
+            let _ = std::fs::remove_file(claim_path(entry));
+            drop(file);
+        }
     }
 
     /// Drops this process's claims on this URI's entries (a `transform` that is done).
     pub fn release(&self) {
-        self.prune_inner(None, false);
+        let entries: Vec<PathBuf> = self.claims().keys().cloned().collect();
+        for entry in entries {
+            self.unclaim(&entry);
+        }
     }
 
-    /// Removes this URI's entries other than the one `keep` is in, unless another live process
+    /// Removes this URI's entries other than the one `keep` is in, unless another process
     /// claims them; drops this process's other claims, claims of processes that are gone, and
     /// temporary work a crash left more than an hour ago.
     pub fn prune(&self, keep: &Path) {
@@ -87,19 +155,24 @@ impl Cache {
             .ok()
             .and_then(|rel| rel.components().next())
             .map(|c| c.as_os_str().to_string_lossy().into_owned());
-        self.prune_inner(keep.as_deref(), true);
-    }
-
-    fn prune_inner(&self, keep: Option<&str>, remove: bool) {
+        let released: Vec<PathBuf> = self
+            .claims()
+            .keys()
+            .filter(|e| e.file_name().and_then(|n| n.to_str()) != keep.as_deref())
+            .cloned()
+            .collect();
+        for entry in released {
+            self.unclaim(&entry);
+        }
         let Ok(items) = std::fs::read_dir(&self.dir) else {
             return;
         };
-        let (mut entries, mut used) = (Vec::new(), HashSet::new());
+        let mut entries = Vec::new();
         for item in items.flatten() {
             let name = item.file_name().to_string_lossy().into_owned();
             let path = item.path();
             if name.starts_with('.') {
-                if remove && stale_work(&path, &name) {
+                if stale_work(&self.dir, &path, &name) {
                     log::info!(
                         "removing {}, left by a process that is gone",
                         path.display()
@@ -111,30 +184,49 @@ impl Cache {
             if !name.starts_with(&self.prefix) {
                 continue; // another URI's: its own process prunes it
             }
-            match name.split_once(".claim-") {
-                Some((entry, owner)) => {
-                    let released = owner == token() && Some(entry) != keep;
-                    if released || !alive(owner) {
-                        let _ = std::fs::remove_file(&path);
-                    } else {
-                        used.insert(entry.to_string());
-                    }
+            if name.contains(".claim-") {
+                drop_if_stale(&path);
+            } else if let Some(entry) = name.strip_suffix(".lock") {
+                if !self.dir.join(entry).exists() {
+                    drop_if_stale(&path);
                 }
-                None => entries.push((name, path)),
+            } else if Some(name.as_str()) != keep.as_deref() {
+                entries.push((name, path));
             }
-        }
-        if !remove {
-            return;
         }
         for (name, path) in entries {
-            if Some(name.as_str()) == keep || used.contains(&name) {
-                continue;
-            }
-            match std::fs::remove_dir_all(&path) {
-                Ok(()) => log::debug!("removed the cached model {}", path.display()),
-                Err(err) => log::warn!("could not remove {}: {err}", path.display()),
+            self.remove_unused(&name, &path);
+        }
+    }
+
+    /// Removes `entry` unless a process claims it (or is claiming it right now).
+    fn remove_unused(&self, name: &str, entry: &Path) {
+        let lock = lock_path(entry);
+        let Ok(Some(held)) = lock_file(&lock, Lock::Try) else {
+            return; // being fetched: it is about to be claimed
+        };
+        // Claims made before the lock was taken: none can be made while it is held.
+        let claimed = std::fs::read_dir(&self.dir).map_or(true, |items| {
+            let claim = format!("{name}.claim-");
+            items
+                .flatten()
+                .filter(|i| i.file_name().to_string_lossy().starts_with(&claim))
+                .any(|i| !drop_if_stale(&i.path()))
+        });
+        if !claimed {
+            match std::fs::remove_dir_all(entry) {
+                Ok(()) => log::debug!("removed the cached model {}", entry.display()),
+                Err(err) => log::warn!("could not remove {}: {err}", entry.display()),
             }
         }
+        // Lock files exist only while held (see `Building`).
+        let _ = std::fs::remove_file(&lock);
+        drop(held);
+    }
+
+    fn claims(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, File>> {
+        // A panic elsewhere while it was held leaves the map as good as it was.
+        self.claims.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -189,7 +281,9 @@ pub fn verify(entry: &Path, version: &str) -> Result<(), String> {
 
 /// The default cache folder: somewhere temp cleaners (systemd-tmpfiles, reboots) leave alone.
 /// `$XDG_CACHE_HOME/mlapp/models`, else `/var/cache/mlapp/models`, else
-/// `$HOME/.cache/mlapp/models`, the first that is writable; else `<temp dir>/mlapp-models`.
+/// `$HOME/.cache/mlapp/models`, the first that is or could be made a writable folder; else
+/// `<temp dir>/mlapp-models`. Nothing is created here: most models (a local folder) never use
+/// the cache, and the first fetch that does creates it.
 pub fn default_dir() -> PathBuf {
     let var = |name: &str| {
         std::env::var_os(name)
@@ -205,50 +299,107 @@ pub fn default_dir() -> PathBuf {
         .into_iter()
         .flatten()
         .map(|d| d.join("models"))
-        .find(|d| std::fs::create_dir_all(d).is_ok() && tempfile::tempfile_in(d).is_ok())
+        .find(|d| creatable(d))
         .unwrap_or_else(|| std::env::temp_dir().join("mlapp-models"))
+}
+
+/// Whether `dir` is a writable folder, or its nearest existing ancestor is one (an unnamed
+/// temporary file tells, and leaves nothing behind).
+fn creatable(dir: &Path) -> bool {
+    dir.ancestors()
+        .find(|a| a.exists())
+        .is_some_and(|a| a.is_dir() && tempfile::tempfile_in(a).is_ok())
 }
 
 fn claim_path(entry: &Path) -> PathBuf {
     let name = entry.file_name().unwrap_or_default().to_string_lossy();
-    entry.with_file_name(format!("{name}.claim-{}", token()))
+    entry.with_file_name(format!("{name}.claim-{}", instance()))
 }
 
-/// `<pid>-<start time>`: this process, told apart from an earlier one with the same pid (and
-/// from a process in another container sharing the folder, which has its own pids).
-fn token() -> &'static str {
-    static TOKEN: OnceLock<String> = OnceLock::new();
-    TOKEN.get_or_init(|| {
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        format!("{}-{nanos}", std::process::id())
-    })
+fn lock_path(entry: &Path) -> PathBuf {
+    let name = entry.file_name().unwrap_or_default().to_string_lossy();
+    entry.with_file_name(format!("{name}.lock"))
 }
 
-/// Whether the process named by `owner` (`<pid>-…`) may still run. Where that cannot be
-/// told (no `/proc`), it is taken as running: an entry kept is better than one pulled away.
-fn alive(owner: &str) -> bool {
-    let Some(pid) = owner.split('-').next().filter(|p| p.parse::<u32>().is_ok()) else {
-        return false;
-    };
-    if !Path::new("/proc/self").exists() {
-        return true;
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lock {
+    Shared,
+    Exclusive,
+    /// Exclusive if no one holds it now, else None.
+    Try,
+}
+
+/// Opens (creating) and locks `path`. A process that removes a lock or claim file does so
+/// while it holds it exclusively, so a lock taken meanwhile may be on a file that is no longer
+/// there: it is taken again on the file that is.
+fn lock_file(path: &Path, how: Lock) -> std::io::Result<Option<File>> {
+    for _ in 0..100 {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        match how {
+            Lock::Shared => file.lock_shared()?,
+            Lock::Exclusive => file.lock()?,
+            Lock::Try => match file.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => return Ok(None),
+                Err(TryLockError::Error(e)) => return Err(e),
+            },
+        }
+        let same = match (file.metadata(), std::fs::metadata(path)) {
+            (Ok(held), Ok(now)) => held.dev() == now.dev() && held.ino() == now.ino(),
+            (_, Err(e)) if e.kind() == std::io::ErrorKind::NotFound => false,
+            (Err(e), _) | (_, Err(e)) => return Err(e),
+        };
+        if same {
+            return Ok(Some(file));
+        }
     }
-    Path::new("/proc").join(pid).exists()
+    Err(std::io::Error::other(format!(
+        "{} keeps being removed by another process",
+        path.display()
+    )))
 }
 
-/// A temporary folder or file (`.<entry>.<what>-<pid>`) whose process is gone and that has
-/// not changed for an hour.
-fn stale_work(path: &Path, name: &str) -> bool {
-    let pid = name.rsplit('-').next().unwrap_or_default();
+/// Removes a claim or lock file that no process holds (its process is gone: the kernel
+/// dropped its lock); whether it did (or the file is gone). Where locks cannot be told (a
+/// file system without them), the file is taken as held: an entry kept is better than one
+/// pulled away.
+fn drop_if_stale(path: &Path) -> bool {
+    let Ok(file) = File::open(path) else {
+        return !path.exists();
+    };
+    match file.try_lock() {
+        Ok(()) => {
+            let _ = std::fs::remove_file(path);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Whether `path`, a temporary folder or file (`.<entry>.<what>-<instance>`, or work nested
+/// in such a name), is another process's that has not changed for an hour and whose entry no
+/// process is fetching now.
+fn stale_work(dir: &Path, path: &Path, name: &str) -> bool {
     let old = std::fs::symlink_metadata(path)
         .and_then(|m| m.modified())
         .ok()
         .and_then(|t| t.elapsed().ok())
         .is_some_and(|age| age > STALE);
-    let mine = pid == std::process::id().to_string();
-    old && !mine && !alive(pid)
+    if !old || name.ends_with(instance()) {
+        return false;
+    }
+    let entry = name.trim_start_matches('.').split('.').next().unwrap_or("");
+    let lock = dir.join(format!("{entry}.lock"));
+    let busy = std::fs::File::open(&lock).is_ok_and(|f| match f.try_lock_shared() {
+        Ok(()) => false,
+        Err(_) => true,
+    });
+    !busy
 }
 
 fn remove_any(path: &Path) {
@@ -262,13 +413,6 @@ fn remove_any(path: &Path) {
     }
 }
 
-fn relative(root: &Path, path: &Path) -> String {
-    path.strip_prefix(root)
-        .unwrap_or(path)
-        .to_string_lossy()
-        .into_owned()
-}
-
 pub fn md5_hex(bytes: &[u8]) -> String {
     crate::storage::hex(&Md5::digest(bytes))
 }
@@ -276,6 +420,7 @@ pub fn md5_hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::SystemTime;
 
     fn sealed(cache: &Cache, version: &str) -> PathBuf {
         let entry = cache.entry(version).unwrap();
@@ -303,16 +448,29 @@ mod tests {
         assert!(verify(&empty, "v1").unwrap_err().contains("no marker"));
     }
 
+    fn name(p: &Path) -> String {
+        p.file_name().unwrap().to_string_lossy().into_owned()
+    }
+
+    /// A claim file held by an open handle of its own: another process, maybe in another
+    /// container where it is pid 1 too (the pid in the name tells nothing).
+    fn held_claim(entry: &Path, owner: &str) -> File {
+        let path = entry.with_file_name(format!("{}.claim-{owner}", name(entry)));
+        let file = File::create(path).unwrap();
+        file.lock_shared().unwrap();
+        file
+    }
+
     #[test]
     fn prune_keeps_other_uris_and_entries_live_processes_claim() {
         let dir = tempfile::tempdir().unwrap();
         let (ours, theirs) = (Cache::new(dir.path(), "a"), Cache::new(dir.path(), "b"));
         let (old, claimed, new) = (sealed(&ours, "1"), sealed(&ours, "2"), sealed(&ours, "3"));
         let other = sealed(&theirs, "1");
-        // Process 1 (init, always alive) uses version 2; a gone process claimed version 1.
-        let name = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
-        std::fs::write(dir.path().join(format!("{}.claim-1-0", name(&claimed))), "").unwrap();
-        let dead = dir.path().join(format!("{}.claim-999999999-0", name(&old)));
+        // A live process (pid 1 of another container) uses version 2; a gone one (also pid 1:
+        // the kernel dropped its lock) claimed version 1.
+        let live = held_claim(&claimed, "1-aaaa");
+        let dead = dir.path().join(format!("{}.claim-1-bbbb", name(&old)));
         std::fs::write(&dead, "").unwrap();
         ours.claim(&old);
         ours.claim(&new);
@@ -320,27 +478,95 @@ mod tests {
         assert!(!old.exists() && !dead.exists());
         assert!(claimed.exists() && new.exists() && other.exists());
         assert!(claim_path(&new).exists() && !claim_path(&old).exists());
+        // Once that process is gone, its claim is stale and its entry goes.
+        drop(live);
+        ours.prune(&new);
+        assert!(!claimed.exists() && new.exists() && other.exists());
+        let left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| name(&e.unwrap().path()))
+            .filter(|n| n.starts_with(&ours.prefix))
+            .collect();
+        let mut want = vec![name(&new), name(&claim_path(&new))];
+        want.sort();
+        let mut left = left;
+        left.sort();
+        assert_eq!(left, want, "only the kept entry and its claim remain");
+    }
+
+    #[test]
+    fn an_entry_being_fetched_is_not_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path(), "a");
+        let (old, new) = (sealed(&cache, "1"), sealed(&cache, "2"));
+        let building = File::create(lock_path(&old)).unwrap();
+        building.lock().unwrap();
+        cache.prune(&new);
+        assert!(
+            old.exists(),
+            "another process is fetching it, and claims it next"
+        );
+        drop(building);
+        cache.prune(&new);
+        assert!(!old.exists() && !lock_path(&old).exists());
+    }
+
+    #[test]
+    fn a_second_builder_waits_for_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = std::sync::Arc::new(Cache::new(dir.path(), "a"));
+        let entry = cache.entry("1").unwrap();
+        let first = cache.lock(&entry);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = {
+            let (cache, entry) = (cache.clone(), entry.clone());
+            std::thread::spawn(move || {
+                let _second = cache.lock(&entry);
+                tx.send(()).unwrap();
+            })
+        };
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+        drop(first);
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        waiter.join().unwrap();
     }
 
     #[test]
     fn stale_work_is_old_and_orphaned() {
         let dir = tempfile::tempdir().unwrap();
-        let fresh = dir.path().join(".m-x.extracting-999999999");
-        std::fs::create_dir(&fresh).unwrap();
-        assert!(!stale_work(&fresh, ".m-x.extracting-999999999"));
         let old = SystemTime::now() - Duration::from_secs(7200);
-        std::fs::File::open(&fresh)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
-        assert!(stale_work(&fresh, ".m-x.extracting-999999999"));
-        // Process 1 is alive: its work is kept, however old.
-        let live = dir.path().join(".m-x.extracting-1");
-        std::fs::create_dir(&live).unwrap();
-        std::fs::File::open(&live)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
-        assert!(!stale_work(&live, ".m-x.extracting-1"));
+        let make = |name: &str, age: Option<SystemTime>| {
+            let path = dir.path().join(name);
+            std::fs::create_dir(&path).unwrap();
+            if let Some(t) = age {
+                File::open(&path).unwrap().set_modified(t).unwrap();
+            }
+            path
+        };
+        let fresh = make(".m-x.building-1-aaaa", None);
+        assert!(!stale_work(dir.path(), &fresh, ".m-x.building-1-aaaa"));
+        let orphan = make(".m-y.building-1-aaaa", Some(old));
+        assert!(stale_work(dir.path(), &orphan, ".m-y.building-1-aaaa"));
+        // This process's own work is kept, however old.
+        let mine = format!(".m-y.building-{}", instance());
+        let path = make(&mine, Some(old));
+        assert!(!stale_work(dir.path(), &path, &mine));
+        // So is work on an entry a process is fetching now, nested work included.
+        let busy = make("..m-z.building-1-aaaa.extracting-1-aaaa", Some(old));
+        let lock = File::create(dir.path().join("m-z.lock")).unwrap();
+        lock.lock().unwrap();
+        assert!(!stale_work(dir.path(), &busy, &name(&busy)));
+        drop(lock);
+        assert!(stale_work(dir.path(), &busy, &name(&busy)));
+    }
+
+    #[test]
+    fn the_default_folder_is_not_created_until_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("a/b/models");
+        assert!(creatable(&target));
+        assert!(!dir.path().join("a").exists());
+        std::fs::write(dir.path().join("file"), "").unwrap();
+        assert!(!creatable(&dir.path().join("file/models")));
     }
 }

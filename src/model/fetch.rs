@@ -3,8 +3,9 @@
 //!
 //! Anything that must be written (downloads, unpacked archives) goes to the cache folder,
 //! never to the model folder, which is read-only on SageMaker. A cache entry is named after
-//! the URI and the version, sealed with a list of its files and renamed into place, and reused
-//! when the same version is asked for again while it still matches that list (`cache`).
+//! the URI and the version, built by one process at a time in a folder of that process's own,
+//! sealed with a list of its files and renamed into place, and reused when the same version is
+//! asked for again while it still matches that list (`cache`).
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +14,7 @@ use tokio::sync::OnceCell;
 
 use super::cache::{self, Cache};
 use crate::storage::archive::{self, Limits};
-use crate::storage::{Listing, S3Options, S3Store, S3Uri, StorageError};
+use crate::storage::{relative, walk_error, Listing, S3Options, S3Store, S3Uri, StorageError};
 
 /// Where models are fetched to and how.
 #[derive(Clone, Debug)]
@@ -108,10 +109,10 @@ impl Fetcher {
             path.to_path_buf()
         };
         let entry = self.cache.entry(&version)?;
+        let _building = self.cache.lock(&entry);
         self.cache.claim(&entry);
         if !self.reusable(&entry, &version) {
             let tmp = archive::sibling(&entry, "building");
-            let _ = std::fs::remove_dir_all(&tmp);
             let built = self
                 .build_local(&source, &tmp)
                 .and_then(|()| cache::seal(&tmp, &version))
@@ -174,10 +175,10 @@ impl Fetcher {
             }
         };
         let entry = self.cache.entry(&version)?;
+        let _building = self.cache.lock(&entry);
         self.cache.claim(&entry);
         if !self.reusable(&entry, &version) {
             let tmp = archive::sibling(&entry, "building");
-            let _ = std::fs::remove_dir_all(&tmp);
             let built = match packed {
                 Some(object) => {
                     let file = archive::sibling(&entry, "archive");
@@ -302,13 +303,6 @@ fn lone_archive(rels: &[String]) -> Option<usize> {
     }
 }
 
-fn relative(root: &Path, path: &Path) -> String {
-    path.strip_prefix(root)
-        .unwrap_or(path)
-        .to_string_lossy()
-        .into_owned()
-}
-
 /// Renames a finished temporary folder to the entry; another process that got there first
 /// left the same content, so its entry is kept.
 fn rename_into_place(tmp: &Path, entry: &Path) -> Result<(), StorageError> {
@@ -385,24 +379,6 @@ fn local_version(path: &Path) -> Result<(String, Vec<PathBuf>), StorageError> {
     Ok((version, files))
 }
 
-fn walk_error(root: &Path, e: walkdir::Error) -> StorageError {
-    let at = e.path().unwrap_or(root).to_path_buf();
-    match e.loop_ancestor() {
-        Some(up) => StorageError::Invalid(format!(
-            "model folder {}: {} is a link to {}, which holds it (a loop)",
-            root.display(),
-            at.display(),
-            up.display()
-        )),
-        None => StorageError::Io {
-            path: at,
-            source: e
-                .into_io_error()
-                .unwrap_or_else(|| std::io::Error::other("cannot walk the folder")),
-        },
-    }
-}
-
 /// Feeds a file to `hash` a buffer at a time: an archive or model of any size, in constant
 /// memory (this runs at every poll).
 fn hash_file(hash: &mut Md5, path: &Path) -> Result<(), StorageError> {
@@ -461,5 +437,51 @@ mod tests {
         assert_eq!(lone_archive(&names(&["a.tgz", "b.tgz"])), None);
         assert_eq!(lone_archive(&names(&["sub/a.tgz"])), None);
         assert_eq!(lone_archive(&names(&[])), None);
+    }
+
+    /// Another process building the same entry in the same cache, e.g. in another container
+    /// where it has the same pid: its half-built folder is its own, left alone.
+    #[test]
+    fn builders_of_one_entry_keep_each_others_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("m.onnx");
+        std::fs::write(&model, b"not really a model").unwrap();
+        let opts = SourceOptions {
+            cache_dir: dir.path().join("cache"),
+            limits: Limits::default(),
+            s3: S3Options::default(),
+            config_name: "mlapp.json".into(),
+        };
+        let fetcher = Fetcher::new(model.to_str().unwrap(), opts).unwrap();
+        let (version, _) = local_version(&model).unwrap();
+        let entry = fetcher.cache.entry(&version).unwrap();
+        let name = entry.file_name().unwrap().to_string_lossy().into_owned();
+        let pid = std::process::id();
+        let theirs: Vec<PathBuf> = [format!("{pid}"), format!("{pid}-0123456789abcdef")]
+            .iter()
+            .map(|owner| entry.with_file_name(format!(".{name}.building-{owner}")))
+            .collect();
+        for tmp in &theirs {
+            std::fs::create_dir_all(tmp).unwrap();
+            std::fs::write(tmp.join("half.onnx"), b"half").unwrap();
+        }
+        let fetched = fetcher.fetch_local(&model).unwrap();
+        assert_eq!(fetched.version, version);
+        assert_eq!(cache::verify(&entry, &version), Ok(()));
+        for tmp in &theirs {
+            assert_eq!(std::fs::read(tmp.join("half.onnx")).unwrap(), b"half");
+        }
+        // Nothing of this process's own is left beside them.
+        let left = std::fs::read_dir(dir.path().join("cache"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
+            .count();
+        assert_eq!(left, theirs.len());
     }
 }

@@ -84,10 +84,29 @@ pub fn extract(archive: &Path, dest: &Path, limits: Limits) -> Result<Extracted,
     result
 }
 
-/// `dest` with a `.<what>-<pid>` suffix, for work that is renamed into place.
+/// `dest` with a `.<what>-<instance>` suffix, for work that is renamed into place. Only this
+/// process writes or removes it, whatever else shares the folder.
 pub fn sibling(dest: &Path, what: &str) -> PathBuf {
     let name = dest.file_name().unwrap_or_default().to_string_lossy();
-    dest.with_file_name(format!(".{name}.{what}-{}", std::process::id()))
+    dest.with_file_name(format!(".{name}.{what}-{}", instance()))
+}
+
+/// `<pid>-<random>`: this process. The pid alone does not tell processes apart when a folder
+/// is shared across containers (each has its own pids, and all start at 1), nor from an
+/// earlier process with the same pid.
+pub fn instance() -> &'static str {
+    use std::hash::{BuildHasher, Hasher};
+    static INSTANCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    INSTANCE.get_or_init(|| {
+        // `RandomState` is seeded from the OS's random source: no crate needed for 64 bits.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        format!("{}-{:016x}", std::process::id(), h.finish())
+    })
 }
 
 fn extract_into(archive: &Path, root: &Path, limits: Limits) -> Result<Extracted, ArchiveError> {

@@ -5,7 +5,7 @@ pub mod archive;
 mod s3;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use archive::{ArchiveError, Limits};
 pub(crate) use s3::hex;
@@ -59,6 +59,34 @@ pub fn plain_relative(rel: &str) -> bool {
     std::path::Path::new(rel)
         .components()
         .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
+/// `path` below `root`, as text (`path` itself when it is not below `root`).
+pub fn relative(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A failed walk of the folder `root` (links followed): a link to a folder above it is
+/// named as a loop, which is the folder's content and not an I/O failure.
+pub fn walk_error(root: &Path, e: walkdir::Error) -> StorageError {
+    let at = e.path().unwrap_or(root).to_path_buf();
+    match e.loop_ancestor() {
+        Some(up) => StorageError::Invalid(format!(
+            "{}: {} is a link to {}, which holds it (a loop)",
+            root.display(),
+            at.display(),
+            up.display()
+        )),
+        None => StorageError::Io {
+            path: at,
+            source: e
+                .into_io_error()
+                .unwrap_or_else(|| std::io::Error::other("cannot walk the folder")),
+        },
+    }
 }
 
 /// One object, as S3 describes it.

@@ -124,21 +124,12 @@ fn list_local(input: &Path) -> Result<Vec<(String, Place, u64)>, TransformError>
     Ok(files)
 }
 
+/// The shared walk error, as a transform error: a loop is the input's fault (a usage error).
 fn walk_error(input: &Path, e: walkdir::Error) -> TransformError {
-    let at = e.path().unwrap_or(input).to_path_buf();
-    match e.loop_ancestor() {
-        Some(up) => TransformError::Config(format!(
-            "{}: {} is a link to {}, which holds it (a loop)",
-            input.display(),
-            at.display(),
-            up.display()
-        )),
-        None => TransformError::Io {
-            path: at,
-            source: e
-                .into_io_error()
-                .unwrap_or_else(|| std::io::Error::other("cannot walk the folder")),
-        },
+    match crate::storage::walk_error(input, e) {
+        StorageError::Invalid(why) => TransformError::Config(why),
+        StorageError::Io { path, source } => TransformError::Io { path, source },
+        other => TransformError::Storage(other),
     }
 }
 

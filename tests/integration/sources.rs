@@ -442,3 +442,74 @@ fn a_prefix_over_the_caps_is_refused() {
     );
     assert!(cache_entries(cache.path()).is_empty());
 }
+
+/// The default cache folder is made by the first fetch that needs it, not at every start: a
+/// model folder served as it is leaves nothing behind in the user's cache.
+#[test]
+fn the_default_cache_folder_is_made_only_for_a_fetch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let xdg = tmp.path().join("xdg");
+    let envs = [
+        ("XDG_CACHE_HOME", xdg.to_str().unwrap()),
+        ("HOME", tmp.path().to_str().unwrap()),
+    ];
+    let start = |model: &std::path::Path| {
+        let s = Server::start_with(
+            Some("serve"),
+            &["--model-dir", model.to_str().unwrap(), "--workers", "1"],
+            &envs,
+        );
+        s.wait_ready(Duration::from_secs(60));
+        s
+    };
+    let s = start(&model_dir("logreg"));
+    assert_serves(&s, "logreg", "a model folder");
+    drop(s);
+    // (ONNX Runtime keeps files of its own under $XDG_CACHE_HOME: only ours count.)
+    assert!(!xdg.join("mlapp").exists(), "{} was created", xdg.display());
+    assert!(!tmp.path().join(".cache/mlapp").exists());
+
+    let archive = tmp.path().join("model.tar.gz");
+    std::fs::write(&archive, model_tar_gz(&model_dir("logreg"), None)).unwrap();
+    let s = start(&archive);
+    assert_serves(&s, "logreg", "an archive");
+    assert_eq!(cache_entries(&xdg.join("mlapp/models")).len(), 1);
+}
+
+/// Two services started at once on one archive and one cache folder: one builds the entry
+/// while the other waits for it and reuses it, and neither leaves work behind.
+#[test]
+fn services_starting_together_build_one_entry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let archive = tmp.path().join("model.tar.gz");
+    std::fs::write(&archive, model_tar_gz(&model_dir("xgboost"), None)).unwrap();
+    let args = [
+        "--model-uri",
+        archive.to_str().unwrap(),
+        "--model-cache-dir",
+        cache.to_str().unwrap(),
+        "--workers",
+        "1",
+    ];
+    let servers: Vec<Server> = (0..2)
+        .map(|_| Server::start_with(Some("serve"), &args, &[]))
+        .collect();
+    for (i, s) in servers.iter().enumerate() {
+        s.wait_ready(Duration::from_secs(60));
+        assert_serves(s, "xgboost", &format!("service {i}"));
+    }
+    assert_eq!(
+        cache_entries(&cache).len(),
+        1,
+        "{:?}",
+        cache_entries(&cache)
+    );
+    let names: Vec<String> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let claims = names.iter().filter(|n| n.contains(".claim-")).count();
+    assert_eq!(claims, 2, "one claim per service: {names:?}");
+    assert_eq!(names.len(), 3, "the entry and two claims only: {names:?}");
+}
