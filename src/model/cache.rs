@@ -15,9 +15,6 @@
 //! a claim that can be locked exclusively is left over from a process that is gone.
 //! Temporary work is removed only when it is an hour old and no process builds its entry.
 
-// `File::lock` and friends are Rust 1.89. Cargo.toml still says 1.85, but the dependencies
-// already need more (aws-sdk-s3 1.94.1, ort 1.92): nothing builds on 1.85 anyway.
-#![allow(clippy::incompatible_msrv)]
 
 use std::collections::HashMap;
 use std::fs::{File, TryLockError};
