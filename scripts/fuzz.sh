@@ -39,16 +39,37 @@ run_one() {
             still=$((still + 1))
         fi
     done
-    local before after
-    before=$(find "artifacts/$target" -type f | wc -l)
-    # A hang is a bug too: any input slower than 10 s is reported as a timeout.
+    local before
+    before=$(mktemp)
+    find "artifacts/$target" -type f | sort >"$before"
+    # Fork mode goes on after a crash (a known bug does not hide the next one); a hang is a
+    # bug too: an input slower than 10 s is kept as a timeout.
     cargo fuzz run "${flags[@]}" "$target" "corpus-new/$target" "corpus/$target" -- \
-        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-        >>"$log" 2>&1 || true
-    after=$(find "artifacts/$target" -type f | wc -l)
+        -fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1 \
+        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 >>"$log" 2>&1 || true
+    local found=()
+    mapfile -t found < <(find "artifacts/$target" -type f | sort | comm -13 "$before" -)
+    rm -f "$before"
     local execs
-    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || true)
-    row "$target" "$seconds" "${execs:-?}" "$((after - before))" "$still of ${#regressions[@]}"
+    execs=$(grep -oE '^#[0-9]+:' "$log" | tail -1 | tr -dc '0-9' || true)
+    row "$target" "$seconds" "${execs:-?}" "${#found[@]}" "$still of ${#regressions[@]}"
+    # libFuzzer's fork mode does not keep a crash's stack: each new input is replayed (the
+    # first 20) into logs/<target>.crashes, and the distinct places that panicked are listed.
+    local replay=logs/$target.crashes
+    : >"$replay"
+    for input in "${found[@]:0:20}"; do
+        echo "=== $input" >>"$replay"
+        cargo fuzz run "${flags[@]}" "$target" "$input" >>"$replay" 2>&1 || true
+    done
+    sites "$replay" | sed "s|^|    $target: |" | tee -a logs/summary.txt
+}
+
+# Where each replayed input panicked: the panic's own place, or for a panic inside the
+# standard library the first frame in mlapp's or the fuzz crate's code.
+sites() {
+    awk '/panicked at/ { site = $NF; if (site ~ /\/rustc\//) { want = 1 } else { print site }; next }
+        want && /^ +at / && $2 !~ /\/rustc\/|registry/ { print $2; want = 0 }' "$1" |
+        sed -e 's/:$//' -e "s|^$(cd .. && pwd)/||" | sort | uniq -c | awk '{ print "panics at " $2 " (" $1 " inputs)" }'
 }
 
 row() {
@@ -66,7 +87,7 @@ for target in "${targets[@]}"; do
     fi
 done
 wait
-if awk 'NR > 1 && ($4 != 0 || $5 != 0) { bad = 1 } END { exit !bad }' logs/summary.txt; then
+if awk 'NR > 1 && $2 ~ /^[0-9]+$/ && ($4 != 0 || $5 != 0) { bad = 1 } END { exit !bad }' logs/summary.txt; then
     echo "!!! crashes found or regressions still crashing: see fuzz/artifacts/ and fuzz/logs/"
     echo "!!! (FUZZING.md says what to do with them)"
     exit 1

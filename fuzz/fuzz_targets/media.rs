@@ -71,11 +71,8 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(ApiError::from(again_err(e)).status(), 406);
         }
     }
-    assert_eq!(
-        media::output_format(Some(&accept.to_ascii_uppercase()), default),
-        got,
-        "{accept:?}: case matters"
-    );
+    let upper = media::output_format(Some(&accept.to_ascii_uppercase()), default);
+    assert_eq!(upper.ok(), got.ok(), "{accept:?}: case matters");
 });
 
 /// MediaError is not Clone: the same error again, for the conversion that consumes it.

@@ -311,8 +311,18 @@ fn check_chunks(
     }
 }
 
+/// Whether two frames hold the same cells, NaN included (`Frame`'s `==` says NaN != NaN).
+pub fn same_frame(a: &Frame, b: &Frame) -> bool {
+    a.rows == b.rows
+        && a.columns.len() == b.columns.len()
+        && a.columns
+            .iter()
+            .zip(&b.columns)
+            .all(|(x, y)| cells(x) == cells(y))
+}
+
 /// Cells as text, so that NaN compares equal to NaN (and -0.0 differs from 0.0).
-fn cells(col: &Column) -> Vec<String> {
+pub fn cells(col: &Column) -> Vec<String> {
     match col {
         Column::F32(v) => v.iter().map(|x| format!("{:?}", x.to_bits())).collect(),
         Column::F64(v) => v.iter().map(|x| format!("{:?}", x.to_bits())).collect(),
