@@ -226,7 +226,7 @@ pub fn check_error(format: InputFormat, s: &Sig, e: &DecodeError) {
 fn rebuild(e: &DecodeError) -> DecodeError {
     match e {
         DecodeError::Syntax { format, detail } => DecodeError::Syntax {
-            format: *format,
+            format,
             detail: detail.clone(),
         },
         DecodeError::Empty => DecodeError::Empty,
@@ -251,7 +251,7 @@ fn rebuild(e: &DecodeError) -> DecodeError {
             row: *row,
             column: *column,
             feature: feature.clone(),
-            expected: *expected,
+            expected,
             got: got.clone(),
         },
         DecodeError::MissingFeature { row, feature } => DecodeError::MissingFeature {
