@@ -9,7 +9,7 @@ MOTO := .tools/moto/bin/moto_server
 SHELLCHECK := /usr/bin/shellcheck
 DENY := .tools/bin/cargo-deny
 
-.PHONY: serve test test-rust test-container container-images ort build lint examples bench bench-batch soak
+.PHONY: serve test test-rust test-container container-images ort build lint examples bench bench-batch soak fuzz
 
 $(ORT_LIB):
 	scripts/install-onnxruntime.sh
@@ -74,6 +74,15 @@ soak: ort
 # Batch Transform figures: mlapp transform on 1M rows, a 100 MB body (bench/batch.py).
 bench-batch: ort
 	bench/batch.sh
+
+# Coverage-guided fuzzing of the parsers (FUZZING.md); not part of `make test`. Each target
+# runs FUZZ_SECONDS, FUZZ_JOBS at a time; FUZZ_TARGETS picks some (default: all).
+FUZZ_SECONDS ?= 600
+FUZZ_JOBS ?= 1
+FUZZ_TARGETS ?=
+fuzz:
+	scripts/install-fuzz.sh
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) scripts/fuzz.sh $(FUZZ_TARGETS)
 
 # Regenerates the example data, models, payloads and golden outputs (needs Python + pip).
 examples:

@@ -279,6 +279,8 @@ fn shell_scripts_are_shellcheck_clean() {
         "scripts/install-onnxruntime.sh",
         "scripts/install-moto.sh",
         "scripts/install-promtool.sh",
+        "scripts/install-fuzz.sh",
+        "scripts/fuzz.sh",
     ]
     .iter()
     .map(|p| repo().join(p))
