@@ -268,9 +268,10 @@ fn rebuild(e: &DecodeError) -> DecodeError {
             features: features.clone(),
         },
         DecodeError::Shape(s) => DecodeError::Shape(s.clone()),
-        DecodeError::FixedBatch { expected, got } => DecodeError::FixedBatch {
-            expected: *expected,
-            got: *got,
+        DecodeError::DuplicateKey { row, key, place } => DecodeError::DuplicateKey {
+            row: *row,
+            key: key.clone(),
+            place: place.clone(),
         },
     }
 }
