@@ -158,6 +158,13 @@ pub struct ServeConfig {
     #[arg(long, env = "MLAPP_BODY_MEMORY_MB")]
     pub body_memory_mb: Option<f64>,
 
+    /// Milliseconds of inference an HTTP thread may run per event-loop turn for small
+    /// requests (scored where they arrived, without a thread hop); costlier ones go to the
+    /// inference threads. Everything else on that thread, /ping included, waits that long at
+    /// most. 0: always hand off.
+    #[arg(long, env = "MLAPP_INLINE_BUDGET_MS", default_value_t = 2.0)]
+    pub inline_budget_ms: f64,
+
     /// Seconds a request body may stall (no bytes arriving) before the request gets 408 and
     /// its connection is closed. Request heads must arrive within 5 s.
     #[arg(long, env = "MLAPP_BODY_IDLE_TIMEOUT", default_value_t = 30.0)]
@@ -325,6 +332,10 @@ impl ServeConfig {
         Duration::from_secs_f64(self.body_idle_timeout)
     }
 
+    pub fn inline_budget(&self) -> Duration {
+        Duration::from_secs_f64(self.inline_budget_ms / 1e3)
+    }
+
     pub fn max_batch_delay(&self) -> Duration {
         Duration::from_secs_f64(self.max_batch_delay_ms / 1e3)
     }
@@ -393,6 +404,12 @@ impl ServeConfig {
             self.body_idle_timeout,
             0.001,
             DAY_SECS,
+        )?;
+        in_range(
+            "--inline-budget-ms / MLAPP_INLINE_BUDGET_MS",
+            self.inline_budget_ms,
+            0.0,
+            1_000.0,
         )?;
         in_range(
             "--max-batch-delay-ms / MLAPP_MAX_BATCH_DELAY_MS",

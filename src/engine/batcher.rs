@@ -20,6 +20,8 @@ pub struct Policy {
     pub capacity: usize,
     /// False for models whose outputs do not follow the batch dimension: one request per run.
     pub combine: bool,
+    /// Most inference an HTTP thread may run in one event-loop turn (`pool::run_here`).
+    pub inline_budget: Duration,
 }
 
 #[derive(Debug)]
@@ -127,6 +129,7 @@ mod tests {
             max_delay: Duration::from_millis(delay_ms),
             capacity: 4,
             combine: true,
+            inline_budget: Duration::ZERO,
         }
     }
 

@@ -39,6 +39,8 @@ pub struct LoadOptions {
     pub max_batch_rows: usize,
     /// How long an unfilled batch may wait for more requests.
     pub max_batch_delay: Duration,
+    /// Most inference an HTTP thread may run per event-loop turn (zero: none).
+    pub inline_budget: Duration,
     pub device: Device,
 }
 
@@ -177,6 +179,7 @@ pub fn load(
         max_delay: opts.max_batch_delay,
         capacity: opts.queue_capacity.max(1),
         combine: batching,
+        inline_budget: opts.inline_budget,
     };
     let name = source
         .dir

@@ -1,7 +1,8 @@
 //! The sessions of one model and the threads that feed them.
 //!
 //! Every request is admitted against one bound (`capacity` requests in flight); past it the
-//! request is refused at once. Small requests whose measured cost fits a 1 ms budget are then
+//! request is refused at once. Small requests whose measured cost fits a budget (2 ms by
+//! default, `--inline-budget-ms`) are then
 //! scored on the HTTP thread they arrived on, with the others of the same event-loop turn
 //! (`local`). Others, and any that find every session busy, wait in one queue whose batching
 //! decisions come from `batcher::State`: one worker thread per session takes the next batch,
@@ -73,13 +74,6 @@ pub(super) struct Shared {
     /// run): whether a request is cheap enough to run on an HTTP thread.
     ns_per_row: AtomicU64,
 }
-
-/// The most inference time an HTTP thread may spend in one event-loop turn. Everything else
-/// on that thread (`/ping`, `/metrics`, other connections' reads, deadline timers) waits
-/// while it runs, so a request (or a turn's gathered requests) estimated to take longer goes
-/// to the worker threads. 1 ms keeps one-row and 100-row tabular requests inline (the
-/// measured gain of the local path) and hands heavy models or large batches off.
-const INLINE_BUDGET_NS: u64 = 1_000_000;
 
 pub struct Engine {
     shared: Arc<Shared>,
@@ -219,7 +213,16 @@ impl Shared {
     /// Whether `rows` rows may run on an HTTP thread. Unmeasured models run on the workers
     /// first: a model whose first run takes a second must not take an event loop with it.
     fn fits_inline(&self, rows: usize) -> bool {
-        self.estimate(rows).is_some_and(|ns| ns <= INLINE_BUDGET_NS)
+        self.estimate(rows)
+            .is_some_and(|ns| ns <= self.inline_budget_ns())
+    }
+
+    /// `Policy::inline_budget`: the most inference time an HTTP thread may spend in one
+    /// event-loop turn. Everything else on that thread (`/ping`, `/metrics`, other
+    /// connections' reads, deadline timers) waits while it runs, so a request (or a turn's
+    /// gathered requests) estimated to take longer goes to the worker threads.
+    fn inline_budget_ns(&self) -> u64 {
+        u64::try_from(self.policy.inline_budget.as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Folds one run into the cost per row (an exponential moving average, 1/8 weight).
@@ -363,7 +366,8 @@ pub(super) fn run_here(sh: &Shared, jobs: Vec<Entry<Job>>) {
         let rows = batch.iter().map(|e| e.rows).sum();
         let cost = sh.estimate(rows).unwrap_or(u64::MAX);
         let elapsed = u64::try_from(now.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        if spent.saturating_add(cost) > INLINE_BUDGET_NS || elapsed >= INLINE_BUDGET_NS {
+        let budget = sh.inline_budget_ns();
+        if spent.saturating_add(cost) > budget || elapsed >= budget {
             drop(session);
             sh.to_workers(batch.into_iter().chain(batches.drain()));
             return;

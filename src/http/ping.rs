@@ -1,7 +1,7 @@
 //! `GET /ping`: 200 only when the model is loaded and warmed up; 503 with the reason otherwise.
 //! Answered from the readiness flag alone. HTTP threads start inference only for requests
-//! estimated to fit 1 ms, and no more once 1 ms of the turn is spent (`engine::pool`), so a
-//! ping waits about that long behind it at most.
+//! estimated to fit `--inline-budget-ms` (2 ms), and no more once that much of the turn is
+//! spent (`engine::pool`), so a ping waits about that long behind it at most.
 
 use actix_web::{web, HttpResponse};
 use serde_json::json;

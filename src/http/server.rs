@@ -225,6 +225,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
                 config_name: cfg.model.model_config.clone(),
                 max_batch_rows: cfg.max_batch_rows,
                 max_batch_delay: cfg.max_batch_delay(),
+                inline_budget: cfg.inline_budget(),
                 device: cfg.device,
             },
             metrics: Arc::clone(&metrics),

@@ -15,7 +15,6 @@
 //! a claim that can be locked exclusively is left over from a process that is gone.
 //! Temporary work is removed only when it is an hour old and no process builds its entry.
 
-
 use std::collections::HashMap;
 use std::fs::{File, TryLockError};
 use std::os::unix::fs::MetadataExt;

@@ -175,6 +175,8 @@ pub fn run(cfg: &TransformConfig) -> Result<Summary, TransformError> {
         config_name: cfg.model.model_config.clone(),
         max_batch_rows: 256,
         max_batch_delay: Duration::ZERO,
+        // Scoring threads, not an event loop: nothing to keep free.
+        inline_budget: Duration::ZERO,
         device: cfg.device,
     };
     let model = engine::load(env, &fetched.dir, &opts, Arc::new(Metrics::new()))?;
