@@ -113,15 +113,7 @@ impl Fetcher {
         self.cache.claim(&entry);
         if !self.reusable(&entry, &version) {
             let tmp = archive::sibling(&entry, "building");
-            let built = self
-                .build_local(&source, &tmp)
-                .and_then(|()| cache::seal(&tmp, &version))
-                .and_then(|()| rename_into_place(&tmp, &entry));
-            if built.is_err() {
-                let _ = std::fs::remove_dir_all(&tmp);
-                self.cache.unclaim(&entry);
-            }
-            built?;
+            self.settle(self.build_local(&source, &tmp), &tmp, &version, &entry)?;
         }
         Ok(Fetched {
             dir: model_root(&entry),
@@ -131,6 +123,25 @@ impl Fetcher {
 
     /// Unpacks the archive, or links the model file (and its config): the file stays where
     /// it is.
+    /// Seals what was built in `tmp` and renames it into place as `entry`; on any failure
+    /// the temporary folder goes and this process's claim on the entry is dropped.
+    fn settle(
+        &self,
+        built: Result<(), StorageError>,
+        tmp: &Path,
+        version: &str,
+        entry: &Path,
+    ) -> Result<(), StorageError> {
+        let built = built
+            .and_then(|()| cache::seal(tmp, version))
+            .and_then(|()| rename_into_place(tmp, entry));
+        if built.is_err() {
+            let _ = std::fs::remove_dir_all(tmp);
+            self.cache.unclaim(entry);
+        }
+        built
+    }
+
     fn build_local(&self, source: &Path, tmp: &Path) -> Result<(), StorageError> {
         let name = source.file_name().unwrap_or_default().to_string_lossy();
         if archive::is_archive(&name) {
@@ -193,14 +204,7 @@ impl Fetcher {
                 }
                 None => self.download_all(store, uri, &objects, &prefix, &tmp).await,
             };
-            let built = built
-                .and_then(|()| cache::seal(&tmp, &version))
-                .and_then(|()| rename_into_place(&tmp, &entry));
-            if built.is_err() {
-                let _ = std::fs::remove_dir_all(&tmp);
-                self.cache.unclaim(&entry);
-            }
-            built?;
+            self.settle(built, &tmp, &version, &entry)?;
         }
         Ok(Fetched {
             dir: model_root(&entry),
