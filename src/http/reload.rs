@@ -155,7 +155,12 @@ impl Loader {
     ) -> Result<String, Option<String>> {
         let (known, loaded) = match rt.block_on(self.fetcher.fetch()) {
             Ok(f) => match engine::load(self.env, &f.dir, &self.opts, Arc::clone(&self.metrics)) {
-                Ok(m) => (Some(f.version.clone()), Ok((f, m))),
+                Ok(mut m) => {
+                    // The folder of an archive or S3 model is a cache entry named by its
+                    // version: metrics series keyed by it would start anew at every reload.
+                    m.name = Arc::from(stable_name(self.fetcher.uri()));
+                    (Some(f.version.clone()), Ok((f, m)))
+                }
                 Err(e) => {
                     let known = Some(f.version).filter(|_| lasting_load(&e, &f.dir));
                     (known, Err(e.to_string()))
@@ -324,8 +329,40 @@ fn unix(t: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// The model's name in metrics and logs, the same for every version at one URI: the URI's
+/// last segment without its `.onnx` / `.tar.gz` / `.tgz` / `.tar` ending, or the segment before
+/// it when that leaves the generic `model` (`s3://bucket/gender/model.tar.gz` is `gender`).
+fn stable_name(uri: &str) -> String {
+    let path = uri.split_once("://").map_or(uri, |(_, rest)| rest);
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let Some((last, before)) = segments.split_last() else {
+        return "model".into();
+    };
+    let stem = [".tar.gz", ".tgz", ".tar", ".onnx"]
+        .iter()
+        .find_map(|ext| last.strip_suffix(ext))
+        .unwrap_or(last);
+    match before.last() {
+        Some(parent) if stem == "model" && stem != *last => (*parent).to_string(),
+        _ => stem.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_models_name_is_the_same_for_every_version_at_its_uri() {
+        use super::stable_name;
+        assert_eq!(stable_name("s3://bucket/gender/model.tar.gz"), "gender");
+        assert_eq!(stable_name("s3://bucket/gender/v3/"), "v3");
+        assert_eq!(stable_name("s3://bucket/xgb.onnx"), "xgb");
+        assert_eq!(stable_name("/opt/ml/model"), "model");
+        assert_eq!(stable_name("/srv/models/churn.tgz"), "churn");
+        assert_eq!(stable_name("model.tar.gz"), "model");
+        assert_eq!(stable_name("s3://bucket"), "bucket");
+        assert_eq!(stable_name(""), "model");
+    }
+
     use super::*;
 
     #[test]
