@@ -170,6 +170,11 @@ pub struct ServeConfig {
     #[arg(long, env = "MLAPP_BODY_IDLE_TIMEOUT", default_value_t = 30.0)]
     pub body_idle_timeout: f64,
 
+    /// Size of the pieces large line-oriented bodies are scored in, in MiB: pieces are
+    /// parsed, scored and encoded in parallel across sessions (see bench/README.md).
+    #[arg(long, env = "MLAPP_CHUNK_MB", default_value_t = 2.0)]
+    pub chunk_mb: f64,
+
     /// File of bearer tokens, one per line (blank lines and # comments skipped). When set,
     /// every route of the main port but /ping needs `Authorization: Bearer <token>`; the
     /// file is re-read on SIGHUP. For VMs: SageMaker authenticates callers itself.
@@ -303,7 +308,7 @@ impl ServeConfig {
             None => 6.0,
         };
         // 0 asks for chunked bodies of any size: line-oriented ones are scored as they arrive
-        // (`chunked::score_stream`); any other is read whole, up to the largest payload SageMaker
+        // (`stream`); any other is read whole, up to the largest payload SageMaker
         // sends otherwise.
         let mb = if mb > 0.0 { mb } else { 100.0 };
         (mb * MIB) as usize
@@ -326,6 +331,10 @@ impl ServeConfig {
             Some(mb) => (mb * MIB) as usize,
             None => self.max_payload_bytes().saturating_mul(8).max(256 << 20),
         }
+    }
+
+    pub fn chunk_bytes(&self) -> usize {
+        (self.chunk_mb * MIB) as usize
     }
 
     pub fn body_idle_timeout(&self) -> Duration {
@@ -405,6 +414,8 @@ impl ServeConfig {
             0.001,
             DAY_SECS,
         )?;
+        // A piece is held a few times over in memory: past 1 GiB it is a typo, not a setting.
+        in_range("--chunk-mb / MLAPP_CHUNK_MB", self.chunk_mb, 0.001, 1024.0)?;
         in_range(
             "--inline-budget-ms / MLAPP_INLINE_BUDGET_MS",
             self.inline_budget_ms,

@@ -14,4 +14,5 @@ pub mod inspect;
 pub mod model;
 pub mod monitor;
 pub mod storage;
+pub mod stream;
 pub mod transform;

@@ -32,12 +32,16 @@ pub struct Writer {
 
 impl Writer {
     pub fn new(format: OutputFormat, rows_hint: usize) -> Self {
-        let mut out = Vec::with_capacity(64 + rows_hint.min(1 << 22) * 48);
-        if format == OutputFormat::Json {
-            out.extend_from_slice(b"{\"predictions\":[");
-        }
+        let mut w = Self::fragment(format, rows_hint);
+        w.out.extend_from_slice(opening(format));
+        w
+    }
+
+    /// A writer of one piece of a body whose pieces are written apart (in parallel) and
+    /// joined in order with `separator`, between `opening` and `closing`.
+    pub fn fragment(format: OutputFormat, rows_hint: usize) -> Self {
         Self {
-            out,
+            out: Vec::with_capacity(64 + rows_hint.min(1 << 22) * 48),
             format,
             rows: 0,
         }
@@ -78,11 +82,7 @@ impl Writer {
 
     fn separate(&mut self) {
         if self.rows > 0 {
-            self.out.push(if self.format == OutputFormat::Json {
-                b','
-            } else {
-                b'\n'
-            });
+            self.out.push(separator(self.format));
         }
         self.rows += 1;
     }
@@ -120,10 +120,32 @@ impl Writer {
     }
 
     pub fn finish(mut self) -> Vec<u8> {
-        if self.format == OutputFormat::Json {
-            self.out.extend_from_slice(b"]}");
-        }
+        self.out.extend_from_slice(closing(self.format));
         self.out
+    }
+}
+
+/// What a body of this format starts with, before its first entry.
+pub fn opening(format: OutputFormat) -> &'static [u8] {
+    match format {
+        OutputFormat::Json => b"{\"predictions\":[",
+        OutputFormat::Csv | OutputFormat::JsonLines => b"",
+    }
+}
+
+/// What separates two entries (so two non-empty fragments).
+pub fn separator(format: OutputFormat) -> u8 {
+    match format {
+        OutputFormat::Json => b',',
+        OutputFormat::Csv | OutputFormat::JsonLines => b'\n',
+    }
+}
+
+/// What a body of this format ends with, after its last entry.
+pub fn closing(format: OutputFormat) -> &'static [u8] {
+    match format {
+        OutputFormat::Json => b"]}",
+        OutputFormat::Csv | OutputFormat::JsonLines => b"",
     }
 }
 

@@ -1,4 +1,4 @@
-//! Finding whole records in a line-oriented body as it arrives, for `http::chunked`: each
+//! Finding whole records in a line-oriented body as it arrives, for `stream`: each
 //! network chunk is searched once (so a long line costs linear time, not a rescan of what is
 //! held per chunk), and a record that grows past a limit is refused as soon as it does, so
 //! that a body with no line ends is never held whole.
@@ -54,6 +54,8 @@ pub struct LineCutter {
     last_end: u64,
     /// Line ends before `last_end`.
     lines: u64,
+    /// `\n` bytes before `last_end`: where the decoders count lines from (they split on `\n`).
+    newlines: u64,
     /// The last byte fed was a `\r`, so a `\n` starting the next chunk completes a `\r\n`
     /// (one line end, not two).
     after_cr: bool,
@@ -68,6 +70,7 @@ impl LineCutter {
             fed: 0,
             last_end: 0,
             lines: 0,
+            newlines: 0,
             after_cr: false,
         }
     }
@@ -81,7 +84,7 @@ impl LineCutter {
         match self.ends {
             LineEnds::Lf => {
                 for p in memchr_iter(b'\n', chunk) {
-                    self.line_end(base + p as u64, true)?;
+                    self.line_end(base + p as u64, true, true)?;
                 }
             }
             LineEnds::LfOrCr => {
@@ -90,7 +93,8 @@ impl LineCutter {
                         None => self.after_cr,
                         Some(q) => chunk[q] == b'\r',
                     };
-                    self.line_end(base + p as u64, !(chunk[p] == b'\n' && after_cr))?;
+                    let lf = chunk[p] == b'\n';
+                    self.line_end(base + p as u64, !(lf && after_cr), lf)?;
                 }
                 self.after_cr = chunk.last().map_or(self.after_cr, |&b| b == b'\r');
             }
@@ -100,10 +104,12 @@ impl LineCutter {
         Ok(self.last_end)
     }
 
-    /// A line end at offset `at` of the body; `new_line` is false for the `\n` of a `\r\n`.
-    fn line_end(&mut self, at: u64, new_line: bool) -> Result<(), RecordTooLong> {
+    /// A line end at offset `at` of the body; `new_line` is false for the `\n` of a `\r\n`,
+    /// `lf` true for a `\n`.
+    fn line_end(&mut self, at: u64, new_line: bool, lf: bool) -> Result<(), RecordTooLong> {
         self.check(at)?;
         self.lines += u64::from(new_line);
+        self.newlines += u64::from(lf);
         self.last_end = at + 1;
         Ok(())
     }
@@ -123,6 +129,11 @@ impl LineCutter {
     /// The offset just past the last line end fed so far (0: none yet).
     pub fn last_end(&self) -> u64 {
         self.last_end
+    }
+
+    /// The `\n` bytes before `last_end`.
+    pub fn newlines(&self) -> u64 {
+        self.newlines
     }
 }
 
@@ -271,6 +282,11 @@ mod tests {
                 (None, last) => {
                     prop_assert!(last.is_none_or(|r| r.is_ok()));
                     prop_assert_eq!(cutter.last_end(), cuts.last().copied().unwrap_or(0));
+                    let before = &body[..cutter.last_end() as usize];
+                    prop_assert_eq!(
+                        cutter.newlines(),
+                        before.iter().filter(|&&b| b == b'\n').count() as u64
+                    );
                 }
                 (Some(start), last) => prop_assert!(false, "record at {start} not refused: {last:?}"),
             }

@@ -77,16 +77,30 @@ impl LoadedModel {
         frame: crate::codec::Frame,
         deadline: std::time::Instant,
     ) -> Result<Scored, EngineError> {
-        if let Some(k) = self.signature.fixed_batch.filter(|_| !self.multi_record()) {
-            if frame.rows != k {
-                return Err(EngineError::Rows(format!(
-                    "the model takes exactly {k} rows per request (its outputs do not have one \
-                     row per input row, so runs cannot be split or joined); this one has {}",
-                    frame.rows
-                )));
-            }
-        }
+        self.check_rows(&frame)?;
         self.engine.score(ticket, frame, deadline).await
+    }
+
+    /// As `score`, always on the worker threads (`Engine::score_on_workers`).
+    pub async fn score_on_workers(
+        &self,
+        ticket: &Admitted,
+        frame: crate::codec::Frame,
+        deadline: std::time::Instant,
+    ) -> Result<Scored, EngineError> {
+        self.check_rows(&frame)?;
+        self.engine.score_on_workers(ticket, frame, deadline).await
+    }
+
+    fn check_rows(&self, frame: &crate::codec::Frame) -> Result<(), EngineError> {
+        match self.signature.fixed_batch.filter(|_| !self.multi_record()) {
+            Some(k) if frame.rows != k => Err(EngineError::Rows(format!(
+                "the model takes exactly {k} rows per request (its outputs do not have one \
+                 row per input row, so runs cannot be split or joined); this one has {}",
+                frame.rows
+            ))),
+            _ => Ok(()),
+        }
     }
 }
 

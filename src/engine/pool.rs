@@ -166,6 +166,19 @@ impl Engine {
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 
+    /// Scores a frame on the worker threads, never inline: for pieces of a large input
+    /// (`stream`), which run as tasks of their own, outside the HTTP thread's turn.
+    pub async fn score_on_workers(
+        &self,
+        _ticket: &Admitted,
+        frame: Frame,
+        deadline: Instant,
+    ) -> Result<Scored, EngineError> {
+        self.submit(frame, deadline)?
+            .await
+            .map_err(|_| EngineError::Stopped)?
+    }
+
     /// Queues a frame for the worker threads; the answer arrives on the returned channel.
     fn submit(
         &self,

@@ -9,12 +9,13 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{chunked, error_response, AppState};
+use super::{error_response, AppState};
 use crate::batch::BadRecords;
 use crate::codec::{self, media, OutputFormat};
 use crate::engine::LoadedModel;
 use crate::error::ApiError;
-use crate::monitor::Stage;
+use crate::monitor::{Metrics, Stage};
+use crate::stream::{self, Answer, Spool, StreamError};
 
 /// Bodies up to this size are decoded on the HTTP worker; larger ones on the blocking pool,
 /// so one big request does not stall every connection of that worker.
@@ -128,15 +129,18 @@ async fn handle(
     };
     let placeholders = settings.bad_records == BadRecords::Placeholder;
     let declared = header_str(req, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
-    let piece_request = |format, accept, ticket| chunked::Request {
-        model: &model,
-        ticket,
-        metrics,
+    // A large input goes to the streaming scorer: pieces parsed, scored and encoded in
+    // parallel across sessions.
+    let job = |format, accept, ticket| stream::Job {
+        model: Arc::clone(&model),
+        ticket: Arc::new(ticket),
         format,
         accept,
-        deadline,
-        timeout,
+        split: stream::Split::Line,
         placeholders,
+        deadline,
+        chunk_bytes: settings.chunk_bytes,
+        window: stream::window(model.sessions),
     };
     let body_read = BodyRead {
         budget: &state.body_budget,
@@ -150,7 +154,7 @@ async fn handle(
             model.source.config.csv_header,
             b"",
         )?;
-        if chunked::streamable(format) {
+        if stream::streamable(format) {
             let accept = answer_to(format)?;
             let limit = (!settings.unbounded_bodies).then_some(settings.max_payload_bytes);
             if let Some(limit) = limit.filter(|&l| declared.is_some_and(|d| d > l as u64)) {
@@ -165,19 +169,22 @@ async fn handle(
                     }));
             }
             // A streamed body holds a few pieces, not the body: admitted like any request.
-            let ticket = admit()?;
-            let req = piece_request(format, accept, &ticket);
-            let mut resp = HttpResponse::Ok();
-            resp.insert_header((header::CONTENT_TYPE, accept.mime()));
-            let payload = body_read.idle_bounded(payload);
+            let job = job(format, accept, admit()?);
+            let mut body = BodyStream {
+                payload,
+                idle: body_read.idle,
+                limit,
+                seen: 0,
+            };
             let mut held: Held = None;
             let hold = |bytes| body_read.hold(&mut held, bytes);
-            return Ok(
-                match chunked::score_stream(req, payload, limit, hold).await? {
-                    chunked::Answer::Memory(bytes) => resp.body(bytes),
-                    chunked::Answer::Spool(file) => resp.streaming(chunked::spool_stream(file)),
-                },
-            );
+            let mut spool = Spool::default();
+            let scored = stream::score(job, &mut body, &mut spool, hold).await;
+            let done = match scored {
+                Ok(done) => done,
+                Err(e) => return Err(body.refuse(e, timeout).await),
+            };
+            return answer(metrics, done, spool, accept).await;
         }
     }
     let (body, held) = body_read
@@ -191,20 +198,20 @@ async fn handle(
         &body[..body.len().min(8)],
     )?;
     let accept = answer_to(format)?;
-    // Line-oriented bodies go chunk by chunk when large, and always in placeholder mode,
-    // which scores the good lines of a chunk with bad ones.
-    if model.batching {
-        let ranges = codec::row_chunks(format, &body, chunked::CHUNK_BYTES).or_else(|| {
-            (placeholders && codec::line_oriented(format, &body))
-                .then(|| std::iter::once(0..body.len()).collect())
-        });
-        if let Some(ranges) = ranges {
-            let req = piece_request(format, accept, &ticket);
-            let answer = chunked::score(req, body.freeze(), ranges).await?;
-            return Ok(HttpResponse::Ok()
-                .insert_header((header::CONTENT_TYPE, accept.mime()))
-                .body(answer));
-        }
+    // Line-oriented bodies go piece by piece when large, and always in placeholder mode,
+    // which scores the good lines of a piece with bad ones.
+    if model.batching
+        && codec::line_oriented(format, &body)
+        && (body.len() > settings.chunk_bytes || placeholders)
+    {
+        let mut spool = Spool::default();
+        let whole = &mut stream::Whole::new(body);
+        let done = stream::score(job(format, accept, ticket), whole, &mut spool, |_| Ok(()))
+            .await
+            .map_err(|e| from_stream(e, timeout, |never| match never {}))?;
+        let resp = answer(metrics, done, spool, accept).await;
+        drop(held);
+        return resp;
     }
     let t = Instant::now();
     let (frame, ticket) = if body.len() <= INLINE_DECODE_BYTES {
@@ -248,6 +255,47 @@ async fn handle(
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, accept.mime()))
         .body(body))
+}
+
+/// The answer of an input scored by `stream`, its stage times observed once, as for any
+/// request.
+async fn answer(
+    metrics: &Metrics,
+    done: stream::Done,
+    spool: Spool,
+    accept: OutputFormat,
+) -> Result<HttpResponse, ApiError> {
+    let s = done.stages;
+    for (stage, took) in [
+        (Stage::Decode, s.decode),
+        (Stage::Queue, s.queue),
+        (Stage::Inference, s.inference),
+        (Stage::Encode, s.encode),
+    ] {
+        metrics.stage(stage, took);
+    }
+    let mut resp = HttpResponse::Ok();
+    resp.insert_header((header::CONTENT_TYPE, accept.mime()));
+    Ok(match spool.finish().await.map_err(ApiError::Internal)? {
+        Answer::Memory(bytes) => resp.body(bytes),
+        Answer::Spool(file) => resp.streaming(stream::spool_stream(file)),
+    })
+}
+
+/// The status and message of a failed input; `source` maps the source's own errors.
+fn from_stream<E>(
+    e: StreamError<E>,
+    timeout: Duration,
+    source: impl FnOnce(E) -> ApiError,
+) -> ApiError {
+    match e {
+        StreamError::Source(e) => source(e),
+        StreamError::Decode(e) => e.into(),
+        StreamError::Record(e) => e.into(),
+        StreamError::Engine(e) => ApiError::from_engine(e, timeout),
+        StreamError::Sink(m) => ApiError::Internal(format!("answer spool: {m}")),
+        StreamError::Failed(m) => ApiError::Internal(m),
+    }
 }
 
 fn encode(
@@ -381,34 +429,66 @@ impl BodyRead<'_> {
         }
         Ok(())
     }
+}
 
-    /// A streamed body whose client stalls for `idle` ends with 408; `held` grows with what
-    /// the scorer holds of it (`chunked::score_stream` reports that).
-    fn idle_bounded(
-        &self,
-        payload: web::Payload,
-    ) -> impl futures_util::Stream<Item = Result<web::Bytes, ApiError>> + Unpin {
-        let idle = self.idle;
-        Box::pin(futures_util::stream::unfold(
-            (payload, 0u64, false),
-            move |(mut payload, seen, done)| async move {
-                if done {
-                    return None;
-                }
-                match tokio::time::timeout(idle, payload.next()).await {
-                    Ok(Some(Ok(b))) => {
-                        let seen = seen + b.len() as u64;
-                        Some((Ok(b), (payload, seen, false)))
-                    }
-                    Ok(Some(Err(e))) => Some((
-                        Err(ApiError::BodyRead(e.to_string())),
-                        (payload, seen, true),
-                    )),
-                    Ok(None) => None,
-                    Err(_) => Some((Err(stalled(idle, seen)), (payload, seen, true))),
-                }
+/// A body scored as it arrives (`stream`'s source): a client that stalls for `idle` gets 408,
+/// and one that sends more than `limit` bytes 413.
+struct BodyStream {
+    payload: web::Payload,
+    idle: Duration,
+    limit: Option<usize>,
+    seen: u64,
+}
+
+impl stream::Source for BodyStream {
+    type Error = ApiError;
+
+    async fn fill(&mut self, buf: &mut web::BytesMut, _want: usize) -> Result<usize, ApiError> {
+        loop {
+            let chunk = match tokio::time::timeout(self.idle, self.payload.next()).await {
+                Err(_) => return Err(stalled(self.idle, self.seen)),
+                Ok(None) => return Ok(0),
+                Ok(Some(chunk)) => chunk.map_err(|e| ApiError::BodyRead(e.to_string()))?,
+            };
+            if chunk.is_empty() {
+                continue;
+            }
+            self.seen += chunk.len() as u64;
+            if let Some(limit) = self.limit.filter(|&l| self.seen > l as u64) {
+                return Err(ApiError::PayloadTooLarge {
+                    limit,
+                    given: Some(self.seen),
+                });
+            }
+            buf.extend_from_slice(&chunk);
+            return Ok(chunk.len());
+        }
+    }
+}
+
+impl BodyStream {
+    /// The answer to a body refused or failed while streaming. Unless the client stalled or
+    /// the connection broke, at most `DRAIN_BYTES` more are read (and dropped) first, so that
+    /// the client can finish sending and read the answer rather than a reset connection.
+    async fn refuse(&mut self, e: StreamError<ApiError>, timeout: Duration) -> ApiError {
+        let e = from_stream(e, timeout, |e| e);
+        if matches!(e, ApiError::BodyTimeout(_) | ApiError::BodyRead(_)) {
+            return e;
+        }
+        let until = self.seen + DRAIN_BYTES as u64;
+        while self.seen <= until {
+            match tokio::time::timeout(self.idle, self.payload.next()).await {
+                Ok(Some(Ok(chunk))) => self.seen += chunk.len() as u64,
+                _ => break,
+            }
+        }
+        match e {
+            ApiError::PayloadTooLarge { limit, .. } => ApiError::PayloadTooLarge {
+                limit,
+                given: Some(self.seen),
             },
-        ))
+            e => e,
+        }
     }
 }
 

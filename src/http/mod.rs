@@ -1,7 +1,6 @@
 //! HTTP: thin handlers over the core. They read headers, call codec/engine, map the result.
 
 pub mod auth;
-mod chunked;
 mod execution_parameters;
 mod info;
 pub(crate) mod invocations;

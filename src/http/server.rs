@@ -78,6 +78,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         unbounded_bodies: cfg.unbounded_bodies(),
         body_memory_bytes: cfg.body_memory_bytes(),
         body_idle_timeout: cfg.body_idle_timeout(),
+        chunk_bytes: cfg.chunk_bytes(),
     };
     if settings.answer_like_input {
         // SageMaker assembles a Batch Transform's output line by line (AssembleWith=Line): one

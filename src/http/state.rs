@@ -28,7 +28,7 @@ pub struct Settings {
     pub default_content_type: String,
     pub execution_parameters: ExecutionParameters,
     pub bad_records: BadRecords,
-    /// Line-oriented bodies are scored as they arrive (Batch Transform mode, see `chunked`).
+    /// Line-oriented bodies are scored as they arrive (Batch Transform mode, see `stream`).
     pub stream_bodies: bool,
     /// ...with no size limit (`MaxPayloadInMB=0`).
     pub unbounded_bodies: bool,
@@ -36,6 +36,8 @@ pub struct Settings {
     pub body_memory_bytes: usize,
     /// Longest wait for the next bytes of a body; a client that stalls longer gets 408.
     pub body_idle_timeout: Duration,
+    /// Size of the pieces large bodies are scored in (`stream`).
+    pub chunk_bytes: usize,
 }
 
 pub struct AppState {

@@ -1,18 +1,17 @@
 //! `mlapp transform`: Batch Transform's semantics on local files, without HTTP.
 //!
 //! Every input file `x` gives `x.out` in the output folder (sub-folders kept), with one answer
-//! line per input record, in order. A file is read in chunks of whole lines; chunks are
-//! parsed, scored and encoded on one thread per session while the next are read, and written
-//! in order, so memory holds a few chunks whatever the file's size. An output is written
+//! line per input record, in order. Each file goes through the streaming scorer (`stream`):
+//! pieces of whole lines are parsed, scored and encoded in parallel while the next are read,
+//! and written in order, so memory holds a few pieces whatever the file's size. An output is written
 //! under `x.out.partial` and renamed when complete: a finished output is skipped when the job
 //! runs again, and an interrupted one is redone. A file with a bad record fails alone (no
 //! `.out`, as in SageMaker), unless bad records get placeholders.
 
-mod pipeline;
 mod places;
+mod progress;
 
 use std::fs::File;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,8 +25,9 @@ use crate::engine::{self, runtime, LoadOptions, LoadedModel};
 use crate::model::fetch::Fetcher;
 use crate::monitor::Metrics;
 use crate::storage::{S3Store, StorageError};
-use pipeline::{pipeline, Progress};
+use crate::stream::{self, FileSink, FileSource, Split};
 use places::{Item, Place};
+use progress::Progress;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SplitType {
@@ -104,14 +104,14 @@ pub struct Summary {
     pub rows: u64,
 }
 
-struct Job<'a> {
-    model: &'a LoadedModel,
+/// What every file of a run shares.
+struct Job {
+    model: Arc<LoadedModel>,
     format: InputFormat,
     accept: OutputFormat,
     split: SplitType,
     placeholders: bool,
     chunk_bytes: usize,
-    workers: usize,
 }
 
 pub fn run(cfg: &TransformConfig) -> Result<Summary, TransformError> {
@@ -179,15 +179,19 @@ pub fn run(cfg: &TransformConfig) -> Result<Summary, TransformError> {
         inline_budget: Duration::ZERO,
         device: cfg.device,
     };
-    let model = engine::load(env, &fetched.dir, &opts, Arc::new(Metrics::new()))?;
+    let model = Arc::new(engine::load(
+        env,
+        &fetched.dir,
+        &opts,
+        Arc::new(Metrics::new()),
+    )?);
     let job = Job {
-        model: &model,
+        model: Arc::clone(&model),
         format,
         accept,
         split: cfg.split_type,
         placeholders: cfg.bad_records == BadRecords::Placeholder,
         chunk_bytes: (cfg.chunk_mb * 1024.0 * 1024.0) as usize,
-        workers: sessions,
     };
     let work = Staging {
         dir: cfg
@@ -242,7 +246,7 @@ struct Staging<'a> {
 impl Staging<'_> {
     fn transform(
         &self,
-        job: &Job<'_>,
+        job: &Job,
         n: usize,
         item: &Item,
         progress: &mut Progress,
@@ -265,7 +269,7 @@ impl Staging<'_> {
             Place::Local(p) => p.clone(),
             Place::S3(_) => staged("out"),
         };
-        let mut result = transform_file(job, &input, &output, progress);
+        let mut result = transform_file(self.rt, job, &input, &output, progress);
         if let (Ok(_), Place::S3(uri)) = (&result, &item.output) {
             if let Err(e) = self.rt.block_on(store()?.upload(&output, uri)) {
                 result = Err(e.to_string());
@@ -282,7 +286,8 @@ impl Staging<'_> {
 /// Transforms one file into `output` (via `output.partial`); the records it scored, or why
 /// it failed.
 fn transform_file(
-    job: &Job<'_>,
+    rt: &tokio::runtime::Runtime,
+    job: &Job,
     input: &Path,
     output: &Path,
     progress: &mut Progress,
@@ -293,7 +298,15 @@ fn transform_file(
     }
     let file = File::open(input).map_err(|e| e.to_string())?;
     let out = File::create(&partial).map_err(|e| format!("{}: {e}", partial.display()))?;
-    let result = pipeline(job, BufReader::with_capacity(1 << 20, file), out, progress);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.block_on(score_file(job, file, out, progress))
+    }))
+    .unwrap_or_else(|p| {
+        Err(format!(
+            "scoring the file panicked: {}",
+            crate::error::panic_message(p.as_ref())
+        ))
+    });
     match result {
         Ok(rows) => {
             std::fs::rename(&partial, output).map_err(|e| format!("{}: {e}", output.display()))?;
@@ -304,4 +317,37 @@ fn transform_file(
             Err(why)
         }
     }
+}
+
+async fn score_file(
+    job: &Job,
+    input: File,
+    output: File,
+    progress: &mut Progress,
+) -> Result<u64, String> {
+    let ticket = job.model.engine.admit().map_err(|e| e.to_string())?;
+    let piece = stream::Job {
+        model: Arc::clone(&job.model),
+        ticket: Arc::new(ticket),
+        format: job.format,
+        accept: job.accept,
+        split: match job.split {
+            SplitType::Line => Split::Line,
+            SplitType::None => Split::Whole,
+        },
+        placeholders: job.placeholders,
+        // Offline: no request deadline; a day bounds a run that never ends.
+        deadline: std::time::Instant::now() + Duration::from_secs(86_400),
+        chunk_bytes: job.chunk_bytes,
+        window: stream::window(job.model.sessions),
+    };
+    let mut source = FileSource::new(input);
+    let mut sink = FileSink::new(output, |bytes, rows| {
+        progress.advance(bytes as u64, rows as u64)
+    });
+    let done = stream::score(piece, &mut source, &mut sink, |_| Ok(()))
+        .await
+        .map_err(|e| e.to_string())?;
+    sink.finish().await?;
+    Ok(done.rows)
 }
