@@ -2,6 +2,7 @@
 //! non-blank line. What chunked scoring and `mlapp transform` share: counting records, and
 //! decoding a piece with bad records set aside (placeholder mode) instead of failing it.
 
+use super::lines::LineEnds;
 use super::{decode as decode_body, DecodeError, Frame, InputFormat};
 use crate::model::ModelSignature;
 
@@ -22,10 +23,35 @@ pub fn is_blank(format: InputFormat, line: &[u8]) -> bool {
     }
 }
 
+/// The lines of a piece, split where the format's records end: `\n` (so `\r\n` too) for
+/// JSON Lines, and `\n`, `\r\n` or a lone `\r` for CSV, as the CSV decoder reads them (so a
+/// CR-only file gets one answer line per record in placeholder mode too).
+fn lines(format: InputFormat, piece: &[u8]) -> Vec<&[u8]> {
+    match LineEnds::of(format) {
+        LineEnds::Lf => piece.split(|&b| b == b'\n').collect(),
+        LineEnds::LfOrCr => {
+            let mut out = Vec::new();
+            let mut start = 0;
+            let mut ends = memchr::memchr2_iter(b'\n', b'\r', piece).peekable();
+            while let Some(at) = ends.next() {
+                out.push(&piece[start..at]);
+                // A \r\n is one line end.
+                let crlf = piece[at] == b'\r' && piece.get(at + 1) == Some(&b'\n');
+                if crlf {
+                    ends.next();
+                }
+                start = at + 1 + usize::from(crlf);
+            }
+            out.push(&piece[start..]);
+            out
+        }
+    }
+}
+
 /// The records in a piece of a line-oriented body.
 pub fn count(format: InputFormat, piece: &[u8]) -> usize {
-    piece
-        .split(|&b| b == b'\n')
+    lines(format, piece)
+        .into_iter()
         .filter(|l| !is_blank(format, l))
         .count()
 }
@@ -60,7 +86,7 @@ fn line_by_line(format: InputFormat, piece: &[u8], sig: &ModelSignature) -> Rows
     let mut good = Vec::with_capacity(piece.len());
     let mut bad = Vec::new();
     let mut total = 0;
-    for line in piece.split(|&b| b == b'\n') {
+    for line in lines(format, piece) {
         if is_blank(format, line) {
             continue;
         }
@@ -128,6 +154,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!((jsonl.total, jsonl.bad.len()), (2, 1));
+        // CSV records end at a lone \r too, as the CSV decoder reads them.
+        let cr = decode(csv, b"1,2,3\r4,x,6\r\r7,8,9\r\n1,2,3", &tensor3(), true).unwrap();
+        assert_eq!((cr.total, cr.bad.len()), (4, 1));
+        assert_eq!(cr.bad[0].0, 1);
+        assert_eq!(count(csv, b"1,2,3\r4,x,6\r\r7,8,9\r\n1,2,3"), 4);
         assert!(reason_at(1, &jsonl.bad[0].1).starts_with("row 2: invalid JSON"));
     }
 }

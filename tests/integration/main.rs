@@ -19,6 +19,7 @@ mod metrics;
 mod reload;
 mod scripts;
 mod sources;
+mod streaming;
 mod tls;
 mod transform;
 mod warmup;
