@@ -172,7 +172,7 @@ pub struct ServeConfig {
 
     /// Size of the pieces large line-oriented bodies are scored in, in MiB: pieces are
     /// parsed, scored and encoded in parallel across sessions (see bench/README.md).
-    #[arg(long, env = "MLAPP_CHUNK_MB", default_value_t = 2.0)]
+    #[arg(long, env = "MLAPP_CHUNK_MB", default_value_t = 1.0)]
     pub chunk_mb: f64,
 
     /// File of bearer tokens, one per line (blank lines and # comments skipped). When set,

@@ -1,14 +1,14 @@
 //! `text/csv`: one row per line, RFC 4180 quoting, an optional header row naming features.
 
 use super::frame::{Cell, FrameBuilder};
-use super::{number, Column, DecodeError, Frame};
+use super::{Column, DecodeError, Frame};
 use crate::model::{ElemType, ModelSignature};
 
 pub fn decode(body: &[u8], sig: &ModelSignature, header: bool) -> Result<Frame, DecodeError> {
     // Excel's "CSV UTF-8" starts with a byte-order mark. The csv crate drops it; the plain
     // reader must too, or the first string cell carries it to the model.
     let body = body.strip_prefix(b"\xef\xbb\xbf").unwrap_or(body);
-    if !header && !body.contains(&b'"') {
+    if !header && memchr::memchr(b'"', body).is_none() {
         if let Some(frame) = decode_plain(body, sig) {
             return Ok(frame);
         }
@@ -22,22 +22,23 @@ pub fn decode(body: &[u8], sig: &ModelSignature, header: bool) -> Result<Frame, 
 /// (a wrong width, a bad value) returns None, and the full reader then decodes the body
 /// again and reports the problem with its row, column and feature.
 fn decode_plain(body: &[u8], sig: &ModelSignature) -> Option<Frame> {
-    let text = std::str::from_utf8(body).ok()?;
     let nfeat = sig.features.len();
-    let lines = text
-        .split('\n')
-        .map(|l| l.strip_suffix('\r').unwrap_or(l))
-        .filter(|l| !l.is_empty());
     let one_f32_input = sig.inputs.len() == 1
         && sig.inputs[0].elem == ElemType::Float32
         && sig.inputs[0].width == nfeat;
     if one_f32_input {
-        let (rows, values) = scan_f32(body, nfeat)?;
+        // Bytes, not text: a byte that is not part of a number fails the scan anyway.
+        let (rows, values) = super::scan::scan_f32(body, nfeat)?;
         return Some(Frame {
             rows,
             columns: vec![Column::F32(values)],
         });
     }
+    let text = std::str::from_utf8(body).ok()?;
+    let lines = text
+        .split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .filter(|l| !l.is_empty());
     let mut builder = FrameBuilder::new(sig, body.len() / (nfeat * 4).max(1));
     for (r, line) in lines.enumerate() {
         let mut width = 0;
@@ -54,105 +55,6 @@ fn decode_plain(body: &[u8], sig: &ModelSignature) -> Option<Frame> {
         builder.end_row();
     }
     Some(builder.finish())
-}
-
-/// Rows of float fields in one pass over the bytes: the digits of a plain decimal are
-/// accumulated while its end is searched for; any other field (spaces, an exponent, an empty
-/// cell, `nan`) is cut out and read by `number::parse_f32`. None when a row does not have
-/// `nfeat` fields or a field is not a number.
-fn scan_f32(body: &[u8], nfeat: usize) -> Option<(usize, Vec<f32>)> {
-    let mut values = Vec::with_capacity(body.len() / 4);
-    let (mut rows, mut i, n) = (0, 0, body.len());
-    while i < n {
-        match body[i] {
-            b'\n' => {
-                i += 1;
-                continue;
-            }
-            b'\r' if body.get(i + 1) == Some(&b'\n') => {
-                i += 2;
-                continue;
-            }
-            _ => {}
-        }
-        let first = values.len();
-        loop {
-            let (value, end) = scan_field(body, i)?;
-            values.push(value);
-            match body.get(end) {
-                Some(b',') => i = end + 1,
-                Some(b'\r') => {
-                    i = end + 2;
-                    break;
-                }
-                Some(_) => {
-                    i = end + 1;
-                    break;
-                }
-                None => {
-                    i = n;
-                    break;
-                }
-            }
-        }
-        if values.len() - first != nfeat {
-            return None;
-        }
-        rows += 1;
-    }
-    Some((rows, values))
-}
-
-/// The field starting at `start` and the index of what ends it (`,`, `\n`, the `\r` of
-/// `\r\n`, or the end of the body).
-fn scan_field(b: &[u8], start: usize) -> Option<(f32, usize)> {
-    let n = b.len();
-    let mut i = start;
-    let negative = b.get(i) == Some(&b'-');
-    i += usize::from(negative);
-    let (mut mantissa, mut digits, mut fraction, mut dot) = (0u64, 0u32, 0usize, false);
-    while i < n {
-        let c = b[i];
-        if c.is_ascii_digit() && digits < 19 {
-            mantissa = mantissa * 10 + u64::from(c - b'0');
-            digits += 1;
-            fraction += usize::from(dot);
-        } else if c == b'.' && !dot {
-            dot = true;
-        } else {
-            break;
-        }
-        i += 1;
-    }
-    let ends = match b.get(i) {
-        None | Some(b',') | Some(b'\n') => true,
-        Some(b'\r') => matches!(b.get(i + 1), None | Some(b'\n')),
-        Some(_) => false,
-    };
-    if ends && digits > 0 {
-        if let Some(v) = number::decimal(negative, mantissa, fraction).and_then(number::narrow) {
-            return Some((v, i));
-        }
-    }
-    let end = b[start..]
-        .iter()
-        .position(|&c| c == b',' || c == b'\n')
-        .map_or(n, |p| start + p);
-    let mut field = &b[start..end];
-    let mut term = end;
-    if let Some(stripped) = field.strip_suffix(b"\r") {
-        field = stripped;
-        if end == n || b[end] == b'\n' {
-            term = end - 1;
-        }
-    }
-    let text = std::str::from_utf8(field).ok()?.trim();
-    let value = if text.is_empty() {
-        f32::NAN
-    } else {
-        number::parse_f32(text)?
-    };
-    Some((value, term))
 }
 
 fn decode_full(body: &[u8], sig: &ModelSignature, header: bool) -> Result<Frame, DecodeError> {

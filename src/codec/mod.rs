@@ -13,6 +13,7 @@ pub mod number;
 #[cfg(test)]
 mod props;
 pub mod records;
+mod scan;
 
 pub use encode::encode;
 pub use frame::{Column, Frame};
@@ -208,7 +209,7 @@ pub fn row_chunks(
 pub fn line_oriented(format: InputFormat, body: &[u8]) -> bool {
     match format {
         InputFormat::JsonLines => true,
-        InputFormat::Csv { header } => !header && !body.contains(&b'"'),
+        InputFormat::Csv { header } => !header && memchr::memchr(b'"', body).is_none(),
         InputFormat::Json | InputFormat::Npy => false,
     }
 }

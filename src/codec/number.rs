@@ -50,6 +50,31 @@ pub fn decimal(negative: bool, mantissa: u64, fraction_digits: usize) -> Option<
     Some(if negative { -value } else { value })
 }
 
+/// 10^-k as f64, correctly rounded by the compiler.
+const NEG_POW10: [f64; 23] = [
+    1e0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-11, 1e-12, 1e-13, 1e-14,
+    1e-15, 1e-16, 1e-17, 1e-18, 1e-19, 1e-20, 1e-21, 1e-22,
+];
+
+/// `±mantissa / 10^fraction_digits` correctly rounded to f32, or None when neither fast
+/// path can tell. A product by 10^-k is a few f64 ulps from the exact value (two roundings of
+/// at most half an ulp, relative), so it rounds to the same f32 unless it lies near a midpoint
+/// between two f32s; only then is the exact division (`decimal`, then `narrow`) paid for, which
+/// is the slowest step of reading a number otherwise.
+pub fn decimal_f32(negative: bool, mantissa: u64, fraction_digits: usize) -> Option<f32> {
+    const BELOW: u64 = (1 << 29) - 1;
+    const MIDPOINT: u64 = 1 << 28;
+    if mantissa >= 1 << 53 || fraction_digits >= NEG_POW10.len() {
+        return None;
+    }
+    let approx = mantissa as f64 * NEG_POW10[fraction_digits];
+    if (approx.to_bits() & BELOW).abs_diff(MIDPOINT) <= 64 {
+        return decimal(negative, mantissa, fraction_digits).and_then(narrow);
+    }
+    let value = approx as f32;
+    Some(if negative { -value } else { value })
+}
+
 /// A correctly rounded f64 from `decimal` narrowed to f32, unless it lies exactly on an f32
 /// midpoint, where a second rounding could differ from rounding the decimal directly.
 pub fn narrow(wide: f64) -> Option<f32> {
@@ -193,5 +218,28 @@ mod tests {
                 });
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod decimal_props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The product-by-10^-k path gives the f32 that `str::parse` gives, whatever the
+        /// mantissa and the count of fraction digits (near midpoints it defers to the division).
+        #[test]
+        fn decimal_f32_rounds_as_str_parse(
+            mantissa in 0u64..(1 << 53),
+            k in 0usize..23,
+            negative in any::<bool>(),
+        ) {
+            let text = format!("{}{mantissa}e-{k}", if negative { "-" } else { "" });
+            let want: f32 = text.parse().unwrap();
+            if let Some(got) = decimal_f32(negative, mantissa, k) {
+                prop_assert_eq!(got.to_bits(), want.to_bits(), "{}", text);
+            }
+        }
     }
 }

@@ -73,6 +73,19 @@ impl<T> State<T> {
         Ok(())
     }
 
+    /// Queues one piece of an admitted request, whatever the queue holds: the request was
+    /// counted against the capacity when admitted, and its pieces in flight are bounded by
+    /// the scorer's window (`stream::window`).
+    pub fn push_piece(&mut self, entry: Entry<T>) {
+        self.queue.push_back(entry);
+    }
+
+    /// Drops the requests nobody waits for any more (`gone`), so that a cancelled or failed
+    /// input's pieces are not run for nothing.
+    pub fn forget(&mut self, gone: impl Fn(&T) -> bool) {
+        self.queue.retain(|e| !gone(&e.item));
+    }
+
     /// Removes every request whose deadline is at or before `now`.
     pub fn expire(&mut self, now: Instant) -> Vec<Entry<T>> {
         if !self.queue.iter().any(|e| e.deadline <= now) {
@@ -147,6 +160,20 @@ mod tests {
             Next::Run(batch) => batch.into_iter().map(|e| e.item).collect(),
             other => panic!("expected a batch, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn pieces_pass_the_capacity_and_forgotten_requests_leave() {
+        let t0 = Instant::now();
+        let mut s = State::new(policy(100, 0));
+        for id in 0..4 {
+            assert!(s.push(entry(t0, 1, id)).is_ok());
+        }
+        assert!(s.push(entry(t0, 1, 4)).is_err(), "capacity 4");
+        s.push_piece(entry(t0, 1, 5));
+        assert_eq!(s.len(), 5);
+        s.forget(|id| id % 2 == 1);
+        assert_eq!(ids(s.next(t0)), [0, 2]);
     }
 
     #[test]

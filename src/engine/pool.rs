@@ -161,7 +161,7 @@ impl Engine {
             local::enqueue(&self.shared, entry(frame, deadline, reply));
             rx
         } else {
-            self.submit(frame, deadline)?
+            self.submit(frame, deadline, false)?
         };
         rx.await.map_err(|_| EngineError::Stopped)?
     }
@@ -174,16 +174,18 @@ impl Engine {
         frame: Frame,
         deadline: Instant,
     ) -> Result<Scored, EngineError> {
-        self.submit(frame, deadline)?
+        self.submit(frame, deadline, true)?
             .await
             .map_err(|_| EngineError::Stopped)?
     }
 
     /// Queues a frame for the worker threads; the answer arrives on the returned channel.
+    /// A `piece` of a large input is queued whatever the queue holds (`State::push_piece`).
     fn submit(
         &self,
         frame: Frame,
         deadline: Instant,
+        piece: bool,
     ) -> Result<oneshot::Receiver<Result<Scored, EngineError>>, EngineError> {
         let (reply, rx) = oneshot::channel();
         let entry = entry(frame, deadline, reply);
@@ -191,9 +193,13 @@ impl Engine {
         if q.closed {
             return Err(EngineError::Stopped);
         }
-        q.state
-            .push(entry)
-            .map_err(|_| EngineError::Overloaded(self.shared.policy.capacity))?;
+        if piece {
+            q.state.push_piece(entry);
+        } else {
+            q.state
+                .push(entry)
+                .map_err(|_| EngineError::Overloaded(self.shared.policy.capacity))?;
+        }
         drop(q);
         self.shared.wake.notify_one();
         Ok(rx)
@@ -321,6 +327,7 @@ fn next_batch(sh: &Shared) -> Option<Vec<Entry<Job>>> {
         for e in q.state.expire(now) {
             let _ = e.item.reply.send(Err(EngineError::DeadlineExceeded));
         }
+        q.state.forget(|job| job.reply.is_closed());
         match q.state.next(now) {
             Next::Run(batch) => return Some(batch),
             Next::Idle if q.closed => return None,

@@ -6,8 +6,9 @@
 //! 1. A [`Source`] hands over bytes (an HTTP body as it arrives, a body already read, a
 //!    file). The cutter finds line ends once, as bytes arrive (no rescan), and cuts pieces
 //!    of whole records of about `chunk_bytes`.
-//! 2. Each piece is a task of its own: parsed on the blocking pool, scored by the model's
-//!    engine on whichever session is free, its answer lines encoded on the blocking pool.
+//! 2. Each piece is a task of its own: parsed on a pool of one thread per CPU (`workers`),
+//!    scored by the model's engine on whichever session is free, its answer lines encoded on
+//!    the same pool.
 //!    Up to `window` pieces are in flight, so while one piece is scored the next ones are
 //!    parsed, and a single large input keeps every session busy.
 //! 3. Answers are taken in input order and written to a [`Sink`] (a spool for an HTTP
@@ -23,6 +24,7 @@
 mod cut;
 mod sink;
 mod source;
+mod workers;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -38,9 +40,6 @@ use crate::model::Outputs;
 use cut::Cutter;
 pub use sink::{spool_stream, Answer, FileSink, Sink, Spool};
 pub use source::{FileSource, Source, Whole};
-
-/// Pieces are about this size by default (`--chunk-mb`); see bench/README.md for why.
-pub const CHUNK_BYTES: usize = 2 * 1024 * 1024;
 
 /// The most bytes one record may have. Without a bound, an input with no line end (a CR-only
 /// JSON Lines file, a JSON array sent as JSON Lines) would be held whole, which streaming
@@ -82,9 +81,10 @@ pub fn streamable(format: InputFormat) -> bool {
 }
 
 /// Pieces in flight for a model with `sessions` sessions: one being scored on each session,
-/// one more queued for each so that none idles between pieces, and one being read.
+/// and two more being parsed, encoded or written, so that no session waits for its next piece.
+/// More bought no speed and cost memory (bench/README.md).
 pub fn window(sessions: usize) -> usize {
-    2 * sessions.max(1) + 1
+    sessions.max(1) + 2
 }
 
 /// Time spent in each stage, summed over the pieces.
@@ -225,7 +225,7 @@ async fn score_piece(job: Arc<Job>, piece: Piece) -> Result<Scored, PieceError> 
     let (input, lines_before) = (piece.bytes.len(), piece.lines_before);
     let t = Instant::now();
     let j = Arc::clone(&job);
-    let rows = blocking(move || match j.split {
+    let rows = workers::run(move || match j.split {
         Split::Line => records::decode(j.format, &piece.bytes, &j.model.signature, j.placeholders),
         Split::Whole => crate::codec::decode(j.format, &piece.bytes, &j.model.signature).map(|f| {
             records::Rows {
@@ -255,7 +255,7 @@ async fn score_piece(job: Arc<Job>, piece: Piece) -> Result<Scored, PieceError> 
     let answer = if rows.bad.is_empty() {
         let t = Instant::now();
         let j = Arc::clone(&job);
-        let bytes = blocking(move || encode(&j, outputs, &[], rows.total, 0))
+        let bytes = workers::run(move || encode(&j, outputs, &[], rows.total, 0))
             .await
             .map_err(PieceError::Failed)?
             .map_err(PieceError::Failed)?;
@@ -364,7 +364,7 @@ impl InOrder {
             Answered::Encoded(bytes) => bytes,
             Answered::Pending { outputs, bad } => {
                 let (j, total) = (Arc::clone(job), scored.rows);
-                blocking(move || encode(&j, outputs, &bad, total, first_row))
+                workers::run(move || encode(&j, outputs, &bad, total, first_row))
                     .await
                     .map_err(StreamError::Failed)?
                     .map_err(StreamError::Failed)?

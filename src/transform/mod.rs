@@ -69,8 +69,8 @@ pub struct TransformConfig {
     /// Where sessions run: auto, cpu or cuda (as for `serve`).
     #[arg(long, env = "MLAPP_DEVICE", value_enum, default_value = "auto")]
     pub device: crate::engine::Device,
-    /// Size of the chunks files are read in, in MiB.
-    #[arg(long, default_value_t = 2.0)]
+    /// Size of the pieces files are read and scored in, in MiB (see bench/README.md).
+    #[arg(long, default_value_t = 1.0)]
     pub chunk_mb: f64,
     /// Path of libonnxruntime.so.1.31.1.
     #[arg(long, env = "ORT_DYLIB_PATH")]

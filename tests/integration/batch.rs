@@ -305,6 +305,7 @@ fn max_payload_0_takes_a_body_of_any_size_as_it_arrives() {
 
     // Neither the body nor its columns were held whole.
     let peak = peak_rss_mib(s.pid());
+    eprintln!("peak RSS {peak:.0} MiB for a 110 MiB body");
     assert!(peak < 100.0, "peak RSS {peak:.0} MiB for a 110 MiB body");
 }
 

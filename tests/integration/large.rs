@@ -137,7 +137,7 @@ fn batch_server(envs: &[(&str, &str)]) -> Server {
 
 #[test]
 fn a_streamed_record_with_no_line_end_is_refused_at_the_record_limit() {
-    let limit = 16 << 20; // chunked::MAX_RECORD_BYTES
+    let limit = 16 << 20; // stream::MAX_RECORD_BYTES
                           // 1000 good rows, then 20 MiB of one "line" that never ends: refused once it passes the
                           // record limit, whatever the body limit, rather than held whole and rescanned per chunk.
     let mut body = xgboost_rows(1000);
