@@ -178,32 +178,6 @@ impl DecodeError {
     }
 }
 
-/// Byte ranges of `body` that each hold whole rows, about `target` bytes apiece, for scoring a
-/// large body chunk by chunk. Only line-oriented bodies split this way: JSON Lines, and CSV
-/// without a header or quotes (a quoted field may hold a newline). None when the body is not
-/// one of those or not larger than `target`.
-pub fn row_chunks(
-    format: InputFormat,
-    body: &[u8],
-    target: usize,
-) -> Option<Vec<std::ops::Range<usize>>> {
-    if !line_oriented(format, body) || body.len() <= target {
-        return None;
-    }
-    let mut ranges = Vec::with_capacity(body.len() / target + 1);
-    let mut start = 0;
-    while start < body.len() {
-        let probe = (start + target).min(body.len());
-        let end = body[probe..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(body.len(), |p| probe + p + 1);
-        ranges.push(start..end);
-        start = end;
-    }
-    Some(ranges)
-}
-
 /// True when every line of `body` is one record: JSON Lines, and CSV without a header or
 /// quotes (a quoted field may hold a newline).
 pub fn line_oriented(format: InputFormat, body: &[u8]) -> bool {
@@ -236,28 +210,6 @@ pub fn decode(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn row_chunks_end_on_line_boundaries_and_cover_the_body() {
-        let body = b"1,2,3\n4,5,6\r\n7,8,9\n\n10,11,12";
-        let csv = InputFormat::Csv { header: false };
-        let ranges = row_chunks(csv, body, 4).unwrap();
-        assert_eq!(ranges.first().unwrap().start, 0);
-        assert_eq!(ranges.last().unwrap().end, body.len());
-        for w in ranges.windows(2) {
-            assert_eq!(w[0].end, w[1].start);
-            assert_eq!(body[w[0].end - 1], b'\n');
-        }
-        let rows: usize = ranges
-            .iter()
-            .map(|r| decode(csv, &body[r.clone()], &test_sig::tensor3()).map_or(0, |f| f.rows))
-            .sum();
-        assert_eq!(rows, 4);
-        assert!(row_chunks(csv, body, body.len()).is_none());
-        assert!(row_chunks(csv, b"\"a\nb\",1,2\n3,4,5\n", 2).is_none());
-        assert!(row_chunks(InputFormat::Csv { header: true }, body, 4).is_none());
-        assert!(row_chunks(InputFormat::Json, body, 4).is_none());
-    }
 
     #[test]
     fn errors_are_located_in_the_whole_body() {

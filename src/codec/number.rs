@@ -241,5 +241,23 @@ mod decimal_props {
                 prop_assert_eq!(got.to_bits(), want.to_bits(), "{}", text);
             }
         }
+
+        /// Decimals within a few units of their last digit of a midpoint between two f32s,
+        /// where a product's error could round the wrong way: still the f32 of `str::parse`.
+        #[test]
+        fn decimal_f32_near_midpoints(bits in 0x3000_0000u32..0x4E00_0000, delta in -3i64..4) {
+            let (x, next) = (f32::from_bits(bits), f32::from_bits(bits + 1));
+            let mid = (f64::from(x) + f64::from(next)) / 2.0;
+            let mut k = (15.0 - mid.log10()).floor().clamp(0.0, 22.0) as i32;
+            while k > 0 && mid * 10f64.powi(k) >= (1u64 << 53) as f64 {
+                k -= 1;
+            }
+            let mantissa = ((mid * 10f64.powi(k)).round() as i64 + delta).max(0) as u64;
+            let text = format!("{mantissa}e-{k}");
+            let want: f32 = text.parse().unwrap();
+            if let Some(got) = decimal_f32(false, mantissa, k as usize) {
+                prop_assert_eq!(got.to_bits(), want.to_bits(), "{}", text);
+            }
+        }
     }
 }

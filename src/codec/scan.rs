@@ -102,13 +102,16 @@ fn field(b: &[u8], start: usize) -> Option<(f32, usize)> {
         .iter()
         .position(|&c| c == b',' || c == b'\n')
         .map_or(n, |p| start + p);
-    let mut text = &b[start..end];
-    let mut term = end;
-    if let Some(stripped) = text.strip_suffix(b"\r") {
-        text = stripped;
-        if end == n || b[end] == b'\n' {
-            term = end - 1;
-        }
+    // A `\r` may end the field only as the `\r` of a `\r\n` or the body's last byte. Any
+    // other ends a record for the CSV reader (and where pieces are cut): the full reader, not
+    // a trim here, then decides what the body holds.
+    let field = &b[start..end];
+    let (text, term) = match field.strip_suffix(b"\r") {
+        Some(text) if end == n || b[end] == b'\n' => (text, end - 1),
+        _ => (field, end),
+    };
+    if text.contains(&b'\r') {
+        return None;
     }
     let text = std::str::from_utf8(text).ok()?.trim();
     let value = if text.is_empty() {
@@ -134,6 +137,9 @@ mod tests {
             let line = line.strip_suffix('\r').unwrap_or(line);
             if line.is_empty() {
                 continue;
+            }
+            if line.contains('\r') {
+                return None; // a record end of the CSV reader's: not for the fast scanner
             }
             let fields: Vec<&str> = line.split(',').collect();
             if fields.len() != nfeat {

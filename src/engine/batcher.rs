@@ -30,6 +30,8 @@ pub struct Entry<T> {
     pub enqueued: Instant,
     pub deadline: Instant,
     pub item: T,
+    /// A piece of a large input (`push_piece`): not counted against the capacity.
+    pub piece: bool,
 }
 
 #[derive(Debug)]
@@ -66,7 +68,11 @@ impl<T> State<T> {
 
     /// Queues a request, or hands it back when the queue is full.
     pub fn push(&mut self, entry: Entry<T>) -> Result<(), Entry<T>> {
-        if self.queue.len() >= self.policy.capacity {
+        let cap = self.policy.capacity;
+        // Pieces are counted only when the queue looks full: rare, and then O(queue).
+        if self.queue.len() >= cap
+            && self.queue.len() - self.queue.iter().filter(|e| e.piece).count() >= cap
+        {
             return Err(entry);
         }
         self.queue.push_back(entry);
@@ -76,7 +82,8 @@ impl<T> State<T> {
     /// Queues one piece of an admitted request, whatever the queue holds: the request was
     /// counted against the capacity when admitted, and its pieces in flight are bounded by
     /// the scorer's window (`stream::window`).
-    pub fn push_piece(&mut self, entry: Entry<T>) {
+    pub fn push_piece(&mut self, mut entry: Entry<T>) {
+        entry.piece = true;
         self.queue.push_back(entry);
     }
 
@@ -152,6 +159,7 @@ mod tests {
             enqueued: t0,
             deadline: t0 + Duration::from_secs(10),
             item: id,
+            piece: false,
         }
     }
 
@@ -172,6 +180,15 @@ mod tests {
         assert!(s.push(entry(t0, 1, 4)).is_err(), "capacity 4");
         s.push_piece(entry(t0, 1, 5));
         assert_eq!(s.len(), 5);
+        // Pieces do not take the room of requests: the queue holds 4 besides them.
+        assert!(s.push(entry(t0, 1, 6)).is_err());
+        let mut fresh = State::new(policy(100, 0));
+        fresh.push_piece(entry(t0, 1, 9));
+        fresh.push_piece(entry(t0, 1, 9));
+        for id in 0..4 {
+            assert!(fresh.push(entry(t0, 1, id)).is_ok(), "{id}");
+        }
+        assert!(fresh.push(entry(t0, 1, 4)).is_err());
         s.forget(|id| id % 2 == 1);
         assert_eq!(ids(s.next(t0)), [0, 2]);
     }

@@ -283,6 +283,7 @@ fn entry(frame: Frame, deadline: Instant, reply: Reply) -> Entry<Job> {
         enqueued: Instant::now(),
         deadline,
         item: Job { frame, reply },
+        piece: false,
     }
 }
 
@@ -464,6 +465,7 @@ fn run_entries(
                         enqueued,
                         deadline,
                         item: Job { frame, reply },
+                        piece: false,
                     })
                     .collect();
                 return Some(back);

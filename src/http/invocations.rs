@@ -131,7 +131,7 @@ async fn handle(
     let declared = header_str(req, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
     // A large input goes to the streaming scorer: pieces parsed, scored and encoded in
     // parallel across sessions.
-    let job = |format, accept, ticket| stream::Job {
+    let job = |format, accept, ticket, max_record| stream::Job {
         model: Arc::clone(&model),
         ticket: Arc::new(ticket),
         format,
@@ -140,6 +140,7 @@ async fn handle(
         placeholders,
         deadline,
         chunk_bytes: settings.chunk_bytes,
+        max_record,
         window: stream::window(model.sessions),
     };
     let body_read = BodyRead {
@@ -169,7 +170,7 @@ async fn handle(
                     }));
             }
             // A streamed body holds a few pieces, not the body: admitted like any request.
-            let job = job(format, accept, admit()?);
+            let job = job(format, accept, admit()?, stream::MAX_RECORD_BYTES);
             let mut body = BodyStream {
                 payload,
                 idle: body_read.idle,
@@ -206,7 +207,9 @@ async fn handle(
     {
         let mut spool = Spool::default();
         let whole = &mut stream::Whole::new(body);
-        let done = stream::score(job(format, accept, ticket), whole, &mut spool, |_| Ok(()))
+        // Read whole, the body is bounded already: a record may be as long as the body.
+        let job = job(format, accept, ticket, usize::MAX);
+        let done = stream::score(job, whole, &mut spool, |_| Ok(()))
             .await
             .map_err(|e| from_stream(e, timeout, |never| match never {}))?;
         let resp = answer(metrics, done, spool, accept).await;

@@ -67,6 +67,9 @@ pub struct Job {
     pub placeholders: bool,
     pub deadline: Instant,
     pub chunk_bytes: usize,
+    /// The most bytes one record may have (`MAX_RECORD_BYTES` for an input of any size; a
+    /// body already read whole is bounded by its own limit).
+    pub max_record: usize,
     /// Pieces in flight at once (at least 1).
     pub window: usize,
 }
@@ -82,9 +85,11 @@ pub fn streamable(format: InputFormat) -> bool {
 
 /// Pieces in flight for a model with `sessions` sessions: one being scored on each session,
 /// and two more being parsed, encoded or written, so that no session waits for its next piece.
-/// More bought no speed and cost memory (bench/README.md).
+/// More bought no speed and cost memory (bench/README.md). At most 16: a large machine
+/// scores several inputs at once (Batch Transform's MaxConcurrentTransforms is the session
+/// count), and each input's pieces count against the body memory budget.
 pub fn window(sessions: usize) -> usize {
-    sessions.max(1) + 2
+    sessions.clamp(1, 14) + 2
 }
 
 /// Time spent in each stage, summed over the pieces.
@@ -183,29 +188,45 @@ pub async fn score<S: Source, K: Sink>(
     mut hold: impl FnMut(usize) -> Result<(), S::Error>,
 ) -> Result<Done, StreamError<S::Error>> {
     let job = Arc::new(job);
-    let mut cutter = Cutter::new(job.format, job.split, job.chunk_bytes, MAX_RECORD_BYTES);
+    let mut cutter = Cutter::new(job.format, job.split, job.chunk_bytes, job.max_record);
     let mut running: VecDeque<(Running, usize)> = VecDeque::new();
     let mut in_flight = 0usize;
     let mut order = InOrder::new(job.accept);
     let mut eof = false;
+    // Why reading stopped before the end (a record too long, the source's own error): the
+    // pieces before it are still answered first, so that errors come in input order whatever
+    // the piece size.
+    let mut stopped: Option<StreamError<S::Error>> = None;
     loop {
-        while running.len() < job.window.max(1) {
-            if let Some(piece) = cutter.next_piece(eof)? {
-                let len = piece.bytes.len();
-                in_flight += len;
-                let task = tokio::spawn(score_piece(Arc::clone(&job), piece));
-                running.push_back((Running(task), len));
-                continue;
+        while stopped.is_none() && running.len() < job.window.max(1) {
+            match cutter.next_piece(eof) {
+                Ok(Some(piece)) if eof && piece.index == 0 => {
+                    // The whole input is one piece (a small body in placeholder mode): scored
+                    // in place, where a small one may run on the HTTP thread as any request.
+                    let done = score_piece(Arc::clone(&job), piece, true).await;
+                    order.take(&job, Ok(done), sink).await?;
+                    continue;
+                }
+                Ok(Some(piece)) => {
+                    let len = piece.bytes.len();
+                    in_flight += len;
+                    let task = tokio::spawn(score_piece(Arc::clone(&job), piece, false));
+                    running.push_back((Running(task), len));
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => stopped = Some(e.into()),
             }
-            if eof {
+            if eof || stopped.is_some() {
                 break;
             }
-            let read = source
-                .fill(cutter.buf_mut(), job.chunk_bytes)
-                .await
-                .map_err(StreamError::Source)?;
-            eof = read == 0;
-            hold(cutter.held() + in_flight + sink.held()).map_err(StreamError::Source)?;
+            match source.fill(cutter.buf_mut(), job.chunk_bytes).await {
+                Ok(read) => eof = read == 0,
+                Err(e) => stopped = Some(StreamError::Source(e)),
+            }
+            if let Err(e) = hold(cutter.held() + in_flight + sink.held()) {
+                stopped = stopped.or(Some(StreamError::Source(e)));
+            }
         }
         let Some((mut next, len)) = running.pop_front() else {
             break;
@@ -214,10 +235,15 @@ pub async fn score<S: Source, K: Sink>(
         in_flight -= len;
         order.take(&job, done, sink).await?;
     }
+    if let Some(e) = stopped {
+        return Err(e);
+    }
     order.finish(sink).await
 }
 
-async fn score_piece(job: Arc<Job>, piece: Piece) -> Result<Scored, PieceError> {
+/// Parses, scores and encodes one piece. `in_place`: awaited by the scorer itself rather than
+/// spawned, so the engine may run it inline on an HTTP thread.
+async fn score_piece(job: Arc<Job>, piece: Piece, in_place: bool) -> Result<Scored, PieceError> {
     if piece.index == 1 {
         injected_panic("scorer");
     }
@@ -241,11 +267,15 @@ async fn score_piece(job: Arc<Job>, piece: Piece) -> Result<Scored, PieceError> 
     stages.decode = t.elapsed();
     let outputs = match rows.frame {
         Some(frame) => {
-            let scored = job
-                .model
-                .score_on_workers(&job.ticket, frame, job.deadline)
-                .await
-                .map_err(PieceError::Engine)?;
+            let scored = if in_place {
+                job.model.score(&job.ticket, frame, job.deadline).await
+            } else {
+                // A spawned task is outside the HTTP thread's turn: never inline.
+                job.model
+                    .score_on_workers(&job.ticket, frame, job.deadline)
+                    .await
+            }
+            .map_err(PieceError::Engine)?;
             stages.queue = scored.queued;
             stages.inference = scored.inference;
             Some(scored.outputs)
@@ -311,9 +341,7 @@ fn join_failure(e: tokio::task::JoinError) -> String {
 struct InOrder {
     accept: OutputFormat,
     rows: u64,
-    /// The body's opening is written.
-    opened: bool,
-    /// An entry is written: the next one needs a separator.
+    /// A record's answer is written (after the body's opening): the next needs a separator.
     entries: bool,
     stages: Stages,
 }
@@ -323,7 +351,6 @@ impl InOrder {
         Self {
             accept,
             rows: 0,
-            opened: false,
             entries: false,
             stages: Stages::default(),
         }
@@ -371,23 +398,29 @@ impl InOrder {
             }
         };
         self.stages.add(&scored.stages);
-        let lead: &'static [u8] = if !self.opened {
-            opening(self.accept)
-        } else if self.entries && !bytes.is_empty() {
-            match self.accept {
-                OutputFormat::Json => b",",
-                OutputFormat::Csv | OutputFormat::JsonLines => b"\n",
-            }
-        } else {
-            b""
-        };
-        if !lead.is_empty() || !bytes.is_empty() {
-            self.opened = true;
-            self.entries |= !bytes.is_empty();
+        self.write(bytes, scored.rows, scored.input, sink).await
+    }
+
+    /// Writes a piece's answer of `rows` records (`input` bytes in) after the body's framing.
+    async fn write<E, K: Sink>(
+        &mut self,
+        bytes: Vec<u8>,
+        rows: usize,
+        input: usize,
+        sink: &mut K,
+    ) -> Result<(), StreamError<E>> {
+        // Records, not bytes, decide the framing: one record's answer line may be empty.
+        if rows > 0 {
+            let lead: &'static [u8] = match (self.entries, self.accept) {
+                (false, format) => opening(format),
+                (true, OutputFormat::Json) => b",",
+                (true, OutputFormat::Csv | OutputFormat::JsonLines) => b"\n",
+            };
+            self.entries = true;
             sink.write(lead, bytes).await.map_err(StreamError::Sink)?;
         }
-        self.rows += scored.rows as u64;
-        sink.progress(scored.input, scored.rows);
+        self.rows += rows as u64;
+        sink.progress(input, rows);
         Ok(())
     }
 
@@ -420,3 +453,55 @@ fn injected_panic(stage: &str) {
 
 #[cfg(not(debug_assertions))]
 fn injected_panic(_: &str) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn assemble(accept: OutputFormat, pieces: &[(&str, usize)]) -> String {
+        let mut order = InOrder::new(accept);
+        let mut spool = Spool::default();
+        for (bytes, rows) in pieces {
+            order
+                .write::<String, _>(bytes.as_bytes().to_vec(), *rows, 0, &mut spool)
+                .await
+                .unwrap();
+        }
+        match order.finish::<String, _>(&mut spool).await {
+            Ok(_) => {}
+            Err(e) => return format!("error: {e}"),
+        }
+        match spool.finish().await.unwrap() {
+            Answer::Memory(bytes) => String::from_utf8(bytes).unwrap(),
+            Answer::Spool(_) => unreachable!("small answers stay in memory"),
+        }
+    }
+
+    /// Pieces join into the body the whole input gets: framing once, a separator between
+    /// records' answers (an empty answer line included), nothing for pieces of no records.
+    #[test]
+    fn pieces_join_into_the_whole_body() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let csv = OutputFormat::Csv;
+            assert_eq!(
+                assemble(csv, &[("", 0), ("a\nb", 2), ("", 0), ("c", 1)]).await,
+                "a\nb\nc"
+            );
+            // One record whose answer line is empty (a string label ""): still a line.
+            assert_eq!(
+                assemble(csv, &[("a", 1), ("", 1), ("c", 1)]).await,
+                "a\n\nc"
+            );
+            assert_eq!(assemble(csv, &[("a", 1), ("", 1)]).await, "a\n");
+            let json = OutputFormat::Json;
+            assert_eq!(
+                assemble(json, &[("", 0), ("{}", 1), ("{},{}", 2)]).await,
+                "{\"predictions\":[{},{},{}]}"
+            );
+            assert!(assemble(json, &[("", 0)]).await.starts_with("error: "));
+        });
+    }
+}

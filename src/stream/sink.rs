@@ -56,7 +56,9 @@ impl Sink for Spool {
     }
 
     fn held(&self) -> usize {
-        self.held.capacity()
+        // What is written: a piece's encoder reserves more than it writes, and pages never
+        // written are not memory.
+        self.held.len()
     }
 }
 

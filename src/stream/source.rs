@@ -69,18 +69,19 @@ impl Source for FileSource {
             .file
             .take()
             .ok_or("the input file was lost by an earlier failure")?;
-        // The bytes not yet cut (the open record, usually) start the new block, which is
-        // read straight into place: one allocation and no copy of what is read.
-        let carry = std::mem::take(buf);
+        // The bytes not yet cut start the new block, which is read straight into place. They
+        // are usually the open record, a short copy; an input scored whole (`Split::Whole`)
+        // is all carry, and its buffer, held by nothing else, becomes the block without a
+        // copy and grows by doubling.
+        let carry = Vec::from(std::mem::take(buf));
         let first = self.reads == 1;
         self.reads += 1;
         let (file, block, n) = tokio::task::spawn_blocking(move || {
             if first {
                 super::injected_panic("reader");
             }
-            let mut block = Vec::with_capacity(carry.len() + want);
-            block.extend_from_slice(&carry);
-            drop(carry);
+            let mut block = carry;
+            block.reserve(want);
             let n = (&mut file)
                 .take(want as u64)
                 .read_to_end(&mut block)

@@ -55,6 +55,10 @@ pub(super) async fn run<T: Send + 'static>(
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     let task: Task = Box::new(move || {
+        // Its piece was cancelled (the request went away): nothing to do.
+        if tx.is_closed() {
+            return;
+        }
         let out = catch_unwind(AssertUnwindSafe(f))
             .map_err(|p| format!("panicked: {}", crate::error::panic_message(p.as_ref())));
         let _ = tx.send(out);

@@ -19,13 +19,14 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use crate::batch::BadRecords;
+use crate::codec::DecodeError;
 use crate::codec::{media, InputFormat, OutputFormat};
 use crate::config::ModelArgs;
 use crate::engine::{self, runtime, LoadOptions, LoadedModel};
 use crate::model::fetch::Fetcher;
 use crate::monitor::Metrics;
 use crate::storage::{S3Store, StorageError};
-use crate::stream::{self, FileSink, FileSource, Split};
+use crate::stream::{self, FileSink, FileSource, Split, StreamError};
 use places::{Item, Place};
 use progress::Progress;
 
@@ -336,18 +337,22 @@ async fn score_file(
             SplitType::None => Split::Whole,
         },
         placeholders: job.placeholders,
-        // Offline: no request deadline; a day bounds a run that never ends.
-        deadline: std::time::Instant::now() + Duration::from_secs(86_400),
+        // Offline: no request deadline; thirty days bound a run that never ends.
+        deadline: std::time::Instant::now() + Duration::from_secs(30 * 86_400),
         chunk_bytes: job.chunk_bytes,
+        max_record: stream::MAX_RECORD_BYTES,
         window: stream::window(job.model.sessions),
     };
     let mut source = FileSource::new(input);
     let mut sink = FileSink::new(output, |bytes, rows| {
         progress.advance(bytes as u64, rows as u64)
     });
-    let done = stream::score(piece, &mut source, &mut sink, |_| Ok(()))
-        .await
-        .map_err(|e| e.to_string())?;
+    let rows = match stream::score(piece, &mut source, &mut sink, |_| Ok(())).await {
+        Ok(done) => done.rows,
+        // A file of no records answers with no lines (an empty `.out`), as SageMaker does.
+        Err(StreamError::Decode(DecodeError::Empty)) if job.split == SplitType::Line => 0,
+        Err(e) => return Err(e.to_string()),
+    };
     sink.finish().await?;
-    Ok(done.rows)
+    Ok(rows)
 }

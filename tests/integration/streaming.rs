@@ -100,6 +100,20 @@ fn every_entry_point_gives_the_one_piece_answer_whatever_the_piece_size() {
     let model = model_dir("xgboost");
     let dir = model.to_str().unwrap();
     let tmp = tempfile::tempdir().unwrap();
+    // Placeholder answers are also checked against what does not go through the pieces at
+    // all: the plain request path's answers to the same inputs without the bad records.
+    let plain = Server::ready(&model, &["--chunk-mb", "64"]);
+    let good_answers: std::collections::HashMap<(String, &str), String> = inputs()
+        .into_iter()
+        .filter(|(name, _, _)| !name.contains("bad"))
+        .flat_map(|(name, ctype, body)| {
+            ["text/csv", "application/jsonlines"].map(|accept| {
+                let r = plain.post(Some(ctype), Some(accept), &body);
+                assert_eq!(r.status, 200, "{name}: {}", r.body);
+                ((name.clone(), accept), r.body)
+            })
+        })
+        .collect();
     for policy in ["fail", "placeholder"] {
         let common = ["--model-dir", dir, "--bad-records", policy];
         let start = |extra: &[&str]| {
@@ -125,6 +139,28 @@ fn every_entry_point_gives_the_one_piece_answer_whatever_the_piece_size() {
                     let lines = want.body.matches('\n').count() + 1;
                     if accept != "application/json" {
                         assert_eq!(lines, 150, "{what}");
+                    }
+                }
+                if bad && policy == "placeholder" && accept != "application/json" {
+                    let good = name.trim_end_matches(", bad").to_string();
+                    let good = &good_answers[&(good, accept)];
+                    let bad_rows = if ctype == "text/csv" {
+                        [70, 111]
+                    } else {
+                        [64, 120]
+                    };
+                    for (i, (got, want)) in want.body.split('\n').zip(good.split('\n')).enumerate()
+                    {
+                        if bad_rows.contains(&i) {
+                            let placeholder = if accept == "text/csv" {
+                                format!("ERROR: row {}", i + 1)
+                            } else {
+                                format!("{{\"error\":\"row {}", i + 1)
+                            };
+                            assert!(got.starts_with(&placeholder), "{what}: line {i}: {got}");
+                        } else {
+                            assert_eq!(got, want, "{what}: line {i}");
+                        }
                     }
                 }
                 for (how, s) in [("read whole", &pieces), ("streamed", &streamed)] {
@@ -227,6 +263,83 @@ fn a_cancelled_stream_releases_its_admission() {
     }
     let m = s.get("/metrics").body;
     assert_eq!(metric(&m, "mlapp_requests_in_flight"), 0.0);
+}
+
+/// A request whose deadline passes mid-body is dropped with its pieces (aborted, and those
+/// queued never run): its admission is released at once.
+#[test]
+fn a_request_past_its_deadline_releases_its_pieces() {
+    let model = model_dir("xgboost");
+    let s = Server::ready(
+        &model,
+        &[
+            "--chunk-mb",
+            SMALL,
+            "--queue-capacity",
+            "1",
+            "--max-payload-mb",
+            "32",
+        ],
+    );
+    let body = xgboost_rows(6000);
+    for _ in 0..3 {
+        let r = crate::common::reply(
+            crate::common::agent()
+                .post(&format!("{}/invocations", s.base))
+                .set("Content-Type", "text/csv")
+                .set("X-Mlapp-Timeout-Ms", "30")
+                .send_bytes(&body),
+        );
+        assert_eq!(r.status, 504, "{}", r.body);
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            let r = s.post(Some("text/csv"), Some("text/csv"), &xgboost_rows(3));
+            if r.status == 200 {
+                break;
+            }
+            assert_eq!(r.status, 503, "{}", r.body);
+            assert!(
+                Instant::now() < until,
+                "the timed-out request still holds its admission"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A body read whole is bounded by its limit already: one record may be longer than the
+/// 16 MiB a streamed record may have (it is then judged on its values, not refused as long).
+#[test]
+fn a_body_read_whole_has_no_record_limit_of_its_own() {
+    let s = Server::ready(&model_dir("xgboost"), &["--max-payload-mb", "40"]);
+    let line = "1,".repeat(17 << 19);
+    let r = s.post(Some("text/csv"), Some("text/csv"), line.as_bytes());
+    assert_eq!(r.status, 422, "{}", &r.body[..r.body.len().min(300)]);
+    assert_eq!(r.error().0, "wrong_feature_count");
+}
+
+/// A file of no records (empty, or blank lines only) gets an empty answer, not a failure.
+#[test]
+fn a_file_of_no_records_gets_an_empty_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (input, output) = (tmp.path().join("in"), tmp.path().join("out"));
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::write(input.join("empty.csv"), b"").unwrap();
+    std::fs::write(input.join("blank.csv"), b"\n\r\n\n").unwrap();
+    let model = model_dir("xgboost");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mlapp"));
+    cmd.arg("transform")
+        .args(["--model-dir", model.to_str().unwrap()])
+        .args(["--input", input.to_str().unwrap()])
+        .args(["--output", output.to_str().unwrap()])
+        .env("RUST_LOG", "warn");
+    let out = run_bounded(&mut cmd, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("2 files done (0 rows)"), "{stderr}");
+    for name in ["empty.csv.out", "blank.csv.out"] {
+        assert_eq!(std::fs::read(output.join(name)).unwrap(), b"", "{name}");
+    }
 }
 
 /// `mlapp transform` holds a few pieces, not the file: peak RSS stays well under the file's
