@@ -68,6 +68,42 @@ def peak_rss_of(cmd, env):
     return time.time() - t, peak.peak
 
 
+def body_peak(binary, body_path, env, port, chunked):
+    """Sends one CSV body to a batch-mode server (`env` added to its environment), read whole
+    or, if `chunked`, with Transfer-Encoding: chunked; the answer's line count, the time and
+    the server's idle and peak RSS."""
+    server = subprocess.Popen([binary, "serve", "--model-dir", MODEL, "--host", "127.0.0.1",
+                               "--port", str(port)],
+                              env=dict(os.environ, RUST_LOG="warn", SAGEMAKER_BATCH="true", **env),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        until = time.time() + 30
+        while time.time() < until:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.05)
+        idle = run.tree_rss(server.pid)
+        with run.PeakRss(server.pid) as peak:
+            t = time.time()
+            with open(body_path, "rb") as f:
+                data = iter(lambda: f.read(1 << 20), b"") if chunked else f.read()
+                req = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/invocations", data=data,
+                    headers={"Content-Type": "text/csv", "Accept": "text/csv"})
+                lines = 0
+                with urllib.request.urlopen(req, timeout=1800) as r:
+                    while block := r.read(1 << 20):
+                        lines += block.count(b"\n")
+            took = time.time() - t
+        return {"bytes": os.path.getsize(body_path), "seconds": took, "idle_rss": idle,
+                "peak_rss": peak.peak, "answer_lines": lines + 1}
+    finally:
+        server.terminate()
+        server.wait()
+
+
 def main():
     out = {"machine": run.machine(), "rows": ROWS}
     tmp = tempfile.mkdtemp(prefix="mlapp-batch-")
@@ -103,36 +139,10 @@ def main():
     with open(data, "rb") as src, open(body_path, "wb") as dst:
         dst.write(src.read(BODY_MB * 10**6).rsplit(b"\n", 1)[0] + b"\n")
     body_rows = sum(1 for _ in open(body_path, "rb"))
-    env = dict(os.environ, SAGEMAKER_BATCH="true", SAGEMAKER_MAX_PAYLOAD_IN_MB=str(BODY_MB + 1))
-    port = 18190
-    server = subprocess.Popen([run.MLAPP, "serve", "--model-dir", MODEL, "--host", "127.0.0.1",
-                               "--port", str(port)], env=dict(env, RUST_LOG="warn"),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        until = time.time() + 30
-        while time.time() < until:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.05)
-        idle = run.tree_rss(server.pid)
-        with run.PeakRss(server.pid) as peak:
-            t = time.time()
-            with open(body_path, "rb") as f:
-                req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=f.read(),
-                                             headers={"Content-Type": "text/csv", "Accept": "text/csv"})
-            with urllib.request.urlopen(req, timeout=600) as r:
-                answer = r.read()
-            took = time.time() - t
-        answer_lines = answer.count(b"\n") + 1
-        assert answer_lines == body_rows, f"{answer_lines} answer lines for {body_rows} rows"
-        body = os.path.getsize(body_path)
-        out["body"] = {"bytes": body, "rows": body_rows, "seconds": took, "idle_rss": idle,
-                       "peak_rss": peak.peak, "peak_over_body": peak.peak / body}
-    finally:
-        server.terminate()
-        server.wait()
+    b = body_peak(run.MLAPP, body_path, {"SAGEMAKER_MAX_PAYLOAD_IN_MB": str(BODY_MB + 1)},
+                  18190, chunked=False)
+    assert b["answer_lines"] == body_rows, f"{b['answer_lines']} answer lines for {body_rows} rows"
+    out["body"] = dict(b, rows=body_rows, peak_over_body=b["peak_rss"] / b["bytes"])
     subprocess.run(["rm", "-rf", tmp])
     path = os.path.join(run.REPO, "bench", "results", "batch.json")
     with open(path, "w") as f:

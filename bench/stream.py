@@ -23,8 +23,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import batch  # noqa: E402  (data generation, peak RSS of a command)
@@ -62,40 +60,6 @@ def transform_run(binary, data, out):
     return {"seconds": took, "rows_s": ROWS / took, "peak_rss": rss}
 
 
-def body_peak(binary, body_path, env, port, chunked):
-    """Sends one body to a batch-mode server; its answer's line count and the peak RSS."""
-    server = subprocess.Popen([binary, "serve", "--model-dir", batch.MODEL, "--host",
-                               "127.0.0.1", "--port", str(port)],
-                              env=dict(os.environ, RUST_LOG="warn", SAGEMAKER_BATCH="true", **env),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        until = time.time() + 30
-        while time.time() < until:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.05)
-        idle = run.tree_rss(server.pid)
-        with run.PeakRss(server.pid) as peak:
-            t = time.time()
-            with open(body_path, "rb") as f:
-                data = iter(lambda: f.read(1 << 20), b"") if chunked else f.read()
-                req = urllib.request.Request(
-                    f"http://127.0.0.1:{port}/invocations", data=data,
-                    headers={"Content-Type": "text/csv", "Accept": "text/csv"})
-                lines = 0
-                with urllib.request.urlopen(req, timeout=1800) as r:
-                    while block := r.read(1 << 20):
-                        lines += block.count(b"\n")
-            took = time.time() - t
-        return {"bytes": os.path.getsize(body_path), "seconds": took, "idle_rss": idle,
-                "peak_rss": peak.peak, "answer_lines": lines + 1}
-    finally:
-        server.terminate()
-        server.wait()
-
-
 def main():
     out = {"machine": run.machine(), "rounds": [], "seconds_per_run": SECONDS}
     tmp = tempfile.mkdtemp(prefix="mlapp-stream-")
@@ -130,10 +94,10 @@ def main():
         body = os.path.join(tmp, "body.csv")
         with open(data, "rb") as src, open(body, "wb") as dst:
             dst.write(src.read(100 * 10**6).rsplit(b"\n", 1)[0] + b"\n")
-        out["body_100mb"] = body_peak(run.MLAPP, body, {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "101"},
+        out["body_100mb"] = batch.body_peak(run.MLAPP, body, {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "101"},
                                       18390, False)
         if BEFORE:
-            out["body_100mb_before"] = body_peak(BEFORE, body,
+            out["body_100mb_before"] = batch.body_peak(BEFORE, body,
                                                  {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "101"}, 18391, False)
         os.remove(body)
 
@@ -163,7 +127,7 @@ def main():
         out["big_transform"] = {"bytes": os.path.getsize(big), "rows": big_rows, "seconds": took,
                                 "peak_rss": rss}
         subprocess.run(["rm", "-rf", os.path.join(tmp, "bigout")], check=True)
-        out["big_stream"] = body_peak(run.MLAPP, big, {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "0"},
+        out["big_stream"] = batch.body_peak(run.MLAPP, big, {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "0"},
                                       18392, True)
         assert out["big_stream"]["answer_lines"] == big_rows, out["big_stream"]
     finally:

@@ -80,17 +80,23 @@ fn inputs() -> Vec<(String, &'static str, Vec<u8>)> {
     out
 }
 
-fn transform(input: &Path, output: &Path, accept: &str, ctype: &str, extra: &[&str]) -> String {
+/// `mlapp transform` of the xgboost example from `input` to `output`.
+fn transform_cmd(input: &Path, output: &Path) -> Command {
     let model = model_dir("xgboost");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mlapp"));
     cmd.arg("transform")
         .args(["--model-dir", model.to_str().unwrap()])
         .args(["--input", input.to_str().unwrap()])
         .args(["--output", output.to_str().unwrap()])
-        .args(["--content-type", ctype, "--accept", accept])
-        .args(["--chunk-mb", SMALL, "--workers", "2"])
-        .args(extra)
         .env("RUST_LOG", "warn");
+    cmd
+}
+
+fn transform(input: &Path, output: &Path, accept: &str, ctype: &str, extra: &[&str]) -> String {
+    let mut cmd = transform_cmd(input, output);
+    cmd.args(["--content-type", ctype, "--accept", accept])
+        .args(["--chunk-mb", SMALL, "--workers", "2"])
+        .args(extra);
     let out = run_bounded(&mut cmd, Duration::from_secs(60));
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -326,14 +332,7 @@ fn a_file_of_no_records_gets_an_empty_answer() {
     std::fs::create_dir_all(&input).unwrap();
     std::fs::write(input.join("empty.csv"), b"").unwrap();
     std::fs::write(input.join("blank.csv"), b"\n\r\n\n").unwrap();
-    let model = model_dir("xgboost");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mlapp"));
-    cmd.arg("transform")
-        .args(["--model-dir", model.to_str().unwrap()])
-        .args(["--input", input.to_str().unwrap()])
-        .args(["--output", output.to_str().unwrap()])
-        .env("RUST_LOG", "warn");
-    let out = run_bounded(&mut cmd, Duration::from_secs(60));
+    let out = run_bounded(&mut transform_cmd(&input, &output), Duration::from_secs(60));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("2 files done (0 rows)"), "{stderr}");
@@ -358,13 +357,7 @@ fn a_large_file_is_transformed_in_bounded_memory() {
     f.flush().unwrap();
     drop(f);
     let size = std::fs::metadata(input.join("big.csv")).unwrap().len();
-    let model = model_dir("xgboost");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mlapp"))
-        .arg("transform")
-        .args(["--model-dir", model.to_str().unwrap()])
-        .args(["--input", input.to_str().unwrap()])
-        .args(["--output", output.to_str().unwrap()])
-        .env("RUST_LOG", "warn")
+    let mut child = transform_cmd(&input, &output)
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
