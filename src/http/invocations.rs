@@ -176,6 +176,7 @@ async fn handle(
                 idle: body_read.idle,
                 limit,
                 seen: 0,
+                done: false,
             };
             let mut held: Held = None;
             let hold = |bytes| body_read.hold(&mut held, bytes);
@@ -441,6 +442,8 @@ struct BodyStream {
     idle: Duration,
     limit: Option<usize>,
     seen: u64,
+    /// The body ended, stalled or broke: there is nothing left to drain.
+    done: bool,
 }
 
 impl stream::Source for BodyStream {
@@ -448,7 +451,9 @@ impl stream::Source for BodyStream {
 
     async fn fill(&mut self, buf: &mut web::BytesMut, _want: usize) -> Result<usize, ApiError> {
         loop {
-            let chunk = match tokio::time::timeout(self.idle, self.payload.next()).await {
+            let next = tokio::time::timeout(self.idle, self.payload.next()).await;
+            self.done = !matches!(next, Ok(Some(Ok(_))));
+            let chunk = match next {
                 Err(_) => return Err(stalled(self.idle, self.seen)),
                 Ok(None) => return Ok(0),
                 Ok(Some(chunk)) => chunk.map_err(|e| ApiError::BodyRead(e.to_string()))?,
@@ -475,7 +480,9 @@ impl BodyStream {
     /// the client can finish sending and read the answer rather than a reset connection.
     async fn refuse(&mut self, e: StreamError<ApiError>, timeout: Duration) -> ApiError {
         let e = from_stream(e, timeout, |e| e);
-        if matches!(e, ApiError::BodyTimeout(_) | ApiError::BodyRead(_)) {
+        // An earlier piece's error may be the answer while the body itself stalled: a stalled
+        // body is not waited for twice.
+        if self.done {
             return e;
         }
         let until = self.seen + DRAIN_BYTES as u64;

@@ -32,7 +32,9 @@ impl Cutter {
             buf: BytesMut::new(),
             base: 0,
             fed: 0,
-            target: target.max(1) as u64,
+            // A piece no longer than a record may be: a record over the limit is then found
+            // only after the records before it are cut, so errors keep their input order.
+            target: target.clamp(1, max_record.max(1)) as u64,
             newlines: 0,
             index: 0,
             whole_cut: false,
@@ -151,6 +153,13 @@ mod tests {
         let pieces = cut_all(b"1234567890\n1\n", &[3], 4, 100).unwrap();
         assert_eq!(&pieces[0].bytes[..], b"1234567890\n");
         assert!(cut_all(b"1234567890\n1\n", &[3], 4, 8).is_err());
+        // Pieces larger than the record limit are cut at the limit, so the records before an
+        // over-long one are cut (and answered) before it is refused.
+        let csv = InputFormat::Csv { header: false };
+        let mut c = Cutter::new(csv, Split::Line, 100, 8);
+        c.buf_mut().extend_from_slice(b"ab\n1234567890\n");
+        assert_eq!(&c.next_piece(false).unwrap().unwrap().bytes[..], b"ab\n");
+        assert!(c.next_piece(false).is_err());
     }
 
     proptest! {

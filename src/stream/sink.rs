@@ -78,7 +78,7 @@ impl Spool {
     /// reading if `rewind`.
     async fn spill(&mut self, rewind: bool) -> Result<(), String> {
         let (file, held) = (self.file.take(), std::mem::take(&mut self.held));
-        let (file, mut held) = tokio::task::spawn_blocking(move || {
+        let (file, held) = tokio::task::spawn_blocking(move || {
             let mut file = match file {
                 Some(file) => file,
                 None => tempfile::tempfile()
@@ -91,8 +91,10 @@ impl Spool {
         })
         .await
         .map_err(|e| format!("the answer spool's writer {}", super::join_failure(e)))??;
-        held.clear();
-        (self.file, self.held) = (Some(file), held);
+        // The buffer is dropped, not cleared: its pages were written and would stay
+        // resident while `held()` said nothing is held.
+        drop(held);
+        self.file = Some(file);
         Ok(())
     }
 }
