@@ -322,7 +322,8 @@ fn encode(
     Ok(w.take())
 }
 
-/// Runs `f` on the blocking pool; a panic there becomes its message.
+/// Runs `f` on the blocking pool (file I/O, and parsing when no thread of `workers` could be
+/// started); a panic there becomes its message.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
     tokio::task::spawn_blocking(f).await.map_err(join_failure)
 }

@@ -78,7 +78,7 @@ impl Spool {
     /// reading if `rewind`.
     async fn spill(&mut self, rewind: bool) -> Result<(), String> {
         let (file, held) = (self.file.take(), std::mem::take(&mut self.held));
-        let (file, held) = tokio::task::spawn_blocking(move || {
+        let (file, held) = super::blocking(move || {
             let mut file = match file {
                 Some(file) => file,
                 None => tempfile::tempfile()
@@ -90,7 +90,7 @@ impl Spool {
             Ok::<_, String>((file, held))
         })
         .await
-        .map_err(|e| format!("the answer spool's writer {}", super::join_failure(e)))??;
+        .map_err(|m| format!("the answer spool's writer {m}"))??;
         // The buffer is dropped, not cleared: its pages were written and would stay
         // resident while `held()` said nothing is held.
         drop(held);
@@ -142,9 +142,9 @@ impl<P: FnMut(usize, usize)> FileSink<P> {
     /// Flushes the file to disk.
     pub async fn finish(mut self) -> Result<(), String> {
         let file = self.take()?;
-        tokio::task::spawn_blocking(move || file.sync_all().map_err(|e| e.to_string()))
+        super::blocking(move || file.sync_all().map_err(|e| e.to_string()))
             .await
-            .map_err(|e| format!("the writing thread {}", super::join_failure(e)))?
+            .map_err(|m| format!("the writing thread {m}"))?
     }
 
     fn take(&mut self) -> Result<File, String> {
@@ -159,7 +159,7 @@ impl<P: FnMut(usize, usize)> Sink for FileSink<P> {
         let mut file = self.take()?;
         let second = self.writes == 1;
         self.writes += 1;
-        let file = tokio::task::spawn_blocking(move || {
+        let file = super::blocking(move || {
             if second {
                 super::injected_panic("writer");
             }
@@ -169,7 +169,7 @@ impl<P: FnMut(usize, usize)> Sink for FileSink<P> {
             Ok::<_, String>(file)
         })
         .await
-        .map_err(|e| format!("the writing thread {}", super::join_failure(e)))??;
+        .map_err(|m| format!("the writing thread {m}"))??;
         self.file = Some(file);
         Ok(())
     }

@@ -76,7 +76,7 @@ impl Source for FileSource {
         let carry = Vec::from(std::mem::take(buf));
         let first = self.reads == 1;
         self.reads += 1;
-        let (file, block, n) = tokio::task::spawn_blocking(move || {
+        let (file, block, n) = super::blocking(move || {
             if first {
                 super::injected_panic("reader");
             }
@@ -89,7 +89,7 @@ impl Source for FileSource {
             Ok::<_, String>((file, block, n))
         })
         .await
-        .map_err(|e| format!("the reading thread {}", super::join_failure(e)))??;
+        .map_err(|m| format!("the reading thread {m}"))??;
         *buf = BytesMut::from(bytes::Bytes::from(block));
         self.file = Some(file);
         Ok(n)

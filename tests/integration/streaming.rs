@@ -232,6 +232,22 @@ fn a_piece_that_panics_fails_its_request_and_nothing_else() {
     assert_eq!(metric(&m, "mlapp_requests_in_flight"), 0.0);
 }
 
+/// Waits (up to `limit`) until a request of `rows` rows is answered again after `what` went
+/// away: meanwhile only 503 (its admission not yet released) is acceptable.
+fn served_again(s: &Server, rows: usize, limit: Duration, what: &str) {
+    let until = Instant::now() + limit;
+    loop {
+        let r = s.post(Some("text/csv"), Some("text/csv"), &xgboost_rows(rows));
+        if r.status == 200 {
+            assert_eq!(r.body.split('\n').count(), rows);
+            return;
+        }
+        assert_eq!(r.status, 503, "{}", r.body);
+        assert!(Instant::now() < until, "{what} still holds its admission");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A client that goes away half way through a streamed body: its pieces are dropped and its
 /// admission released. With room for one request in flight, a leaked admission would refuse
 /// every request after it.
@@ -252,20 +268,7 @@ fn a_cancelled_stream_releases_its_admission() {
         conn.write_all(&xgboost_rows(4000)).unwrap();
         std::thread::sleep(Duration::from_millis(200));
         drop(conn);
-        let until = Instant::now() + Duration::from_secs(10);
-        loop {
-            let r = s.post(Some("text/csv"), Some("text/csv"), &xgboost_rows(500));
-            if r.status == 200 {
-                assert_eq!(r.body.split('\n').count(), 500);
-                break;
-            }
-            assert_eq!(r.status, 503, "{}", r.body);
-            assert!(
-                Instant::now() < until,
-                "the cancelled request still holds its admission"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        served_again(&s, 500, Duration::from_secs(10), "the cancelled request");
     }
     let m = s.get("/metrics").body;
     assert_eq!(metric(&m, "mlapp_requests_in_flight"), 0.0);
@@ -298,19 +301,7 @@ fn a_request_past_its_deadline_gets_504_and_keeps_no_admission() {
                 .send_bytes(&body),
         );
         assert_eq!(r.status, 504, "{}", r.body);
-        let until = Instant::now() + Duration::from_secs(5);
-        loop {
-            let r = s.post(Some("text/csv"), Some("text/csv"), &xgboost_rows(3));
-            if r.status == 200 {
-                break;
-            }
-            assert_eq!(r.status, 503, "{}", r.body);
-            assert!(
-                Instant::now() < until,
-                "the timed-out request still holds its admission"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        served_again(&s, 3, Duration::from_secs(5), "the timed-out request");
     }
 }
 
