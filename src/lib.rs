@@ -13,6 +13,7 @@ pub mod http;
 pub mod inspect;
 pub mod model;
 pub mod monitor;
+pub mod portal;
 pub mod storage;
 pub mod stream;
 pub mod transform;

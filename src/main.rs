@@ -28,6 +28,11 @@ enum Command {
     Serve(Box<ServeConfig>),
     /// Score files offline with Batch Transform's semantics: every input x gives x.out.
     Transform(Box<mlapp::transform::TransformConfig>),
+    /// Prediction jobs on a portal (`job run` is what a Jenkins stage calls).
+    Job {
+        #[command(subcommand)]
+        command: JobCommand,
+    },
     /// Print a model's inputs, outputs and what mlapp accepts and returns for it.
     Inspect {
         /// The model folder (or a folder holding one .onnx file).
@@ -39,6 +44,15 @@ enum Command {
         #[arg(long, env = "ORT_DYLIB_PATH")]
         ort_dylib: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum JobCommand {
+    /// Create (or replay), invoke (or resume) and, with --wait, follow a job to its end.
+    /// Exit codes: 0 Completed, 1 Failed, 2 refused definition, 3 PartiallyCompleted,
+    /// 4 Stopped, 5 still running at --timeout, 6 portal unreachable, 7 a gate failed
+    /// (with --require-gates).
+    Run(mlapp::portal::client::JobRunArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -70,6 +84,9 @@ fn main() -> anyhow::Result<()> {
                 anyhow::bail!("{} files failed:\n{}", s.failed.len(), list.join("\n"));
             }
         }
+        Some(Command::Job {
+            command: JobCommand::Run(args),
+        }) => std::process::exit(mlapp::portal::client::run(&args)),
         Some(Command::Inspect {
             model_dir,
             model_config,

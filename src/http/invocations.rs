@@ -142,6 +142,7 @@ async fn handle(
         chunk_bytes: settings.chunk_bytes,
         max_record,
         window: stream::window(model.sessions),
+        observer: None,
     };
     let body_read = BodyRead {
         budget: &state.body_budget,

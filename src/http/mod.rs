@@ -6,6 +6,7 @@ mod info;
 pub(crate) mod invocations;
 mod metrics;
 mod ping;
+mod portal;
 pub mod reload;
 pub mod server;
 mod state;
@@ -28,6 +29,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(execution_parameters::execution_parameters)),
         )
         .service(web::resource("/info").route(web::get().to(info::info)))
+        .configure(portal::routes)
         .default_service(web::to(not_found));
 }
 
@@ -42,7 +44,7 @@ pub fn metrics_routes(cfg: &mut web::ServiceConfig) {
 async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
     let body = serde_json::json!({"error": {
         "code": "not_found",
-        "message": format!("no route for {} {}; mlapp serves GET /ping, POST /invocations, GET /execution-parameters, GET /info and GET /metrics", req.method(), req.path()),
+        "message": format!("no route for {} {}; mlapp serves GET /ping, POST /invocations, GET /execution-parameters, GET /info, GET /metrics and the job portal under /api/providers/prediction/ (create, invoke, check, stop, list, evaluate, report)", req.method(), req.path()),
     }});
     HttpResponse::NotFound().json(body)
 }

@@ -95,6 +95,19 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         Arc::clone(&metrics),
     ));
 
+    if cfg.portal.enabled() {
+        let scoring = crate::portal::Scoring {
+            env,
+            sources: cfg.model.source_options(),
+            sessions: cfg.workers.unwrap_or_else(ServeConfig::cpus).max(1),
+            device: cfg.device,
+            chunk_bytes: cfg.chunk_bytes(),
+        };
+        let portal = crate::portal::Portal::start(&cfg.portal, scoring, Arc::clone(&metrics))
+            .map_err(|e| ServeError::Config(e.to_string()))?;
+        let _ = state.portal.set(portal);
+    }
+
     actix_web::rt::System::new().block_on(async {
         let app_state = state.clone();
         let addr = format!("{}:{}", cfg.host, cfg.port);
@@ -197,6 +210,11 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
                 _ = quit.recv() => ("SIGQUIT", false),
             };
             drain_state.start_draining();
+            // No new items: one being scored is finished by another replica once its lease
+            // runs out.
+            if let Some(p) = drain_state.portal.get() {
+                p.shut_down();
+            }
             if graceful {
                 log::info!(
                     "{name}: accepting no more connections; finishing the {} requests in flight (up to {drain_secs} s)",

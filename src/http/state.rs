@@ -51,6 +51,8 @@ pub struct AppState {
     draining: AtomicBool,
     /// Bodies being read or held, in permits of 1 KiB (`body_memory_bytes`).
     pub body_budget: Arc<tokio::sync::Semaphore>,
+    /// The prediction-job portal, when it is on.
+    pub portal: std::sync::OnceLock<Arc<crate::portal::Portal>>,
 }
 
 impl AppState {
@@ -64,6 +66,7 @@ impl AppState {
             readiness: RwLock::new(readiness),
             status: Mutex::new(ModelStatus::default()),
             draining: AtomicBool::new(false),
+            portal: std::sync::OnceLock::new(),
         }
     }
 

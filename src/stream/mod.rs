@@ -36,7 +36,7 @@ use crate::codec::encode::{closing, opening, Writer};
 use crate::codec::lines::RecordTooLong;
 use crate::codec::{records, DecodeError, InputFormat, OutputFormat};
 use crate::engine::{Admitted, EngineError, LoadedModel};
-use crate::model::Outputs;
+use crate::model::{Outputs, Predictions};
 use cut::Cutter;
 pub use sink::{spool_stream, Answer, FileSink, Sink, Spool};
 pub use source::{FileSource, Source, Whole};
@@ -72,6 +72,13 @@ pub struct Job {
     pub max_record: usize,
     /// Pieces in flight at once (at least 1).
     pub window: usize,
+    /// Sees every piece's predictions before they are encoded (the portal's tallies).
+    pub observer: Option<Arc<dyn Observer>>,
+}
+
+/// Watches predictions go by, from the encoding threads, in no particular order.
+pub trait Observer: Send + Sync {
+    fn predictions(&self, p: &Predictions);
 }
 
 /// Whether an input of this format can be cut into records at line ends: line-oriented
@@ -317,6 +324,9 @@ fn encode(
         .map(|o| job.model.plan.apply(o))
         .transpose()
         .map_err(|m| format!("the model's outputs do not fit its signature: {m}"))?;
+    if let (Some(o), Some(p)) = (&job.observer, &predictions) {
+        o.predictions(p);
+    }
     let mut w = Writer::fragment(job.accept, total);
     w.append_records(predictions.as_ref(), bad, total, first_row)?;
     Ok(w.take())

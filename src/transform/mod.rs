@@ -8,7 +8,8 @@
 //! runs again, and an interrupted one is redone. A file with a bad record fails alone (no
 //! `.out`, as in SageMaker), unless bad records get placeholders.
 
-mod places;
+mod ids;
+pub mod places;
 mod progress;
 
 use std::fs::File;
@@ -27,7 +28,7 @@ use crate::model::fetch::Fetcher;
 use crate::monitor::Metrics;
 use crate::storage::{S3Store, StorageError};
 use crate::stream::{self, FileSink, FileSource, Split, StreamError};
-use places::{Item, Place};
+pub use places::{Item, Place};
 use progress::Progress;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -76,6 +77,17 @@ pub struct TransformConfig {
     /// Path of libonnxruntime.so.1.31.1.
     #[arg(long, env = "ORT_DYLIB_PATH")]
     pub ort_dylib: Option<PathBuf>,
+    /// 0-based CSV columns passed through in front of each answer line and not given to the
+    /// model (e.g. a device id), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub id_columns: Vec<usize>,
+    /// This run's share of the files, for Kubernetes Indexed Jobs or array jobs: file `i`
+    /// (in listing order) is this run's when `i % shard_count == shard_index`.
+    #[arg(long, env = "JOB_COMPLETION_INDEX", default_value_t = 0)]
+    pub shard_index: usize,
+    /// How many runs share the files (see --shard-index).
+    #[arg(long, default_value_t = 1)]
+    pub shard_count: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,13 +118,17 @@ pub struct Summary {
 }
 
 /// What every file of a run shares.
-struct Job {
-    model: Arc<LoadedModel>,
-    format: InputFormat,
-    accept: OutputFormat,
-    split: SplitType,
-    placeholders: bool,
-    chunk_bytes: usize,
+pub struct FileJob {
+    pub model: Arc<LoadedModel>,
+    pub format: InputFormat,
+    pub accept: OutputFormat,
+    pub split: SplitType,
+    pub placeholders: bool,
+    pub chunk_bytes: usize,
+    /// CSV columns passed through in front of each answer line (`ids`).
+    pub id_columns: Vec<usize>,
+    /// Sees the predictions (the portal's tallies).
+    pub observer: Option<Arc<dyn stream::Observer>>,
 }
 
 pub fn run(cfg: &TransformConfig) -> Result<Summary, TransformError> {
@@ -150,6 +166,21 @@ pub fn run(cfg: &TransformConfig) -> Result<Summary, TransformError> {
             "--workers must be between 1 and 4096, got {w}"
         )));
     }
+    if cfg.shard_count == 0 || cfg.shard_index >= cfg.shard_count {
+        return Err(TransformError::Config(format!(
+            "--shard-index must be below --shard-count, got {} of {}",
+            cfg.shard_index, cfg.shard_count
+        )));
+    }
+    if !cfg.id_columns.is_empty()
+        && (format != (InputFormat::Csv { header: false })
+            || cfg.split_type != SplitType::Line
+            || accept != OutputFormat::Csv)
+    {
+        return Err(TransformError::Config(
+            "--id-columns needs CSV input split by line and CSV answers".into(),
+        ));
+    }
     let (input, output) = (Place::parse(&cfg.input)?, Place::parse(&cfg.output)?);
     let sources = cfg.model.source_options();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -164,7 +195,21 @@ pub fn run(cfg: &TransformConfig) -> Result<Summary, TransformError> {
     } else {
         None
     };
-    let items = rt.block_on(places::plan(store.as_ref(), &input, &output))?;
+    let items: Vec<Item> = rt
+        .block_on(places::plan(store.as_ref(), &input, &output))?
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % cfg.shard_count == cfg.shard_index)
+        .map(|(_, item)| item)
+        .collect();
+    if cfg.shard_count > 1 {
+        log::info!(
+            "shard {} of {}: {} files",
+            cfg.shard_index,
+            cfg.shard_count,
+            items.len()
+        );
+    }
     let (env, _) = runtime::init(cfg.ort_dylib.as_deref())?;
     let opts = LoadOptions {
         sessions,
@@ -186,13 +231,15 @@ pub fn run(cfg: &TransformConfig) -> Result<Summary, TransformError> {
         &opts,
         Arc::new(Metrics::new()),
     )?);
-    let job = Job {
+    let job = FileJob {
         model: Arc::clone(&model),
         format,
         accept,
         split: cfg.split_type,
         placeholders: cfg.bad_records == BadRecords::Placeholder,
         chunk_bytes: (cfg.chunk_mb * 1024.0 * 1024.0) as usize,
+        id_columns: cfg.id_columns.clone(),
+        observer: None,
     };
     let work = Staging {
         dir: cfg
@@ -202,6 +249,7 @@ pub fn run(cfg: &TransformConfig) -> Result<Summary, TransformError> {
         store: store.as_ref(),
         rt: &rt,
     };
+    let tag = std::process::id().to_string();
     let mut progress = Progress::new(items.iter().map(|i| i.size).sum());
     let mut summary = Summary::default();
     for (n, item) in items.iter().enumerate() {
@@ -219,7 +267,8 @@ pub fn run(cfg: &TransformConfig) -> Result<Summary, TransformError> {
                 continue;
             }
         }
-        match work.transform(&job, n, item, &mut progress) {
+        let mut advance = |bytes, rows| progress.advance(bytes, rows);
+        match work.transform(&job, &format!("{tag}-{n}"), item, &mut advance, None) {
             Ok(rows) => {
                 summary.done += 1;
                 summary.rows += rows;
@@ -238,21 +287,29 @@ pub fn run(cfg: &TransformConfig) -> Result<Summary, TransformError> {
 
 /// Moves S3 inputs and outputs through a local folder, one file at a time: an S3 output
 /// appears only when its upload completes, so it too is never seen half written.
-struct Staging<'a> {
-    dir: PathBuf,
-    store: Option<&'a S3Store>,
-    rt: &'a tokio::runtime::Runtime,
+pub struct Staging<'a> {
+    pub dir: PathBuf,
+    pub store: Option<&'a S3Store>,
+    pub rt: &'a tokio::runtime::Runtime,
 }
 
+/// Told `(input bytes, records)` as pieces are answered.
+pub type OnPiece<'a> = &'a mut dyn FnMut(u64, u64);
+
 impl Staging<'_> {
-    fn transform(
+    /// Scores one input into its output; the records it answered, or why it failed. `tag`
+    /// names this writer's temporary files: two writers of the same output (a replica that
+    /// lost its lease and the one that took it over) never share one, and the output appears
+    /// whole, by a rename or a completed upload. `stop` turning true abandons the input.
+    pub fn transform(
         &self,
-        job: &Job,
-        n: usize,
+        job: &FileJob,
+        tag: &str,
         item: &Item,
-        progress: &mut Progress,
+        progress: OnPiece<'_>,
+        stop: Option<tokio::sync::watch::Receiver<bool>>,
     ) -> Result<u64, String> {
-        let staged = |what: &str| self.dir.join(format!("{}-{n}.{what}", std::process::id()));
+        let staged = |what: &str| self.dir.join(format!("{tag}.{what}"));
         let store = || self.store.ok_or_else(|| "no S3 client".to_string());
         let input = match &item.input {
             Place::Local(p) => p.clone(),
@@ -270,7 +327,7 @@ impl Staging<'_> {
             Place::Local(p) => p.clone(),
             Place::S3(_) => staged("out"),
         };
-        let mut result = transform_file(self.rt, job, &input, &output, progress);
+        let mut result = transform_file(self.rt, job, &input, &output, tag, progress, stop);
         if let (Ok(_), Place::S3(uri)) = (&result, &item.output) {
             if let Err(e) = self.rt.block_on(store()?.upload(&output, uri)) {
                 result = Err(e.to_string());
@@ -288,19 +345,27 @@ impl Staging<'_> {
 /// it failed.
 fn transform_file(
     rt: &tokio::runtime::Runtime,
-    job: &Job,
+    job: &FileJob,
     input: &Path,
     output: &Path,
-    progress: &mut Progress,
+    tag: &str,
+    progress: OnPiece<'_>,
+    stop: Option<tokio::sync::watch::Receiver<bool>>,
 ) -> Result<u64, String> {
-    let partial = PathBuf::from(format!("{}.partial", output.display()));
+    let partial = PathBuf::from(format!("{}.{tag}.partial", output.display()));
     if let Some(dir) = partial.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     let file = File::open(input).map_err(|e| e.to_string())?;
     let out = File::create(&partial).map_err(|e| format!("{}: {e}", partial.display()))?;
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        rt.block_on(score_file(job, file, out, progress))
+        rt.block_on(async {
+            let mut stop = stop;
+            tokio::select! {
+                r = score_file(job, file, out, progress) => r,
+                () = stopped(stop.as_mut()) => Err("stopped before the file was done".to_string()),
+            }
+        })
     }))
     .unwrap_or_else(|p| {
         Err(format!(
@@ -320,11 +385,24 @@ fn transform_file(
     }
 }
 
+/// Resolves when `stop` turns true (never without one).
+async fn stopped(stop: Option<&mut tokio::sync::watch::Receiver<bool>>) {
+    match stop {
+        Some(rx) => {
+            if rx.wait_for(|&s| s).await.is_err() {
+                // The sender went: nobody can ask to stop any more.
+                std::future::pending::<()>().await
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
 async fn score_file(
-    job: &Job,
+    job: &FileJob,
     input: File,
     output: File,
-    progress: &mut Progress,
+    progress: OnPiece<'_>,
 ) -> Result<u64, String> {
     let ticket = job.model.engine.admit().map_err(|e| e.to_string())?;
     let piece = stream::Job {
@@ -342,12 +420,16 @@ async fn score_file(
         chunk_bytes: job.chunk_bytes,
         max_record: stream::MAX_RECORD_BYTES,
         window: stream::window(job.model.sessions),
+        observer: job.observer.clone(),
     };
     let mut source = FileSource::new(input);
-    let mut sink = FileSink::new(output, |bytes, rows| {
-        progress.advance(bytes as u64, rows as u64)
-    });
-    let rows = match stream::score(piece, &mut source, &mut sink, |_| Ok(())).await {
+    let mut sink = FileSink::new(output, |bytes, rows| progress(bytes as u64, rows as u64));
+    let scored = if job.id_columns.is_empty() {
+        stream::score(piece, &mut source, &mut sink, |_| Ok(())).await
+    } else {
+        ids::score(piece, &job.id_columns, &mut source, &mut sink).await
+    };
+    let rows = match scored {
         Ok(done) => done.rows,
         // A file of no records answers with no lines (an empty `.out`), as SageMaker does.
         Err(StreamError::Decode(DecodeError::Empty)) if job.split == SplitType::Line => 0,

@@ -1,0 +1,547 @@
+//! Late ground truth: `POST /api/providers/prediction/evaluate` takes a CSV of `id,label` for
+//! a finished job whose answers carry ids (`id_columns`), joins it with the job's output
+//! files by id, and stores binary-classification metrics in the layout of SageMaker Model
+//! Monitor's `binary_classification_metrics` (confusion matrix keyed actual → predicted,
+//! every scalar as `{value, standard_deviation}`), with the ROC and precision-recall curves.
+//! It runs in the background; `check` shows it, and `report` draws it.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::spec::{invalid, JobSpec};
+use super::store::{now_ms, Store};
+use super::view::iso;
+use super::{JobStatus, PortalError};
+use crate::model::fetch::SourceOptions;
+use crate::storage::S3Store;
+use crate::transform::Place;
+
+/// Ground-truth rows held at once: a panel of known owners, not the whole population.
+const MAX_TRUTH_ROWS: usize = 20_000_000;
+/// Points kept on each curve.
+const CURVE_POINTS: usize = 200;
+/// Model Monitor gives a standard deviation from this many samples on.
+const MIN_FOR_DEVIATION: usize = 200;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Request {
+    name: String,
+    /// A local CSV file or an `s3://` object: `id,label` per line (the id as many columns as
+    /// the job's `id_columns`); a first line starting with `id` is a header.
+    ground_truth: String,
+    /// The positive class (default: the second class, whose probability the job tallied).
+    #[serde(default)]
+    positive_label: Option<String>,
+}
+
+/// Checks the request and the job, records that an evaluation runs, and starts it.
+pub async fn start(
+    store: &Store,
+    sources: &SourceOptions,
+    body: &[u8],
+) -> Result<(u16, Value), PortalError> {
+    let req: Request = serde_json::from_slice(body).map_err(|e| invalid("body", e.to_string()))?;
+    super::spec::check_name(&req.name)?;
+    let job = store
+        .job(&req.name)
+        .await?
+        .ok_or_else(|| PortalError::NotFound(req.name.clone()))?;
+    if !matches!(
+        job.status,
+        JobStatus::Completed | JobStatus::PartiallyCompleted
+    ) {
+        return Err(PortalError::Conflict(format!(
+            "job {:?} is {}: ground truth is evaluated against a finished job's answers",
+            req.name,
+            job.status.as_str()
+        )));
+    }
+    let spec = JobSpec::parse(job.spec.as_bytes())?;
+    if spec.id_columns.is_empty() {
+        return Err(invalid(
+            "name",
+            format!(
+                "job {:?} has no id_columns: its answers cannot be joined with ground truth",
+                req.name
+            ),
+        )
+        .into());
+    }
+    let results: Value = job
+        .results
+        .as_deref()
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or(Value::Null);
+    let positive = match (
+        &req.positive_label,
+        results["score_histogram"]["score_of"].as_str(),
+    ) {
+        (Some(p), _) => p.clone(),
+        (None, Some(s)) if s != "top class" => s.to_string(),
+        _ => {
+            return Err(invalid(
+                "positive_label",
+                "the job's model is not a binary classifier: name the positive label",
+            )
+            .into())
+        }
+    };
+    let truth =
+        Place::parse(&req.ground_truth).map_err(|e| invalid("ground_truth", e.to_string()))?;
+    if let Place::Local(p) = &truth {
+        if !p.is_file() {
+            return Err(invalid("ground_truth", format!("{}: no such file", p.display())).into());
+        }
+    }
+    let outputs: Vec<String> = store
+        .items(&req.name)
+        .await?
+        .into_iter()
+        .filter(|i| i.status == super::ItemStatus::Done)
+        .map(|i| i.output)
+        .collect();
+    let running = json!({"status": "InProgress", "ground_truth": req.ground_truth,
+                         "positive_label": positive, "started_at": iso(now_ms())});
+    store
+        .set_evaluation(&req.name, &running.to_string())
+        .await?;
+    let (store, sources, name) = (store.clone(), sources.clone(), req.name.clone());
+    let id_width = spec.id_columns.len();
+    let scored_by = results["score_histogram"]["score_of"]
+        .as_str()
+        .map(str::to_string);
+    tokio::spawn(async move {
+        let started = now_ms();
+        let computed = run(
+            &sources,
+            &truth,
+            &outputs,
+            id_width,
+            &positive,
+            scored_by.as_deref(),
+        )
+        .await;
+        let stored = match computed {
+            Ok(metrics) => json!({"status": "Completed", "ground_truth": truth.to_string(),
+                "positive_label": positive, "started_at": iso(started), "ended_at": iso(now_ms()),
+                "matched": metrics.0, "unmatched_truth": metrics.1, "metrics": metrics.2}),
+            Err(why) => json!({"status": "Failed", "ground_truth": truth.to_string(),
+                "positive_label": positive, "reason": why, "ended_at": iso(now_ms())}),
+        };
+        if let Err(e) = store.set_evaluation(&name, &stored.to_string()).await {
+            log::error!("portal: cannot store the evaluation of {name}: {e}");
+        }
+    });
+    Ok((
+        202,
+        json!({"name": job.name, "evaluation": running,
+                    "check": format!("/api/providers/prediction/check?name={}", job.name),
+                    "report": format!("/api/providers/prediction/report?name={}", job.name)}),
+    ))
+}
+
+/// Fetches what is on S3, then joins and computes on a blocking thread.
+async fn run(
+    sources: &SourceOptions,
+    truth: &Place,
+    outputs: &[String],
+    id_width: usize,
+    positive: &str,
+    scored_by: Option<&str>,
+) -> Result<(usize, usize, Value), String> {
+    let work = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut s3: Option<S3Store> = None;
+    let local =
+        |place: &Place, n: usize| -> Result<Option<(crate::storage::S3Uri, PathBuf)>, String> {
+            match place {
+                Place::Local(_) => Ok(None),
+                Place::S3(uri) => Ok(Some((uri.clone(), work.path().join(format!("{n}"))))),
+            }
+        };
+    let mut paths = Vec::new();
+    let places: Vec<Place> = std::iter::once(Ok(truth.clone()))
+        .chain(outputs.iter().map(|o| Place::parse(o)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    for (n, place) in places.iter().enumerate() {
+        match local(place, n)? {
+            None => {
+                if let Place::Local(p) = place {
+                    paths.push(p.clone());
+                }
+            }
+            Some((uri, at)) => {
+                if s3.is_none() {
+                    s3 = Some(S3Store::connect(&sources.s3).await);
+                }
+                if let Some(store) = &s3 {
+                    store.download(&uri, &at).await.map_err(|e| e.to_string())?;
+                }
+                paths.push(at);
+            }
+        }
+    }
+    let (positive, scored_by) = (positive.to_string(), scored_by.map(str::to_string));
+    tokio::task::spawn_blocking(move || {
+        let truth = read_truth(&paths[0], id_width)?;
+        let pairs = join(
+            &truth,
+            &paths[1..],
+            id_width,
+            &positive,
+            scored_by.as_deref(),
+        )?;
+        let matched = pairs.len();
+        if matched == 0 {
+            return Err("no id of the ground truth is among the job's answers".to_string());
+        }
+        Ok((
+            matched,
+            truth.len() - matched.min(truth.len()),
+            metrics(&pairs),
+        ))
+    })
+    .await
+    .map_err(|e| format!("the evaluation failed: {e}"))?
+}
+
+fn read_truth(path: &Path, id_width: usize) -> Result<HashMap<Vec<u8>, Vec<u8>>, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut truth = HashMap::new();
+    for (n, line) in BufReader::new(file).split(b'\n').enumerate() {
+        let line = line.map_err(|e| format!("ground truth: {e}"))?;
+        let line = line.strip_suffix(b"\r").unwrap_or(&line);
+        if line.is_empty() || (n == 0 && line.starts_with(b"id")) {
+            continue;
+        }
+        let fields = split(line);
+        if fields.len() != id_width + 1 {
+            return Err(format!(
+                "ground truth line {}: {} fields, expected the id ({id_width}) and a label",
+                n + 1,
+                fields.len()
+            ));
+        }
+        if truth.len() >= MAX_TRUTH_ROWS {
+            return Err(format!("ground truth: more than {MAX_TRUTH_ROWS} rows"));
+        }
+        let id = fields[..id_width].join(&b","[..]);
+        truth.insert(id, unquote(fields[id_width]).to_vec());
+    }
+    Ok(truth)
+}
+
+/// `(actual is positive, predicted is positive, score)` for each answered id in the truth.
+fn join(
+    truth: &HashMap<Vec<u8>, Vec<u8>>,
+    outputs: &[PathBuf],
+    id_width: usize,
+    positive: &str,
+    scored_by: Option<&str>,
+) -> Result<Vec<(bool, bool, f64)>, String> {
+    let mut pairs = Vec::new();
+    for path in outputs {
+        let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        for (n, line) in BufReader::new(file).split(b'\n').enumerate() {
+            let line = line.map_err(|e| format!("{}: {e}", path.display()))?;
+            let fields = split(&line);
+            // id…, label, p(class 0), p(class 1): a binary classifier's CSV answer.
+            if fields.len() != id_width + 3 {
+                continue;
+            }
+            let id = fields[..id_width].join(&b","[..]);
+            let Some(actual) = truth.get(&id) else {
+                continue;
+            };
+            let label = unquote(fields[id_width]);
+            let p1: f64 = std::str::from_utf8(fields[id_width + 2])
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| {
+                    format!(
+                        "{} line {}: the score is not a number",
+                        path.display(),
+                        n + 1
+                    )
+                })?;
+            let score = if scored_by.is_none_or(|s| s == positive) {
+                p1
+            } else {
+                1.0 - p1
+            };
+            pairs.push((
+                actual == positive.as_bytes(),
+                label == positive.as_bytes(),
+                score,
+            ));
+        }
+    }
+    Ok(pairs)
+}
+
+fn split(line: &[u8]) -> Vec<&[u8]> {
+    let mut fields = Vec::new();
+    let (mut start, mut quoted) = (0, false);
+    for (i, &b) in line.iter().enumerate() {
+        match b {
+            b'"' => quoted = !quoted,
+            b',' if !quoted => {
+                fields.push(&line[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    fields.push(&line[start..]);
+    fields
+}
+
+fn unquote(f: &[u8]) -> &[u8] {
+    f.strip_prefix(b"\"")
+        .and_then(|f| f.strip_suffix(b"\""))
+        .unwrap_or(f)
+}
+
+#[derive(Clone, Copy, Default)]
+struct Counts {
+    tp: f64,
+    fp: f64,
+    tn: f64,
+    fn_: f64,
+}
+
+fn counts(pairs: &[(bool, bool, f64)]) -> Counts {
+    let mut c = Counts::default();
+    for &(a, p, _) in pairs {
+        match (a, p) {
+            (true, true) => c.tp += 1.0,
+            (false, true) => c.fp += 1.0,
+            (false, false) => c.tn += 1.0,
+            (true, false) => c.fn_ += 1.0,
+        }
+    }
+    c
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b == 0.0 {
+        0.0
+    } else {
+        a / b
+    }
+}
+
+fn f_beta(precision: f64, recall: f64, beta: f64) -> f64 {
+    let b2 = beta * beta;
+    ratio((1.0 + b2) * precision * recall, b2 * precision + recall)
+}
+
+/// The scalar metrics of one sample.
+fn scalars(pairs: &[(bool, bool, f64)]) -> Vec<(&'static str, f64)> {
+    let c = counts(pairs);
+    let n = pairs.len() as f64;
+    let (precision, recall) = (ratio(c.tp, c.tp + c.fp), ratio(c.tp, c.tp + c.fn_));
+    let positives = c.tp + c.fn_;
+    // The best constant classifier says "positive" to every row: its recall is 1 and its
+    // precision the positive share (Model Monitor's reading for binary problems).
+    let (bc_precision, bc_recall) = (ratio(positives, n), if positives > 0.0 { 1.0 } else { 0.0 });
+    let bc_accuracy = ratio(positives.max(n - positives), n);
+    vec![
+        ("accuracy", ratio(c.tp + c.tn, n)),
+        ("precision", precision),
+        ("recall", recall),
+        ("true_positive_rate", recall),
+        ("true_negative_rate", ratio(c.tn, c.tn + c.fp)),
+        ("false_positive_rate", ratio(c.fp, c.tn + c.fp)),
+        ("false_negative_rate", ratio(c.fn_, c.tp + c.fn_)),
+        ("auc", auc(pairs)),
+        ("f0_5", f_beta(precision, recall, 0.5)),
+        ("f1", f_beta(precision, recall, 1.0)),
+        ("f2", f_beta(precision, recall, 2.0)),
+        ("accuracy_best_constant_classifier", bc_accuracy),
+        ("precision_best_constant_classifier", bc_precision),
+        ("recall_best_constant_classifier", bc_recall),
+        (
+            "f0_5_best_constant_classifier",
+            f_beta(bc_precision, bc_recall, 0.5),
+        ),
+        (
+            "f1_best_constant_classifier",
+            f_beta(bc_precision, bc_recall, 1.0),
+        ),
+        (
+            "f2_best_constant_classifier",
+            f_beta(bc_precision, bc_recall, 2.0),
+        ),
+    ]
+}
+
+/// ROC AUC as the Mann–Whitney statistic, ties counted half (what scikit-learn computes).
+fn auc(pairs: &[(bool, bool, f64)]) -> f64 {
+    let mut scored: Vec<(f64, bool)> = pairs.iter().map(|&(a, _, s)| (s, a)).collect();
+    scored.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (mut rank_sum, mut i) = (0.0, 0);
+    while i < scored.len() {
+        let mut j = i;
+        while j < scored.len() && scored[j].0 == scored[i].0 {
+            j += 1;
+        }
+        let mean_rank = (i + j + 1) as f64 / 2.0;
+        rank_sum += mean_rank * scored[i..j].iter().filter(|x| x.1).count() as f64;
+        i = j;
+    }
+    let pos = scored.iter().filter(|x| x.1).count() as f64;
+    let neg = scored.len() as f64 - pos;
+    if pos == 0.0 || neg == 0.0 {
+        return f64::NAN;
+    }
+    (rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg)
+}
+
+/// ROC and precision-recall points at every distinct score, thinned to `CURVE_POINTS`.
+type Curve = Vec<(f64, f64)>;
+
+fn curves(pairs: &[(bool, bool, f64)]) -> (Curve, Curve) {
+    let mut scored: Vec<(f64, bool)> = pairs.iter().map(|&(a, _, s)| (s, a)).collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let pos = scored.iter().filter(|x| x.1).count() as f64;
+    let neg = scored.len() as f64 - pos;
+    let (mut tp, mut fp) = (0.0, 0.0);
+    let mut roc = vec![(0.0, 0.0)];
+    let mut pr = Vec::new();
+    let mut i = 0;
+    while i < scored.len() {
+        let s = scored[i].0;
+        while i < scored.len() && scored[i].0 == s {
+            if scored[i].1 {
+                tp += 1.0
+            } else {
+                fp += 1.0
+            }
+            i += 1;
+        }
+        roc.push((ratio(fp, neg), ratio(tp, pos)));
+        pr.push((ratio(tp, pos), ratio(tp, tp + fp)));
+    }
+    let thin = |v: Curve| -> Curve {
+        if v.len() <= CURVE_POINTS {
+            return v;
+        }
+        let step = (v.len() - 1) as f64 / (CURVE_POINTS - 1) as f64;
+        (0..CURVE_POINTS)
+            .map(|k| v[((k as f64 * step).round() as usize).min(v.len() - 1)])
+            .collect()
+    };
+    (thin(roc), thin(pr))
+}
+
+/// Model Monitor's `binary_classification_metrics`: each scalar with the standard deviation
+/// of five 80 % samples (from 200 rows on; `"NaN"` below, as Model Monitor writes it).
+pub fn metrics(pairs: &[(bool, bool, f64)]) -> Value {
+    let whole = scalars(pairs);
+    let samples: Vec<Vec<(&str, f64)>> = if pairs.len() >= MIN_FOR_DEVIATION {
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        (0..5)
+            .map(|_| {
+                let mut idx: Vec<usize> = (0..pairs.len()).collect();
+                // A fixed-seed shuffle: the same answers give the same deviations.
+                for i in (1..idx.len()).rev() {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    idx.swap(i, (rng % (i as u64 + 1)) as usize);
+                }
+                let sample: Vec<_> = idx[..pairs.len() * 4 / 5]
+                    .iter()
+                    .map(|&i| pairs[i])
+                    .collect();
+                scalars(&sample)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut m = serde_json::Map::new();
+    for (k, (name, value)) in whole.iter().enumerate() {
+        let sd = if samples.is_empty() {
+            json!("NaN")
+        } else {
+            let xs: Vec<f64> = samples.iter().map(|s| s[k].1).collect();
+            let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+            json!((xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64).sqrt())
+        };
+        let value = if value.is_finite() {
+            json!(value)
+        } else {
+            json!("NaN")
+        };
+        m.insert(
+            name.to_string(),
+            json!({"value": value, "standard_deviation": sd}),
+        );
+    }
+    let c = counts(pairs);
+    m.insert(
+        "confusion_matrix".into(),
+        json!({"positive": {"positive": c.tp, "negative": c.fn_},
+               "negative": {"positive": c.fp, "negative": c.tn}}),
+    );
+    let (roc, pr) = curves(pairs);
+    m.insert(
+        "receiver_operating_characteristic_curve".into(),
+        json!({"false_positive_rates": roc.iter().map(|p| p.0).collect::<Vec<_>>(),
+               "true_positive_rates": roc.iter().map(|p| p.1).collect::<Vec<_>>()}),
+    );
+    m.insert(
+        "precision_recall_curve".into(),
+        json!({"recalls": pr.iter().map(|p| p.0).collect::<Vec<_>>(),
+               "precisions": pr.iter().map(|p| p.1).collect::<Vec<_>>()}),
+    );
+    json!({"version": 0.0, "dataset": {"item_count": pairs.len()}, "binary_classification_metrics": m})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_match_hand_counts() {
+        // Model Monitor's own fixture: TN=1, FP=2, FN=0, TP=1 → precision 1/3, recall 1,
+        // accuracy 0.5, FPR 2/3.
+        let pairs = [
+            (false, false, 0.1),
+            (false, true, 0.6),
+            (false, true, 0.7),
+            (true, true, 0.9),
+        ];
+        let m = &metrics(&pairs)["binary_classification_metrics"];
+        let v = |k: &str| m[k]["value"].as_f64().unwrap();
+        assert!((v("precision") - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(v("recall"), 1.0);
+        assert_eq!(v("accuracy"), 0.5);
+        assert!((v("false_positive_rate") - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(v("auc"), 1.0);
+        assert_eq!(m["precision"]["standard_deviation"], "NaN");
+        assert_eq!(m["confusion_matrix"]["negative"]["positive"], 2.0);
+    }
+
+    #[test]
+    fn auc_counts_ties_half() {
+        // One positive and one negative with the same score: 0.5.
+        assert_eq!(auc(&[(true, true, 0.5), (false, true, 0.5)]), 0.5);
+        // Pairs (pos, neg): (0.8, 0.3) right, (0.8, 0.9) wrong, (0.4, 0.3) right, (0.4, 0.9)
+        // wrong: 2 of 4.
+        let p = [
+            (true, true, 0.8),
+            (true, false, 0.4),
+            (false, false, 0.3),
+            (false, true, 0.9),
+        ];
+        assert_eq!(auc(&p), 0.5);
+    }
+}

@@ -1,0 +1,157 @@
+//! What `check` and `list` answer: a job's state, progress, first failures, history, results
+//! and comparison, from its stored rows.
+
+use serde_json::{json, Value};
+
+use super::store::{now_ms, Event, ItemRow, JobRow};
+use super::ItemStatus;
+
+/// Failures listed in `check`, as Vertex AI's `partialFailures` (the rest are counted).
+const FAILURES_SHOWN: usize = 20;
+
+pub fn describe(job: &JobRow, items: &[ItemRow], events: &[Event]) -> Value {
+    let mut v = summary(job);
+    let count = |s: ItemStatus| items.iter().filter(|i| i.status == s).count();
+    let (done, failed, running, queued) = (
+        count(ItemStatus::Done),
+        count(ItemStatus::Failed),
+        count(ItemStatus::Running),
+        count(ItemStatus::Queued),
+    );
+    let records_ok: i64 = items.iter().map(|i| i.rows_ok).sum();
+    let records_failed: i64 = items.iter().map(|i| i.rows_failed).sum();
+    let bytes_total: i64 = items.iter().map(|i| i.size).sum();
+    let bytes_done: i64 = items
+        .iter()
+        .map(|i| match i.status {
+            ItemStatus::Done | ItemStatus::Failed => i.size,
+            _ => i.bytes_done.min(i.size),
+        })
+        .sum();
+    let elapsed_ms = match (job.started_at, job.ended_at) {
+        (Some(s), Some(e)) => e - s,
+        (Some(s), None) => now_ms() - s,
+        _ => 0,
+    };
+    let secs = elapsed_ms as f64 / 1000.0;
+    let rows_per_s = if secs > 0.0 {
+        Some(records_ok as f64 / secs)
+    } else {
+        None
+    };
+    let eta_s = if job.status.terminal() {
+        Some(0.0)
+    } else if secs > 0.0 && bytes_done > 0 {
+        Some(secs * (bytes_total - bytes_done).max(0) as f64 / bytes_done as f64)
+    } else {
+        None
+    };
+    let mut replicas: Vec<&str> = items
+        .iter()
+        .filter(|i| i.status == ItemStatus::Running)
+        .filter_map(|i| i.lease_owner.as_deref())
+        .collect();
+    replicas.sort_unstable();
+    replicas.dedup();
+    let failures: Vec<Value> = items
+        .iter()
+        .filter(|i| i.status == ItemStatus::Failed)
+        .take(FAILURES_SHOWN)
+        .map(|i| json!({"input": i.input, "attempts": i.attempts, "error": i.error}))
+        .collect();
+    let spec: Value = serde_json::from_str(&job.spec).unwrap_or(Value::Null);
+    v["spec"] = spec;
+    v["progress"] = json!({
+        "items_total": items.len(),
+        "items_done": done,
+        "items_failed": failed,
+        "items_running": running,
+        "items_queued": queued,
+        "records_ok": records_ok,
+        "records_failed": records_failed,
+        "bytes_total": bytes_total,
+        "bytes_done": bytes_done,
+        "rows_per_s": rows_per_s,
+        "eta_s": eta_s,
+    });
+    v["failures"] = json!(failures);
+    v["failures_total"] = json!(failed);
+    v["replicas"] = json!(replicas);
+    v["events"] = json!(events
+        .iter()
+        .map(|e| json!({"at": iso(e.at), "from": e.from, "to": e.to, "replica": e.replica, "reason": e.reason}))
+        .collect::<Vec<_>>());
+    v["items"] = json!(items
+        .iter()
+        .take(1000)
+        .map(|i| json!({"input": i.input, "output": i.output, "status": i.status.as_str(),
+                        "attempts": i.attempts, "records_ok": i.rows_ok, "records_failed": i.rows_failed,
+                        "replica": i.lease_owner,
+                        "started_at": i.started_at.map(iso), "ended_at": i.ended_at.map(iso)}))
+        .collect::<Vec<_>>());
+    let parse = |s: &Option<String>| -> Value {
+        s.as_deref()
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or(Value::Null)
+    };
+    v["results"] = parse(&job.results);
+    v["comparison"] = parse(&job.comparison);
+    v["evaluation"] = parse(&job.evaluation);
+    v
+}
+
+/// The fields of a job that `list` shows.
+pub fn summary(job: &JobRow) -> Value {
+    let labels: Value = serde_json::from_str(&job.labels).unwrap_or(json!({}));
+    let spec: Value = serde_json::from_str(&job.spec).unwrap_or(Value::Null);
+    json!({
+        "name": job.name,
+        "status": job.status.as_str(),
+        "reason": job.reason,
+        "attempt": job.attempt,
+        "model": {"uri": job.model_uri, "version": job.model_version},
+        "input": spec["input"],
+        "output": spec["output"],
+        "labels": labels,
+        "created_at": iso(job.created_at),
+        "started_at": job.started_at.map(iso),
+        "ended_at": job.ended_at.map(iso),
+        "updated_at": iso(job.updated_at),
+        "check": format!("/api/providers/prediction/check?name={}", job.name),
+    })
+}
+
+/// Epoch milliseconds as RFC 3339 UTC (`2026-12-02T11:28:53.123Z`).
+pub fn iso(ms: i64) -> String {
+    let (secs, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::iso;
+
+    #[test]
+    fn iso_times_match_known_dates() {
+        assert_eq!(iso(0), "1970-01-01T00:00:00.000Z");
+        // `date -u -d @1796210933 +%FT%T` = 2026-12-02T11:28:53
+        assert_eq!(iso(1_796_210_933_123), "2026-12-02T11:28:53.123Z");
+        assert_eq!(iso(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,513 @@
+//! A replica's share of the work: claim an item, score it while renewing the lease, complete
+//! it only while the lease is still ours, and finish the job when its last item ends.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::watch;
+
+use super::results::{self, Recorder, Tally};
+use super::spec::{JobSpec, COMPARE_PREVIOUS};
+use super::store::{now_ms, Claimed, Outcome, Store, StoreError};
+use super::{ItemStatus, JobStatus, Scoring};
+use crate::engine::{self, LoadOptions, LoadedModel};
+use crate::model::fetch::Fetcher;
+use crate::storage::S3Store;
+use crate::transform::{FileJob, Item, Place, Staging};
+
+/// Models loaded for jobs, at most this many at once.
+const MODELS_KEPT: usize = 2;
+
+struct Loaded {
+    uri: String,
+    version: String,
+    model: Arc<LoadedModel>,
+    fetcher: Fetcher,
+}
+
+pub struct Workers {
+    store: Store,
+    replica: String,
+    lease: Duration,
+    poll: Duration,
+    scoring: Scoring,
+    models: tokio::sync::Mutex<Vec<Loaded>>,
+}
+
+/// How scoring an item went, as seen from the lease.
+enum Held {
+    Yes,
+    /// Another replica holds the item now: whatever we found is not ours to write.
+    Lost,
+    /// The job stopped or failed meanwhile: the item goes back unfinished.
+    JobEnded,
+}
+
+impl Workers {
+    pub fn new(
+        store: Store,
+        replica: String,
+        lease: Duration,
+        poll: Duration,
+        scoring: Scoring,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            replica,
+            lease,
+            poll,
+            scoring,
+            models: tokio::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// One item worker: claims and scores items until the portal shuts down.
+    pub async fn run(self: Arc<Self>, n: usize, mut stop: watch::Receiver<bool>) {
+        log::debug!("portal: item worker {n} started");
+        while !*stop.borrow() {
+            match self.store.claim(&self.replica, self.lease).await {
+                Ok(Some(c)) => {
+                    self.item(c).await;
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => log::warn!("portal: cannot claim work: {e}"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.poll) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// Finishes jobs that nobody finished: a replica died between completing the last item
+    /// and finishing the job, or a stopping job's last holder died.
+    pub async fn sweep(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let every = (self.poll * 5).max(Duration::from_secs(1));
+        while !*stop.borrow() {
+            for status in [JobStatus::InProgress, JobStatus::Stopping] {
+                match self.store.list(Some(status), None, 1000).await {
+                    Ok(jobs) => {
+                        for j in jobs {
+                            if let Err(e) = settle(&self.store, &self.replica, &j.name).await {
+                                log::warn!("portal: cannot settle job {}: {e}", j.name);
+                            }
+                        }
+                    }
+                    Err(e) => log::warn!("portal: cannot list jobs: {e}"),
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    async fn item(&self, c: Claimed) {
+        let label = format!("{} item {} ({})", c.job, c.seq, c.input);
+        let outcome = self.score(&c).await;
+        let done = match outcome {
+            Ok((Held::Lost, _)) => {
+                log::warn!(
+                    "portal: {label}: the lease was lost to another replica; its result is dropped"
+                );
+                return;
+            }
+            Ok((Held::JobEnded, _)) => {
+                log::info!("portal: {label}: the job stopped; the item goes back unfinished");
+                self.store.release(&c).await.map(|()| true)
+            }
+            Ok((Held::Yes, result)) => {
+                let outcome = match &result {
+                    Ok((rows, tally)) => Outcome {
+                        status: ItemStatus::Done,
+                        rows_ok: tally.rows,
+                        rows_failed: rows.saturating_sub(tally.rows),
+                        bytes_done: 0,
+                        tally: None,
+                        error: None,
+                    },
+                    Err(why) => Outcome {
+                        status: ItemStatus::Failed,
+                        rows_ok: 0,
+                        rows_failed: 0,
+                        bytes_done: 0,
+                        tally: None,
+                        error: Some(why.as_str()),
+                    },
+                };
+                let tally = result
+                    .as_ref()
+                    .ok()
+                    .and_then(|(_, t)| serde_json::to_string(t).ok());
+                if let Err(why) = &result {
+                    log::error!("portal: {label}: failed: {why}");
+                }
+                self.store
+                    .finish_item(
+                        &c,
+                        &Outcome {
+                            tally: tally.as_deref(),
+                            ..outcome
+                        },
+                    )
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match done {
+            Ok(true) => {}
+            Ok(false) => log::warn!(
+                "portal: {label}: the lease was lost before it completed; its result is dropped"
+            ),
+            Err(e) => log::error!("portal: {label}: cannot record the result: {e}"),
+        }
+        if let Err(e) = settle(&self.store, &self.replica, &c.job).await {
+            log::warn!("portal: cannot settle job {}: {e}", c.job);
+        }
+    }
+
+    /// Scores a claimed item while renewing its lease.
+    async fn score(&self, c: &Claimed) -> Result<(Held, Result<(u64, Tally), String>), StoreError> {
+        let Some(job) = self.store.job(&c.job).await? else {
+            return Ok((Held::Yes, Err("the job was deleted".into())));
+        };
+        let spec = match JobSpec::parse(job.spec.as_bytes()) {
+            Ok(s) => s,
+            Err(e) => return Ok((Held::Yes, Err(format!("the stored job is unreadable: {e}")))),
+        };
+        if job.status == JobStatus::Queued {
+            self.store
+                .transition(
+                    &c.job,
+                    &[JobStatus::Queued],
+                    JobStatus::InProgress,
+                    &self.replica,
+                    "first item claimed",
+                )
+                .await?;
+        }
+        if c.attempts > i64::from(spec.max_attempts) {
+            return Ok((
+                Held::Yes,
+                Err(format!(
+                    "started {} times and never finished (max_attempts {}): the replicas scoring it died or hung",
+                    c.attempts - 1,
+                    spec.max_attempts
+                )),
+            ));
+        }
+        let checked = match spec.check() {
+            Ok(s) => s,
+            Err(e) => return Ok((Held::Yes, Err(e.to_string()))),
+        };
+        let model = match self.model(&job.model_uri, &job.model_version).await {
+            Ok(m) => m,
+            Err(why) => return Ok((Held::Yes, Err(why))),
+        };
+        let item = match (Place::parse(&c.input), Place::parse(&c.output)) {
+            (Ok(input), Ok(output)) => Item {
+                input,
+                output,
+                size: 0,
+            },
+            (Err(e), _) | (_, Err(e)) => return Ok((Held::Yes, Err(e.to_string()))),
+        };
+        let recorder = Arc::new(Recorder::default());
+        let file_job = FileJob {
+            model,
+            format: checked.format,
+            accept: checked.accept,
+            split: checked.split,
+            placeholders: checked.bad_records == crate::batch::BadRecords::Placeholder,
+            chunk_bytes: self.scoring.chunk_bytes,
+            id_columns: spec.id_columns.clone(),
+            observer: Some(Arc::clone(&recorder) as Arc<dyn crate::stream::Observer>),
+        };
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let progress = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+        let seen = Arc::clone(&progress);
+        let s3 = self.scoring.sources.s3.clone();
+        let needs_s3 = item.input.is_s3() || item.output.is_s3();
+        let tag: String = format!("{}-{}-{}-{}", c.job, self.replica, c.seq, c.attempts)
+            .chars()
+            .map(|ch| {
+                if ch.is_ascii_alphanumeric() || ch == '-' {
+                    ch
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let mut scoring = tokio::task::spawn_blocking(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start a runtime: {e}"))?;
+            let store = needs_s3.then(|| rt.block_on(S3Store::connect(&s3)));
+            let staging = Staging {
+                dir: std::env::temp_dir().join("mlapp-portal"),
+                store: store.as_ref(),
+                rt: &rt,
+            };
+            let mut on_piece = |bytes: u64, rows: u64| {
+                seen.0.fetch_add(bytes, Ordering::Relaxed);
+                seen.1.fetch_add(rows, Ordering::Relaxed);
+            };
+            staging.transform(&file_job, &tag, &item, &mut on_piece, Some(stop_rx))
+        });
+        let mut held = Held::Yes;
+        let renew_every = self.lease / 3;
+        let result = loop {
+            tokio::select! {
+                r = &mut scoring => break r.map_err(|e| format!("scoring the item failed: {e}")).and_then(|r| r),
+                () = tokio::time::sleep(renew_every) => {
+                    let (bytes, rows) = (progress.0.load(Ordering::Relaxed), progress.1.load(Ordering::Relaxed));
+                    match self.store.renew(c, self.lease, rows, bytes).await {
+                        Ok(None) => { held = Held::Lost; let _ = stop_tx.send(true); }
+                        Ok(Some(JobStatus::InProgress)) => {}
+                        Ok(Some(_)) => { held = Held::JobEnded; let _ = stop_tx.send(true); }
+                        // The store is unreachable: keep scoring; the lease may run out, and
+                        // the completion then finds it lost.
+                        Err(e) => log::warn!("portal: cannot renew the lease of {} item {}: {e}", c.job, c.seq),
+                    }
+                }
+            }
+        };
+        Ok((held, result.map(|rows| (rows, recorder.take()))))
+    }
+
+    /// The job's model at its pinned version, loaded once per replica.
+    async fn model(&self, uri: &str, version: &str) -> Result<Arc<LoadedModel>, String> {
+        let mut models = self.models.lock().await;
+        if let Some(m) = models.iter().find(|m| m.uri == uri && m.version == version) {
+            return Ok(Arc::clone(&m.model));
+        }
+        let fetcher = Fetcher::new(uri, self.scoring.sources.clone())
+            .map_err(|e| format!("model {uri}: {e}"))?;
+        let fetched = fetcher
+            .fetch()
+            .await
+            .map_err(|e| format!("model {uri}: {e}"))?;
+        if fetched.version != version {
+            fetcher.release();
+            return Err(format!(
+                "the model at {uri} changed since the job was created (pinned {version}, found {}): \
+                 create a new job to score with it",
+                fetched.version
+            ));
+        }
+        let opts = LoadOptions {
+            sessions: self.scoring.sessions,
+            cuda_sessions: engine::session::cuda_sessions(None, engine::session::visible_gpus()),
+            intra_threads: 1,
+            queue_capacity: 4 * self.scoring.sessions + 4,
+            warmup_runs: 1,
+            warmup_rows: 8,
+            config_name: self.scoring.sources.config_name.clone(),
+            max_batch_rows: 256,
+            max_batch_delay: Duration::ZERO,
+            inline_budget: Duration::ZERO,
+            device: self.scoring.device,
+        };
+        let env = self.scoring.env;
+        let dir = fetched.dir.clone();
+        let model = tokio::task::spawn_blocking(move || {
+            engine::load(env, &dir, &opts, Arc::new(crate::monitor::Metrics::new()))
+        })
+        .await
+        .map_err(|e| format!("loading the model failed: {e}"))?
+        .map_err(|e| format!("cannot load the model {uri}: {e}"))?;
+        log::info!("portal: model {uri} ({version}) loaded for jobs");
+        let model = Arc::new(model);
+        if models.len() >= MODELS_KEPT {
+            // The oldest no item is using goes.
+            if let Some(i) = models.iter().position(|m| Arc::strong_count(&m.model) == 1) {
+                let old = models.remove(i);
+                old.model.engine.shutdown();
+                old.fetcher.release();
+            }
+        }
+        models.push(Loaded {
+            uri: uri.to_string(),
+            version: version.to_string(),
+            model: Arc::clone(&model),
+            fetcher,
+        });
+        Ok(model)
+    }
+}
+
+/// Moves a job on when its items say so: a stopping job with no live item becomes Stopped; a
+/// running job over its failure budget fails; a running job whose items have all ended
+/// completes (or partly), with its results and comparison. Any replica may call it any
+/// time; the conditional updates make each move happen once.
+pub async fn settle(store: &Store, replica: &str, name: &str) -> Result<(), StoreError> {
+    let Some(job) = store.job(name).await? else {
+        return Ok(());
+    };
+    if !matches!(
+        job.status,
+        JobStatus::InProgress | JobStatus::Stopping | JobStatus::Queued
+    ) {
+        return Ok(());
+    }
+    let Ok(spec) = JobSpec::parse(job.spec.as_bytes()) else {
+        return Ok(());
+    };
+    let items = store.items(name).await?;
+    let now = now_ms();
+    let live = items
+        .iter()
+        .filter(|i| i.status == ItemStatus::Running && i.lease_until.is_some_and(|t| t > now))
+        .count();
+    let done = items
+        .iter()
+        .filter(|i| i.status == ItemStatus::Done)
+        .count();
+    let failed: Vec<_> = items
+        .iter()
+        .filter(|i| i.status == ItemStatus::Failed)
+        .collect();
+    let rows_failed: i64 = items.iter().map(|i| i.rows_failed).sum();
+    let tallies = || -> Vec<Tally> {
+        items
+            .iter()
+            .filter_map(|i| i.tally.as_deref())
+            .filter_map(|t| serde_json::from_str(t).ok())
+            .collect()
+    };
+    if job.status == JobStatus::Stopping {
+        if live == 0 {
+            let results = results::results(&tallies(), rows_failed as u64, &job.model_version);
+            store
+                .finish_job(
+                    name,
+                    &[JobStatus::Stopping],
+                    JobStatus::Stopped,
+                    replica,
+                    &format!(
+                        "stopped: {done} of {} items done; their outputs are kept",
+                        items.len()
+                    ),
+                    Some(&results.to_string()),
+                    None,
+                )
+                .await?;
+        }
+        return Ok(());
+    }
+    let over_files = failed.len() as u64 > spec.max_failed_files;
+    let over_records = spec
+        .max_failed_records
+        .is_some_and(|m| rows_failed as u64 > m);
+    if over_files || over_records {
+        let first = failed
+            .first()
+            .map(|i| format!("; first: {}: {}", i.input, i.error.as_deref().unwrap_or("")))
+            .unwrap_or_default();
+        let why = if over_files {
+            format!(
+                "{} files failed, more than max_failed_files {}{first}",
+                failed.len(),
+                spec.max_failed_files
+            )
+        } else {
+            format!(
+                "{rows_failed} records failed, more than max_failed_records {}",
+                spec.max_failed_records.unwrap_or(0)
+            )
+        };
+        store
+            .finish_job(
+                name,
+                &[JobStatus::InProgress, JobStatus::Queued],
+                JobStatus::Failed,
+                replica,
+                &truncate(&why, 1024),
+                None,
+                None,
+            )
+            .await?;
+        return Ok(());
+    }
+    if done + failed.len() < items.len() {
+        return Ok(());
+    }
+    let results = results::results(&tallies(), rows_failed as u64, &job.model_version);
+    let comparison = compare(store, &job, &spec, &results).await?;
+    let (to, why) = if failed.is_empty() && rows_failed == 0 {
+        (
+            JobStatus::Completed,
+            format!("all {} items done", items.len()),
+        )
+    } else {
+        (
+            JobStatus::PartiallyCompleted,
+            format!(
+                "{done} items done, {} failed, {rows_failed} records failed: within the job's budgets",
+                failed.len()
+            ),
+        )
+    };
+    let moved = store
+        .finish_job(
+            name,
+            &[JobStatus::InProgress, JobStatus::Queued],
+            to,
+            replica,
+            &why,
+            Some(&results.to_string()),
+            comparison.as_ref().map(Value::to_string).as_deref(),
+        )
+        .await?;
+    if moved {
+        log::info!("portal: job {name} {}: {why}", to.as_str());
+    }
+    Ok(())
+}
+
+async fn compare(
+    store: &Store,
+    job: &super::store::JobRow,
+    spec: &JobSpec,
+    results: &Value,
+) -> Result<Option<Value>, StoreError> {
+    let Some(target) = spec.compare_to.as_deref() else {
+        return Ok(None);
+    };
+    let base = if target == COMPARE_PREVIOUS {
+        match spec.labels.get("series") {
+            Some(series) => {
+                store
+                    .previous_in_series(series, job.created_at, &job.name)
+                    .await?
+            }
+            None => None,
+        }
+    } else {
+        store.job(target).await?
+    };
+    let base_results = base
+        .as_ref()
+        .and_then(|b| b.results.as_deref())
+        .and_then(|r| serde_json::from_str::<Value>(r).ok());
+    Ok(Some(match (base, base_results) {
+        (Some(b), Some(r)) => results::compare(&b.name, &r, results, &spec.gates),
+        (b, _) => serde_json::json!({
+            "base": b.map(|b| b.name),
+            "passed": Value::Null,
+            "note": format!("nothing to compare with: {target} has no finished results"),
+        }),
+    }))
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => s[..i].to_string(),
+        None => s.to_string(),
+    }
+}
