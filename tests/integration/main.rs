@@ -16,6 +16,7 @@ mod large;
 mod lifecycle;
 mod limits;
 mod metrics;
+mod portal;
 mod reload;
 mod scripts;
 mod sources;

@@ -6,6 +6,7 @@
 pub mod archives;
 pub mod flaky;
 pub mod moto;
+pub mod postgres;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
