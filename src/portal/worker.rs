@@ -159,6 +159,12 @@ impl Workers {
             Err(e) => Err(e),
         };
         match done {
+            Ok(true) if c.attempts > 1 => {
+                // An earlier holder of this item may have died mid-write.
+                if let Ok(Place::Local(out)) = Place::parse(&c.output) {
+                    remove_stale_partials(&out);
+                }
+            }
             Ok(true) => {}
             Ok(false) => log::warn!(
                 "portal: {label}: the lease was lost before it completed; its result is dropped"
@@ -503,6 +509,28 @@ async fn compare(
             "note": format!("nothing to compare with: {target} has no finished results"),
         }),
     }))
+}
+
+/// Removes `x.out.<writer>.partial` files beside `x.out`, left by writers that died.
+fn remove_stale_partials(output: &std::path::Path) {
+    let (Some(dir), Some(name)) = (output.parent(), output.file_name().and_then(|n| n.to_str()))
+    else {
+        return;
+    };
+    let prefix = format!("{name}.");
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let n = e.file_name();
+        let Some(n) = n.to_str() else { continue };
+        if n.starts_with(&prefix)
+            && n.ends_with(".partial")
+            && std::fs::remove_file(e.path()).is_ok()
+        {
+            log::info!(
+                "portal: removed {}, left by a writer that died",
+                e.path().display()
+            );
+        }
+    }
 }
 
 fn truncate(s: &str, n: usize) -> String {

@@ -18,6 +18,7 @@ mod limits;
 mod metrics;
 mod portal;
 mod reload;
+mod replicas;
 mod scripts;
 mod sources;
 mod streaming;

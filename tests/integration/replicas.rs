@@ -1,0 +1,200 @@
+//! Several mlapp processes sharing jobs through one PostgreSQL: a job started through one
+//! replica, checked through another, finished by all, one of them killed mid-item.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::common::moto::{pairs, Moto};
+use crate::common::{model_dir, payload, send_signal, Server};
+use crate::portal::{call, files, transform, wait_for, Backend};
+
+fn replica(backend: &Backend, id: &str, envs: &[(&str, &str)]) -> Server {
+    let mut args = backend.args();
+    args.extend(
+        [
+            "--model-dir",
+            model_dir("logreg").to_str().expect("utf-8"),
+            "--portal-poll-seconds",
+            "0.1",
+            "--portal-lease-seconds",
+            "2",
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut envs = envs.to_vec();
+    envs.push(("MLAPP_REPLICA_ID", id));
+    let s = Server::start_with(Some("serve"), &args, &envs);
+    s.wait_ready(Duration::from_secs(60));
+    s
+}
+
+/// `files` files of `rows` example records each.
+fn input(dir: &Path, files: usize, rows: usize) {
+    let one = payload("logreg", "rows.csv");
+    let lines: Vec<&[u8]> = one
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    std::fs::create_dir_all(dir).expect("mkdir");
+    for f in 0..files {
+        let mut body = Vec::new();
+        for r in 0..rows {
+            // Each file its own rotation of the rows, so that a file in the wrong place shows.
+            body.extend_from_slice(lines[(r + f) % lines.len()]);
+            body.push(b'\n');
+        }
+        std::fs::write(dir.join(format!("part-{f:03}.csv")), body).expect("write");
+    }
+}
+
+#[test]
+fn three_replicas_share_a_job_and_one_killed_mid_item_loses_nothing() {
+    let backend = Backend::postgres();
+    let work = tempfile::tempdir().expect("temp dir");
+    let (inp, out) = (work.path().join("in"), work.path().join("out"));
+    input(&inp, 12, 30_000);
+    let r1 = replica(&backend, "r1", &[]);
+    let r2 = replica(&backend, "r2", &[]);
+    let mut r3 = Some(replica(&backend, "r3", &[]));
+    let spec = json!({"name": "monthly", "model": model_dir("logreg"), "input": inp, "output": out,
+                      "labels": {"series": "gender"}});
+    let r = call(&r1, "POST", "/api/providers/prediction/create", Some(&spec));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = call(
+        &r2,
+        "POST",
+        "/api/providers/prediction/invoke?name=monthly",
+        None,
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+
+    // Kill r3 (SIGKILL: no drain, no goodbye) while it scores an item.
+    let until = Instant::now() + Duration::from_secs(60);
+    let killed_input = loop {
+        let v = call(
+            &r1,
+            "GET",
+            "/api/providers/prediction/check?name=monthly",
+            None,
+        )
+        .json();
+        let held = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["status"] == "running" && i["replica"] == "r3");
+        if let Some(item) = held {
+            let s = r3.take().expect("r3");
+            send_signal(s.pid(), libc::SIGKILL);
+            drop(s);
+            break item["input"].clone();
+        }
+        assert_ne!(
+            v["status"], "Completed",
+            "the job ended before r3 took an item: {v}"
+        );
+        assert!(Instant::now() < until, "r3 never held an item: {v}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+
+    let v = wait_for(
+        &r2,
+        "monthly",
+        &["Completed", "PartiallyCompleted", "Failed"],
+        Duration::from_secs(300),
+    );
+    assert_eq!(v["status"], "Completed", "{v}");
+    let items = v["items"].as_array().unwrap();
+    let item = items.iter().find(|i| i["input"] == killed_input).unwrap();
+    assert!(
+        item["attempts"].as_i64().unwrap() >= 2,
+        "the killed item was not redone: {item}"
+    );
+    assert_ne!(item["replica"], "r3", "{item}");
+    let by: std::collections::BTreeSet<&str> =
+        items.iter().filter_map(|i| i["replica"].as_str()).collect();
+    assert!(
+        by.contains("r1") && by.contains("r2"),
+        "the items were not shared: {by:?}"
+    );
+    assert_eq!(v["progress"]["records_ok"], 12 * 30_000);
+
+    // Byte for byte what one `mlapp transform` writes, and nothing else in the folder (no
+    // half-written output of the killed replica).
+    let expected = work.path().join("expected");
+    transform(&inp, &expected, &[]);
+    let (got, want) = (files(&out), files(&expected));
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{:?}",
+        got.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    for ((gn, gb), (wn, wb)) in got.iter().zip(&want) {
+        assert_eq!(gn, wn);
+        assert!(gb == wb, "{gn} differs from mlapp transform's");
+    }
+    // The history names the replicas and the moves.
+    let moves: Vec<&str> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(moves, ["Created", "Queued", "InProgress", "Completed"]);
+    assert_eq!(v["events"][0]["replica"], "r1");
+    assert_eq!(v["events"][1]["replica"], "r2");
+}
+
+#[test]
+fn replicas_read_and_write_jobs_on_s3() {
+    let backend = Backend::postgres();
+    let moto = Moto::start();
+    moto.create_bucket("data");
+    let env = moto.env();
+    let envs = pairs(&env);
+    let work = tempfile::tempdir().expect("temp dir");
+    let inp = work.path().join("in");
+    input(&inp, 4, 500);
+    for (name, body) in files(&inp) {
+        moto.put("data", &format!("monthly/in/{name}"), body);
+    }
+    let r1 = replica(&backend, "s1", &envs);
+    let r2 = replica(&backend, "s2", &envs);
+    let spec = json!({"name": "on-s3", "model": model_dir("logreg"),
+                      "input": "s3://data/monthly/in/", "output": "s3://data/monthly/out/",
+                      "id_columns": []});
+    assert_eq!(
+        call(&r1, "POST", "/api/providers/prediction/create", Some(&spec)).status,
+        201
+    );
+    assert_eq!(
+        call(
+            &r2,
+            "POST",
+            "/api/providers/prediction/invoke?name=on-s3",
+            None
+        )
+        .status,
+        202
+    );
+    let v: Value = wait_for(
+        &r1,
+        "on-s3",
+        &["Completed", "Failed"],
+        Duration::from_secs(120),
+    );
+    assert_eq!(v["status"], "Completed", "{v}");
+    let expected = work.path().join("expected");
+    transform(&inp, &expected, &[]);
+    for (name, body) in files(&expected) {
+        let got = moto.get("data", &format!("monthly/out/{name}"));
+        assert!(
+            got == body,
+            "s3://data/monthly/out/{name} differs from mlapp transform's"
+        );
+    }
+}
