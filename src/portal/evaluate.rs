@@ -32,7 +32,7 @@ const MIN_FOR_DEVIATION: usize = 200;
 struct Request {
     name: String,
     /// A local CSV file or an `s3://` object: `id,label` per line (the id as many columns as
-    /// the job's `id_columns`); a first line starting with `id` is a header.
+    /// the job's `id_columns`); a first line whose last field is `label` is a header.
     ground_truth: String,
     /// The positive class (default: the second class, whose probability the job tallied).
     #[serde(default)]
@@ -200,10 +200,22 @@ async fn run(
         if matched == 0 {
             return Err("no id of the ground truth is among the job's answers".to_string());
         }
+        // The other label, named as the ground truth names it when it has one other.
+        let mut others: Vec<&[u8]> = truth
+            .values()
+            .map(Vec::as_slice)
+            .filter(|l| *l != positive.as_bytes())
+            .collect();
+        others.sort_unstable();
+        others.dedup();
+        let negative = match others.as_slice() {
+            [one] => String::from_utf8_lossy(one).into_owned(),
+            _ => format!("not {positive}"),
+        };
         Ok((
             matched,
             truth.len() - matched.min(truth.len()),
-            metrics(&pairs),
+            metrics(&pairs, &positive, &negative),
         ))
     })
     .await
@@ -216,10 +228,17 @@ fn read_truth(path: &Path, id_width: usize) -> Result<HashMap<Vec<u8>, Vec<u8>>,
     for (n, line) in BufReader::new(file).split(b'\n').enumerate() {
         let line = line.map_err(|e| format!("ground truth: {e}"))?;
         let line = line.strip_suffix(b"\r").unwrap_or(&line);
-        if line.is_empty() || (n == 0 && line.starts_with(b"id")) {
+        if line.is_empty() {
             continue;
         }
         let fields = split(line);
+        if n == 0
+            && fields
+                .last()
+                .is_some_and(|l| unquote(l).eq_ignore_ascii_case(b"label"))
+        {
+            continue;
+        }
         if fields.len() != id_width + 1 {
             return Err(format!(
                 "ground truth line {}: {} fields, expected the id ({id_width}) and a label",
@@ -442,7 +461,7 @@ fn curves(pairs: &[(bool, bool, f64)]) -> (Curve, Curve) {
 
 /// Model Monitor's `binary_classification_metrics`: each scalar with the standard deviation
 /// of five 80 % samples (from 200 rows on; `"NaN"` below, as Model Monitor writes it).
-pub fn metrics(pairs: &[(bool, bool, f64)]) -> Value {
+pub fn metrics(pairs: &[(bool, bool, f64)], positive: &str, negative: &str) -> Value {
     let whole = scalars(pairs);
     let samples: Vec<Vec<(&str, f64)>> = if pairs.len() >= MIN_FOR_DEVIATION {
         let mut rng = 0x9E37_79B9_7F4A_7C15u64;
@@ -486,11 +505,18 @@ pub fn metrics(pairs: &[(bool, bool, f64)]) -> Value {
         );
     }
     let c = counts(pairs);
-    m.insert(
-        "confusion_matrix".into(),
-        json!({"positive": {"positive": c.tp, "negative": c.fn_},
-               "negative": {"positive": c.fp, "negative": c.tn}}),
+    // Actual label → predicted label, as Model Monitor keys it.
+    let mut confusion = serde_json::Map::new();
+    let n = |x: f64| x as u64;
+    confusion.insert(
+        positive.into(),
+        json!({positive: n(c.tp), negative: n(c.fn_)}),
     );
+    confusion.insert(
+        negative.into(),
+        json!({positive: n(c.fp), negative: n(c.tn)}),
+    );
+    m.insert("confusion_matrix".into(), Value::Object(confusion));
     let (roc, pr) = curves(pairs);
     m.insert(
         "receiver_operating_characteristic_curve".into(),
@@ -519,7 +545,7 @@ mod tests {
             (false, true, 0.7),
             (true, true, 0.9),
         ];
-        let m = &metrics(&pairs)["binary_classification_metrics"];
+        let m = &metrics(&pairs, "1", "0")["binary_classification_metrics"];
         let v = |k: &str| m[k]["value"].as_f64().unwrap();
         assert!((v("precision") - 1.0 / 3.0).abs() < 1e-12);
         assert_eq!(v("recall"), 1.0);
@@ -527,7 +553,8 @@ mod tests {
         assert!((v("false_positive_rate") - 2.0 / 3.0).abs() < 1e-12);
         assert_eq!(v("auc"), 1.0);
         assert_eq!(m["precision"]["standard_deviation"], "NaN");
-        assert_eq!(m["confusion_matrix"]["negative"]["positive"], 2.0);
+        assert_eq!(m["confusion_matrix"]["0"]["1"], 2);
+        assert_eq!(m["confusion_matrix"]["1"]["1"], 1);
     }
 
     #[test]

@@ -58,13 +58,22 @@ pub fn page(name: &str, model: &str, eval: &Value) -> String {
             );
         }
         html.push_str("</table>");
-        let c = &m["confusion_matrix"];
-        let _ = write!(
-            html,
-            "<h2>Confusion matrix</h2><table><tr><th>actual \\ predicted</th><th>positive</th><th>negative</th></tr>\
-             <tr><td>positive</td><td>{}</td><td>{}</td></tr><tr><td>negative</td><td>{}</td><td>{}</td></tr></table>",
-            c["positive"]["positive"], c["positive"]["negative"], c["negative"]["positive"], c["negative"]["negative"]
-        );
+        if let Some(c) = m["confusion_matrix"].as_object() {
+            let labels: Vec<&String> = c.keys().collect();
+            html.push_str("<h2>Confusion matrix</h2><table><tr><th>actual \\ predicted</th>");
+            for l in &labels {
+                let _ = write!(html, "<th>{}</th>", esc(l));
+            }
+            html.push_str("</tr>");
+            for a in &labels {
+                let _ = write!(html, "<tr><td>{}</td>", esc(a));
+                for p in &labels {
+                    let _ = write!(html, "<td>{}</td>", c[a.as_str()][p.as_str()]);
+                }
+                html.push_str("</tr>");
+            }
+            html.push_str("</table>");
+        }
         let roc = &m["receiver_operating_characteristic_curve"];
         let pr = &m["precision_recall_curve"];
         html.push_str("<div class=\"curves\">");
@@ -180,7 +189,7 @@ mod tests {
     fn the_page_escapes_what_it_shows_and_loads_nothing() {
         let eval = serde_json::json!({"status": "Completed", "ground_truth": "<x>", "positive_label": "m",
             "matched": 4, "unmatched_truth": 0,
-            "metrics": super::super::evaluate::metrics(&[(true, true, 0.9), (false, false, 0.2), (true, false, 0.4), (false, true, 0.6)])});
+            "metrics": super::super::evaluate::metrics(&[(true, true, 0.9), (false, false, 0.2), (true, false, 0.4), (false, true, 0.6)], "m", "f")});
         let html = page("j", "m&m", &eval);
         assert!(html.contains("&lt;x&gt;") && html.contains("m&amp;m"));
         assert!(html.contains("<polyline"));

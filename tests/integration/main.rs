@@ -17,6 +17,7 @@ mod lifecycle;
 mod limits;
 mod metrics;
 mod portal;
+mod portal_cli;
 mod reload;
 mod replicas;
 mod scripts;
