@@ -361,3 +361,90 @@ mod tests {
         assert_ne!(a.canonical(), c.canonical());
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(serde_json::Value::from),
+            "\\PC{0,12}".prop_map(serde_json::Value::from),
+            prop_oneof![
+                "text/csv",
+                "application/jsonlines",
+                "line",
+                "none",
+                "placeholder",
+                "previous-in-series",
+                "label_share_linf"
+            ]
+            .prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(2, 8, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("[a-z_]{1,8}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    const KEYS: [&str; 17] = [
+        "name",
+        "model",
+        "input",
+        "output",
+        "content_type",
+        "accept",
+        "split_type",
+        "bad_records",
+        "id_columns",
+        "max_failed_files",
+        "max_failed_records",
+        "max_attempts",
+        "labels",
+        "compare_to",
+        "gates",
+        "extra",
+        "series",
+    ];
+
+    proptest! {
+        /// Any JSON, with any of the spec's fields holding anything: an answer, never a panic,
+        /// and a refusal names a field.
+        #[test]
+        fn any_definition_is_answered(fields in proptest::collection::vec((0..KEYS.len(), value()), 0..12)) {
+            let mut m = serde_json::Map::new();
+            m.insert("name".into(), "j".into());
+            m.insert("model".into(), "m".into());
+            m.insert("input".into(), "i".into());
+            m.insert("output".into(), "o".into());
+            for (k, v) in fields {
+                m.insert(KEYS[k].into(), v);
+            }
+            let body = serde_json::to_vec(&serde_json::Value::Object(m)).unwrap();
+            match JobSpec::parse(&body) {
+                Ok(spec) => {
+                    if let Err(e) = spec.check() {
+                        prop_assert!(!e.field.is_empty() && !e.why.is_empty());
+                    }
+                    // What is stored reads back as the same definition.
+                    prop_assert_eq!(JobSpec::parse(spec.canonical().as_bytes()).unwrap(), spec);
+                }
+                Err(e) => prop_assert_eq!(e.field, "body"),
+            }
+        }
+
+        #[test]
+        fn any_bytes_are_answered(body in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = JobSpec::parse(&body).map(|s| s.check());
+        }
+    }
+}
