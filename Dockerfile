@@ -58,7 +58,11 @@ RUN apt-get update \
 COPY --from=build /ort/ /opt/onnxruntime/lib/
 COPY --from=build /src/target/release/mlapp /usr/local/bin/mlapp
 COPY serve /usr/local/bin/serve
+# The prediction-job portal's embedded store (SQLite) lives in /var/lib/mlapp: one container
+# needs no setup; replicas that share jobs set MLAPP_DB_URL=postgres://... instead.
+RUN mkdir -p /var/lib/mlapp
 ENV ORT_DYLIB_PATH=/opt/onnxruntime/lib/libonnxruntime.so.1.31.1 \
+    MLAPP_STATE_DIR=/var/lib/mlapp \
     RUST_LOG=info,ort=warn
 EXPOSE 8080
 # SageMaker runs `docker run IMAGE serve`, which replaces CMD; `serve` execs mlapp, so mlapp

@@ -40,7 +40,7 @@ build: ort
 	cargo build --release --locked
 
 serve: build
-	./target/release/mlapp serve --model-dir $(MODEL)
+	./target/release/mlapp serve --model-dir $(MODEL) --state-dir .mlapp-state
 
 lint: $(DENY)
 	cargo fmt --check

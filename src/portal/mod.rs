@@ -66,8 +66,11 @@ pub struct PortalArgs {
 }
 
 impl PortalArgs {
+    /// On when a store is named (an empty value names none: `MLAPP_STATE_DIR=` turns the
+    /// image's default off).
     pub fn enabled(&self) -> bool {
-        self.state_dir.is_some() || self.db_url.is_some()
+        self.state_dir.as_ref().is_some_and(|d| !d.as_os_str().is_empty())
+            || self.db_url.as_ref().is_some_and(|u| !u.is_empty())
     }
 }
 
@@ -224,7 +227,9 @@ impl Portal {
         metrics: Arc<crate::monitor::Metrics>,
     ) -> Result<Arc<Portal>, PortalError> {
         let start = |m: String| PortalError::Start(m);
-        let (url, lock) = match (&args.db_url, &args.state_dir) {
+        let db_url = args.db_url.as_ref().filter(|u| !u.is_empty());
+        let state_dir = args.state_dir.as_ref().filter(|d| !d.as_os_str().is_empty());
+        let (url, lock) = match (db_url, state_dir) {
             (Some(url), _) => (url.clone(), None),
             (None, Some(dir)) => {
                 std::fs::create_dir_all(dir)
@@ -276,7 +281,20 @@ impl Portal {
             .enable_all()
             .build()
             .map_err(|e| start(format!("cannot start its runtime: {e}")))?;
-        let store = runtime.block_on(Store::open(&url))?;
+        // A database started beside the replicas (compose, a VM booting) may not listen yet.
+        let store = runtime.block_on(async {
+            let mut tries = 0;
+            loop {
+                match Store::open(&url).await {
+                    Err(StoreError::Db(e)) if tries < 10 && url.starts_with("postgres") => {
+                        tries += 1;
+                        log::warn!("portal: the job store is not reachable yet ({e}); try {tries} of 10");
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                    }
+                    other => break other,
+                }
+            }
+        })?;
         log::info!(
             "portal: job store {} ({:?}), replica {replica}, {} item workers",
             store::redact(&url),

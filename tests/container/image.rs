@@ -185,6 +185,8 @@ fn the_compose_example_is_valid() {
         "mlapp-2:",
         "mlapp-3:",
         "nginx:",
+        "postgres:",
+        "MLAPP_DB_URL: postgres://",
         "stop_grace_period: 30s",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
