@@ -110,6 +110,19 @@ pub struct Event {
     pub reason: String,
 }
 
+/// A job's items by state.
+#[derive(Debug)]
+pub struct ItemCounts {
+    pub total: i64,
+    /// Running under a lease that has not run out.
+    pub live: i64,
+    pub done: i64,
+    pub failed: i64,
+    pub rows_failed: i64,
+    /// The first failed item's input and error.
+    pub first_failure: Option<(String, Option<String>)>,
+}
+
 /// How an item ended.
 pub struct Outcome<'a> {
     pub status: ItemStatus,
@@ -538,6 +551,46 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// A job's items counted by state, without reading them (settling runs after every item).
+    pub async fn counts_of(&self, job: &str) -> Result<ItemCounts, StoreError> {
+        // Sums of BIGINT are NUMERIC on PostgreSQL, which `Any` cannot carry: cast back.
+        let r = sqlx::query(
+            "SELECT COUNT(*), \
+             CAST(COALESCE(SUM(CASE WHEN status = 'running' AND lease_until > $2 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(CASE WHEN status = 'done' THEN 1 ELSE 0 END), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(rows_failed), 0) AS BIGINT) FROM items WHERE job = $1",
+        )
+        .bind(job)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        let first_failure = sqlx::query(
+            "SELECT input, error FROM items WHERE job = $1 AND status = 'failed' ORDER BY seq LIMIT 1",
+        )
+        .bind(job)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|f| -> Result<(String, Option<String>), sqlx::Error> { Ok((f.try_get(0)?, f.try_get(1)?)) })
+        .transpose()?;
+        Ok(ItemCounts {
+            total: r.try_get(0)?,
+            live: r.try_get(1)?,
+            done: r.try_get(2)?,
+            failed: r.try_get(3)?,
+            rows_failed: r.try_get(4)?,
+            first_failure,
+        })
+    }
+
+    /// The tallies of a job's finished items (read once, when the job finishes).
+    pub async fn tallies(&self, job: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT tally FROM items WHERE job = $1 AND tally IS NOT NULL ORDER BY seq")
+            .bind(job)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     pub async fn items(&self, job: &str) -> Result<Vec<ItemRow>, StoreError> {

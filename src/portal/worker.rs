@@ -364,31 +364,20 @@ pub async fn settle(store: &Store, replica: &str, name: &str) -> Result<(), Stor
     let Ok(spec) = JobSpec::parse(job.spec.as_bytes()) else {
         return Ok(());
     };
-    let items = store.items(name).await?;
-    let now = now_ms();
-    let live = items
-        .iter()
-        .filter(|i| i.status == ItemStatus::Running && i.lease_until.is_some_and(|t| t > now))
-        .count();
-    let done = items
-        .iter()
-        .filter(|i| i.status == ItemStatus::Done)
-        .count();
-    let failed: Vec<_> = items
-        .iter()
-        .filter(|i| i.status == ItemStatus::Failed)
-        .collect();
-    let rows_failed: i64 = items.iter().map(|i| i.rows_failed).sum();
-    let tallies = || -> Vec<Tally> {
-        items
+    let counts = store.counts_of(name).await?;
+    let rows_failed = counts.rows_failed;
+    let merged = || async {
+        let tallies: Vec<Tally> = store
+            .tallies(name)
+            .await?
             .iter()
-            .filter_map(|i| i.tally.as_deref())
             .filter_map(|t| serde_json::from_str(t).ok())
-            .collect()
+            .collect();
+        Ok::<_, StoreError>(results::results(&tallies, rows_failed as u64, &job.model_version))
     };
     if job.status == JobStatus::Stopping {
-        if live == 0 {
-            let results = results::results(&tallies(), rows_failed as u64, &job.model_version);
+        if counts.live == 0 {
+            let results = merged().await?;
             store
                 .finish_job(
                     name,
@@ -396,8 +385,8 @@ pub async fn settle(store: &Store, replica: &str, name: &str) -> Result<(), Stor
                     JobStatus::Stopped,
                     replica,
                     &format!(
-                        "stopped: {done} of {} items done; their outputs are kept",
-                        items.len()
+                        "stopped: {} of {} items done; their outputs are kept",
+                        counts.done, counts.total
                     ),
                     Some(&results.to_string()),
                     None,
@@ -406,19 +395,20 @@ pub async fn settle(store: &Store, replica: &str, name: &str) -> Result<(), Stor
         }
         return Ok(());
     }
-    let over_files = failed.len() as u64 > spec.max_failed_files;
+    let over_files = counts.failed as u64 > spec.max_failed_files;
     let over_records = spec
         .max_failed_records
         .is_some_and(|m| rows_failed as u64 > m);
     if over_files || over_records {
-        let first = failed
-            .first()
-            .map(|i| format!("; first: {}: {}", i.input, i.error.as_deref().unwrap_or("")))
+        let first = counts
+            .first_failure
+            .as_ref()
+            .map(|(input, error)| format!("; first: {input}: {}", error.as_deref().unwrap_or("")))
             .unwrap_or_default();
         let why = if over_files {
             format!(
                 "{} files failed, more than max_failed_files {}{first}",
-                failed.len(),
+                counts.failed,
                 spec.max_failed_files
             )
         } else {
@@ -440,22 +430,22 @@ pub async fn settle(store: &Store, replica: &str, name: &str) -> Result<(), Stor
             .await?;
         return Ok(());
     }
-    if done + failed.len() < items.len() {
+    if counts.done + counts.failed < counts.total {
         return Ok(());
     }
-    let results = results::results(&tallies(), rows_failed as u64, &job.model_version);
+    let results = merged().await?;
     let comparison = compare(store, &job, &spec, &results).await?;
-    let (to, why) = if failed.is_empty() && rows_failed == 0 {
+    let (to, why) = if counts.failed == 0 && rows_failed == 0 {
         (
             JobStatus::Completed,
-            format!("all {} items done", items.len()),
+            format!("all {} items done", counts.total),
         )
     } else {
         (
             JobStatus::PartiallyCompleted,
             format!(
-                "{done} items done, {} failed, {rows_failed} records failed: within the job's budgets",
-                failed.len()
+                "{} items done, {} failed, {rows_failed} records failed: within the job's budgets",
+                counts.done, counts.failed
             ),
         )
     };
