@@ -213,7 +213,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
             // No new items: one being scored is finished by another replica once its lease
             // runs out.
             if let Some(p) = drain_state.portal.get() {
-                p.shut_down();
+                p.shut_down(Duration::from_secs(10)).await;
             }
             if graceful {
                 log::info!(

@@ -110,8 +110,32 @@ impl Client {
     }
 }
 
+/// The exit code of a job that ended as `status`; None while it runs.
+fn code_of(status: &str) -> Option<i32> {
+    match status {
+        "Completed" => Some(exit::COMPLETED),
+        "PartiallyCompleted" => Some(exit::PARTIALLY_COMPLETED),
+        "Failed" => Some(exit::FAILED),
+        "Stopped" | "Stopping" => Some(exit::STOPPED),
+        _ => None,
+    }
+}
+
 /// Runs the job; the process's exit code.
 pub fn run(args: &JobRunArgs) -> i32 {
+    if args.portal.starts_with("https://") {
+        eprintln!(
+            "mlapp job: this client speaks plain HTTP: give the portal's http:// address \
+             (inside the private network), or a local TLS-terminating proxy's"
+        );
+        return exit::INVALID;
+    }
+    for (name, v) in [("--timeout", args.timeout), ("--poll", args.poll)] {
+        if !(0.0..=7.0 * 86_400.0).contains(&v) {
+            eprintln!("mlapp job: {name} must be between 0 and 604800 seconds, got {v}");
+            return exit::INVALID;
+        }
+    }
     let spec: Value = match std::fs::read(&args.spec)
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
@@ -145,11 +169,7 @@ pub fn run(args: &JobRunArgs) -> i32 {
         }
         CallError::Refused(code, m) => {
             eprintln!("mlapp job: refused ({code}): {m}");
-            if code == 409 {
-                exit::FAILED
-            } else {
-                exit::INVALID
-            }
+            exit::INVALID
         }
     };
     match client.call("POST", "/api/providers/prediction/create", Some(&spec)) {
@@ -164,21 +184,27 @@ pub fn run(args: &JobRunArgs) -> i32 {
         Err(e) => return failed(e),
     }
     let invoke = serde_json::json!({ "name": name });
-    match client.call("POST", "/api/providers/prediction/invoke", Some(&invoke)) {
-        Ok((code, v)) => eprintln!(
-            "mlapp job: {name} {} ({})",
-            if code == 202 {
+    let ended = match client.call("POST", "/api/providers/prediction/invoke", Some(&invoke)) {
+        Ok((code, v)) => {
+            let what = if code == 202 {
                 "queued"
             } else {
                 "already queued or running"
-            },
-            v["status"].as_str().unwrap_or("?")
-        ),
-        // A completed job is not run again: report how it ended.
-        Err(CallError::Refused(409, m)) => eprintln!("mlapp job: {m}"),
+            };
+            eprintln!(
+                "mlapp job: {name} {what} ({})",
+                v["status"].as_str().unwrap_or("?")
+            );
+            false
+        }
+        // A completed (or stopping) job is not run again: report how it ended.
+        Err(CallError::Refused(409, m)) => {
+            eprintln!("mlapp job: {m}");
+            true
+        }
         Err(e) => return failed(e),
-    }
-    if !args.wait {
+    };
+    if !args.wait && !ended {
         return exit::COMPLETED;
     }
     let started = Instant::now();
@@ -202,11 +228,9 @@ pub fn run(args: &JobRunArgs) -> i32 {
             p["eta_s"].as_f64().map(|s| format!("{s:.0} s")).unwrap_or_else(|| "?".into()),
         );
         let code = match status.as_str() {
-            "Completed" => Some(exit::COMPLETED),
-            "PartiallyCompleted" => Some(exit::PARTIALLY_COMPLETED),
-            "Failed" => Some(exit::FAILED),
-            "Stopped" => Some(exit::STOPPED),
-            _ => None,
+            // Stopping ends the wait only when invoke was refused for it.
+            "Stopping" if !ended => None,
+            s => code_of(s),
         };
         if let Some(code) = code {
             if let Some(r) = v["reason"].as_str() {

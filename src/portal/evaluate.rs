@@ -21,7 +21,13 @@ use crate::storage::S3Store;
 use crate::transform::Place;
 
 /// Ground-truth rows held at once: a panel of known owners, not the whole population.
-const MAX_TRUTH_ROWS: usize = 20_000_000;
+const MAX_TRUTH_ROWS: usize = 5_000_000;
+/// The longest line read from the ground truth or an answer file.
+const MAX_LINE: usize = 64 * 1024;
+/// Distinct labels kept to name the negative class.
+const MAX_LABELS: usize = 64;
+/// An evaluation still running after this long is taken for lost (its replica died).
+const EVALUATION_LOST_MS: i64 = 3600 * 1000;
 /// Points kept on each curve.
 const CURVE_POINTS: usize = 200;
 /// Model Monitor gives a standard deviation from this many samples on.
@@ -98,15 +104,25 @@ pub async fn start(
             return Err(invalid("ground_truth", format!("{}: no such file", p.display())).into());
         }
     }
-    let outputs: Vec<String> = store
-        .items(&req.name)
-        .await?
-        .into_iter()
-        .filter(|i| i.status == super::ItemStatus::Done)
-        .map(|i| i.output)
-        .collect();
+    let outputs = store.outputs(&req.name).await?;
+    let current: Value = job
+        .evaluation
+        .as_deref()
+        .and_then(|e| serde_json::from_str(e).ok())
+        .unwrap_or(Value::Null);
+    if current["status"] == "InProgress"
+        && current["started_ms"]
+            .as_i64()
+            .is_some_and(|t| now_ms() - t < EVALUATION_LOST_MS)
+    {
+        return Err(PortalError::Conflict(format!(
+            "job {:?} is being evaluated: check it, and send ground truth again once it ends",
+            req.name
+        )));
+    }
+    let now = now_ms();
     let running = json!({"status": "InProgress", "ground_truth": req.ground_truth,
-                         "positive_label": positive, "started_at": iso(now_ms())});
+                         "positive_label": positive, "started_at": iso(now), "started_ms": now});
     store
         .set_evaluation(&req.name, &running.to_string())
         .await?;
@@ -188,7 +204,7 @@ async fn run(
     }
     let (positive, scored_by) = (positive.to_string(), scored_by.map(str::to_string));
     tokio::task::spawn_blocking(move || {
-        let truth = read_truth(&paths[0], id_width)?;
+        let (truth, labels) = read_truth(&paths[0], id_width)?;
         let pairs = join(
             &truth,
             &paths[1..],
@@ -201,13 +217,10 @@ async fn run(
             return Err("no id of the ground truth is among the job's answers".to_string());
         }
         // The other label, named as the ground truth names it when it has one other.
-        let mut others: Vec<&[u8]> = truth
-            .values()
-            .map(Vec::as_slice)
-            .filter(|l| *l != positive.as_bytes())
+        let others: Vec<&Vec<u8>> = labels
+            .iter()
+            .filter(|l| l.as_slice() != positive.as_bytes())
             .collect();
-        others.sort_unstable();
-        others.dedup();
         let negative = match others.as_slice() {
             [one] => String::from_utf8_lossy(one).into_owned(),
             _ => format!("not {positive}"),
@@ -222,17 +235,50 @@ async fn run(
     .map_err(|e| format!("the evaluation failed: {e}"))?
 }
 
-fn read_truth(path: &Path, id_width: usize) -> Result<HashMap<Vec<u8>, Vec<u8>>, String> {
+/// The next line of `r` into `buf` (without its end), refusing lines past `MAX_LINE`; false
+/// at the end.
+fn next_line<R: BufRead>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    what: &str,
+    n: usize,
+) -> Result<bool, String> {
+    buf.clear();
+    let read = std::io::Read::take(&mut *r, MAX_LINE as u64 + 1)
+        .read_until(b'\n', buf)
+        .map_err(|e| format!("{what}: {e}"))?;
+    if read == 0 {
+        return Ok(false);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+    } else if buf.len() > MAX_LINE {
+        return Err(format!(
+            "{what} line {}: longer than {MAX_LINE} bytes",
+            n + 1
+        ));
+    }
+    if buf.last() == Some(&b'\r') {
+        buf.pop();
+    }
+    Ok(true)
+}
+
+/// Labels by id.
+type Truth = HashMap<Vec<u8>, Vec<u8>>;
+
+/// The ground truth by id, and its distinct labels (the first `MAX_LABELS`).
+fn read_truth(path: &Path, id_width: usize) -> Result<(Truth, Vec<Vec<u8>>), String> {
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut truth = HashMap::new();
-    for (n, line) in BufReader::new(file).split(b'\n').enumerate() {
-        let line = line.map_err(|e| format!("ground truth: {e}"))?;
-        let line = line.strip_suffix(b"\r").unwrap_or(&line);
+    let (mut truth, mut labels) = (HashMap::new(), Vec::new());
+    let (mut r, mut line, mut n) = (BufReader::new(file), Vec::new(), 0);
+    while next_line(&mut r, &mut line, "ground truth", n)? {
+        n += 1;
         if line.is_empty() {
             continue;
         }
-        let fields = split(line);
-        if n == 0
+        let fields = split(&line);
+        if n == 1
             && fields
                 .last()
                 .is_some_and(|l| unquote(l).eq_ignore_ascii_case(b"label"))
@@ -241,23 +287,25 @@ fn read_truth(path: &Path, id_width: usize) -> Result<HashMap<Vec<u8>, Vec<u8>>,
         }
         if fields.len() != id_width + 1 {
             return Err(format!(
-                "ground truth line {}: {} fields, expected the id ({id_width}) and a label",
-                n + 1,
+                "ground truth line {n}: {} fields, expected the id ({id_width}) and a label",
                 fields.len()
             ));
         }
         if truth.len() >= MAX_TRUTH_ROWS {
             return Err(format!("ground truth: more than {MAX_TRUTH_ROWS} rows"));
         }
-        let id = fields[..id_width].join(&b","[..]);
-        truth.insert(id, unquote(fields[id_width]).to_vec());
+        let label = unquote(fields[id_width]).to_vec();
+        if labels.len() < MAX_LABELS && !labels.contains(&label) {
+            labels.push(label.clone());
+        }
+        truth.insert(fields[..id_width].join(&b","[..]), label);
     }
-    Ok(truth)
+    Ok((truth, labels))
 }
 
 /// `(actual is positive, predicted is positive, score)` for each answered id in the truth.
 fn join(
-    truth: &HashMap<Vec<u8>, Vec<u8>>,
+    truth: &Truth,
     outputs: &[PathBuf],
     id_width: usize,
     positive: &str,
@@ -266,8 +314,10 @@ fn join(
     let mut pairs = Vec::new();
     for path in outputs {
         let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        for (n, line) in BufReader::new(file).split(b'\n').enumerate() {
-            let line = line.map_err(|e| format!("{}: {e}", path.display()))?;
+        let (mut r, mut line, mut n) = (BufReader::new(file), Vec::new(), 0);
+        let what = path.display().to_string();
+        while next_line(&mut r, &mut line, &what, n)? {
+            n += 1;
             let fields = split(&line);
             // id…, label, p(class 0), p(class 1): a binary classifier's CSV answer.
             if fields.len() != id_width + 3 {
@@ -288,6 +338,9 @@ fn join(
                         n + 1
                     )
                 })?;
+            if !p1.is_finite() {
+                return Err(format!("{what} line {n}: the score is not a finite number"));
+            }
             let score = if scored_by.is_none_or(|s| s == positive) {
                 p1
             } else {
@@ -303,22 +356,7 @@ fn join(
     Ok(pairs)
 }
 
-fn split(line: &[u8]) -> Vec<&[u8]> {
-    let mut fields = Vec::new();
-    let (mut start, mut quoted) = (0, false);
-    for (i, &b) in line.iter().enumerate() {
-        match b {
-            b'"' => quoted = !quoted,
-            b',' if !quoted => {
-                fields.push(&line[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    fields.push(&line[start..]);
-    fields
-}
+use crate::transform::split_fields as split;
 
 fn unquote(f: &[u8]) -> &[u8] {
     f.strip_prefix(b"\"")
@@ -407,7 +445,7 @@ fn auc(pairs: &[(bool, bool, f64)]) -> f64 {
     let (mut rank_sum, mut i) = (0.0, 0);
     while i < scored.len() {
         let mut j = i;
-        while j < scored.len() && scored[j].0 == scored[i].0 {
+        while j < scored.len() && scored[j].0.total_cmp(&scored[i].0).is_eq() {
             j += 1;
         }
         let mean_rank = (i + j + 1) as f64 / 2.0;
@@ -436,7 +474,7 @@ fn curves(pairs: &[(bool, bool, f64)]) -> (Curve, Curve) {
     let mut i = 0;
     while i < scored.len() {
         let s = scored[i].0;
-        while i < scored.len() && scored[i].0 == s {
+        while i < scored.len() && scored[i].0.total_cmp(&s).is_eq() {
             if scored[i].1 {
                 tp += 1.0
             } else {
@@ -555,6 +593,18 @@ mod tests {
         assert_eq!(m["precision"]["standard_deviation"], "NaN");
         assert_eq!(m["confusion_matrix"]["0"]["1"], 2);
         assert_eq!(m["confusion_matrix"]["1"]["1"], 1);
+    }
+
+    #[test]
+    fn a_nan_score_ends_the_loops() {
+        let p = [
+            (true, true, f64::NAN),
+            (false, false, 0.5),
+            (true, true, f64::NAN),
+        ];
+        assert!(auc(&p).is_finite());
+        let (roc, pr) = curves(&p);
+        assert_eq!((roc.len(), pr.len()), (3, 2));
     }
 
     #[test]

@@ -15,6 +15,7 @@
 
 pub mod client;
 pub mod evaluate;
+mod lease;
 pub mod report;
 pub mod results;
 pub mod spec;
@@ -69,7 +70,9 @@ impl PortalArgs {
     /// On when a store is named (an empty value names none: `MLAPP_STATE_DIR=` turns the
     /// image's default off).
     pub fn enabled(&self) -> bool {
-        self.state_dir.as_ref().is_some_and(|d| !d.as_os_str().is_empty())
+        self.state_dir
+            .as_ref()
+            .is_some_and(|d| !d.as_os_str().is_empty())
             || self.db_url.as_ref().is_some_and(|u| !u.is_empty())
     }
 }
@@ -214,6 +217,7 @@ pub struct Portal {
     sources: SourceOptions,
     runtime: tokio::runtime::Handle,
     shutdown: tokio::sync::watch::Sender<bool>,
+    workers: Arc<worker::Workers>,
     metrics: Arc<crate::monitor::Metrics>,
     /// Kept so the SQLite file stays this process's alone.
     _lock: Option<std::fs::File>,
@@ -228,7 +232,10 @@ impl Portal {
     ) -> Result<Arc<Portal>, PortalError> {
         let start = |m: String| PortalError::Start(m);
         let db_url = args.db_url.as_ref().filter(|u| !u.is_empty());
-        let state_dir = args.state_dir.as_ref().filter(|d| !d.as_os_str().is_empty());
+        let state_dir = args
+            .state_dir
+            .as_ref()
+            .filter(|d| !d.as_os_str().is_empty());
         let (url, lock) = match (db_url, state_dir) {
             (Some(url), _) => (url.clone(), None),
             (None, Some(dir)) => {
@@ -275,8 +282,10 @@ impl Portal {
         )
         .map_err(start)?;
         let replica = args.replica_id.clone().unwrap_or_else(default_replica);
-        // One thread: it only talks to the store; scoring runs on blocking threads.
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        // Two threads for the store, the leases and the routes; scoring and file-system work
+        // run on blocking threads, so a slow listing never holds up a lease renewal.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
             .thread_name("mlapp-portal")
             .enable_all()
             .build()
@@ -288,7 +297,9 @@ impl Portal {
                 match Store::open(&url).await {
                     Err(StoreError::Db(e)) if tries < 10 && url.starts_with("postgres") => {
                         tries += 1;
-                        log::warn!("portal: the job store is not reachable yet ({e}); try {tries} of 10");
+                        log::warn!(
+                            "portal: the job store is not reachable yet ({e}); try {tries} of 10"
+                        );
                         tokio::time::sleep(Duration::from_secs(3)).await;
                     }
                     other => break other,
@@ -302,22 +313,24 @@ impl Portal {
             args.portal_workers
         );
         let (shutdown, _) = tokio::sync::watch::channel(false);
-        let portal = Arc::new(Portal {
-            store: store.clone(),
-            replica: replica.clone(),
-            sources: scoring.sources.clone(),
-            runtime: runtime.handle().clone(),
-            shutdown,
-            metrics,
-            _lock: lock,
-        });
+        let sources = scoring.sources.clone();
         let workers = worker::Workers::new(
-            store,
-            replica,
+            store.clone(),
+            replica.clone(),
             Duration::from_secs_f64(args.portal_lease_seconds),
             Duration::from_secs_f64(args.portal_poll_seconds),
             scoring,
         );
+        let portal = Arc::new(Portal {
+            store,
+            replica,
+            sources,
+            runtime: runtime.handle().clone(),
+            shutdown,
+            workers: Arc::clone(&workers),
+            metrics,
+            _lock: lock,
+        });
         for n in 0..args.portal_workers {
             let (w, stop) = (Arc::clone(&workers), portal.shutdown.subscribe());
             runtime.spawn(async move { w.run(n, stop).await });
@@ -337,9 +350,14 @@ impl Portal {
         &self.replica
     }
 
-    /// Stops claiming items (items being scored are given back at their next lease renewal).
-    pub fn shut_down(&self) {
+    /// Stops claiming items, and gives back those being scored (another replica takes them
+    /// at once instead of after their lease); waits up to `limit` for that.
+    pub async fn shut_down(&self, limit: Duration) {
         let _ = self.shutdown.send(true);
+        let until = std::time::Instant::now() + limit;
+        while self.workers.busy() > 0 && std::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Runs `f` on the portal's runtime.
@@ -355,9 +373,11 @@ impl Portal {
 
     /// `create`: 201 and the job, 200 and the stored job for the same definition again.
     pub async fn create(self: &Arc<Self>, body: Vec<u8>) -> Result<(u16, Value), PortalError> {
-        let me = Arc::clone(self);
-        self.on_runtime(async move { me.create_here(&body).await })
+        let (me, handle) = (Arc::clone(self), self.runtime.clone());
+        // Listing a folder and hashing a model folder block: off the portal's threads.
+        tokio::task::spawn_blocking(move || handle.block_on(me.create_here(&body)))
             .await
+            .map_err(|e| PortalError::Internal(format!("a portal task failed: {e}")))?
     }
 
     async fn create_here(&self, body: &[u8]) -> Result<(u16, Value), PortalError> {
@@ -596,13 +616,10 @@ impl Portal {
         .await
     }
 
-    /// Jobs and items by status, for `/metrics`.
-    pub async fn counts(
-        self: &Arc<Self>,
-    ) -> Result<(Vec<(String, i64)>, Vec<(String, i64)>), PortalError> {
-        let me = Arc::clone(self);
-        self.on_runtime(async move { Ok(me.store.counts().await?) })
-            .await
+    /// Jobs and items by status, as the sweep last counted them (`/metrics` never waits on
+    /// the store).
+    pub fn counts(&self) -> Option<worker::Counts> {
+        self.workers.counts()
     }
 
     pub fn metrics(&self) -> &crate::monitor::Metrics {
@@ -618,9 +635,18 @@ impl Portal {
     }
 
     async fn describe(&self, job: JobRow) -> Result<Value, PortalError> {
-        let items = self.store.items(&job.name).await?;
-        let events = self.store.events(&job.name).await?;
-        Ok(view::describe(&job, &items, &events))
+        let name = &job.name;
+        let counts = self.store.counts_of(name).await?;
+        let items = self.store.items(name, None, view::ITEMS_SHOWN).await?;
+        let failed = self
+            .store
+            .items(name, Some(ItemStatus::Failed), view::FAILURES_SHOWN)
+            .await?;
+        let holders = self.store.holders(name).await?;
+        let events = self.store.events(name).await?;
+        Ok(view::describe(
+            &job, &counts, &items, &failed, &holders, &events,
+        ))
     }
 }
 

@@ -57,12 +57,18 @@ impl Tally {
                 classes,
                 probabilities,
             } => {
-                for l in labels {
-                    let name = match l {
-                        Label::Int(i) => i.to_string(),
-                        Label::Str(s) => s.clone(),
-                    };
-                    *self.labels.entry(name).or_insert(0) += 1;
+                // Runs of one label are counted before a lookup: no allocation per row.
+                let mut run: Option<(&Label, u64)> = None;
+                for l in labels.iter().map(Some).chain(std::iter::once(None)) {
+                    match (run, l) {
+                        (Some((r, n)), Some(l)) if r == l => run = Some((r, n + 1)),
+                        (prev, next) => {
+                            if let Some((r, n)) = prev {
+                                self.count(r, n);
+                            }
+                            run = next.map(|l| (l, 1));
+                        }
+                    }
                 }
                 let k = classes.len();
                 if k == 0 {
@@ -104,6 +110,19 @@ impl Tally {
                 }
             }
             Predictions::Raw { .. } => {}
+        }
+    }
+
+    fn count(&mut self, label: &Label, n: u64) {
+        let name = match label {
+            Label::Int(i) => std::borrow::Cow::Owned(i.to_string()),
+            Label::Str(s) => std::borrow::Cow::Borrowed(s.as_str()),
+        };
+        match self.labels.get_mut(name.as_ref()) {
+            Some(c) => *c += n,
+            None => {
+                self.labels.insert(name.into_owned(), n);
+            }
         }
     }
 

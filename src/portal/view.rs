@@ -3,31 +3,24 @@
 
 use serde_json::{json, Value};
 
-use super::store::{now_ms, Event, ItemRow, JobRow};
-use super::ItemStatus;
+use super::store::{now_ms, Event, ItemCounts, ItemRow, JobRow};
 
 /// Failures listed in `check`, as Vertex AI's `partialFailures` (the rest are counted).
-const FAILURES_SHOWN: usize = 20;
+pub const FAILURES_SHOWN: i64 = 20;
 
-pub fn describe(job: &JobRow, items: &[ItemRow], events: &[Event]) -> Value {
+/// Items listed in `check` (the counts cover all of them).
+pub const ITEMS_SHOWN: i64 = 1000;
+
+/// What `check` shows of a job. `items` are its first items, `failed` its first failed ones.
+pub fn describe(
+    job: &JobRow,
+    counts: &ItemCounts,
+    items: &[ItemRow],
+    failed: &[ItemRow],
+    holders: &[String],
+    events: &[Event],
+) -> Value {
     let mut v = summary(job);
-    let count = |s: ItemStatus| items.iter().filter(|i| i.status == s).count();
-    let (done, failed, running, queued) = (
-        count(ItemStatus::Done),
-        count(ItemStatus::Failed),
-        count(ItemStatus::Running),
-        count(ItemStatus::Queued),
-    );
-    let records_ok: i64 = items.iter().map(|i| i.rows_ok).sum();
-    let records_failed: i64 = items.iter().map(|i| i.rows_failed).sum();
-    let bytes_total: i64 = items.iter().map(|i| i.size).sum();
-    let bytes_done: i64 = items
-        .iter()
-        .map(|i| match i.status {
-            ItemStatus::Done | ItemStatus::Failed => i.size,
-            _ => i.bytes_done.min(i.size),
-        })
-        .sum();
     let elapsed_ms = match (job.started_at, job.ended_at) {
         (Some(s), Some(e)) => e - s,
         (Some(s), None) => now_ms() - s,
@@ -35,55 +28,49 @@ pub fn describe(job: &JobRow, items: &[ItemRow], events: &[Event]) -> Value {
     };
     let secs = elapsed_ms as f64 / 1000.0;
     let rows_per_s = if secs > 0.0 {
-        Some(records_ok as f64 / secs)
+        Some(counts.rows_ok as f64 / secs)
     } else {
         None
     };
+    let (total, done) = (
+        counts.bytes_total,
+        counts.bytes_done.min(counts.bytes_total),
+    );
     let eta_s = if job.status.terminal() {
         Some(0.0)
-    } else if secs > 0.0 && bytes_done > 0 {
-        Some(secs * (bytes_total - bytes_done).max(0) as f64 / bytes_done as f64)
+    } else if secs > 0.0 && done > 0 {
+        Some(secs * (total - done) as f64 / done as f64)
     } else {
         None
     };
-    let mut replicas: Vec<&str> = items
+    let failures: Vec<Value> = failed
         .iter()
-        .filter(|i| i.status == ItemStatus::Running)
-        .filter_map(|i| i.lease_owner.as_deref())
-        .collect();
-    replicas.sort_unstable();
-    replicas.dedup();
-    let failures: Vec<Value> = items
-        .iter()
-        .filter(|i| i.status == ItemStatus::Failed)
-        .take(FAILURES_SHOWN)
         .map(|i| json!({"input": i.input, "attempts": i.attempts, "error": i.error}))
         .collect();
     let spec: Value = serde_json::from_str(&job.spec).unwrap_or(Value::Null);
     v["spec"] = spec;
     v["progress"] = json!({
-        "items_total": items.len(),
-        "items_done": done,
-        "items_failed": failed,
-        "items_running": running,
-        "items_queued": queued,
-        "records_ok": records_ok,
-        "records_failed": records_failed,
-        "bytes_total": bytes_total,
-        "bytes_done": bytes_done,
+        "items_total": counts.total,
+        "items_done": counts.done,
+        "items_failed": counts.failed,
+        "items_running": counts.running,
+        "items_queued": counts.total - counts.done - counts.failed - counts.running,
+        "records_ok": counts.rows_ok,
+        "records_failed": counts.rows_failed,
+        "bytes_total": total,
+        "bytes_done": done,
         "rows_per_s": rows_per_s,
         "eta_s": eta_s,
     });
     v["failures"] = json!(failures);
-    v["failures_total"] = json!(failed);
-    v["replicas"] = json!(replicas);
+    v["failures_total"] = json!(counts.failed);
+    v["replicas"] = json!(holders);
     v["events"] = json!(events
         .iter()
         .map(|e| json!({"at": iso(e.at), "from": e.from, "to": e.to, "replica": e.replica, "reason": e.reason}))
         .collect::<Vec<_>>());
     v["items"] = json!(items
         .iter()
-        .take(1000)
         .map(|i| json!({"input": i.input, "output": i.output, "status": i.status.as_str(),
                         "attempts": i.attempts, "records_ok": i.rows_ok, "records_failed": i.rows_failed,
                         "replica": i.lease_owner,

@@ -1,16 +1,17 @@
 //! A replica's share of the work: claim an item, score it while renewing the lease, complete
 //! it only while the lease is still ours, and finish the job when its last item ends.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::watch;
 
+use super::lease::{renew, Ended, Lease};
 use super::results::{self, Recorder, Tally};
 use super::spec::{JobSpec, COMPARE_PREVIOUS};
-use super::store::{now_ms, Claimed, Outcome, Store, StoreError};
+use super::store::{Claimed, Outcome, Store, StoreError};
 use super::{ItemStatus, JobStatus, Scoring};
 use crate::engine::{self, LoadOptions, LoadedModel};
 use crate::model::fetch::Fetcher;
@@ -34,16 +35,12 @@ pub struct Workers {
     poll: Duration,
     scoring: Scoring,
     models: tokio::sync::Mutex<Vec<Loaded>>,
+    busy: AtomicUsize,
+    counts: std::sync::Mutex<Option<Counts>>,
 }
 
-/// How scoring an item went, as seen from the lease.
-enum Held {
-    Yes,
-    /// Another replica holds the item now: whatever we found is not ours to write.
-    Lost,
-    /// The job stopped or failed meanwhile: the item goes back unfinished.
-    JobEnded,
-}
+/// Jobs and items by status.
+pub type Counts = (Vec<(String, i64)>, Vec<(String, i64)>);
 
 impl Workers {
     pub fn new(
@@ -60,6 +57,8 @@ impl Workers {
             poll,
             scoring,
             models: tokio::sync::Mutex::new(Vec::new()),
+            busy: AtomicUsize::new(0),
+            counts: std::sync::Mutex::new(None),
         })
     }
 
@@ -69,7 +68,9 @@ impl Workers {
         while !*stop.borrow() {
             match self.store.claim(&self.replica, self.lease).await {
                 Ok(Some(c)) => {
-                    self.item(c).await;
+                    self.busy.fetch_add(1, Ordering::SeqCst);
+                    self.item(c, stop.clone()).await;
+                    self.busy.fetch_sub(1, Ordering::SeqCst);
                     continue;
                 }
                 Ok(None) => {}
@@ -82,22 +83,39 @@ impl Workers {
         }
     }
 
-    /// Finishes jobs that nobody finished: a replica died between completing the last item
-    /// and finishing the job, or a stopping job's last holder died.
+    /// Items being scored now.
+    pub fn busy(&self) -> usize {
+        self.busy.load(Ordering::SeqCst)
+    }
+
+    /// The last job and item counts (for `/metrics`, which must not wait on the store).
+    pub fn counts(&self) -> Option<Counts> {
+        self.counts.lock().ok().and_then(|c| c.clone())
+    }
+
+    /// Finishes jobs that nobody finished (a replica died between completing the last item
+    /// and finishing the job, or a stopping job's last holder died), and counts jobs and
+    /// items for `/metrics`.
     pub async fn sweep(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let every = (self.poll * 5).max(Duration::from_secs(1));
         while !*stop.borrow() {
-            for status in [JobStatus::InProgress, JobStatus::Stopping] {
-                match self.store.list(Some(status), None, 1000).await {
-                    Ok(jobs) => {
-                        for j in jobs {
-                            if let Err(e) = settle(&self.store, &self.replica, &j.name).await {
-                                log::warn!("portal: cannot settle job {}: {e}", j.name);
-                            }
+            match self.store.active_jobs().await {
+                Ok(jobs) => {
+                    for name in jobs {
+                        if let Err(e) = settle(&self.store, &self.replica, &name).await {
+                            log::warn!("portal: cannot settle job {name}: {e}");
                         }
                     }
-                    Err(e) => log::warn!("portal: cannot list jobs: {e}"),
                 }
+                Err(e) => log::warn!("portal: cannot list jobs: {e}"),
+            }
+            match self.store.counts().await {
+                Ok(c) => {
+                    if let Ok(mut slot) = self.counts.lock() {
+                        *slot = Some(c);
+                    }
+                }
+                Err(e) => log::warn!("portal: cannot count jobs: {e}"),
             }
             tokio::select! {
                 () = tokio::time::sleep(every) => {}
@@ -106,28 +124,43 @@ impl Workers {
         }
     }
 
-    async fn item(&self, c: Claimed) {
+    async fn item(&self, c: Claimed, shutdown: watch::Receiver<bool>) {
         let label = format!("{} item {} ({})", c.job, c.seq, c.input);
-        let outcome = self.score(&c).await;
-        let done = match outcome {
-            Ok((Held::Lost, _)) => {
+        let lease = Lease::start(self.store.clone(), c.clone(), self.lease, shutdown);
+        let scored = self.score(&c, &lease).await;
+        let ended = lease.ended();
+        drop(lease);
+        let recorded = match (ended, scored) {
+            (Ended::Lost, _) => {
                 log::warn!(
                     "portal: {label}: the lease was lost to another replica; its result is dropped"
                 );
                 return;
             }
-            Ok((Held::JobEnded, _)) => {
-                log::info!("portal: {label}: the job stopped; the item goes back unfinished");
+            (Ended::Job | Ended::Shutdown, _) => {
+                log::info!("portal: {label}: given back unfinished ({ended:?})");
                 self.store.release(&c).await.map(|()| true)
             }
-            Ok((Held::Yes, result)) => {
+            // The store failed us, not the item: give it back rather than spend an attempt.
+            (Ended::No, Err(e)) => {
+                log::error!("portal: {label}: {e}; the item is given back");
+                self.store.release(&c).await.map(|()| true)
+            }
+            (Ended::No, Ok(result)) => {
+                if let Err(why) = &result {
+                    log::error!("portal: {label}: failed: {why}");
+                }
+                let tally = result
+                    .as_ref()
+                    .ok()
+                    .and_then(|(_, t)| serde_json::to_string(t).ok());
                 let outcome = match &result {
-                    Ok((rows, tally)) => Outcome {
+                    Ok((rows, t)) => Outcome {
                         status: ItemStatus::Done,
-                        rows_ok: tally.rows,
-                        rows_failed: rows.saturating_sub(tally.rows),
+                        rows_ok: t.rows,
+                        rows_failed: rows.saturating_sub(t.rows),
                         bytes_done: 0,
-                        tally: None,
+                        tally: tally.as_deref(),
                         error: None,
                     },
                     Err(why) => Outcome {
@@ -139,32 +172,21 @@ impl Workers {
                         error: Some(why.as_str()),
                     },
                 };
-                let tally = result
-                    .as_ref()
-                    .ok()
-                    .and_then(|(_, t)| serde_json::to_string(t).ok());
-                if let Err(why) = &result {
-                    log::error!("portal: {label}: failed: {why}");
+                let done = self.store.finish_item(&c, &outcome).await;
+                if matches!(done, Ok(true)) && c.attempts > 1 {
+                    // An earlier holder of this item may have died mid-write.
+                    if let Ok(Place::Local(out)) = Place::parse(&c.output) {
+                        let (tag, token) = (tag_prefix(&c), c.token);
+                        let _ = tokio::task::spawn_blocking(move || {
+                            remove_stale_partials(&out, &tag, token)
+                        })
+                        .await;
+                    }
                 }
-                self.store
-                    .finish_item(
-                        &c,
-                        &Outcome {
-                            tally: tally.as_deref(),
-                            ..outcome
-                        },
-                    )
-                    .await
+                done
             }
-            Err(e) => Err(e),
         };
-        match done {
-            Ok(true) if c.attempts > 1 => {
-                // An earlier holder of this item may have died mid-write.
-                if let Ok(Place::Local(out)) = Place::parse(&c.output) {
-                    remove_stale_partials(&out);
-                }
-            }
+        match recorded {
             Ok(true) => {}
             Ok(false) => log::warn!(
                 "portal: {label}: the lease was lost before it completed; its result is dropped"
@@ -176,14 +198,18 @@ impl Workers {
         }
     }
 
-    /// Scores a claimed item while renewing its lease.
-    async fn score(&self, c: &Claimed) -> Result<(Held, Result<(u64, Tally), String>), StoreError> {
+    /// Scores a claimed item; `Err` only when the store failed (the item is not at fault).
+    async fn score(
+        &self,
+        c: &Claimed,
+        lease: &Lease,
+    ) -> Result<Result<(u64, Tally), String>, StoreError> {
         let Some(job) = self.store.job(&c.job).await? else {
-            return Ok((Held::Yes, Err("the job was deleted".into())));
+            return Ok(Err("the job was deleted".into()));
         };
         let spec = match JobSpec::parse(job.spec.as_bytes()) {
             Ok(s) => s,
-            Err(e) => return Ok((Held::Yes, Err(format!("the stored job is unreadable: {e}")))),
+            Err(e) => return Ok(Err(format!("the stored job is unreadable: {e}"))),
         };
         if job.status == JobStatus::Queued {
             self.store
@@ -197,22 +223,19 @@ impl Workers {
                 .await?;
         }
         if c.attempts > i64::from(spec.max_attempts) {
-            return Ok((
-                Held::Yes,
-                Err(format!(
-                    "started {} times and never finished (max_attempts {}): the replicas scoring it died or hung",
-                    c.attempts - 1,
-                    spec.max_attempts
-                )),
-            ));
+            return Ok(Err(format!(
+                "started {} times and never finished (max_attempts {}): the replicas scoring it died or hung",
+                c.attempts - 1,
+                spec.max_attempts
+            )));
         }
         let checked = match spec.check() {
             Ok(s) => s,
-            Err(e) => return Ok((Held::Yes, Err(e.to_string()))),
+            Err(e) => return Ok(Err(e.to_string())),
         };
         let model = match self.model(&job.model_uri, &job.model_version).await {
             Ok(m) => m,
-            Err(why) => return Ok((Held::Yes, Err(why))),
+            Err(why) => return Ok(Err(why)),
         };
         let item = match (Place::parse(&c.input), Place::parse(&c.output)) {
             (Ok(input), Ok(output)) => Item {
@@ -220,7 +243,7 @@ impl Workers {
                 output,
                 size: 0,
             },
-            (Err(e), _) | (_, Err(e)) => return Ok((Held::Yes, Err(e.to_string()))),
+            (Err(e), _) | (_, Err(e)) => return Ok(Err(e.to_string())),
         };
         let recorder = Arc::new(Recorder::default());
         let file_job = FileJob {
@@ -233,22 +256,40 @@ impl Workers {
             id_columns: spec.id_columns.clone(),
             observer: Some(Arc::clone(&recorder) as Arc<dyn crate::stream::Observer>),
         };
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let progress = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
-        let seen = Arc::clone(&progress);
         let s3 = self.scoring.sources.s3.clone();
         let needs_s3 = item.input.is_s3() || item.output.is_s3();
-        let tag: String = format!("{}-{}-{}-{}", c.job, self.replica, c.seq, c.attempts)
-            .chars()
-            .map(|ch| {
-                if ch.is_ascii_alphanumeric() || ch == '-' {
-                    ch
-                } else {
-                    '_'
+        let tag = format!("{}{}.{}", tag_prefix(c), c.token, sanitize(&self.replica));
+        let (seen, stop) = (Arc::clone(&lease.progress), lease.stop.clone());
+        // The output appears only while the lease is ours: renewed (and checked) just before
+        // the rename or the upload completes it.
+        let (handle, store, claim, period) = (
+            tokio::runtime::Handle::current(),
+            self.store.clone(),
+            c.clone(),
+            self.lease,
+        );
+        let (state, marker) = (
+            (Arc::clone(&lease.progress), lease.stop.clone()),
+            lease.marker(),
+        );
+        let commit = move || -> Result<(), String> {
+            if *state.1.borrow() {
+                return Err("stopped before the output was written".into());
+            }
+            let (bytes, rows) = (
+                state.0 .0.load(Ordering::Relaxed),
+                state.0 .1.load(Ordering::Relaxed),
+            );
+            match handle.block_on(renew(&store, &claim, period, rows, bytes)) {
+                Ok(Ended::No) => Ok(()),
+                Ok(e) => {
+                    marker.set(e);
+                    Err(format!("not written: {e:?}"))
                 }
-            })
-            .collect();
-        let mut scoring = tokio::task::spawn_blocking(move || {
+                Err(e) => Err(format!("not written: the lease cannot be checked: {e}")),
+            }
+        };
+        let scoring = tokio::task::spawn_blocking(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -263,27 +304,20 @@ impl Workers {
                 seen.0.fetch_add(bytes, Ordering::Relaxed);
                 seen.1.fetch_add(rows, Ordering::Relaxed);
             };
-            staging.transform(&file_job, &tag, &item, &mut on_piece, Some(stop_rx))
+            staging.transform(
+                &file_job,
+                &tag,
+                &item,
+                &mut on_piece,
+                Some(stop),
+                Some(&commit),
+            )
         });
-        let mut held = Held::Yes;
-        let renew_every = self.lease / 3;
-        let result = loop {
-            tokio::select! {
-                r = &mut scoring => break r.map_err(|e| format!("scoring the item failed: {e}")).and_then(|r| r),
-                () = tokio::time::sleep(renew_every) => {
-                    let (bytes, rows) = (progress.0.load(Ordering::Relaxed), progress.1.load(Ordering::Relaxed));
-                    match self.store.renew(c, self.lease, rows, bytes).await {
-                        Ok(None) => { held = Held::Lost; let _ = stop_tx.send(true); }
-                        Ok(Some(JobStatus::InProgress)) => {}
-                        Ok(Some(_)) => { held = Held::JobEnded; let _ = stop_tx.send(true); }
-                        // The store is unreachable: keep scoring; the lease may run out, and
-                        // the completion then finds it lost.
-                        Err(e) => log::warn!("portal: cannot renew the lease of {} item {}: {e}", c.job, c.seq),
-                    }
-                }
-            }
-        };
-        Ok((held, result.map(|rows| (rows, recorder.take()))))
+        let result = scoring
+            .await
+            .map_err(|e| format!("scoring the item failed: {e}"))
+            .and_then(|r| r);
+        Ok(result.map(|rows| (rows, recorder.take())))
     }
 
     /// The job's model at its pinned version, loaded once per replica.
@@ -294,10 +328,15 @@ impl Workers {
         }
         let fetcher = Fetcher::new(uri, self.scoring.sources.clone())
             .map_err(|e| format!("model {uri}: {e}"))?;
-        let fetched = fetcher
-            .fetch()
-            .await
-            .map_err(|e| format!("model {uri}: {e}"))?;
+        // A local model is hashed to find its version: off the portal's threads.
+        let handle = tokio::runtime::Handle::current();
+        let (fetcher, fetched) = tokio::task::spawn_blocking(move || {
+            let fetched = handle.block_on(fetcher.fetch());
+            (fetcher, fetched)
+        })
+        .await
+        .map_err(|e| format!("fetching the model failed: {e}"))?;
+        let fetched = fetched.map_err(|e| format!("model {uri}: {e}"))?;
         if fetched.version != version {
             fetcher.release();
             return Err(format!(
@@ -361,8 +400,33 @@ pub async fn settle(store: &Store, replica: &str, name: &str) -> Result<(), Stor
     ) {
         return Ok(());
     }
-    let Ok(spec) = JobSpec::parse(job.spec.as_bytes()) else {
-        return Ok(());
+    let spec = match JobSpec::parse(job.spec.as_bytes()) {
+        Ok(spec) => spec,
+        Err(e) => {
+            // Written by another mlapp version, perhaps: say so rather than leave it running.
+            let why = truncate(
+                &format!("this mlapp cannot read the stored definition: {e}"),
+                1024,
+            );
+            let from = [
+                JobStatus::InProgress,
+                JobStatus::Queued,
+                JobStatus::Stopping,
+            ];
+            store
+                .finish_job(
+                    name,
+                    job.attempt,
+                    &from,
+                    JobStatus::Failed,
+                    replica,
+                    &why,
+                    None,
+                    None,
+                )
+                .await?;
+            return Ok(());
+        }
     };
     let counts = store.counts_of(name).await?;
     let rows_failed = counts.rows_failed;
@@ -373,7 +437,11 @@ pub async fn settle(store: &Store, replica: &str, name: &str) -> Result<(), Stor
             .iter()
             .filter_map(|t| serde_json::from_str(t).ok())
             .collect();
-        Ok::<_, StoreError>(results::results(&tallies, rows_failed as u64, &job.model_version))
+        Ok::<_, StoreError>(results::results(
+            &tallies,
+            rows_failed as u64,
+            &job.model_version,
+        ))
     };
     if job.status == JobStatus::Stopping {
         if counts.live == 0 {
@@ -381,6 +449,7 @@ pub async fn settle(store: &Store, replica: &str, name: &str) -> Result<(), Stor
             store
                 .finish_job(
                     name,
+                    job.attempt,
                     &[JobStatus::Stopping],
                     JobStatus::Stopped,
                     replica,
@@ -408,8 +477,7 @@ pub async fn settle(store: &Store, replica: &str, name: &str) -> Result<(), Stor
         let why = if over_files {
             format!(
                 "{} files failed, more than max_failed_files {}{first}",
-                counts.failed,
-                spec.max_failed_files
+                counts.failed, spec.max_failed_files
             )
         } else {
             format!(
@@ -420,6 +488,7 @@ pub async fn settle(store: &Store, replica: &str, name: &str) -> Result<(), Stor
         store
             .finish_job(
                 name,
+                job.attempt,
                 &[JobStatus::InProgress, JobStatus::Queued],
                 JobStatus::Failed,
                 replica,
@@ -452,6 +521,7 @@ pub async fn settle(store: &Store, replica: &str, name: &str) -> Result<(), Stor
     let moved = store
         .finish_job(
             name,
+            job.attempt,
             &[JobStatus::InProgress, JobStatus::Queued],
             to,
             replica,
@@ -501,20 +571,44 @@ async fn compare(
     }))
 }
 
-/// Removes `x.out.<writer>.partial` files beside `x.out`, left by writers that died.
-fn remove_stale_partials(output: &std::path::Path) {
+/// The start of an item's writer tags, `<job>.<seq>.`: '.' is in no job name, so the tag of
+/// one item never starts like another's.
+fn tag_prefix(c: &Claimed) -> String {
+    format!("{}.{}.", c.job, c.seq)
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|ch| {
+            if ch.is_ascii_alphanumeric() || ch == '-' {
+                ch
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Removes `x.out.<job>.<seq>.<claim>.<replica>.partial` files of earlier claims of this item
+/// (writers that died mid-write); a later claim's file, or another item's, is never touched.
+fn remove_stale_partials(output: &std::path::Path, tag: &str, token: i64) {
     let (Some(dir), Some(name)) = (output.parent(), output.file_name().and_then(|n| n.to_str()))
     else {
         return;
     };
-    let prefix = format!("{name}.");
+    let prefix = format!("{name}.{tag}");
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let n = e.file_name();
-        let Some(n) = n.to_str() else { continue };
-        if n.starts_with(&prefix)
-            && n.ends_with(".partial")
-            && std::fs::remove_file(e.path()).is_ok()
-        {
+        let Some(rest) = n.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let earlier = rest
+            .ends_with(".partial")
+            .then(|| rest.split('.').next())
+            .flatten()
+            .and_then(|t| t.parse::<i64>().ok())
+            .is_some_and(|t| t < token);
+        if earlier && std::fs::remove_file(e.path()).is_ok() {
             log::info!(
                 "portal: removed {}, left by a writer that died",
                 e.path().display()

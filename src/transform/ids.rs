@@ -159,7 +159,7 @@ impl<S> Cut<'_, S> {
 }
 
 /// The fields of a CSV line as they are written (quotes kept), split at commas outside quotes.
-fn split_fields(line: &[u8]) -> Vec<&[u8]> {
+pub fn split_fields(line: &[u8]) -> Vec<&[u8]> {
     let mut fields = Vec::new();
     let (mut start, mut quoted) = (0, false);
     for (i, &b) in line.iter().enumerate() {

@@ -9,6 +9,7 @@
 //! `.out`, as in SageMaker), unless bad records get placeholders.
 
 mod ids;
+pub use ids::split_fields;
 pub mod places;
 mod progress;
 
@@ -268,7 +269,7 @@ pub fn run(cfg: &TransformConfig) -> Result<Summary, TransformError> {
             }
         }
         let mut advance = |bytes, rows| progress.advance(bytes, rows);
-        match work.transform(&job, &format!("{tag}-{n}"), item, &mut advance, None) {
+        match work.transform(&job, &format!("{tag}-{n}"), item, &mut advance, None, None) {
             Ok(rows) => {
                 summary.done += 1;
                 summary.rows += rows;
@@ -296,6 +297,10 @@ pub struct Staging<'a> {
 /// Told `(input bytes, records)` as pieces are answered.
 pub type OnPiece<'a> = &'a mut dyn FnMut(u64, u64);
 
+/// Asked just before a finished output is made visible; an error leaves it unwritten (the
+/// portal checks that its lease still holds).
+pub type Commit<'a> = &'a dyn Fn() -> Result<(), String>;
+
 impl Staging<'_> {
     /// Scores one input into its output; the records it answered, or why it failed. `tag`
     /// names this writer's temporary files: two writers of the same output (a replica that
@@ -308,6 +313,7 @@ impl Staging<'_> {
         item: &Item,
         progress: OnPiece<'_>,
         stop: Option<tokio::sync::watch::Receiver<bool>>,
+        commit: Option<Commit<'_>>,
     ) -> Result<u64, String> {
         let staged = |what: &str| self.dir.join(format!("{tag}.{what}"));
         let store = || self.store.ok_or_else(|| "no S3 client".to_string());
@@ -327,9 +333,22 @@ impl Staging<'_> {
             Place::Local(p) => p.clone(),
             Place::S3(_) => staged("out"),
         };
-        let mut result = transform_file(self.rt, job, &input, &output, tag, progress, stop);
+        // A staged S3 output is completed by its upload, a local one by its rename.
+        let local_commit = if item.output.is_s3() { None } else { commit };
+        let mut result = transform_file(
+            self.rt,
+            job,
+            &input,
+            &output,
+            tag,
+            progress,
+            stop,
+            local_commit,
+        );
         if let (Ok(_), Place::S3(uri)) = (&result, &item.output) {
-            if let Err(e) = self.rt.block_on(store()?.upload(&output, uri)) {
+            if let Some(Err(why)) = commit.map(|c| c()) {
+                result = Err(why);
+            } else if let Err(e) = self.rt.block_on(store()?.upload(&output, uri)) {
                 result = Err(e.to_string());
             }
             let _ = std::fs::remove_file(&output);
@@ -343,6 +362,7 @@ impl Staging<'_> {
 
 /// Transforms one file into `output` (via `output.partial`); the records it scored, or why
 /// it failed.
+#[allow(clippy::too_many_arguments)]
 fn transform_file(
     rt: &tokio::runtime::Runtime,
     job: &FileJob,
@@ -351,6 +371,7 @@ fn transform_file(
     tag: &str,
     progress: OnPiece<'_>,
     stop: Option<tokio::sync::watch::Receiver<bool>>,
+    commit: Option<Commit<'_>>,
 ) -> Result<u64, String> {
     let partial = PathBuf::from(format!("{}.{tag}.partial", output.display()));
     if let Some(dir) = partial.parent() {
@@ -373,6 +394,10 @@ fn transform_file(
             crate::error::panic_message(p.as_ref())
         ))
     });
+    let result = match (result, commit) {
+        (Ok(rows), Some(commit)) => commit().map(|()| rows),
+        (result, _) => result,
+    };
     match result {
         Ok(rows) => {
             std::fs::rename(&partial, output).map_err(|e| format!("{}: {e}", output.display()))?;

@@ -445,7 +445,15 @@ fn api_suite(backend: Backend) {
         (Some(2), Some(1))
     );
 
-    let metrics = s.get("/metrics").body;
+    // The counts are the sweep's (every second here): /metrics never waits on the store.
+    let until = Instant::now() + Duration::from_secs(15);
+    let metrics = loop {
+        let m = s.get("/metrics").body;
+        if m.contains("mlapp_jobs{status=\"Completed\"} 4") || Instant::now() > until {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(
         metrics.contains("mlapp_jobs{status=\"Completed\"} 4"),
         "{metrics}"
@@ -556,7 +564,7 @@ async fn claimers_race(url: String) {
         (0..300).collect::<Vec<i64>>(),
         "an item was lost or done twice"
     );
-    let stored = store.items("race").await.unwrap();
+    let stored = store.items("race", None, 1000).await.unwrap();
     assert!(stored
         .iter()
         .all(|i| i.status == ItemStatus::Done && i.attempts == 1));
@@ -615,7 +623,28 @@ async fn claimers_race(url: String) {
             .unwrap(),
         Some(JobStatus::Queued)
     );
-    assert!(store.finish_item(&next, &outcome).await.unwrap());
+    // Given back and claimed again by the same replica: the old claim is fenced off all the
+    // same (its attempts count may repeat; its claim token does not).
+    store.release(&next).await.unwrap();
+    let again = store
+        .claim("fast", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("claim again");
+    assert_eq!((again.seq, again.attempts), (next.seq, next.attempts));
+    assert!(again.token > next.token);
+    assert_eq!(
+        store
+            .renew(&next, Duration::from_secs(1), 0, 0)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        !store.finish_item(&next, &outcome).await.unwrap(),
+        "a given-back claim completed"
+    );
+    assert!(store.finish_item(&again, &outcome).await.unwrap());
     store.close().await;
 }
 

@@ -12,6 +12,10 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+mod items;
+
+pub use items::{Claimed, ItemCounts, ItemRow, Outcome};
+
 use super::{ItemStatus, JobStatus};
 
 #[derive(Debug, thiserror::Error)]
@@ -69,38 +73,6 @@ pub struct NewItem {
     pub size: u64,
 }
 
-/// A work item as stored.
-#[derive(Clone, Debug)]
-pub struct ItemRow {
-    pub seq: i64,
-    pub input: String,
-    pub output: String,
-    pub size: i64,
-    pub status: ItemStatus,
-    pub attempts: i64,
-    pub lease_owner: Option<String>,
-    pub lease_until: Option<i64>,
-    pub rows_ok: i64,
-    pub rows_failed: i64,
-    pub bytes_done: i64,
-    pub tally: Option<String>,
-    pub error: Option<String>,
-    pub started_at: Option<i64>,
-    pub ended_at: Option<i64>,
-}
-
-/// An item this replica holds the lease of. `attempts` fences it: a later claim of the same
-/// item bumps it, and every write below names it.
-#[derive(Clone, Debug)]
-pub struct Claimed {
-    pub job: String,
-    pub seq: i64,
-    pub input: String,
-    pub output: String,
-    pub attempts: i64,
-    pub owner: String,
-}
-
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Event {
     pub at: i64,
@@ -110,34 +82,8 @@ pub struct Event {
     pub reason: String,
 }
 
-/// A job's items by state.
-#[derive(Debug)]
-pub struct ItemCounts {
-    pub total: i64,
-    /// Running under a lease that has not run out.
-    pub live: i64,
-    pub done: i64,
-    pub failed: i64,
-    pub rows_failed: i64,
-    /// The first failed item's input and error.
-    pub first_failure: Option<(String, Option<String>)>,
-}
-
-/// How an item ended.
-pub struct Outcome<'a> {
-    pub status: ItemStatus,
-    pub rows_ok: u64,
-    pub rows_failed: u64,
-    pub bytes_done: u64,
-    pub tally: Option<&'a str>,
-    pub error: Option<&'a str>,
-}
-
 const JOB_COLUMNS: &str = "name, spec, status, reason, attempt, model_uri, model_version, labels, \
      created_at, started_at, ended_at, updated_at, results, comparison, evaluation";
-const ITEM_COLUMNS: &str = "seq, input, output, size, status, attempts, lease_owner, rows_ok, \
-     rows_failed, bytes_done, tally, error, started_at, ended_at, lease_until";
-
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -259,33 +205,29 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let sql = if self.backend == Backend::Postgres {
+        let inserted = sqlx::query(
             "INSERT INTO jobs (name, spec, status, attempt, model_uri, model_version, series, \
              labels, created_at, updated_at) VALUES ($1, $2, $3, 0, $4, $5, $6, $7, $8, $8) \
-             ON CONFLICT (name) DO NOTHING"
-        } else {
-            "INSERT OR IGNORE INTO jobs (name, spec, status, attempt, model_uri, model_version, \
-             series, labels, created_at, updated_at) VALUES ($1, $2, $3, 0, $4, $5, $6, $7, $8, $8)"
-        };
-        let inserted = sqlx::query(sql)
-            .bind(name)
-            .bind(spec)
-            .bind(JobStatus::Created.as_str())
-            .bind(model_uri)
-            .bind(model_version)
-            .bind(series)
-            .bind(labels)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(spec)
+        .bind(JobStatus::Created.as_str())
+        .bind(model_uri)
+        .bind(model_version)
+        .bind(series)
+        .bind(labels)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         if inserted == 0 {
             return Ok(false);
         }
         for (seq, item) in items.iter().enumerate() {
             sqlx::query(
-                "INSERT INTO items (job, seq, input, output, size, status, attempts, rows_ok, \
-                 rows_failed, bytes_done) VALUES ($1, $2, $3, $4, $5, $6, 0, 0, 0, 0)",
+                "INSERT INTO items (job, seq, input, output, size, status, attempts, claims, \
+                 rows_ok, rows_failed, bytes_done) VALUES ($1, $2, $3, $4, $5, $6, 0, 0, 0, 0, 0)",
             )
             .bind(name)
             .bind(seq as i64)
@@ -339,6 +281,15 @@ impl Store {
         rows.iter().map(job_row).collect()
     }
 
+    /// Jobs that are running or stopping, oldest first (for the sweep).
+    pub async fn active_jobs(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT name FROM jobs WHERE status IN ('InProgress', 'Stopping') ORDER BY created_at",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// The newest job of `series` created before `before`, that finished with results.
     pub async fn previous_in_series(
         &self,
@@ -371,7 +322,7 @@ impl Store {
         reason: &str,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let moved = move_job(&mut tx, name, from, to, replica, reason, None).await?;
+        let moved = move_job(&mut tx, name, from, to, replica, reason, None, None).await?;
         tx.commit().await?;
         Ok(moved)
     }
@@ -392,6 +343,7 @@ impl Store {
             JobStatus::Queued,
             replica,
             "resumed: unfinished items queued again",
+            None,
             None,
         )
         .await?;
@@ -429,6 +381,7 @@ impl Store {
             replica,
             "invoked",
             None,
+            None,
         )
         .await?;
         if moved {
@@ -441,171 +394,15 @@ impl Store {
         Ok(moved)
     }
 
-    /// Claims the next runnable item of any running job (oldest job first): a queued item, or
-    /// one whose lease ran out (its replica died or hangs). Attempts count up; the caller
-    /// gives up on an item past its job's limit.
-    pub async fn claim(&self, owner: &str, lease: Duration) -> Result<Option<Claimed>, StoreError> {
-        let now = now_ms();
-        let lock = match self.backend {
-            Backend::Postgres => "FOR UPDATE OF i SKIP LOCKED",
-            // One writer at a time: the statement is atomic as it is.
-            Backend::Sqlite => "",
-        };
-        let sql = format!(
-            "UPDATE items SET status = 'running', lease_owner = $1, lease_until = $2, \
-             attempts = attempts + 1, started_at = $3 \
-             WHERE (job, seq) IN (SELECT i.job, i.seq FROM items i JOIN jobs j ON j.name = i.job \
-               WHERE j.status IN ('Queued', 'InProgress') \
-                 AND (i.status = 'queued' OR (i.status = 'running' AND i.lease_until < $3)) \
-               ORDER BY j.created_at, i.job, i.seq LIMIT 1 {lock}) \
-             RETURNING job, seq, input, output, attempts"
-        );
-        let row = sqlx::query(&sql)
-            .bind(owner)
-            .bind(now + lease.as_millis() as i64)
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some(r) = row else { return Ok(None) };
-        Ok(Some(Claimed {
-            job: r.try_get(0)?,
-            seq: r.try_get(1)?,
-            input: r.try_get(2)?,
-            output: r.try_get(3)?,
-            attempts: r.try_get(4)?,
-            owner: owner.to_string(),
-        }))
-    }
-
-    /// Extends the lease and records progress. `Some(status of the job)` while the lease is
-    /// held; `None` once it was lost (expired and claimed by another replica).
-    pub async fn renew(
-        &self,
-        c: &Claimed,
-        lease: Duration,
-        rows: u64,
-        bytes: u64,
-    ) -> Result<Option<JobStatus>, StoreError> {
-        let held = sqlx::query(
-            "UPDATE items SET lease_until = $1, rows_ok = $2, bytes_done = $3 \
-             WHERE job = $4 AND seq = $5 AND lease_owner = $6 AND attempts = $7 AND status = 'running'",
-        )
-        .bind(now_ms() + lease.as_millis() as i64)
-        .bind(rows as i64)
-        .bind(bytes as i64)
-        .bind(&c.job)
-        .bind(c.seq)
-        .bind(&c.owner)
-        .bind(c.attempts)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        if held == 0 {
-            return Ok(None);
-        }
-        let status: Option<String> = sqlx::query_scalar("SELECT status FROM jobs WHERE name = $1")
-            .bind(&c.job)
-            .fetch_optional(&self.pool)
-            .await?;
-        status.map(|s| parse_status(&s)).transpose()
-    }
-
-    /// Ends a held item; false when the lease was lost, and then nothing is written.
-    pub async fn finish_item(&self, c: &Claimed, o: &Outcome<'_>) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let held = sqlx::query(
-            "UPDATE items SET status = $1, rows_ok = $2, rows_failed = $3, bytes_done = $4, \
-             tally = $5, error = $6, ended_at = $7, lease_until = NULL \
-             WHERE job = $8 AND seq = $9 AND lease_owner = $10 AND attempts = $11 AND status = 'running'",
-        )
-        .bind(o.status.as_str())
-        .bind(o.rows_ok as i64)
-        .bind(o.rows_failed as i64)
-        .bind(o.bytes_done as i64)
-        .bind(o.tally)
-        .bind(o.error)
-        .bind(now_ms())
-        .bind(&c.job)
-        .bind(c.seq)
-        .bind(&c.owner)
-        .bind(c.attempts)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        Ok(held == 1)
-    }
-
-    /// Gives a held item back unfinished (the job is stopping or failed): queued again, its
-    /// attempt not counted.
-    pub async fn release(&self, c: &Claimed) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE items SET status = 'queued', attempts = attempts - 1, lease_owner = NULL, \
-             lease_until = NULL, rows_ok = 0, bytes_done = 0 \
-             WHERE job = $1 AND seq = $2 AND lease_owner = $3 AND attempts = $4 AND status = 'running'",
-        )
-        .bind(&c.job)
-        .bind(c.seq)
-        .bind(&c.owner)
-        .bind(c.attempts)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// A job's items counted by state, without reading them (settling runs after every item).
-    pub async fn counts_of(&self, job: &str) -> Result<ItemCounts, StoreError> {
-        // Sums of BIGINT are NUMERIC on PostgreSQL, which `Any` cannot carry: cast back.
-        let r = sqlx::query(
-            "SELECT COUNT(*), \
-             CAST(COALESCE(SUM(CASE WHEN status = 'running' AND lease_until > $2 THEN 1 ELSE 0 END), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(CASE WHEN status = 'done' THEN 1 ELSE 0 END), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(rows_failed), 0) AS BIGINT) FROM items WHERE job = $1",
-        )
-        .bind(job)
-        .bind(now_ms())
-        .fetch_one(&self.pool)
-        .await?;
-        let first_failure = sqlx::query(
-            "SELECT input, error FROM items WHERE job = $1 AND status = 'failed' ORDER BY seq LIMIT 1",
-        )
-        .bind(job)
-        .fetch_optional(&self.pool)
-        .await?
-        .map(|f| -> Result<(String, Option<String>), sqlx::Error> { Ok((f.try_get(0)?, f.try_get(1)?)) })
-        .transpose()?;
-        Ok(ItemCounts {
-            total: r.try_get(0)?,
-            live: r.try_get(1)?,
-            done: r.try_get(2)?,
-            failed: r.try_get(3)?,
-            rows_failed: r.try_get(4)?,
-            first_failure,
-        })
-    }
-
-    /// The tallies of a job's finished items (read once, when the job finishes).
-    pub async fn tallies(&self, job: &str) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT tally FROM items WHERE job = $1 AND tally IS NOT NULL ORDER BY seq")
-            .bind(job)
-            .fetch_all(&self.pool)
-            .await?)
-    }
-
-    pub async fn items(&self, job: &str) -> Result<Vec<ItemRow>, StoreError> {
-        let sql = format!("SELECT {ITEM_COLUMNS} FROM items WHERE job = $1 ORDER BY seq");
-        let rows = sqlx::query(&sql).bind(job).fetch_all(&self.pool).await?;
-        rows.iter().map(item_row).collect()
-    }
-
     /// Finishes a job whose items are all terminal, or that ran over its failure budget:
     /// moves it from `from` to `to` with its results and comparison, once (false when another
-    /// replica did it first).
+    /// replica did it first). `attempt` is the run the caller looked at: a job resumed since
+    /// is not finished on an old reading.
     #[allow(clippy::too_many_arguments)]
     pub async fn finish_job(
         &self,
         name: &str,
+        attempt: i64,
         from: &[JobStatus],
         to: JobStatus,
         replica: &str,
@@ -614,7 +411,8 @@ impl Store {
         comparison: Option<&str>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let moved = move_job(&mut tx, name, from, to, replica, reason, Some(now_ms())).await?;
+        let at = Some(now_ms());
+        let moved = move_job(&mut tx, name, from, to, replica, reason, at, Some(attempt)).await?;
         if moved {
             sqlx::query(
                 "UPDATE jobs SET results = $1, comparison = $2, reason = $3 WHERE name = $4",
@@ -683,6 +481,7 @@ impl Store {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn move_job(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     name: &str,
@@ -691,6 +490,7 @@ async fn move_job(
     replica: &str,
     reason: &str,
     ended: Option<i64>,
+    attempt: Option<i64>,
 ) -> Result<bool, StoreError> {
     let now = now_ms();
     // The statuses are our own constants, never input: safe to write into the statement.
@@ -711,12 +511,13 @@ async fn move_job(
     };
     let sql = format!(
         "UPDATE jobs SET status = $1, updated_at = $3{started}{ended_sql} \
-         WHERE name = $2 AND status IN ({list}) RETURNING status"
+         WHERE name = $2 AND status IN ({list}) AND ($4 IS NULL OR attempt = $4) RETURNING status"
     );
     let moved = sqlx::query(&sql)
         .bind(to.as_str())
         .bind(name)
         .bind(now)
+        .bind(attempt)
         .fetch_optional(&mut **tx)
         .await?
         .is_some();
@@ -782,30 +583,6 @@ fn job_row(r: &AnyRow) -> Result<JobRow, StoreError> {
         results: r.try_get(12)?,
         comparison: r.try_get(13)?,
         evaluation: r.try_get(14)?,
-    })
-}
-
-fn item_row(r: &AnyRow) -> Result<ItemRow, StoreError> {
-    let status: String = r.try_get(4)?;
-    Ok(ItemRow {
-        seq: r.try_get(0)?,
-        input: r.try_get(1)?,
-        output: r.try_get(2)?,
-        size: r.try_get(3)?,
-        status: ItemStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
-            what: "item status",
-            why: format!("{status:?}"),
-        })?,
-        attempts: r.try_get(5)?,
-        lease_owner: r.try_get(6)?,
-        rows_ok: r.try_get(7)?,
-        rows_failed: r.try_get(8)?,
-        bytes_done: r.try_get(9)?,
-        tally: r.try_get(10)?,
-        error: r.try_get(11)?,
-        started_at: r.try_get(12)?,
-        ended_at: r.try_get(13)?,
-        lease_until: r.try_get(14)?,
     })
 }
 

@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS items (
     size BIGINT NOT NULL,
     status TEXT NOT NULL,
     attempts BIGINT NOT NULL,
+    claims BIGINT NOT NULL,
     lease_owner TEXT,
     lease_until BIGINT,
     started_at BIGINT,
