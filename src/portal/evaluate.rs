@@ -49,10 +49,12 @@ struct Request {
 pub async fn start(
     store: &Store,
     sources: &SourceOptions,
+    roots: &super::roots::Roots,
     body: &[u8],
 ) -> Result<(u16, Value), PortalError> {
     let req: Request = serde_json::from_slice(body).map_err(|e| invalid("body", e.to_string()))?;
     super::spec::check_name(&req.name)?;
+    roots.check("ground_truth", &req.ground_truth)?;
     let job = store
         .job(&req.name)
         .await?

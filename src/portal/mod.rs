@@ -18,6 +18,7 @@ pub mod evaluate;
 mod lease;
 pub mod report;
 pub mod results;
+mod roots;
 pub mod spec;
 pub mod store;
 mod view;
@@ -64,6 +65,10 @@ pub struct PortalArgs {
     /// How often an idle replica looks for work, in seconds.
     #[arg(long, env = "MLAPP_PORTAL_POLL_SECONDS", default_value_t = 1.0)]
     pub portal_poll_seconds: f64,
+    /// Folders and s3:// prefixes jobs may read and write (models, inputs, outputs, ground
+    /// truth), comma-separated. Default: anywhere the server may.
+    #[arg(long, env = "MLAPP_PORTAL_ROOTS", value_delimiter = ',')]
+    pub portal_roots: Vec<String>,
 }
 
 impl PortalArgs {
@@ -218,6 +223,7 @@ pub struct Portal {
     runtime: tokio::runtime::Handle,
     shutdown: tokio::sync::watch::Sender<bool>,
     workers: Arc<worker::Workers>,
+    roots: roots::Roots,
     metrics: Arc<crate::monitor::Metrics>,
     /// Kept so the SQLite file stays this process's alone.
     _lock: Option<std::fs::File>,
@@ -282,6 +288,13 @@ impl Portal {
         )
         .map_err(start)?;
         let replica = args.replica_id.clone().unwrap_or_else(default_replica);
+        let roots = roots::Roots::parse(&args.portal_roots).map_err(start)?;
+        if roots.is_open() {
+            log::warn!(
+                "portal: jobs may read and write anywhere this server may: set --portal-roots \
+                 (and --auth-token-file) on a shared server"
+            );
+        }
         // Two threads for the store, the leases and the routes; scoring and file-system work
         // run on blocking threads, so a slow listing never holds up a lease renewal.
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -328,6 +341,7 @@ impl Portal {
             runtime: runtime.handle().clone(),
             shutdown,
             workers: Arc::clone(&workers),
+            roots,
             metrics,
             _lock: lock,
         });
@@ -383,6 +397,13 @@ impl Portal {
     async fn create_here(&self, body: &[u8]) -> Result<(u16, Value), PortalError> {
         let spec = JobSpec::parse(body)?;
         spec.check()?;
+        for (field, place) in [
+            ("model", &spec.model),
+            ("input", &spec.input),
+            ("output", &spec.output),
+        ] {
+            self.roots.check(field, place)?;
+        }
         let canonical = spec.canonical();
         if let Some(job) = self.store.job(&spec.name).await? {
             return self.replay(job, &canonical).await;
@@ -590,8 +611,10 @@ impl Portal {
     /// `evaluate`: scores a finished job's predictions against late ground truth.
     pub async fn evaluate(self: &Arc<Self>, body: Vec<u8>) -> Result<(u16, Value), PortalError> {
         let me = Arc::clone(self);
-        self.on_runtime(async move { evaluate::start(&me.store, &me.sources, &body).await })
-            .await
+        self.on_runtime(
+            async move { evaluate::start(&me.store, &me.sources, &me.roots, &body).await },
+        )
+        .await
     }
 
     /// The stored evaluation of a job, for the report page.

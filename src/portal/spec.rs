@@ -179,29 +179,8 @@ impl JobSpec {
                 ));
             }
         }
-        if !self.id_columns.is_empty() {
-            if format != (InputFormat::Csv { header: false }) || split != SplitType::Line {
-                return Err(invalid(
-                    "id_columns",
-                    "pass-through columns need CSV input split by line",
-                ));
-            }
-            if accept != OutputFormat::Csv {
-                return Err(invalid(
-                    "id_columns",
-                    "pass-through columns are written in front of CSV answers: use accept text/csv",
-                ));
-            }
-            let mut seen = self.id_columns.clone();
-            seen.sort_unstable();
-            seen.dedup();
-            if seen.len() != self.id_columns.len() {
-                return Err(invalid("id_columns", "a column is listed twice"));
-            }
-            if let Some(c) = self.id_columns.iter().find(|&&c| c > 4096) {
-                return Err(invalid("id_columns", format!("column {c} is past 4096")));
-            }
-        }
+        crate::transform::check_columns(&self.id_columns, format, split, accept)
+            .map_err(|e| invalid("id_columns", e))?;
         if self.max_attempts == 0 || self.max_attempts > 100 {
             return Err(invalid(
                 "max_attempts",
@@ -288,7 +267,8 @@ pub fn check_name(name: &str) -> Result<(), Invalid> {
     }
 }
 
-fn truncate(s: &str, n: usize) -> &str {
+/// At most `n` characters of `s`.
+pub fn truncate(s: &str, n: usize) -> &str {
     match s.char_indices().nth(n) {
         Some((i, _)) => &s[..i],
         None => s,

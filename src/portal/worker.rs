@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::lease::{renew, Ended, Lease};
 use super::results::{self, Recorder, Tally};
-use super::spec::{JobSpec, COMPARE_PREVIOUS};
+use super::spec::{truncate, JobSpec, COMPARE_PREVIOUS};
 use super::store::{Claimed, Outcome, Store, StoreError};
 use super::{ItemStatus, JobStatus, Scoring};
 use crate::engine::{self, LoadOptions, LoadedModel};
@@ -404,10 +404,8 @@ pub async fn settle(store: &Store, replica: &str, name: &str) -> Result<(), Stor
         Ok(spec) => spec,
         Err(e) => {
             // Written by another mlapp version, perhaps: say so rather than leave it running.
-            let why = truncate(
-                &format!("this mlapp cannot read the stored definition: {e}"),
-                1024,
-            );
+            let why = format!("this mlapp cannot read the stored definition: {e}");
+            let why = truncate(&why, 1024);
             let from = [
                 JobStatus::InProgress,
                 JobStatus::Queued,
@@ -492,7 +490,7 @@ pub async fn settle(store: &Store, replica: &str, name: &str) -> Result<(), Stor
                 &[JobStatus::InProgress, JobStatus::Queued],
                 JobStatus::Failed,
                 replica,
-                &truncate(&why, 1024),
+                truncate(&why, 1024),
                 None,
                 None,
             )
@@ -614,12 +612,5 @@ fn remove_stale_partials(output: &std::path::Path, tag: &str, token: i64) {
                 e.path().display()
             );
         }
-    }
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    match s.char_indices().nth(n) {
-        Some((i, _)) => s[..i].to_string(),
-        None => s.to_string(),
     }
 }

@@ -16,6 +16,39 @@ use crate::stream::{self, Done, Job, Sink, Source, StreamError};
 
 type Ids = Arc<Mutex<VecDeque<Vec<u8>>>>;
 
+/// Whether `columns` can be passed through for this input and answer: CSV split by line in,
+/// CSV answers out, each column once, none past 4096.
+pub fn check_columns(
+    columns: &[usize],
+    format: crate::codec::InputFormat,
+    split: super::SplitType,
+    accept: crate::codec::OutputFormat,
+) -> Result<(), String> {
+    if columns.is_empty() {
+        return Ok(());
+    }
+    if format != (crate::codec::InputFormat::Csv { header: false })
+        || split != super::SplitType::Line
+    {
+        return Err("pass-through columns need CSV input split by line".into());
+    }
+    if accept != crate::codec::OutputFormat::Csv {
+        return Err(
+            "pass-through columns are written in front of CSV answers: answer text/csv".into(),
+        );
+    }
+    let mut seen = columns.to_vec();
+    seen.sort_unstable();
+    seen.dedup();
+    if seen.len() != columns.len() {
+        return Err("a column is listed twice".into());
+    }
+    match columns.iter().find(|&&c| c > 4096) {
+        Some(c) => Err(format!("column {c} is past 4096")),
+        None => Ok(()),
+    }
+}
+
 /// `stream::score` with the `columns` of each record passed through.
 pub async fn score<S: Source<Error = String>, K: Sink>(
     job: Job,
@@ -40,8 +73,7 @@ pub async fn score<S: Source<Error = String>, K: Sink>(
     let left = ids.lock().map(|q| q.len()).unwrap_or(0);
     if left > 0 {
         return Err(StreamError::Failed(format!(
-            "{left} records' ids were left without an answer line: an input with lone CR line \
-             ends cannot pass ids through"
+            "{left} records' ids were left without an answer line"
         )));
     }
     Ok(done)
@@ -63,6 +95,13 @@ impl<S: Source<Error = String>> Source for Cut<'_, S> {
     async fn fill(&mut self, buf: &mut BytesMut, want: usize) -> Result<usize, String> {
         let before = buf.len();
         while buf.len() == before && !self.ended {
+            if self.carry.len() > stream::MAX_RECORD_BYTES {
+                return Err(format!(
+                    "record {}: longer than {} bytes with no line end",
+                    self.record + 1,
+                    stream::MAX_RECORD_BYTES
+                ));
+            }
             let n = self.inner.fill(&mut self.carry, want).await?;
             self.ended = n == 0;
             self.cut(buf)?;
@@ -192,10 +231,7 @@ impl<K: Sink> Sink for Join<'_, K> {
                 .lock()
                 .map_err(|_| "the id queue was poisoned".to_string())?;
             if q.len() < lines {
-                return Err(format!(
-                    "{lines} answer lines but {} ids: an input with lone CR line ends cannot pass ids through",
-                    q.len()
-                ));
+                return Err(format!("{lines} answer lines but {} ids", q.len()));
             }
             for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
                 if i > 0 {

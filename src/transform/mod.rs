@@ -9,7 +9,7 @@
 //! `.out`, as in SageMaker), unless bad records get placeholders.
 
 mod ids;
-pub use ids::split_fields;
+pub use ids::{check_columns, split_fields};
 pub mod places;
 mod progress;
 
@@ -173,15 +173,8 @@ pub fn run(cfg: &TransformConfig) -> Result<Summary, TransformError> {
             cfg.shard_index, cfg.shard_count
         )));
     }
-    if !cfg.id_columns.is_empty()
-        && (format != (InputFormat::Csv { header: false })
-            || cfg.split_type != SplitType::Line
-            || accept != OutputFormat::Csv)
-    {
-        return Err(TransformError::Config(
-            "--id-columns needs CSV input split by line and CSV answers".into(),
-        ));
-    }
+    check_columns(&cfg.id_columns, format, cfg.split_type, accept)
+        .map_err(|e| TransformError::Config(format!("--id-columns: {e}")))?;
     let (input, output) = (Place::parse(&cfg.input)?, Place::parse(&cfg.output)?);
     let sources = cfg.model.source_options();
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -18,6 +18,7 @@ mod limits;
 mod metrics;
 mod portal;
 mod portal_cli;
+mod portal_fuzz;
 mod reload;
 mod replicas;
 mod scripts;

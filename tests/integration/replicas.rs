@@ -11,6 +11,10 @@ use crate::common::{model_dir, payload, send_signal, Server};
 use crate::portal::{call, files, transform, wait_for, Backend};
 
 fn replica(backend: &Backend, id: &str, envs: &[(&str, &str)]) -> Server {
+    replica_with_lease(backend, id, envs, "2")
+}
+
+fn replica_with_lease(backend: &Backend, id: &str, envs: &[(&str, &str)], lease: &str) -> Server {
     let mut args = backend.args();
     args.extend(
         [
@@ -19,7 +23,7 @@ fn replica(backend: &Backend, id: &str, envs: &[(&str, &str)]) -> Server {
             "--portal-poll-seconds",
             "0.1",
             "--portal-lease-seconds",
-            "2",
+            lease,
         ]
         .map(String::from),
     );
@@ -197,4 +201,114 @@ fn replicas_read_and_write_jobs_on_s3() {
             "s3://data/monthly/out/{name} differs from mlapp transform's"
         );
     }
+}
+
+/// SIGTERM gives an item back at once (no lease to wait out, no attempt spent), and `stop`
+/// on a running job waits for the items being scored, keeps what is done, and resumes.
+#[test]
+fn a_replica_shutting_down_gives_its_item_back_and_stop_resume_loses_nothing() {
+    let backend = Backend::postgres();
+    let work = tempfile::tempdir().expect("temp dir");
+    let (inp, out) = (work.path().join("in"), work.path().join("out"));
+    input(&inp, 8, 30_000);
+    // Leases far longer than the job: only a given-back item is scored again in time.
+    let r1 = replica_with_lease(&backend, "t1", &[], "120");
+    let mut r2 = Some(replica_with_lease(&backend, "t2", &[], "120"));
+    let spec =
+        json!({"name": "rolling", "model": model_dir("logreg"), "input": inp, "output": out});
+    assert_eq!(
+        call(&r1, "POST", "/api/providers/prediction/create", Some(&spec)).status,
+        201
+    );
+    assert_eq!(
+        call(
+            &r1,
+            "POST",
+            "/api/providers/prediction/invoke?name=rolling",
+            None
+        )
+        .status,
+        202
+    );
+    let until = Instant::now() + Duration::from_secs(60);
+    let held = loop {
+        let v = call(
+            &r1,
+            "GET",
+            "/api/providers/prediction/check?name=rolling",
+            None,
+        )
+        .json();
+        if let Some(i) = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["status"] == "running" && i["replica"] == "t2")
+        {
+            let mut s = r2.take().expect("t2");
+            send_signal(s.pid(), libc::SIGTERM);
+            assert!(
+                s.wait_exit(Duration::from_secs(30)).is_some(),
+                "t2 did not exit on SIGTERM"
+            );
+            break i["input"].clone();
+        }
+        assert!(Instant::now() < until, "t2 never held an item: {v}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // Stop while r1 scores; it ends Stopped, and the done files are kept.
+    let r = call(
+        &r1,
+        "POST",
+        "/api/providers/prediction/stop?name=rolling",
+        None,
+    );
+    assert!(matches!(r.status, 200 | 202), "{}", r.body);
+    let v = wait_for(
+        &r1,
+        "rolling",
+        &["Stopped", "Completed"],
+        Duration::from_secs(60),
+    );
+    if v["status"] == "Stopped" {
+        assert!(
+            v["reason"].as_str().unwrap().contains("outputs are kept"),
+            "{v}"
+        );
+        assert_eq!(
+            call(
+                &r1,
+                "POST",
+                "/api/providers/prediction/invoke?name=rolling",
+                None
+            )
+            .status,
+            202
+        );
+    }
+    let v = wait_for(
+        &r1,
+        "rolling",
+        &["Completed", "Failed"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(v["status"], "Completed", "{v}");
+    let item = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["input"] == held)
+        .unwrap()
+        .clone();
+    assert_eq!(item["replica"], "t1", "{item}");
+    assert_eq!(
+        item["attempts"], 1,
+        "a given-back item spent an attempt: {item}"
+    );
+    let expected = work.path().join("expected");
+    transform(&inp, &expected, &[]);
+    assert!(
+        files(&out) == files(&expected),
+        "outputs differ from mlapp transform's"
+    );
 }
