@@ -418,7 +418,7 @@ pub async fn settle(store: &Store, replica: &str, name: &str) -> Result<(), Stor
                     &from,
                     JobStatus::Failed,
                     replica,
-                    &why,
+                    why,
                     None,
                     None,
                 )
