@@ -28,6 +28,8 @@ import run  # noqa: E402  (paths, RSS sampling, logging)
 ROWS = int(os.environ.get("PORTAL_ROWS", "1000000"))
 FILES = int(os.environ.get("PORTAL_FILES", "16"))
 ROUNDS = int(os.environ.get("PORTAL_ROUNDS", "3"))
+# Items a replica scores at once (--portal-workers); unset: mlapp's default.
+WORKERS = os.environ.get("PORTAL_WORKERS")
 MODEL = os.path.join(run.MODELS, "xgboost")
 MONTHLY_ROWS = 900_000_000
 MONTHLY_SECONDS = 30 * 60
@@ -103,7 +105,8 @@ def replicas(n, store_args, tmp):
     for i in range(n):
         port = free_port()
         args = [run.MLAPP, "serve", "--model-dir", MODEL, "--host", "127.0.0.1", "--port", str(port),
-                "--portal-poll-seconds", "0.1"] + store_args(i)
+                "--portal-poll-seconds", "0.1"] + store_args(i) \
+            + (["--portal-workers", WORKERS] if WORKERS else [])
         env = dict(os.environ, RUST_LOG="warn")
         if n > 1:
             env["MLAPP_REPLICA_ID"] = f"r{i + 1}"

@@ -193,9 +193,14 @@ impl Workers {
             ),
             Err(e) => log::error!("portal: {label}: cannot record the result: {e}"),
         }
-        if let Err(e) = settle(&self.store, &self.replica, &c.job).await {
-            log::warn!("portal: cannot settle job {}: {e}", c.job);
-        }
+        // Beside the next claim, not before it: the next item need not wait for this one's
+        // bookkeeping.
+        let (store, replica) = (self.store.clone(), self.replica.clone());
+        tokio::spawn(async move {
+            if let Err(e) = settle(&store, &replica, &c.job).await {
+                log::warn!("portal: cannot settle job {}: {e}", c.job);
+            }
+        });
     }
 
     /// Scores a claimed item; `Err` only when the store failed (the item is not at fault).
@@ -299,6 +304,7 @@ impl Workers {
                 dir: std::env::temp_dir().join("mlapp-portal"),
                 store: store.as_ref(),
                 rt: &rt,
+                writers: true,
             };
             let mut on_piece = |bytes: u64, rows: u64| {
                 seen.0.fetch_add(bytes, Ordering::Relaxed);

@@ -242,6 +242,7 @@ pub fn run(cfg: &TransformConfig) -> Result<Summary, TransformError> {
             .unwrap_or_else(|| std::env::temp_dir().join("mlapp-transform")),
         store: store.as_ref(),
         rt: &rt,
+        writers: false,
     };
     let tag = std::process::id().to_string();
     let mut progress = Progress::new(items.iter().map(|i| i.size).sum());
@@ -285,6 +286,10 @@ pub struct Staging<'a> {
     pub dir: PathBuf,
     pub store: Option<&'a S3Store>,
     pub rt: &'a tokio::runtime::Runtime,
+    /// Name each writer's partial output apart (`x.out.<tag>.partial`): several replicas may
+    /// write one output. A lone `mlapp transform` writes `x.out.partial`, which its next run
+    /// overwrites rather than leaves behind.
+    pub writers: bool,
 }
 
 /// Told `(input bytes, records)` as pieces are answered.
@@ -328,12 +333,16 @@ impl Staging<'_> {
         };
         // A staged S3 output is completed by its upload, a local one by its rename.
         let local_commit = if item.output.is_s3() { None } else { commit };
+        let partial = PathBuf::from(if self.writers {
+            format!("{}.{tag}.partial", output.display())
+        } else {
+            format!("{}.partial", output.display())
+        });
         let mut result = transform_file(
             self.rt,
             job,
             &input,
-            &output,
-            tag,
+            (&output, &partial),
             progress,
             stop,
             local_commit,
@@ -360,18 +369,16 @@ fn transform_file(
     rt: &tokio::runtime::Runtime,
     job: &FileJob,
     input: &Path,
-    output: &Path,
-    tag: &str,
+    (output, partial): (&Path, &Path),
     progress: OnPiece<'_>,
     stop: Option<tokio::sync::watch::Receiver<bool>>,
     commit: Option<Commit<'_>>,
 ) -> Result<u64, String> {
-    let partial = PathBuf::from(format!("{}.{tag}.partial", output.display()));
     if let Some(dir) = partial.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     let file = File::open(input).map_err(|e| e.to_string())?;
-    let out = File::create(&partial).map_err(|e| format!("{}: {e}", partial.display()))?;
+    let out = File::create(partial).map_err(|e| format!("{}: {e}", partial.display()))?;
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         rt.block_on(async {
             let mut stop = stop;
@@ -393,11 +400,11 @@ fn transform_file(
     };
     match result {
         Ok(rows) => {
-            std::fs::rename(&partial, output).map_err(|e| format!("{}: {e}", output.display()))?;
+            std::fs::rename(partial, output).map_err(|e| format!("{}: {e}", output.display()))?;
             Ok(rows)
         }
         Err(why) => {
-            let _ = std::fs::remove_file(&partial);
+            let _ = std::fs::remove_file(partial);
             Err(why)
         }
     }

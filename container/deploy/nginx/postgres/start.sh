@@ -3,7 +3,8 @@
 # then runs the server in the foreground as the postgres user.
 set -eu
 data=/var/lib/postgresql/data
-bin=$(ls -d /usr/lib/postgresql/*/bin | tail -n 1)
+bin=
+for b in /usr/lib/postgresql/*/bin; do bin=$b; done
 if [ ! -s "$data/PG_VERSION" ]; then
     mkdir -p "$data" && chown postgres: "$data"
     pw=$(mktemp) && printf '%s\n' "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}" >"$pw" && chown postgres: "$pw"
