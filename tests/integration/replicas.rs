@@ -35,6 +35,33 @@ fn replica_with_lease(backend: &Backend, id: &str, envs: &[(&str, &str)], lease:
     s
 }
 
+/// Waits (checking through `s`) until `replica` scores an item of `job`; that item's input.
+fn wait_until_held(s: &Server, job: &str, replica: &str) -> Value {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = call(
+            s,
+            "GET",
+            &format!("/api/providers/prediction/check?name={job}"),
+            None,
+        )
+        .json();
+        let items = v["items"].as_array().expect("items");
+        if let Some(i) = items
+            .iter()
+            .find(|i| i["status"] == "running" && i["replica"] == replica)
+        {
+            return i["input"].clone();
+        }
+        assert_ne!(
+            v["status"], "Completed",
+            "{job} ended before {replica} took an item: {v}"
+        );
+        assert!(Instant::now() < until, "{replica} never held an item: {v}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// `files` files of `rows` example records each.
 fn input(dir: &Path, files: usize, rows: usize) {
     let one = payload("logreg", "rows.csv");
@@ -76,33 +103,10 @@ fn three_replicas_share_a_job_and_one_killed_mid_item_loses_nothing() {
     assert_eq!(r.status, 202, "{}", r.body);
 
     // Kill r3 (SIGKILL: no drain, no goodbye) while it scores an item.
-    let until = Instant::now() + Duration::from_secs(60);
-    let killed_input = loop {
-        let v = call(
-            &r1,
-            "GET",
-            "/api/providers/prediction/check?name=monthly",
-            None,
-        )
-        .json();
-        let held = v["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|i| i["status"] == "running" && i["replica"] == "r3");
-        if let Some(item) = held {
-            let s = r3.take().expect("r3");
-            send_signal(s.pid(), libc::SIGKILL);
-            drop(s);
-            break item["input"].clone();
-        }
-        assert_ne!(
-            v["status"], "Completed",
-            "the job ended before r3 took an item: {v}"
-        );
-        assert!(Instant::now() < until, "r3 never held an item: {v}");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let killed_input = wait_until_held(&r1, "monthly", "r3");
+    let r3 = r3.take().expect("r3");
+    send_signal(r3.pid(), libc::SIGKILL);
+    drop(r3);
 
     let v = wait_for(
         &r2,
@@ -230,32 +234,13 @@ fn a_replica_shutting_down_gives_its_item_back_and_stop_resume_loses_nothing() {
         .status,
         202
     );
-    let until = Instant::now() + Duration::from_secs(60);
-    let held = loop {
-        let v = call(
-            &r1,
-            "GET",
-            "/api/providers/prediction/check?name=rolling",
-            None,
-        )
-        .json();
-        if let Some(i) = v["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|i| i["status"] == "running" && i["replica"] == "t2")
-        {
-            let mut s = r2.take().expect("t2");
-            send_signal(s.pid(), libc::SIGTERM);
-            assert!(
-                s.wait_exit(Duration::from_secs(30)).is_some(),
-                "t2 did not exit on SIGTERM"
-            );
-            break i["input"].clone();
-        }
-        assert!(Instant::now() < until, "t2 never held an item: {v}");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let held = wait_until_held(&r1, "rolling", "t2");
+    let mut t2 = r2.take().expect("t2");
+    send_signal(t2.pid(), libc::SIGTERM);
+    assert!(
+        t2.wait_exit(Duration::from_secs(30)).is_some(),
+        "t2 did not exit on SIGTERM"
+    );
     // Stop while r1 scores; it ends Stopped, and the done files are kept.
     let r = call(
         &r1,
