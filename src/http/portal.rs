@@ -27,7 +27,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 fn portal(state: &AppState) -> Result<Arc<Portal>, PortalError> {
-    state.portal.get().cloned().ok_or(PortalError::Off)
+    match (state.portal.get(), state.portal_wait()) {
+        (Some(p), _) => Ok(Arc::clone(p)),
+        (None, Some(why)) => Err(PortalError::Start(why)),
+        (None, None) => Err(PortalError::Off),
+    }
 }
 
 fn failure(e: &PortalError) -> HttpResponse {

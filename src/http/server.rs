@@ -95,18 +95,15 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         Arc::clone(&metrics),
     ));
 
-    if cfg.portal.enabled() {
-        let scoring = crate::portal::Scoring {
-            env,
-            sources: cfg.model.source_options(),
-            sessions: cfg.workers.unwrap_or_else(ServeConfig::cpus).max(1),
-            device: cfg.device,
-            chunk_bytes: cfg.chunk_bytes(),
-        };
-        let portal = crate::portal::Portal::start(&cfg.portal, scoring, Arc::clone(&metrics))
-            .map_err(|e| ServeError::Config(e.to_string()))?;
-        let _ = state.portal.set(portal);
-    }
+    // Settings and the SQLite lock fail the start; the store is connected after the port is
+    // bound, so a database that is not up yet never keeps /ping and /invocations waiting.
+    let portal = match cfg.portal.enabled() {
+        true => Some(
+            crate::portal::Portal::prepare(&cfg.portal)
+                .map_err(|e| ServeError::Config(e.to_string()))?,
+        ),
+        false => None,
+    };
 
     actix_web::rt::System::new().block_on(async {
         let app_state = state.clone();
@@ -194,6 +191,28 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
             println!("mlapp listening on {scheme}://{a}");
         }
         let _ = std::io::stdout().flush();
+        if let Some(prepared) = portal {
+            let scoring = crate::portal::Scoring {
+                env,
+                sources: cfg.model.source_options(),
+                sessions: cfg.workers.unwrap_or_else(ServeConfig::cpus).max(1),
+                device: cfg.device,
+                chunk_bytes: cfg.chunk_bytes(),
+            };
+            state.portal_waiting("connecting to the job store");
+            let (state, metrics) = (state.clone(), Arc::clone(&metrics));
+            std::thread::Builder::new()
+                .name("mlapp-portal-start".into())
+                .spawn(move || match prepared.open(scoring, metrics) {
+                    Ok(p) => {
+                        let _ = state.portal.set(p);
+                    }
+                    Err(e) => {
+                        log::error!("{e}");
+                        state.portal_waiting(&e.to_string());
+                    }
+                })?;
+        }
         let running = server.run();
         let stopping = running.handle();
         let (drain_state, drain_secs) = (state.clone(), cfg.shutdown_timeout);

@@ -53,6 +53,8 @@ pub struct AppState {
     pub body_budget: Arc<tokio::sync::Semaphore>,
     /// The prediction-job portal, when it is on.
     pub portal: std::sync::OnceLock<Arc<crate::portal::Portal>>,
+    /// Why the portal, which is on, cannot answer yet (starting, or its start failed).
+    portal_wait: Mutex<Option<String>>,
 }
 
 impl AppState {
@@ -67,7 +69,19 @@ impl AppState {
             status: Mutex::new(ModelStatus::default()),
             draining: AtomicBool::new(false),
             portal: std::sync::OnceLock::new(),
+            portal_wait: Mutex::new(None),
         }
+    }
+
+    pub fn portal_waiting(&self, why: &str) {
+        if let Ok(mut w) = self.portal_wait.lock() {
+            *w = Some(why.to_string());
+        }
+    }
+
+    /// Why the portal is not there: None when it is off.
+    pub fn portal_wait(&self) -> Option<String> {
+        self.portal_wait.lock().ok().and_then(|w| w.clone())
     }
 
     pub fn set(&self, r: Readiness) {

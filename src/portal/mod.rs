@@ -55,8 +55,9 @@ pub struct PortalArgs {
     #[arg(long, env = "MLAPP_REPLICA_ID")]
     pub replica_id: Option<String>,
     /// Work items this replica scores at once (0: it serves the portal's routes but scores
-    /// no items). Each item already keeps every inference session busy.
-    #[arg(long, env = "MLAPP_PORTAL_WORKERS", default_value_t = 1)]
+    /// no items). Two: one file's last pieces and the next file's first overlap, so sessions
+    /// do not idle between files (bench/README.md).
+    #[arg(long, env = "MLAPP_PORTAL_WORKERS", default_value_t = 2)]
     pub portal_workers: usize,
     /// How long a replica's claim on an item lasts without renewal (renewed every third of
     /// it): a replica that dies holds its item this long at most.
@@ -94,7 +95,7 @@ pub enum PortalError {
     Store(#[from] StoreError),
     #[error("the portal is off: start mlapp with --state-dir (embedded SQLite) or MLAPP_DB_URL (PostgreSQL)")]
     Off,
-    #[error("the portal could not start: {0}")]
+    #[error("the portal is not available: {0}")]
     Start(String),
     #[error("{0}")]
     Internal(String),
@@ -231,11 +232,8 @@ pub struct Portal {
 
 impl Portal {
     /// Opens the store, starts the portal's runtime and this replica's item workers.
-    pub fn start(
-        args: &PortalArgs,
-        scoring: Scoring,
-        metrics: Arc<crate::monitor::Metrics>,
-    ) -> Result<Arc<Portal>, PortalError> {
+    /// Checks the settings and takes the SQLite store's lock: what must fail the start.
+    pub fn prepare(args: &PortalArgs) -> Result<Prepared, PortalError> {
         let start = |m: String| PortalError::Start(m);
         let db_url = args.db_url.as_ref().filter(|u| !u.is_empty());
         let state_dir = args
@@ -295,6 +293,47 @@ impl Portal {
                  (and --auth-token-file) on a shared server"
             );
         }
+        Ok(Prepared {
+            url,
+            lock,
+            replica,
+            roots,
+            workers: args.portal_workers,
+            lease: Duration::from_secs_f64(args.portal_lease_seconds),
+            poll: Duration::from_secs_f64(args.portal_poll_seconds),
+        })
+    }
+}
+
+/// A portal whose settings are checked, not yet connected to its store.
+pub struct Prepared {
+    url: String,
+    lock: Option<std::fs::File>,
+    replica: String,
+    roots: roots::Roots,
+    workers: usize,
+    lease: Duration,
+    poll: Duration,
+}
+
+impl Prepared {
+    /// Connects to the store (waiting for a PostgreSQL that is not up yet), starts the
+    /// portal's runtime and this replica's item workers.
+    pub fn open(
+        self,
+        scoring: Scoring,
+        metrics: Arc<crate::monitor::Metrics>,
+    ) -> Result<Arc<Portal>, PortalError> {
+        let start = |m: String| PortalError::Start(m);
+        let Prepared {
+            url,
+            lock,
+            replica,
+            roots,
+            workers: n_workers,
+            lease,
+            poll,
+        } = self;
         // Two threads for the store, the leases and the routes; scoring and file-system work
         // run on blocking threads, so a slow listing never holds up a lease renewal.
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -303,17 +342,18 @@ impl Portal {
             .enable_all()
             .build()
             .map_err(|e| start(format!("cannot start its runtime: {e}")))?;
-        // A database started beside the replicas (compose, a VM booting) may not listen yet.
+        // A database started beside the replicas (compose, a VM booting) may not listen yet:
+        // the server answers meanwhile, and the portal's routes say why they wait.
         let store = runtime.block_on(async {
-            let mut tries = 0;
+            let mut wait = Duration::from_secs(1);
             loop {
                 match Store::open(&url).await {
-                    Err(StoreError::Db(e)) if tries < 10 && url.starts_with("postgres") => {
-                        tries += 1;
+                    Err(StoreError::Db(e)) if !url.starts_with("sqlite:") => {
                         log::warn!(
-                            "portal: the job store is not reachable yet ({e}); try {tries} of 10"
+                            "portal: the job store is not reachable yet ({e}); again in {wait:?}"
                         );
-                        tokio::time::sleep(Duration::from_secs(3)).await;
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(30));
                     }
                     other => break other,
                 }
@@ -323,17 +363,11 @@ impl Portal {
             "portal: job store {} ({:?}), replica {replica}, {} item workers",
             store::redact(&url),
             store.backend(),
-            args.portal_workers
+            n_workers
         );
         let (shutdown, _) = tokio::sync::watch::channel(false);
         let sources = scoring.sources.clone();
-        let workers = worker::Workers::new(
-            store.clone(),
-            replica.clone(),
-            Duration::from_secs_f64(args.portal_lease_seconds),
-            Duration::from_secs_f64(args.portal_poll_seconds),
-            scoring,
-        );
+        let workers = worker::Workers::new(store.clone(), replica.clone(), lease, poll, scoring);
         let portal = Arc::new(Portal {
             store,
             replica,
@@ -345,7 +379,7 @@ impl Portal {
             metrics,
             _lock: lock,
         });
-        for n in 0..args.portal_workers {
+        for n in 0..n_workers {
             let (w, stop) = (Arc::clone(&workers), portal.shutdown.subscribe());
             runtime.spawn(async move { w.run(n, stop).await });
         }
@@ -359,7 +393,9 @@ impl Portal {
             .map_err(|e| start(format!("cannot start its thread: {e}")))?;
         Ok(portal)
     }
+}
 
+impl Portal {
     pub fn replica(&self) -> &str {
         &self.replica
     }

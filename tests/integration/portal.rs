@@ -61,7 +61,27 @@ pub fn portal_server(backend: &Backend, extra: &[&str]) -> Server {
     args.extend(["--portal-poll-seconds", "0.1"].map(String::from));
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Server::ready(&model_dir("logreg"), &args)
+    let s = Server::ready(&model_dir("logreg"), &args);
+    wait_for_portal(&s);
+    s
+}
+
+/// The portal connects to its store after the port is bound: wait until it answers.
+pub fn wait_for_portal(s: &Server) {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = s.get("/api/providers/prediction/list");
+        if r.status == 200 {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "the portal did not come up: {} {}",
+            r.status,
+            r.body
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Polls `check` until the job is in one of `states`.
@@ -449,7 +469,9 @@ fn api_suite(backend: Backend) {
     let until = Instant::now() + Duration::from_secs(15);
     let metrics = loop {
         let m = s.get("/metrics").body;
-        if m.contains("mlapp_jobs{status=\"Completed\"} 4") || Instant::now() > until {
+        let both = m.contains("mlapp_jobs{status=\"Completed\"} 4")
+            && m.contains("mlapp_jobs{status=\"PartiallyCompleted\"} 1");
+        if both || Instant::now() > until {
             break m;
         }
         std::thread::sleep(Duration::from_millis(100));

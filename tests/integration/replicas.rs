@@ -32,6 +32,7 @@ fn replica_with_lease(backend: &Backend, id: &str, envs: &[(&str, &str)], lease:
     envs.push(("MLAPP_REPLICA_ID", id));
     let s = Server::start_with(Some("serve"), &args, &envs);
     s.wait_ready(Duration::from_secs(60));
+    crate::portal::wait_for_portal(&s);
     s
 }
 
