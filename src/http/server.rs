@@ -205,6 +205,9 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
                 .name("mlapp-portal-start".into())
                 .spawn(move || match prepared.open(scoring, metrics) {
                     Ok(p) => {
+                        if state.draining() {
+                            p.stop_claiming();
+                        }
                         let _ = state.portal.set(p);
                     }
                     Err(e) => {

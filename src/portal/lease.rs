@@ -22,7 +22,16 @@ pub enum Ended {
     Job,
     /// This replica is shutting down: the item goes back for another.
     Shutdown,
+    /// The store could not be reached to check the lease before writing: the item goes back.
+    Store,
+    /// Scoring made no progress for `STALLED`: the lease is left to run out, and another
+    /// replica takes the item (a hung read or run here must not hold it for ever).
+    Hung,
 }
+
+/// How long an item may make no progress before its lease is no longer renewed. Models load
+/// and pieces score in far less; a read from a hung mount does not end.
+const STALLED: Duration = Duration::from_secs(600);
 
 pub struct Lease {
     state: Arc<AtomicU8>,
@@ -46,6 +55,8 @@ impl Lease {
         let (st, seen) = (Arc::clone(&state), Arc::clone(&progress));
         let task = tokio::spawn(async move {
             let every = lease / 3;
+            let stalled = STALLED.max(lease * 3);
+            let (mut last, mut since) = ((0, 0), std::time::Instant::now());
             loop {
                 tokio::select! {
                     () = tokio::time::sleep(every) => {}
@@ -59,6 +70,19 @@ impl Lease {
                     seen.0.load(Ordering::Relaxed),
                     seen.1.load(Ordering::Relaxed),
                 );
+                if (bytes, rows) != last {
+                    (last, since) = ((bytes, rows), std::time::Instant::now());
+                } else if since.elapsed() >= stalled {
+                    log::error!(
+                        "portal: {} item {} made no progress for {:?}: its lease is left to run out",
+                        c.job,
+                        c.seq,
+                        since.elapsed()
+                    );
+                    st.store(Ended::Hung as u8, Ordering::SeqCst);
+                    let _ = tx.send(true);
+                    return;
+                }
                 let ended = match renew(&store, &c, lease, rows, bytes).await {
                     Ok(e) => e,
                     // The store is unreachable: keep scoring; if the lease runs out meanwhile,
@@ -92,6 +116,8 @@ impl Lease {
             x if x == Ended::Lost as u8 => Ended::Lost,
             x if x == Ended::Job as u8 => Ended::Job,
             x if x == Ended::Shutdown as u8 => Ended::Shutdown,
+            x if x == Ended::Store as u8 => Ended::Store,
+            x if x == Ended::Hung as u8 => Ended::Hung,
             _ => Ended::No,
         }
     }

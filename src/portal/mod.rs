@@ -400,6 +400,11 @@ impl Portal {
         &self.replica
     }
 
+    /// Stops claiming items (a server that began draining while the portal started).
+    pub fn stop_claiming(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
     /// Stops claiming items, and gives back those being scored (another replica takes them
     /// at once instead of after their lease); waits up to `limit` for that.
     pub async fn shut_down(&self, limit: Duration) {
@@ -545,6 +550,10 @@ impl Portal {
                     )))
                 }
             };
+            if queued {
+                // A job resumed with nothing left to claim is finished here, not left queued.
+                worker::settle(&me.store, &me.replica, &name).await?;
+            }
             let job = me.job(&name).await?;
             Ok((if queued { 202 } else { 200 }, me.describe(job).await?))
         })

@@ -66,15 +66,17 @@ impl Workers {
     pub async fn run(self: Arc<Self>, n: usize, mut stop: watch::Receiver<bool>) {
         log::debug!("portal: item worker {n} started");
         while !*stop.borrow() {
-            match self.store.claim(&self.replica, self.lease).await {
-                Ok(Some(c)) => {
-                    self.busy.fetch_add(1, Ordering::SeqCst);
-                    self.item(c, stop.clone()).await;
-                    self.busy.fetch_sub(1, Ordering::SeqCst);
-                    continue;
-                }
-                Ok(None) => {}
-                Err(e) => log::warn!("portal: cannot claim work: {e}"),
+            // Counted busy before the claim: a shutdown waits for a claim in flight too.
+            self.busy.fetch_add(1, Ordering::SeqCst);
+            let claimed = self.store.claim(&self.replica, self.lease).await;
+            if let Ok(Some(c)) = claimed {
+                self.item(c, stop.clone()).await;
+                self.busy.fetch_sub(1, Ordering::SeqCst);
+                continue;
+            }
+            self.busy.fetch_sub(1, Ordering::SeqCst);
+            if let Err(e) = claimed {
+                log::warn!("portal: cannot claim work: {e}");
             }
             tokio::select! {
                 () = tokio::time::sleep(self.poll) => {}
@@ -131,59 +133,22 @@ impl Workers {
         let ended = lease.ended();
         drop(lease);
         let recorded = match (ended, scored) {
-            (Ended::Lost, _) => {
-                log::warn!(
-                    "portal: {label}: the lease was lost to another replica; its result is dropped"
-                );
+            // An output exists only after a lease check right before it was written: the item
+            // is done, whatever was learnt since (the completion is fenced all the same).
+            (_, Ok(Ok(result))) => self.finish(&c, Ok(result)).await,
+            (Ended::Lost | Ended::Hung, _) => {
+                log::warn!("portal: {label}: {ended:?}: the lease is another's or runs out; nothing is recorded");
                 return;
             }
-            (Ended::Job | Ended::Shutdown, _) => {
+            // Stopped, shutting down, or the store failed us rather than the item: give it
+            // back without spending an attempt.
+            (Ended::Job | Ended::Shutdown | Ended::Store, _) | (Ended::No, Err(_)) => {
                 log::info!("portal: {label}: given back unfinished ({ended:?})");
                 self.store.release(&c).await.map(|()| true)
             }
-            // The store failed us, not the item: give it back rather than spend an attempt.
-            (Ended::No, Err(e)) => {
-                log::error!("portal: {label}: {e}; the item is given back");
-                self.store.release(&c).await.map(|()| true)
-            }
-            (Ended::No, Ok(result)) => {
-                if let Err(why) = &result {
-                    log::error!("portal: {label}: failed: {why}");
-                }
-                let tally = result
-                    .as_ref()
-                    .ok()
-                    .and_then(|(_, t)| serde_json::to_string(t).ok());
-                let outcome = match &result {
-                    Ok((rows, t)) => Outcome {
-                        status: ItemStatus::Done,
-                        rows_ok: t.rows,
-                        rows_failed: rows.saturating_sub(t.rows),
-                        bytes_done: 0,
-                        tally: tally.as_deref(),
-                        error: None,
-                    },
-                    Err(why) => Outcome {
-                        status: ItemStatus::Failed,
-                        rows_ok: 0,
-                        rows_failed: 0,
-                        bytes_done: 0,
-                        tally: None,
-                        error: Some(why.as_str()),
-                    },
-                };
-                let done = self.store.finish_item(&c, &outcome).await;
-                if matches!(done, Ok(true)) && c.attempts > 1 {
-                    // An earlier holder of this item may have died mid-write.
-                    if let Ok(Place::Local(out)) = Place::parse(&c.output) {
-                        let (tag, token) = (tag_prefix(&c), c.token);
-                        let _ = tokio::task::spawn_blocking(move || {
-                            remove_stale_partials(&out, &tag, token)
-                        })
-                        .await;
-                    }
-                }
-                done
+            (Ended::No, Ok(Err(why))) => {
+                log::error!("portal: {label}: failed: {why}");
+                self.finish(&c, Err(why)).await
             }
         };
         match recorded {
@@ -201,6 +166,47 @@ impl Workers {
                 log::warn!("portal: cannot settle job {}: {e}", c.job);
             }
         });
+    }
+
+    /// Records how an item ended, under its claim.
+    async fn finish(
+        &self,
+        c: &Claimed,
+        result: Result<(u64, Tally), String>,
+    ) -> Result<bool, StoreError> {
+        let tally = result
+            .as_ref()
+            .ok()
+            .and_then(|(_, t)| serde_json::to_string(t).ok());
+        let outcome = match &result {
+            Ok((rows, t)) => Outcome {
+                status: ItemStatus::Done,
+                rows_ok: t.rows,
+                rows_failed: rows.saturating_sub(t.rows),
+                bytes_done: 0,
+                tally: tally.as_deref(),
+                error: None,
+            },
+            Err(why) => Outcome {
+                status: ItemStatus::Failed,
+                rows_ok: 0,
+                rows_failed: 0,
+                bytes_done: 0,
+                tally: None,
+                error: Some(why.as_str()),
+            },
+        };
+        let done = self.store.finish_item(c, &outcome).await;
+        // An earlier claim's writer may have died mid-write (claim tokens only go up).
+        if matches!(done, Ok(true)) && c.token > 1 {
+            if let Ok(Place::Local(out)) = Place::parse(&c.output) {
+                let (tag, token) = (tag_prefix(c), c.token);
+                let _ =
+                    tokio::task::spawn_blocking(move || remove_stale_partials(&out, &tag, token))
+                        .await;
+            }
+        }
+        done
     }
 
     /// Scores a claimed item; `Err` only when the store failed (the item is not at fault).
@@ -291,7 +297,10 @@ impl Workers {
                     marker.set(e);
                     Err(format!("not written: {e:?}"))
                 }
-                Err(e) => Err(format!("not written: the lease cannot be checked: {e}")),
+                Err(e) => {
+                    marker.set(Ended::Store);
+                    Err(format!("not written: the lease cannot be checked: {e}"))
+                }
             }
         };
         let scoring = tokio::task::spawn_blocking(move || {

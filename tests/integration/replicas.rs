@@ -11,7 +11,9 @@ use crate::common::{model_dir, payload, send_signal, Server};
 use crate::portal::{call, files, transform, wait_for, Backend};
 
 fn replica(backend: &Backend, id: &str, envs: &[(&str, &str)]) -> Server {
-    replica_with_lease(backend, id, envs, "2")
+    // Short, so that a killed replica's item is taken over soon; not so short that a busy
+    // machine's late renewal loses it.
+    replica_with_lease(backend, id, envs, "5")
 }
 
 fn replica_with_lease(backend: &Backend, id: &str, envs: &[(&str, &str)], lease: &str) -> Server {

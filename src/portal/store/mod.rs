@@ -281,10 +281,12 @@ impl Store {
         rows.iter().map(job_row).collect()
     }
 
-    /// Jobs that are running or stopping, oldest first (for the sweep).
+    /// Jobs that are queued, running or stopping, oldest first (for the sweep: a job resumed
+    /// with nothing left to claim is finished there).
     pub async fn active_jobs(&self) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT name FROM jobs WHERE status IN ('InProgress', 'Stopping') ORDER BY created_at",
+            "SELECT name FROM jobs WHERE status IN ('Queued', 'InProgress', 'Stopping') \
+             ORDER BY created_at",
         )
         .fetch_all(&self.pool)
         .await?)
@@ -328,7 +330,8 @@ impl Store {
     }
 
     /// Resume: a `Failed` or `Stopped` job goes back to `Queued` with its unfinished and
-    /// failed items queued again (finished items keep their output), and its attempt counted.
+    /// failed items queued again, and those whose records got placeholders (finished items keep
+    /// their output), and its attempt counted.
     pub async fn resume(
         &self,
         name: &str,
@@ -351,7 +354,7 @@ impl Store {
             sqlx::query(
                 "UPDATE items SET status = $1, attempts = 0, lease_owner = NULL, \
                  lease_until = NULL, error = NULL, rows_ok = 0, rows_failed = 0, bytes_done = 0, \
-                 tally = NULL WHERE job = $2 AND status <> $3",
+                 tally = NULL WHERE job = $2 AND (status <> $3 OR rows_failed > 0)",
             )
             .bind(ItemStatus::Queued.as_str())
             .bind(name)

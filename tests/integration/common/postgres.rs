@@ -29,6 +29,13 @@ fn find_bin() -> PathBuf {
     })
 }
 
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 impl Postgres {
     pub fn start() -> Postgres {
         let bin = find_bin();
@@ -38,11 +45,8 @@ impl Postgres {
             .prefix("mlapp-pg-")
             .tempdir_in("/tmp")
             .expect("temp dir");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let pg = Postgres {
+        let port = free_port();
+        let mut pg = Postgres {
             bin,
             dir,
             port,
@@ -74,32 +78,43 @@ impl Postgres {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
-            pg.dir.path().display()
-        );
         let log = pg.dir.path().join("log");
-        let out = pg.run(
-            "pg_ctl",
-            &[
-                "-D",
-                &data.display().to_string(),
-                "-l",
-                &log.display().to_string(),
-                "-w",
-                "-t",
-                "60",
-                "start",
-                "-o",
-                &opts,
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "pg_ctl start: {} {}",
-            String::from_utf8_lossy(&out.stderr),
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
+        // The port was free when picked; a test starting beside this one may take it first:
+        // then another is picked.
+        let mut tries = 0;
+        loop {
+            let opts = format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+                pg.port,
+                pg.dir.path().display()
+            );
+            let out = pg.run(
+                "pg_ctl",
+                &[
+                    "-D",
+                    &data.display().to_string(),
+                    "-l",
+                    &log.display().to_string(),
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                    "-o",
+                    &opts,
+                ],
+            );
+            if out.status.success() {
+                break;
+            }
+            tries += 1;
+            assert!(
+                tries < 5,
+                "pg_ctl start: {} {}",
+                String::from_utf8_lossy(&out.stderr),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            pg.port = free_port();
+        }
         pg
     }
 
