@@ -464,11 +464,30 @@ fn api_suite(backend: Backend) {
         (Some(2), Some(1))
     );
 
+    // Placeholders over the record budget fail the job with every file done; once the file
+    // is fixed, resuming scores the file that had placeholders again, and completes.
+    let mut placeholders = spec("placeholders", &broken, &work.path().join("out6"));
+    placeholders["bad_records"] = json!("placeholder");
+    placeholders["max_failed_records"] = json!(0);
+    assert_eq!(create(&placeholders).status, 201);
+    assert_eq!(invoke("placeholders").status, 202);
+    let v = wait_for(&s, "placeholders", &["Failed"], Duration::from_secs(60));
+    assert!(
+        v["reason"].as_str().unwrap().contains("max_failed_records"),
+        "{v}"
+    );
+    assert_eq!(v["progress"]["records_failed"], 1, "{v}");
+    std::fs::write(broken.join("b.csv"), &good).unwrap();
+    assert_eq!(invoke("placeholders").status, 202);
+    let v = wait_for(&s, "placeholders", &["Completed"], Duration::from_secs(60));
+    assert_eq!(v["progress"]["records_failed"], 0, "{v}");
+    assert_eq!(files(&work.path().join("out6")), files(&expected));
+
     // The counts are the sweep's (every second here): /metrics never waits on the store.
     let until = Instant::now() + Duration::from_secs(15);
     let metrics = loop {
         let m = s.get("/metrics").body;
-        let both = m.contains("mlapp_jobs{status=\"Completed\"} 4")
+        let both = m.contains("mlapp_jobs{status=\"Completed\"} 5")
             && m.contains("mlapp_jobs{status=\"PartiallyCompleted\"} 1");
         if both || Instant::now() > until {
             break m;
@@ -476,7 +495,7 @@ fn api_suite(backend: Backend) {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(
-        metrics.contains("mlapp_jobs{status=\"Completed\"} 4"),
+        metrics.contains("mlapp_jobs{status=\"Completed\"} 5"),
         "{metrics}"
     );
     assert!(
