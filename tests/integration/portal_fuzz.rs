@@ -35,23 +35,7 @@ fn portal_routes_fuzzed() {
         json!("relative/../x"),
         json!("x".repeat(5000)),
     ];
-    let keys = [
-        "name",
-        "model",
-        "input",
-        "output",
-        "content_type",
-        "accept",
-        "split_type",
-        "bad_records",
-        "id_columns",
-        "max_failed_files",
-        "max_failed_records",
-        "max_attempts",
-        "labels",
-        "compare_to",
-        "gates",
-    ];
+    let keys = mlapp::portal::spec::FIELDS;
     for i in 0..300 {
         let body: Vec<u8> = match next(4) {
             0 => (0..next(64)).map(|_| next(256) as u8).collect(),
