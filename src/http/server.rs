@@ -200,10 +200,10 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
                 chunk_bytes: cfg.chunk_bytes(),
             };
             state.portal_waiting("connecting to the job store");
-            let (state, metrics) = (state.clone(), Arc::clone(&metrics));
+            let state = state.clone();
             std::thread::Builder::new()
                 .name("mlapp-portal-start".into())
-                .spawn(move || match prepared.open(scoring, metrics) {
+                .spawn(move || match prepared.open(scoring) {
                     Ok(p) => {
                         if state.draining() {
                             p.stop_claiming();

@@ -225,7 +225,6 @@ pub struct Portal {
     shutdown: tokio::sync::watch::Sender<bool>,
     workers: Arc<worker::Workers>,
     roots: roots::Roots,
-    metrics: Arc<crate::monitor::Metrics>,
     /// Kept so the SQLite file stays this process's alone.
     _lock: Option<std::fs::File>,
 }
@@ -319,11 +318,7 @@ pub struct Prepared {
 impl Prepared {
     /// Connects to the store (waiting for a PostgreSQL that is not up yet), starts the
     /// portal's runtime and this replica's item workers.
-    pub fn open(
-        self,
-        scoring: Scoring,
-        metrics: Arc<crate::monitor::Metrics>,
-    ) -> Result<Arc<Portal>, PortalError> {
+    pub fn open(self, scoring: Scoring) -> Result<Arc<Portal>, PortalError> {
         let start = |m: String| PortalError::Start(m);
         let Prepared {
             url,
@@ -376,7 +371,6 @@ impl Prepared {
             shutdown,
             workers: Arc::clone(&workers),
             roots,
-            metrics,
             _lock: lock,
         });
         for n in 0..n_workers {
@@ -396,10 +390,6 @@ impl Prepared {
 }
 
 impl Portal {
-    pub fn replica(&self) -> &str {
-        &self.replica
-    }
-
     /// Stops claiming items (a server that began draining while the portal started).
     pub fn stop_claiming(&self) {
         let _ = self.shutdown.send(true);
@@ -688,10 +678,6 @@ impl Portal {
     /// the store).
     pub fn counts(&self) -> Option<worker::Counts> {
         self.workers.counts()
-    }
-
-    pub fn metrics(&self) -> &crate::monitor::Metrics {
-        &self.metrics
     }
 
     async fn job(&self, name: &str) -> Result<JobRow, PortalError> {

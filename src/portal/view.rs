@@ -20,7 +20,8 @@ pub fn describe(
     holders: &[String],
     events: &[Event],
 ) -> Value {
-    let mut v = summary(job);
+    let spec: Value = serde_json::from_str(&job.spec).unwrap_or(Value::Null);
+    let mut v = summary_of(job, &spec);
     let elapsed_ms = match (job.started_at, job.ended_at) {
         (Some(s), Some(e)) => e - s,
         (Some(s), None) => now_ms() - s,
@@ -47,7 +48,6 @@ pub fn describe(
         .iter()
         .map(|i| json!({"input": i.input, "attempts": i.attempts, "error": i.error}))
         .collect();
-    let spec: Value = serde_json::from_str(&job.spec).unwrap_or(Value::Null);
     v["spec"] = spec;
     v["progress"] = json!({
         "items_total": counts.total,
@@ -89,8 +89,11 @@ pub fn describe(
 
 /// The fields of a job that `list` shows.
 pub fn summary(job: &JobRow) -> Value {
+    summary_of(job, &serde_json::from_str(&job.spec).unwrap_or(Value::Null))
+}
+
+fn summary_of(job: &JobRow, spec: &Value) -> Value {
     let labels: Value = serde_json::from_str(&job.labels).unwrap_or(json!({}));
-    let spec: Value = serde_json::from_str(&job.spec).unwrap_or(Value::Null);
     json!({
         "name": job.name,
         "status": job.status.as_str(),

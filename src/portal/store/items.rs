@@ -23,7 +23,6 @@ pub struct ItemRow {
     pub status: ItemStatus,
     pub attempts: i64,
     pub lease_owner: Option<String>,
-    pub lease_until: Option<i64>,
     pub rows_ok: i64,
     pub rows_failed: i64,
     pub bytes_done: i64,
@@ -76,7 +75,7 @@ pub struct Outcome<'a> {
 }
 
 const ITEM_COLUMNS: &str = "seq, input, output, size, status, attempts, lease_owner, rows_ok, \
-     rows_failed, bytes_done, tally, error, started_at, ended_at, lease_until";
+     rows_failed, bytes_done, tally, error, started_at, ended_at";
 
 impl Store {
     /// Claims the next runnable item of any running job (oldest job first): a queued item, or
@@ -305,6 +304,5 @@ fn item_row(r: &AnyRow) -> Result<ItemRow, StoreError> {
         error: r.try_get(11)?,
         started_at: r.try_get(12)?,
         ended_at: r.try_get(13)?,
-        lease_until: r.try_get(14)?,
     })
 }
