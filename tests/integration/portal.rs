@@ -56,6 +56,21 @@ pub fn call(s: &Server, method: &str, path: &str, body: Option<&Value>) -> Reply
     })
 }
 
+/// `create` with this definition.
+pub fn create(s: &Server, body: &Value) -> Reply {
+    call(s, "POST", "/api/providers/prediction/create", Some(body))
+}
+
+/// `invoke` of the job named, by the query.
+pub fn invoke(s: &Server, name: &str) -> Reply {
+    call(
+        s,
+        "POST",
+        &format!("/api/providers/prediction/invoke?name={name}"),
+        None,
+    )
+}
+
 pub fn portal_server(backend: &Backend, extra: &[&str]) -> Server {
     let mut args: Vec<String> = backend.args();
     args.extend(["--portal-poll-seconds", "0.1"].map(String::from));
@@ -179,7 +194,8 @@ fn api_suite(backend: Backend) {
     let input = work.path().join("in");
     let rows = example_input(&input);
     let s = portal_server(&backend, &[]);
-    let create = |body: &Value| call(&s, "POST", "/api/providers/prediction/create", Some(body));
+    let create = |body: &Value| self::create(&s, body);
+    // Invoked by a JSON body here (the other tests name the job in the query).
     let invoke = |name: &str| {
         call(
             &s,
@@ -555,6 +571,17 @@ fn a_second_process_on_one_sqlite_store_is_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("MLAPP_DB_URL=postgres"));
 }
 
+fn done_outcome() -> Outcome<'static> {
+    Outcome {
+        status: ItemStatus::Done,
+        rows_ok: 1,
+        rows_failed: 0,
+        bytes_done: 1,
+        tally: None,
+        error: None,
+    }
+}
+
 /// Many claimers on one job: every item is completed exactly once; a claim whose lease ran
 /// out goes to another claimer, and the first one's late completion is refused.
 async fn claimers_race(url: String) {
@@ -578,14 +605,7 @@ async fn claimers_race(url: String) {
         tasks.push(tokio::spawn(async move {
             let me = format!("claimer-{n}");
             while let Some(c) = store.claim(&me, Duration::from_secs(60)).await.unwrap() {
-                let outcome = Outcome {
-                    status: ItemStatus::Done,
-                    rows_ok: 1,
-                    rows_failed: 0,
-                    bytes_done: 1,
-                    tally: None,
-                    error: None,
-                };
+                let outcome = done_outcome();
                 assert!(
                     store.finish_item(&c, &outcome).await.unwrap(),
                     "a held lease was refused"
@@ -637,14 +657,7 @@ async fn claimers_race(url: String) {
         .unwrap()
         .expect("reclaim");
     assert_eq!((next.seq, next.attempts), (late.seq, 2));
-    let outcome = Outcome {
-        status: ItemStatus::Done,
-        rows_ok: 1,
-        rows_failed: 0,
-        bytes_done: 1,
-        tally: None,
-        error: None,
-    };
+    let outcome = done_outcome();
     assert_eq!(
         store
             .renew(&late, Duration::from_secs(1), 0, 0)

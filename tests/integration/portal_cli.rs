@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::common::{model_dir, payload, repo, run_bounded, Server};
-use crate::portal::{call, files, portal_server, transform, wait_for, Backend};
+use crate::portal::{call, create, files, invoke, portal_server, transform, wait_for, Backend};
 
 fn job_run(portal: &str, spec: &Value, extra: &[&str]) -> (i32, String, String) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -132,10 +132,7 @@ fn late_ground_truth_gives_scikit_learns_metrics() {
     let spec = json!({"name": "gender-eval", "model": model_dir("logreg"),
                       "input": data.join("devices.csv"), "output": work.path().join("out"),
                       "id_columns": [0]});
-    assert_eq!(
-        call(&s, "POST", "/api/providers/prediction/create", Some(&spec)).status,
-        201
-    );
+    assert_eq!(create(&s, &spec).status, 201);
     // Not finished yet: nothing to evaluate.
     let eval = json!({"name": "gender-eval", "ground_truth": data.join("truth.csv")});
     let r = call(
@@ -145,16 +142,7 @@ fn late_ground_truth_gives_scikit_learns_metrics() {
         Some(&eval),
     );
     assert_eq!(r.status, 409, "{}", r.body);
-    assert_eq!(
-        call(
-            &s,
-            "POST",
-            "/api/providers/prediction/invoke?name=gender-eval",
-            None
-        )
-        .status,
-        202
-    );
+    assert_eq!(invoke(&s, "gender-eval").status, 202);
     wait_for(&s, "gender-eval", &["Completed"], Duration::from_secs(60));
     // Each answer line starts with its device's id.
     let out = std::fs::read_to_string(work.path().join("out/devices.csv.out")).unwrap();

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::common::{agent, reply};
-use crate::portal::{call, example_input, portal_server, spec, wait_for, Backend};
+use crate::portal::{call, create, example_input, invoke, portal_server, spec, wait_for, Backend};
 
 /// The routes under random and mutated bodies: an answer for each, never a 5xx, and every
 /// refusal in the one error shape naming a field.
@@ -95,7 +95,6 @@ fn jobs_stay_inside_the_portal_roots() {
     let roots = format!("{},{},{}", inp.display(), out.display(), model.display());
     let backend = Backend::sqlite();
     let s = portal_server(&backend, &["--portal-roots", &roots]);
-    let create = |body: &Value| call(&s, "POST", "/api/providers/prediction/create", Some(body));
     for (field, body) in [
         ("output", spec("out-of-roots", &inp, work.path())),
         ("input", spec("out-of-roots", work.path(), &out)),
@@ -104,7 +103,7 @@ fn jobs_stay_inside_the_portal_roots() {
             spec("out-of-roots", &inp, &out.join("../elsewhere")),
         ),
     ] {
-        let r = create(&body);
+        let r = create(&s, &body);
         assert_eq!(
             (r.status, r.json()["error"]["field"].as_str()),
             (400, Some(field)),
@@ -113,17 +112,11 @@ fn jobs_stay_inside_the_portal_roots() {
         );
         assert!(r.error().1.contains("--portal-roots"), "{}", r.body);
     }
-    assert_eq!(create(&spec("inside", &inp, &out.join("nov"))).status, 201);
     assert_eq!(
-        call(
-            &s,
-            "POST",
-            "/api/providers/prediction/invoke?name=inside",
-            None
-        )
-        .status,
-        202
+        create(&s, &spec("inside", &inp, &out.join("nov"))).status,
+        201
     );
+    assert_eq!(invoke(&s, "inside").status, 202);
     wait_for(&s, "inside", &["Completed"], Duration::from_secs(60));
     let r = call(
         &s,

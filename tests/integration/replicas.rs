@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::common::moto::{pairs, Moto};
 use crate::common::{model_dir, payload, send_signal, Server};
-use crate::portal::{call, files, transform, wait_for, Backend};
+use crate::portal::{call, create, files, invoke, transform, wait_for, Backend};
 
 fn replica(backend: &Backend, id: &str, envs: &[(&str, &str)]) -> Server {
     // Short, so that a killed replica's item is taken over soon; not so short that a busy
@@ -95,14 +95,9 @@ fn three_replicas_share_a_job_and_one_killed_mid_item_loses_nothing() {
     let mut r3 = Some(replica(&backend, "r3", &[]));
     let spec = json!({"name": "monthly", "model": model_dir("logreg"), "input": inp, "output": out,
                       "labels": {"series": "gender"}});
-    let r = call(&r1, "POST", "/api/providers/prediction/create", Some(&spec));
+    let r = create(&r1, &spec);
     assert_eq!(r.status, 201, "{}", r.body);
-    let r = call(
-        &r2,
-        "POST",
-        "/api/providers/prediction/invoke?name=monthly",
-        None,
-    );
+    let r = invoke(&r2, "monthly");
     assert_eq!(r.status, 202, "{}", r.body);
 
     // Kill r3 (SIGKILL: no drain, no goodbye) while it scores an item.
@@ -178,20 +173,8 @@ fn replicas_read_and_write_jobs_on_s3() {
     let spec = json!({"name": "on-s3", "model": model_dir("logreg"),
                       "input": "s3://data/monthly/in/", "output": "s3://data/monthly/out/",
                       "id_columns": []});
-    assert_eq!(
-        call(&r1, "POST", "/api/providers/prediction/create", Some(&spec)).status,
-        201
-    );
-    assert_eq!(
-        call(
-            &r2,
-            "POST",
-            "/api/providers/prediction/invoke?name=on-s3",
-            None
-        )
-        .status,
-        202
-    );
+    assert_eq!(create(&r1, &spec).status, 201);
+    assert_eq!(invoke(&r2, "on-s3").status, 202);
     let v: Value = wait_for(
         &r1,
         "on-s3",
@@ -223,20 +206,8 @@ fn a_replica_shutting_down_gives_its_item_back_and_stop_resume_loses_nothing() {
     let mut r2 = Some(replica_with_lease(&backend, "t2", &[], "120"));
     let spec =
         json!({"name": "rolling", "model": model_dir("logreg"), "input": inp, "output": out});
-    assert_eq!(
-        call(&r1, "POST", "/api/providers/prediction/create", Some(&spec)).status,
-        201
-    );
-    assert_eq!(
-        call(
-            &r1,
-            "POST",
-            "/api/providers/prediction/invoke?name=rolling",
-            None
-        )
-        .status,
-        202
-    );
+    assert_eq!(create(&r1, &spec).status, 201);
+    assert_eq!(invoke(&r1, "rolling").status, 202);
     let held = wait_until_held(&r1, "rolling", "t2");
     let mut t2 = r2.take().expect("t2");
     send_signal(t2.pid(), libc::SIGTERM);
@@ -263,16 +234,7 @@ fn a_replica_shutting_down_gives_its_item_back_and_stop_resume_loses_nothing() {
             v["reason"].as_str().unwrap().contains("outputs are kept"),
             "{v}"
         );
-        assert_eq!(
-            call(
-                &r1,
-                "POST",
-                "/api/providers/prediction/invoke?name=rolling",
-                None
-            )
-            .status,
-            202
-        );
+        assert_eq!(invoke(&r1, "rolling").status, 202);
     }
     let v = wait_for(
         &r1,
