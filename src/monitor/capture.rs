@@ -1,0 +1,1297 @@
+//! Prediction capture in SageMaker Data Capture's layout: one JSON object per line, in files
+//! under `{prefix}/{endpoint}/{variant}/yyyy/mm/dd/hh/`, so that Model Monitor tooling (and
+//! anything else that reads SageMaker's capture files) reads ours unchanged.
+//!
+//! The request path only samples and moves the payloads (reference-counted `Bytes`) into a
+//! queue bounded in bytes; a writer thread serializes, writes and rolls the files, and for S3
+//! an uploader thread ships the closed ones. A slow disk or S3 costs counted drops, never
+//! request latency.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use serde::Serialize;
+
+use crate::storage::{S3Options, S3Store, S3Uri};
+
+/// Counted against `queue_bytes` on top of the payloads, so that a flood of empty bodies is
+/// bounded too.
+const RECORD_OVERHEAD: usize = 128;
+const HOUR_MS: i64 = 3_600_000;
+/// The longest a written line waits in the writer's buffer while records keep arriving.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+const WARN_EVERY: Duration = Duration::from_secs(10);
+const UPLOAD_ATTEMPTS: u32 = 4;
+const BACKOFF: Duration = if cfg!(test) {
+    Duration::from_millis(1)
+} else {
+    Duration::from_millis(500)
+};
+/// Drop must not hold shutdown for long; a caller that wants every upload flushes itself.
+const DROP_FLUSH: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CaptureMode {
+    Input,
+    Output,
+    Both,
+}
+
+impl CaptureMode {
+    fn input(self) -> bool {
+        self != CaptureMode::Output
+    }
+    fn output(self) -> bool {
+        self != CaptureMode::Input
+    }
+}
+
+impl FromStr for CaptureMode {
+    type Err = CaptureError;
+    fn from_str(s: &str) -> Result<Self, CaptureError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "input" => Ok(CaptureMode::Input),
+            "output" => Ok(CaptureMode::Output),
+            "both" => Ok(CaptureMode::Both),
+            _ => Err(CaptureError::Mode(s.to_string())),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct CaptureConfig {
+    /// A local folder or `s3://bucket/prefix`.
+    pub uri: String,
+    /// 0..=100; SageMaker's SDK defaults to 20.
+    pub percent: f64,
+    pub mode: CaptureMode,
+    pub endpoint: String,
+    pub variant: String,
+    /// Media types (parameters ignored, case-insensitive) stored as `CSV` / `JSON` text.
+    pub csv_types: Vec<String>,
+    pub json_types: Vec<String>,
+    /// A file is closed this long after it was opened, at this size, and at every UTC hour of
+    /// the records' inference time.
+    pub roll_seconds: u64,
+    pub roll_bytes: u64,
+    /// Payload bytes that may wait for the writer; records beyond it are dropped and counted.
+    pub queue_bytes: usize,
+    pub s3: S3Options,
+    /// For S3: where files are written before upload (default: a new temporary folder).
+    pub spool: Option<PathBuf>,
+}
+
+impl CaptureConfig {
+    /// SageMaker's defaults: 20 %, both directions, `AllTraffic`, `text/csv` and
+    /// `application/json`; files of at most a minute or 64 MiB, 64 MiB of queue.
+    pub fn new(uri: impl Into<String>, endpoint: impl Into<String>) -> Self {
+        Self {
+            uri: uri.into(),
+            percent: 20.0,
+            mode: CaptureMode::Both,
+            endpoint: endpoint.into(),
+            variant: "AllTraffic".into(),
+            csv_types: vec!["text/csv".into()],
+            json_types: vec!["application/json".into()],
+            roll_seconds: 60,
+            roll_bytes: 64 << 20,
+            queue_bytes: 64 << 20,
+            s3: S3Options::default(),
+            spool: None,
+        }
+    }
+}
+
+pub struct Payload {
+    pub content_type: String,
+    pub data: bytes::Bytes,
+}
+
+pub struct Record {
+    pub input: Option<Payload>,
+    pub output: Option<Payload>,
+    pub inference_id: Option<String>,
+    pub time: SystemTime,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureStats {
+    /// Records accepted into the queue.
+    pub captured: u64,
+    /// Lines in closed (visible) files.
+    pub written: u64,
+    pub dropped_full: u64,
+    pub dropped_error: u64,
+    /// Files closed.
+    pub files: u64,
+    /// Files whose upload failed every attempt; they stay in the spool.
+    pub upload_failures: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("--capture-percent must be between 0 and 100, got {0}")]
+    Percent(f64),
+    #[error("--capture-mode must be input, output or both, got {0:?}")]
+    Mode(String),
+    #[error("{flag} must be one path segment (not empty, no '/' or '\\', not '.' or '..'), got {value:?}")]
+    Segment { flag: &'static str, value: String },
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+    #[error("--capture-uri: {0}")]
+    Uri(String),
+    #[error("--capture-uri: cannot create {}: {source}", path.display())]
+    Folder { path: PathBuf, source: io::Error },
+    #[error("capture: cannot start {what}: {source}")]
+    Start {
+        what: &'static str,
+        source: io::Error,
+    },
+}
+
+pub struct Capture {
+    shared: Arc<Shared>,
+    mode: CaptureMode,
+    percent: f64,
+    queue_bytes: usize,
+    writer: Option<JoinHandle<()>>,
+    uploader: Option<JoinHandle<()>>,
+    /// A spool this capture made itself, removed on drop when nothing is left in it.
+    temp_spool: Option<PathBuf>,
+}
+
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    /// The highest flush ticket whose records are all written (and uploaded).
+    done: Mutex<u64>,
+    done_cond: Condvar,
+    in_flight: AtomicUsize,
+    stats: Counters,
+    /// When the queue-full warning was last logged.
+    last_full_warn: Mutex<Option<Instant>>,
+    /// Held by a test to stall the writer as a blocked disk would.
+    #[cfg(test)]
+    gate: Mutex<()>,
+}
+
+#[derive(Default)]
+struct Counters {
+    captured: AtomicU64,
+    written: AtomicU64,
+    dropped_full: AtomicU64,
+    dropped_error: AtomicU64,
+    files: AtomicU64,
+    upload_failures: AtomicU64,
+}
+
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Msg>,
+    ticket: u64,
+    stop: bool,
+}
+
+enum Msg {
+    Rec(Record, usize),
+    Flush(u64),
+}
+
+impl Shared {
+    fn mark_done(&self, ticket: u64) {
+        let mut done = lock(&self.done);
+        *done = (*done).max(ticket);
+        self.done_cond.notify_all();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+type UploadFn = Box<dyn FnMut(&Path, &S3Uri) -> Result<(), String> + Send>;
+
+impl Capture {
+    pub fn start(cfg: CaptureConfig) -> Result<Capture, CaptureError> {
+        Self::launch(cfg, None)
+    }
+
+    /// `upload` stands in for S3 in tests; None uploads with the AWS SDK.
+    fn launch(cfg: CaptureConfig, upload: Option<UploadFn>) -> Result<Capture, CaptureError> {
+        if !(0.0..=100.0).contains(&cfg.percent) {
+            return Err(CaptureError::Percent(cfg.percent));
+        }
+        for (flag, value) in [
+            ("--capture-endpoint", &cfg.endpoint),
+            ("--capture-variant", &cfg.variant),
+        ] {
+            if value.is_empty() || value.contains(['/', '\\']) || value == "." || value == ".." {
+                let value = value.clone();
+                return Err(CaptureError::Segment { flag, value });
+            }
+        }
+        for (flag, value) in [
+            ("--capture-roll-seconds", cfg.roll_seconds),
+            ("--capture-roll-bytes", cfg.roll_bytes),
+            ("--capture-queue-bytes", cfg.queue_bytes as u64),
+        ] {
+            if value == 0 {
+                return Err(CaptureError::Zero(flag));
+            }
+        }
+        let start_err = |what| move |source| CaptureError::Start { what, source };
+        let (root, target, temp_spool) = match S3Uri::parse(&cfg.uri) {
+            Some(Err(e)) => return Err(CaptureError::Uri(e.to_string())),
+            Some(Ok(uri)) => match &cfg.spool {
+                Some(spool) => (spool.clone(), Some(uri), None),
+                None => {
+                    let dir = tempfile::Builder::new()
+                        .prefix("mlapp-capture-")
+                        .tempdir()
+                        .map_err(start_err("a spool folder"))?
+                        .keep();
+                    (dir.clone(), Some(uri), Some(dir))
+                }
+            },
+            None if cfg.uri.trim().is_empty() => {
+                return Err(CaptureError::Uri("a folder or s3://bucket/prefix".into()))
+            }
+            None => (PathBuf::from(&cfg.uri), None, None),
+        };
+        fs::create_dir_all(&root).map_err(|source| CaptureError::Folder {
+            path: root.clone(),
+            source,
+        })?;
+        let shared = Arc::new(Shared::default());
+        let mut uploader = None;
+        let mut up = None;
+        if let Some(prefix) = target {
+            let upload = match upload {
+                Some(f) => f,
+                None => s3_upload(cfg.s3.clone()).map_err(start_err("an S3 runtime"))?,
+            };
+            let (tx, rx) = mpsc::channel();
+            let sh = shared.clone();
+            let handle = thread::Builder::new()
+                .name("mlapp-capture-upload".into())
+                .spawn(move || upload_loop(&sh, rx, upload))
+                .map_err(start_err("the uploader thread"))?;
+            uploader = Some(handle);
+            up = Some((tx, prefix));
+        }
+        let media = |types: &[String]| types.iter().map(|t| media_type(t).to_string()).collect();
+        let writer = Writer {
+            shared: shared.clone(),
+            root,
+            endpoint: cfg.endpoint.clone(),
+            variant: cfg.variant.clone(),
+            csv: media(&cfg.csv_types),
+            json: media(&cfg.json_types),
+            roll_age: Duration::from_secs(cfg.roll_seconds),
+            roll_bytes: cfg.roll_bytes,
+            up,
+            file: None,
+            line: Vec::new(),
+            last_warn: None,
+        };
+        let writer = thread::Builder::new()
+            .name("mlapp-capture".into())
+            .spawn(move || writer.run())
+            .map_err(start_err("the writer thread"))?;
+        Ok(Capture {
+            shared,
+            mode: cfg.mode,
+            percent: cfg.percent,
+            queue_bytes: cfg.queue_bytes,
+            writer: Some(writer),
+            uploader,
+            temp_spool,
+        })
+    }
+
+    pub fn mode(&self) -> CaptureMode {
+        self.mode
+    }
+
+    /// Whether to capture this request; asked before the caller copies anything.
+    pub fn sample(&self) -> bool {
+        if self.percent >= 100.0 {
+            true
+        } else if self.percent <= 0.0 {
+            false
+        } else {
+            fastrand::f64() * 100.0 < self.percent
+        }
+    }
+
+    /// Queues the record for the writer, or drops and counts it when the queue is full.
+    pub fn record(&self, mut rec: Record) {
+        // Directions that will not be written must not take queue room.
+        if !self.mode.input() {
+            rec.input = None;
+        }
+        if !self.mode.output() {
+            rec.output = None;
+        }
+        let len = |p: &Option<Payload>| p.as_ref().map_or(0, |p| p.data.len());
+        if rec.input.is_none() && rec.output.is_none() {
+            return;
+        }
+        let size = RECORD_OVERHEAD + len(&rec.input) + len(&rec.output);
+        let before = self.shared.in_flight.fetch_add(size, Relaxed);
+        if before.saturating_add(size) > self.queue_bytes {
+            self.shared.in_flight.fetch_sub(size, Relaxed);
+            self.dropped_full();
+            return;
+        }
+        let was_empty = {
+            let mut q = lock(&self.shared.queue);
+            let empty = q.items.is_empty();
+            q.items.push_back(Msg::Rec(rec, size));
+            empty
+        };
+        self.shared.stats.captured.fetch_add(1, Relaxed);
+        // The writer looks at the queue under the lock before it sleeps, so only the first
+        // record after it emptied the queue needs to wake it.
+        if was_empty {
+            self.shared.wake.notify_one();
+        }
+    }
+
+    fn dropped_full(&self) {
+        let n = self.shared.stats.dropped_full.fetch_add(1, Relaxed) + 1;
+        // try_lock: a racing thread's warning is as good, and this must not wait.
+        if let Ok(mut last) = self.shared.last_full_warn.try_lock() {
+            if last.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                *last = Some(Instant::now());
+                log::warn!(
+                    "capture: the queue is full ({} bytes), dropping records ({n} so far); the disk or S3 is slower than the traffic",
+                    self.queue_bytes
+                );
+            }
+        }
+    }
+
+    pub fn stats(&self) -> CaptureStats {
+        let s = &self.shared.stats;
+        CaptureStats {
+            captured: s.captured.load(Relaxed),
+            written: s.written.load(Relaxed),
+            dropped_full: s.dropped_full.load(Relaxed),
+            dropped_error: s.dropped_error.load(Relaxed),
+            files: s.files.load(Relaxed),
+            upload_failures: s.upload_failures.load(Relaxed),
+        }
+    }
+
+    /// Closes the current file and waits until every record queued before the call is
+    /// written (and, for S3, uploaded or given up on); false when `timeout` ran out first.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let ticket = {
+            let mut q = lock(&self.shared.queue);
+            q.ticket += 1;
+            let ticket = q.ticket;
+            q.items.push_back(Msg::Flush(ticket));
+            ticket
+        };
+        self.shared.wake.notify_one();
+        let mut done = lock(&self.shared.done);
+        while *done < ticket {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            done = (self.shared.done_cond.wait_timeout(done, left))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let done = self.flush(DROP_FLUSH);
+        lock(&self.shared.queue).stop = true;
+        self.shared.wake.notify_one();
+        if !done {
+            // Joining a writer stuck on a dead disk would hang shutdown.
+            log::warn!("capture: not all records were written within {DROP_FLUSH:?} of shutdown");
+            return;
+        }
+        for handle in [self.writer.take(), self.uploader.take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = handle.join();
+        }
+        if let Some(spool) = &self.temp_spool {
+            if self.stats().upload_failures == 0 {
+                let _ = fs::remove_dir_all(spool);
+            } else {
+                log::warn!(
+                    "capture: files that failed to upload are kept in {}",
+                    spool.display()
+                );
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Line<'a> {
+    capture_data: CaptureData<'a>,
+    event_metadata: Meta<'a>,
+    event_version: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CaptureData<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint_input: Option<Direction<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint_output: Option<Direction<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Direction<'a> {
+    observed_content_type: &'a str,
+    mode: &'static str,
+    data: Cow<'a, str>,
+    encoding: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Meta<'a> {
+    event_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inference_id: Option<&'a str>,
+    inference_time: String,
+}
+
+fn media_type(content_type: &str) -> &str {
+    content_type.split(';').next().unwrap_or("").trim()
+}
+
+fn direction<'a>(
+    p: &'a Payload,
+    mode: &'static str,
+    csv: &[String],
+    json: &[String],
+) -> Direction<'a> {
+    let media = media_type(&p.content_type);
+    let listed = |types: &[String]| types.iter().any(|t| t.eq_ignore_ascii_case(media));
+    let text = if listed(csv) {
+        Some("CSV")
+    } else if listed(json) {
+        Some("JSON")
+    } else {
+        None
+    };
+    let (data, encoding) = match text.and_then(|e| Some((std::str::from_utf8(&p.data).ok()?, e))) {
+        Some((s, e)) => (Cow::Borrowed(s), e),
+        None => (Cow::Owned(BASE64.encode(&p.data)), "BASE64"),
+    };
+    Direction {
+        observed_content_type: &p.content_type,
+        mode,
+        data,
+        encoding,
+    }
+}
+
+/// A UTC time's civil parts (Howard Hinnant's days-to-civil, as in `portal::view::iso`).
+struct Civil {
+    year: i64,
+    month: i64,
+    day: i64,
+    hour: i64,
+    minute: i64,
+    second: i64,
+    milli: i64,
+}
+
+impl Civil {
+    fn from_ms(ms: i64) -> Self {
+        let (secs, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
+        let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        Civil {
+            year: yoe + era * 400 + i64::from(month <= 2),
+            month,
+            day,
+            hour: rem / 3600,
+            minute: rem % 3600 / 60,
+            second: rem % 60,
+            milli,
+        }
+    }
+
+    fn seconds(&self) -> String {
+        let c = self;
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            c.year, c.month, c.day, c.hour, c.minute, c.second
+        )
+    }
+}
+
+/// Clocks before 1970 are broken; their records go to 1970 rather than nowhere.
+fn epoch_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+struct Open {
+    partial: PathBuf,
+    path: PathBuf,
+    /// The path below the root with `/`, which is also the S3 key below the prefix.
+    key: String,
+    out: BufWriter<File>,
+    hour: i64,
+    opened: Instant,
+    last_flush: Instant,
+    bytes: u64,
+    /// The file's length after the last successful flush, and the lines within it.
+    good: u64,
+    lines_ok: u64,
+    /// Lines handed to the buffer since.
+    pending: u64,
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    root: PathBuf,
+    endpoint: String,
+    variant: String,
+    csv: Vec<String>,
+    json: Vec<String>,
+    roll_age: Duration,
+    roll_bytes: u64,
+    up: Option<(mpsc::Sender<Up>, S3Uri)>,
+    file: Option<Open>,
+    line: Vec<u8>,
+    last_warn: Option<Instant>,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut batch = VecDeque::new();
+        loop {
+            let stop = {
+                let mut q = lock(&self.shared.queue);
+                if q.items.is_empty() && !q.stop {
+                    // A timeout also when idle, so a quiet server still flushes and rolls.
+                    let wait = self.idle_wait();
+                    q = (self.shared.wake.wait_timeout(q, wait))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                std::mem::swap(&mut q.items, &mut batch);
+                q.stop && batch.is_empty()
+            };
+            if stop {
+                self.close();
+                return;
+            }
+            let idle = batch.is_empty();
+            if !idle {
+                #[cfg(test)]
+                let shared = self.shared.clone();
+                #[cfg(test)]
+                let _gate = lock(&shared.gate);
+                for msg in batch.drain(..) {
+                    match msg {
+                        Msg::Rec(rec, size) => {
+                            self.write(&rec);
+                            self.shared.in_flight.fetch_sub(size, Relaxed);
+                        }
+                        Msg::Flush(ticket) => self.flush_marker(ticket),
+                    }
+                }
+            }
+            if let Some(f) = &self.file {
+                if f.opened.elapsed() >= self.roll_age {
+                    self.close();
+                } else if f.pending > 0 && (idle || f.last_flush.elapsed() >= FLUSH_EVERY) {
+                    self.flush_file();
+                }
+            }
+        }
+    }
+
+    fn idle_wait(&self) -> Duration {
+        match &self.file {
+            None => Duration::from_secs(1),
+            // Lines in the buffer: give a burst a moment to join them, then flush.
+            Some(f) if f.pending > 0 => Duration::from_millis(10),
+            Some(f) => (self.roll_age.saturating_sub(f.opened.elapsed()))
+                .clamp(Duration::from_millis(1), Duration::from_secs(1)),
+        }
+    }
+
+    fn flush_marker(&mut self, ticket: u64) {
+        self.close();
+        match &self.up {
+            // The uploader marks it done once the files before it are uploaded; if it is
+            // gone, the flush honestly times out.
+            Some((tx, _)) => {
+                let _ = tx.send(Up::Flush(ticket));
+            }
+            None => self.shared.mark_done(ticket),
+        }
+    }
+
+    fn write(&mut self, rec: &Record) {
+        let ms = epoch_ms(rec.time);
+        if let Err(e) = self.encode(rec, ms) {
+            self.dropped(1);
+            self.warn(|| format!("a record could not be serialized: {e}"));
+            return;
+        }
+        let hour = ms.div_euclid(HOUR_MS);
+        if self.file.as_ref().is_some_and(|f| f.hour != hour) {
+            self.close();
+        }
+        if self.file.is_none() {
+            match self.open(ms) {
+                Ok(f) => self.file = Some(f),
+                Err(e) => {
+                    self.dropped(1);
+                    let root = self.root.display().to_string();
+                    self.warn(|| format!("cannot open a capture file under {root}: {e}"));
+                    return;
+                }
+            }
+        }
+        let Some(f) = self.file.as_mut() else { return };
+        match f.out.write_all(&self.line) {
+            Ok(()) => {
+                f.pending += 1;
+                f.bytes += self.line.len() as u64;
+                if f.bytes >= self.roll_bytes {
+                    self.close();
+                }
+            }
+            Err(e) => {
+                self.dropped(1);
+                self.fail(e);
+            }
+        }
+    }
+
+    fn encode(&mut self, rec: &Record, ms: i64) -> serde_json::Result<()> {
+        let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let event_id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id);
+        let (csv, json) = (&self.csv, &self.json);
+        let line = Line {
+            capture_data: CaptureData {
+                endpoint_input: (rec.input.as_ref()).map(|p| direction(p, "INPUT", csv, json)),
+                endpoint_output: (rec.output.as_ref()).map(|p| direction(p, "OUTPUT", csv, json)),
+            },
+            event_metadata: Meta {
+                event_id,
+                inference_id: rec.inference_id.as_deref(),
+                inference_time: Civil::from_ms(ms).seconds(),
+            },
+            event_version: "0",
+        };
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, &line)?;
+        self.line.push(b'\n');
+        Ok(())
+    }
+
+    fn open(&self, ms: i64) -> io::Result<Open> {
+        let c = Civil::from_ms(ms);
+        let dir_key = format!(
+            "{}/{}/{:04}/{:02}/{:02}/{:02}",
+            self.endpoint, self.variant, c.year, c.month, c.day, c.hour
+        );
+        let dir = self.root.join(&dir_key);
+        fs::create_dir_all(&dir)?;
+        let id = uuid::Uuid::new_v4();
+        let name = format!("{:02}-{:02}-{:03}-{id}.jsonl", c.minute, c.second, c.milli);
+        // Readers (and globs for `*.jsonl`) skip the file until it is complete.
+        let partial = dir.join(format!(".{name}.partial"));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&partial)?;
+        let now = Instant::now();
+        Ok(Open {
+            partial,
+            path: dir.join(&name),
+            key: format!("{dir_key}/{name}"),
+            out: BufWriter::with_capacity(256 << 10, file),
+            hour: ms.div_euclid(HOUR_MS),
+            opened: now,
+            last_flush: now,
+            bytes: 0,
+            good: 0,
+            lines_ok: 0,
+            pending: 0,
+        })
+    }
+
+    /// Hands the buffered lines to the OS; on failure the file is given up (see `fail`).
+    fn flush_file(&mut self) -> bool {
+        let Some(f) = self.file.as_mut() else {
+            return true;
+        };
+        match f.out.flush() {
+            Ok(()) => {
+                f.good = f.bytes;
+                f.lines_ok += f.pending;
+                f.pending = 0;
+                f.last_flush = Instant::now();
+                true
+            }
+            Err(e) => {
+                self.fail(e);
+                false
+            }
+        }
+    }
+
+    /// After a failed write: the lines still buffered are lost; those already on disk are
+    /// kept (a half-written line cut off) and published. The next record opens a new file.
+    fn fail(&mut self, e: io::Error) {
+        let Some(f) = self.file.take() else { return };
+        let path = f.partial.display().to_string();
+        self.warn(|| format!("writing {path} failed, records dropped: {e}"));
+        let (file, _unwritten) = f.out.into_parts();
+        let kept = f.lines_ok > 0 && file.set_len(f.good).is_ok();
+        drop(file);
+        let lines = if kept { f.lines_ok } else { 0 };
+        self.dropped(f.pending + f.lines_ok - lines);
+        self.publish(&f.partial, &f.path, f.key, lines);
+    }
+
+    fn close(&mut self) {
+        if !self.flush_file() {
+            return;
+        }
+        let Some(f) = self.file.take() else { return };
+        drop(f.out);
+        self.publish(&f.partial, &f.path, f.key, f.lines_ok);
+    }
+
+    /// Renames a finished file into view and, for S3, queues its upload.
+    fn publish(&mut self, partial: &Path, path: &Path, key: String, lines: u64) {
+        if lines == 0 {
+            let _ = fs::remove_file(partial);
+            return;
+        }
+        if let Err(e) = fs::rename(partial, path) {
+            self.dropped(lines);
+            let shown = path.display().to_string();
+            self.warn(|| format!("cannot finish {shown}, {lines} records dropped: {e}"));
+            let _ = fs::remove_file(partial);
+            return;
+        }
+        self.shared.stats.written.fetch_add(lines, Relaxed);
+        self.shared.stats.files.fetch_add(1, Relaxed);
+        if let Some((tx, prefix)) = &self.up {
+            let _ = tx.send(Up::File {
+                path: path.to_path_buf(),
+                key: prefix.join(&key),
+            });
+        }
+    }
+
+    fn dropped(&self, records: u64) {
+        self.shared.stats.dropped_error.fetch_add(records, Relaxed);
+    }
+
+    fn warn(&mut self, message: impl FnOnce() -> String) {
+        if self.last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+            self.last_warn = Some(Instant::now());
+            log::warn!("capture: {}", message());
+        }
+    }
+}
+
+enum Up {
+    File { path: PathBuf, key: S3Uri },
+    Flush(u64),
+}
+
+/// Uploads with the AWS SDK on a runtime of its own, so that capture never runs on (or
+/// waits for) the server's runtime.
+fn s3_upload(opts: S3Options) -> io::Result<UploadFn> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut store: Option<S3Store> = None;
+    Ok(Box::new(move |path: &Path, key: &S3Uri| {
+        let store = store.get_or_insert_with(|| rt.block_on(S3Store::connect(&opts)));
+        rt.block_on(store.upload(path, key))
+            .map_err(|e| e.to_string())
+    }))
+}
+
+fn upload_loop(shared: &Shared, rx: mpsc::Receiver<Up>, mut upload: UploadFn) {
+    for msg in rx {
+        let (path, key) = match msg {
+            Up::Flush(ticket) => {
+                shared.mark_done(ticket);
+                continue;
+            }
+            Up::File { path, key } => (path, key),
+        };
+        for attempt in 1..=UPLOAD_ATTEMPTS {
+            match upload(&path, &key) {
+                Ok(()) => {
+                    if let Err(e) = fs::remove_file(&path) {
+                        log::warn!(
+                            "capture: cannot remove {} after upload: {e}",
+                            path.display()
+                        );
+                    }
+                    break;
+                }
+                Err(_) if attempt < UPLOAD_ATTEMPTS => {
+                    thread::sleep(BACKOFF * (1 << (attempt - 1)))
+                }
+                Err(e) => {
+                    shared.stats.upload_failures.fetch_add(1, Relaxed);
+                    log::error!(
+                        "capture: uploading {} to {key} failed {UPLOAD_ATTEMPTS} times, the file is kept: {e}",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// 2026-12-02T13:59:59.900Z
+    const T: i64 = 1_796_219_999_900;
+
+    fn at(ms: i64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(ms as u64)
+    }
+
+    fn payload(content_type: &str, data: &[u8]) -> Option<Payload> {
+        let (content_type, data) = (
+            content_type.to_string(),
+            bytes::Bytes::copy_from_slice(data),
+        );
+        Some(Payload { content_type, data })
+    }
+
+    fn csv(ms: i64, body: &str) -> Record {
+        Record {
+            input: payload("text/csv", body.as_bytes()),
+            output: payload("text/csv", b"0.5\n"),
+            inference_id: None,
+            time: at(ms),
+        }
+    }
+
+    fn config(uri: &Path) -> CaptureConfig {
+        let mut cfg = CaptureConfig::new(uri.to_string_lossy(), "ep");
+        cfg.percent = 100.0;
+        cfg
+    }
+
+    /// Visible capture files below `root`, sorted.
+    fn files(root: &Path) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = walkdir::WalkDir::new(root)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file())
+            .map(|e| e.into_path())
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn lines(root: &Path) -> Vec<String> {
+        let read = |p: &PathBuf| fs::read_to_string(p).unwrap();
+        let text: Vec<String> = files(root).iter().map(read).collect();
+        text.iter()
+            .flat_map(|t| t.lines().map(str::to_string))
+            .collect()
+    }
+
+    /// `d` a digit, `x` a lower-case hex digit or `-`, anything else itself.
+    fn fits(s: &str, pattern: &str) -> bool {
+        s.len() == pattern.len()
+            && s.chars().zip(pattern.chars()).all(|(c, p)| match p {
+                'd' => c.is_ascii_digit(),
+                'x' => matches!(c, '0'..='9' | 'a'..='f' | '-'),
+                _ => c == p,
+            })
+    }
+
+    fn file_name_fits(p: &Path) -> bool {
+        let name = p.file_name().unwrap().to_str().unwrap();
+        fits(name, &format!("dd-dd-ddd-{}.jsonl", "x".repeat(36)))
+    }
+
+    #[test]
+    fn lines_have_sagemakers_layout_and_encodings() {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = Capture::start(config(dir.path())).unwrap();
+        cap.record(Record {
+            input: payload("text/csv", b"1,2,3\n"),
+            output: payload("text/csv; charset=utf-8", b"0.5\n"),
+            inference_id: Some("req-1".into()),
+            time: at(T),
+        });
+        let npy = [0x93u8, b'N', b'U', b'M', b'P', b'Y', 0xff, 0, 1];
+        cap.record(Record {
+            input: payload("Application/JSON ; charset=utf-8", br#"{"a": [1, 2]}"#),
+            output: payload("application/x-npy", &npy),
+            inference_id: None,
+            time: at(T),
+        });
+        cap.record(Record {
+            input: payload("text/csv", &[0xff, 0xfe, b',']),
+            output: None,
+            inference_id: None,
+            time: at(T),
+        });
+        assert!(cap.flush(Duration::from_secs(10)));
+        let lines = lines(dir.path());
+        assert_eq!(lines.len(), 3);
+        let parsed: Vec<Value> = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let id = parsed[0]["eventMetadata"]["eventId"].as_str().unwrap();
+        let uuid = uuid::Uuid::parse_str(id).unwrap();
+        assert!(fits(id, &"x".repeat(36)) && uuid.get_version_num() == 4);
+        let want = format!(
+            concat!(
+                r#"{{"captureData":{{"endpointInput":{{"observedContentType":"text/csv","mode":"INPUT","data":"1,2,3\n","encoding":"CSV"}},"#,
+                r#""endpointOutput":{{"observedContentType":"text/csv; charset=utf-8","mode":"OUTPUT","data":"0.5\n","encoding":"CSV"}}}},"#,
+                r#""eventMetadata":{{"eventId":"{}","inferenceId":"req-1","inferenceTime":"2026-12-02T13:59:59Z"}},"eventVersion":"0"}}"#
+            ),
+            id
+        );
+        assert_eq!(lines[0], want);
+        let (json, npy_out) = (
+            &parsed[1]["captureData"]["endpointInput"],
+            &parsed[1]["captureData"]["endpointOutput"],
+        );
+        assert_eq!(json["encoding"], "JSON");
+        assert_eq!(json["data"], r#"{"a": [1, 2]}"#);
+        assert_eq!(
+            json["observedContentType"],
+            "Application/JSON ; charset=utf-8"
+        );
+        assert_eq!(npy_out["encoding"], "BASE64");
+        assert_eq!(
+            BASE64.decode(npy_out["data"].as_str().unwrap()).unwrap(),
+            npy
+        );
+        assert!(parsed[1]["eventMetadata"].get("inferenceId").is_none());
+        assert!(!lines[1].contains("inferenceId"));
+        // Text types that are not UTF-8 cannot be stored as text.
+        let bad = &parsed[2]["captureData"];
+        assert_eq!(bad["endpointInput"]["encoding"], "BASE64");
+        assert!(bad.get("endpointOutput").is_none());
+        for p in &parsed {
+            let time = p["eventMetadata"]["inferenceTime"].as_str().unwrap();
+            assert!(fits(time, "dddd-dd-ddTdd:dd:ddZ"), "{time}");
+        }
+        let ids: std::collections::HashSet<_> = parsed
+            .iter()
+            .map(|p| p["eventMetadata"]["eventId"].to_string())
+            .collect();
+        assert_eq!(ids.len(), 3);
+    }
+
+    #[test]
+    fn modes_write_only_their_directions() {
+        for (mode, input, output) in [
+            (CaptureMode::Input, true, false),
+            (CaptureMode::Output, false, true),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut cfg = config(dir.path());
+            cfg.mode = mode;
+            let cap = Capture::start(cfg).unwrap();
+            cap.record(csv(T, "1\n"));
+            // Nothing of the chosen direction: not written at all.
+            let mut empty = csv(T, "1\n");
+            (empty.input, empty.output) = (None, None);
+            cap.record(empty);
+            assert!(cap.flush(Duration::from_secs(10)));
+            let lines = lines(dir.path());
+            assert_eq!(lines.len(), 1);
+            let v: Value = serde_json::from_str(&lines[0]).unwrap();
+            assert_eq!(v["captureData"].get("endpointInput").is_some(), input);
+            assert_eq!(v["captureData"].get("endpointOutput").is_some(), output);
+        }
+        assert_eq!("BOTH".parse::<CaptureMode>().unwrap(), CaptureMode::Both);
+        assert_eq!(
+            " output".parse::<CaptureMode>().unwrap(),
+            CaptureMode::Output
+        );
+        let err = "request".parse::<CaptureMode>().unwrap_err().to_string();
+        assert!(
+            err.contains("input, output or both") && err.contains("request"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn start_names_the_bad_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        cfg.percent = 120.0;
+        let err = Capture::start(cfg).err().unwrap().to_string();
+        assert_eq!(err, "--capture-percent must be between 0 and 100, got 120");
+        let mut cfg = config(dir.path());
+        cfg.endpoint = "../up".into();
+        let err = Capture::start(cfg).err().unwrap().to_string();
+        assert!(
+            err.contains("--capture-endpoint") && err.contains("../up"),
+            "{err}"
+        );
+        let mut cfg = config(dir.path());
+        cfg.uri = "s3:///key".into();
+        let err = Capture::start(cfg).err().unwrap().to_string();
+        assert!(err.starts_with("--capture-uri"), "{err}");
+    }
+
+    #[test]
+    fn civil_parts_agree_with_iso() {
+        for ms in [0, T, 951_782_400_000, 4_107_542_399_999, 1_796_220_000_100] {
+            let c = Civil::from_ms(ms);
+            let iso = crate::portal::view::iso(ms);
+            assert_eq!(format!("{}.{:03}Z", &c.seconds()[..19], c.milli), iso);
+        }
+    }
+
+    #[test]
+    fn records_go_to_the_folder_of_their_hour() {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = Capture::start(config(dir.path())).unwrap();
+        cap.record(csv(T, "1\n"));
+        cap.record(csv(T + 200, "2\n"));
+        assert!(cap.flush(Duration::from_secs(10)));
+        let files = files(dir.path());
+        assert_eq!(files.len(), 2, "{files:?}");
+        let base = dir.path().join("ep/AllTraffic/2026/12/02");
+        assert_eq!(files[0].parent().unwrap(), base.join("13"));
+        assert_eq!(files[1].parent().unwrap(), base.join("14"));
+        assert!(files.iter().all(|f| file_name_fits(f)), "{files:?}");
+        assert!(files[0]
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("59-59-900-"));
+        assert!(files[1]
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("00-00-100-"));
+        assert_eq!(cap.stats().files, 2);
+    }
+
+    #[test]
+    fn sampling_follows_the_percentage() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        for (percent, low, high) in [(20.0, 3700, 4300), (0.0, 0, 0), (100.0, 20_000, 20_000)] {
+            cfg.percent = percent;
+            let cap = Capture::start(cfg.clone()).unwrap();
+            let hits = (0..20_000).filter(|_| cap.sample()).count();
+            assert!((low..=high).contains(&hits), "{percent}%: {hits} of 20000");
+        }
+    }
+
+    #[test]
+    fn nothing_is_lost_at_full_rate() {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = Arc::new(Capture::start(config(dir.path())).unwrap());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let cap = cap.clone();
+                thread::spawn(move || {
+                    for i in 0..12_500 {
+                        cap.record(csv(epoch_ms(SystemTime::now()), &format!("{t},{i}\n")));
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert!(cap.flush(Duration::from_secs(120)));
+        assert_eq!(lines(dir.path()).len(), 50_000);
+        let stats = cap.stats();
+        assert_eq!(
+            (stats.captured, stats.written, stats.dropped_full),
+            (50_000, 50_000, 0)
+        );
+    }
+
+    #[test]
+    fn a_stalled_writer_costs_drops_not_latency() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        cfg.queue_bytes = 1024;
+        let cap = Capture::start(cfg).unwrap();
+        let body = "x".repeat(600);
+        let gate = lock(&cap.shared.gate);
+        let mut slowest = Duration::ZERO;
+        for _ in 0..100 {
+            let t = Instant::now();
+            cap.record(csv(T, &body));
+            slowest = slowest.max(t.elapsed());
+        }
+        assert!(slowest < Duration::from_millis(10), "{slowest:?}");
+        drop(gate);
+        assert!(cap.flush(Duration::from_secs(10)));
+        let stats = cap.stats();
+        assert!(stats.dropped_full > 0, "{stats:?}");
+        assert_eq!(stats.written + stats.dropped_full, 100, "{stats:?}");
+        assert_eq!(lines(dir.path()).len() as u64, stats.written);
+        assert_eq!(cap.shared.in_flight.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn files_roll_by_size_and_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        cfg.roll_bytes = 1000;
+        let cap = Capture::start(cfg).unwrap();
+        for i in 0..30 {
+            cap.record(csv(T - 1000, &format!("{i},{}\n", "7".repeat(100))));
+        }
+        assert!(cap.flush(Duration::from_secs(10)));
+        let files = files(dir.path());
+        assert!(files.len() >= 5, "{files:?}");
+        let mut total = 0;
+        for f in &files {
+            assert!(file_name_fits(f), "{f:?}");
+            let text = fs::read_to_string(f).unwrap();
+            assert!(text.ends_with('\n'));
+            for l in text.lines() {
+                serde_json::from_str::<Value>(l).unwrap();
+                total += 1;
+            }
+        }
+        assert_eq!(total, 30);
+
+        // A quiet server still closes its file after roll_seconds.
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        cfg.roll_seconds = 1;
+        let cap = Capture::start(cfg).unwrap();
+        cap.record(csv(T, "1\n"));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self::files(dir.path()).iter().all(|f| !file_name_fits(f))
+            && Instant::now() < deadline
+        {
+            thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(lines(dir.path()).len(), 1);
+        assert_eq!(cap.stats().written, 1);
+    }
+
+    #[test]
+    fn write_errors_are_counted_and_survived() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("capture");
+        let cap = Capture::start(config(&root)).unwrap();
+        cap.record(csv(T, "1\n"));
+        assert!(cap.flush(Duration::from_secs(10)));
+        assert_eq!(cap.stats().written, 1);
+        // The target folder is replaced by a file, with and without a file open.
+        cap.record(csv(T, "2\n"));
+        fs::rename(&root, dir.path().join("moved")).unwrap();
+        fs::write(&root, "not a folder").unwrap();
+        cap.record(csv(T, "3\n"));
+        cap.record(csv(T, "4\n"));
+        assert!(cap.flush(Duration::from_secs(10)));
+        let stats = cap.stats();
+        assert_eq!((stats.written, stats.dropped_error), (1, 3), "{stats:?}");
+        // The next record after the folder is back gets a new file.
+        fs::remove_file(&root).unwrap();
+        cap.record(csv(T, "5\n"));
+        assert!(cap.flush(Duration::from_secs(10)));
+        assert_eq!(cap.stats().written, 2);
+        assert_eq!(lines(&root).len(), 1);
+    }
+
+    fn s3_capture(dir: &Path, fail: bool) -> (Capture, Arc<Mutex<Vec<String>>>) {
+        let mut cfg = config(dir);
+        cfg.uri = "s3://bucket/pre/fix".into();
+        cfg.spool = Some(dir.join("spool"));
+        let keys = Arc::new(Mutex::new(Vec::new()));
+        let seen = keys.clone();
+        let upload: UploadFn = Box::new(move |path: &Path, key: &S3Uri| {
+            assert!(path.is_file());
+            lock(&seen).push(format!("{}:{}", key.bucket, key.key));
+            if fail {
+                Err("injected".into())
+            } else {
+                Ok(())
+            }
+        });
+        (Capture::launch(cfg, Some(upload)).unwrap(), keys)
+    }
+
+    #[test]
+    fn s3_files_are_uploaded_under_the_prefix_then_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cap, keys) = s3_capture(dir.path(), false);
+        cap.record(csv(T, "1\n"));
+        assert!(cap.flush(Duration::from_secs(10)));
+        let keys = lock(&keys).clone();
+        assert_eq!(keys.len(), 1);
+        let (head, name) = keys[0].rsplit_once('/').unwrap();
+        assert_eq!(head, "bucket:pre/fix/ep/AllTraffic/2026/12/02/13");
+        assert!(file_name_fits(Path::new(name)), "{name}");
+        assert!(files(&dir.path().join("spool")).is_empty());
+        assert_eq!(cap.stats().upload_failures, 0);
+    }
+
+    #[test]
+    fn failed_uploads_are_retried_counted_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cap, keys) = s3_capture(dir.path(), true);
+        cap.record(csv(T, "1\n"));
+        assert!(cap.flush(Duration::from_secs(10)));
+        assert_eq!(lock(&keys).len(), UPLOAD_ATTEMPTS as usize);
+        assert_eq!(cap.stats().upload_failures, 1);
+        let kept = files(&dir.path().join("spool"));
+        assert_eq!(kept.len(), 1);
+        assert!(file_name_fits(&kept[0]));
+    }
+}
