@@ -35,6 +35,9 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub portal: crate::portal::PortalArgs,
 
+    #[command(flatten)]
+    pub monitor: crate::monitor::setup::MonitorArgs,
+
     /// Seconds between checks of the model URI for a new version (ETag or content hash);
     /// a new one is loaded beside the old and switched to. 0: reload only on SIGHUP.
     #[arg(long, env = "MLAPP_MODEL_POLL_SECONDS", default_value_t = 0.0)]

@@ -33,6 +33,11 @@ enum Command {
         #[command(subcommand)]
         command: JobCommand,
     },
+    /// Statistics and suggested constraints of training data, in Model Monitor's layout.
+    Baseline(mlapp::monitor::offline::BaselineArgs),
+    /// Check captured traffic or a data set against a baseline: statistics.json,
+    /// constraint_violations.json and report.html.
+    Monitor(mlapp::monitor::offline::MonitorRunArgs),
     /// Print a model's inputs, outputs and what mlapp accepts and returns for it.
     Inspect {
         /// The model folder (or a folder holding one .onnx file).
@@ -87,6 +92,36 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Job {
             command: JobCommand::Run(args),
         }) => std::process::exit(mlapp::portal::client::run(&args)),
+        Some(Command::Baseline(args)) => {
+            let layout = match &args.model_dir {
+                Some(dir) => {
+                    let (env, _) = runtime::init(args.ort_dylib.as_deref())?;
+                    let (_, _, sig, _, _) =
+                        engine::open(env, dir, &args.model_config, 1, engine::Device::Cpu)
+                            .with_context(|| {
+                                format!("cannot open the model in {}", dir.display())
+                            })?;
+                    Some(mlapp::monitor::offline::Layout {
+                        header: true,
+                        names: Some(sig.features.iter().map(|f| f.name.clone()).collect()),
+                        types: Some(
+                            sig.features
+                                .iter()
+                                .map(|f| mlapp::monitor::profile::declared(f.elem))
+                                .collect(),
+                        ),
+                    })
+                }
+                None => None,
+            };
+            mlapp::monitor::offline::run_baseline(&args, layout)?;
+        }
+        Some(Command::Monitor(args)) => {
+            let violations = mlapp::monitor::offline::run_monitor(&args)?;
+            if violations > 0 && args.fail_on_violation {
+                std::process::exit(3);
+            }
+        }
         Some(Command::Inspect {
             model_dir,
             model_config,

@@ -59,6 +59,8 @@ pub struct LoadedModel {
     /// The ONNX Runtime execution provider the sessions were built for.
     pub provider: &'static str,
     pub warmup: warmup::Report,
+    /// Live data-quality monitoring of what it scores, when on (`monitor::setup`).
+    pub monitor: Option<Arc<crate::monitor::live::Monitor>>,
 }
 
 impl LoadedModel {
@@ -211,5 +213,6 @@ pub fn load(
         batching,
         provider,
         warmup: report,
+        monitor: None,
     })
 }

@@ -14,7 +14,7 @@ use crate::batch::BadRecords;
 use crate::codec::{self, media, OutputFormat};
 use crate::engine::LoadedModel;
 use crate::error::ApiError;
-use crate::monitor::{Metrics, Stage};
+use crate::monitor::{Metrics, Stage, Tap};
 use crate::stream::{self, Answer, Spool, StreamError};
 
 /// Bodies up to this size are decoded on the HTTP worker; larger ones on the blocking pool,
@@ -27,6 +27,10 @@ pub(super) const DRAIN_BYTES: usize = 16 * 1024 * 1024;
 /// A client may ask for a shorter deadline than the server's timeout with this header
 /// (milliseconds); it cannot ask for a longer one.
 pub const TIMEOUT_HEADER: &str = "x-mlapp-timeout-ms";
+
+/// The caller's inference id, kept in captured records (SageMaker's `InferenceId`; how
+/// SageMaker hands it to a container is not documented, so mlapp's own name is read too).
+const INFERENCE_ID_HEADERS: [&str; 2] = ["x-amzn-sagemaker-inference-id", "x-mlapp-inference-id"];
 
 /// The model a request was served by, left in the request's extensions for the metrics.
 #[derive(Clone)]
@@ -64,6 +68,11 @@ pub async fn invocations(
 
 fn reject(state: &AppState, e: &ApiError) -> HttpResponse {
     state.metrics.rejected(e.code());
+    if let ApiError::Decode(d) = e {
+        if let Some(m) = state.model().ok().and_then(|m| m.monitor.clone()) {
+            m.rejected(d);
+        }
+    }
     let mut resp = error_response(e);
     if matches!(e, ApiError::BodyTimeout(_)) {
         // The rest of a stalled body may still come: the connection cannot be reused.
@@ -128,6 +137,21 @@ async fn handle(
         )
     };
     let placeholders = settings.bad_records == BadRecords::Placeholder;
+    let tap = |accept: OutputFormat| {
+        state.capture.as_ref().map(|c| {
+            Arc::new(Tap {
+                capture: Arc::clone(c),
+                input_type: header_str(req, header::CONTENT_TYPE)
+                    .unwrap_or(&settings.default_content_type)
+                    .to_string(),
+                output_type: accept.mime().to_string(),
+                inference_id: INFERENCE_ID_HEADERS
+                    .iter()
+                    .find_map(|h| req.headers().get(*h)?.to_str().ok())
+                    .map(str::to_string),
+            })
+        })
+    };
     let declared = header_str(req, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
     // A large input goes to the streaming scorer: pieces parsed, scored and encoded in
     // parallel across sessions.
@@ -143,6 +167,7 @@ async fn handle(
         max_record,
         window: stream::window(model.sessions),
         observer: None,
+        capture: tap(accept),
     };
     let body_read = BodyRead {
         budget: &state.body_budget,
@@ -193,6 +218,7 @@ async fn handle(
     let (body, held) = body_read
         .read(payload, settings.max_payload_bytes, declared)
         .await?;
+
     let ticket = admit()?;
     let format = media::input_format(
         header_str(req, header::CONTENT_TYPE),
@@ -218,6 +244,11 @@ async fn handle(
         drop(held);
         return resp;
     }
+    // Shared, not copied, by the capture and the blocking pool.
+    let body = body.freeze();
+    let captured = tap(accept)
+        .filter(|t| t.capture.sample())
+        .map(|t| (t, body.clone()));
     let t = Instant::now();
     let (frame, ticket) = if body.len() <= INLINE_DECODE_BYTES {
         (codec::decode(format, &body, &model.signature)?, ticket)
@@ -234,6 +265,9 @@ async fn handle(
         .map_err(|e| ApiError::Internal(format!("decode task failed: {e}")))??
     };
     metrics.stage(Stage::Decode, t.elapsed());
+    if let Some(m) = &model.monitor {
+        m.frame(&frame);
+    }
     let scored = model
         .score(&ticket, frame, deadline)
         .await
@@ -257,6 +291,10 @@ async fn handle(
         .map_err(|e| ApiError::Internal(format!("encode task failed: {e}")))??
     };
     metrics.stage(Stage::Encode, t.elapsed());
+    let body = web::Bytes::from(body);
+    if let Some((tap, input)) = captured {
+        tap.record(input, body.clone());
+    }
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, accept.mime()))
         .body(body))
@@ -311,6 +349,9 @@ fn encode(
     let predictions = model.plan.apply(outputs).map_err(|m| {
         ApiError::Internal(format!("the model's outputs do not fit its signature: {m}"))
     })?;
+    if let Some(m) = &model.monitor {
+        m.predictions(&predictions);
+    }
     Ok(codec::encode(&predictions, accept))
 }
 

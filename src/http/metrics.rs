@@ -6,6 +6,12 @@ use super::AppState;
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let mut body = state.metrics.render(state.live());
+    if let Some(c) = &state.capture {
+        crate::monitor::capture_metrics(&c.stats(), &mut body);
+    }
+    if let Some(m) = state.model().ok().and_then(|m| m.monitor.clone()) {
+        m.render(&mut body);
+    }
     if let Some(portal) = state.portal.get() {
         if let Some((jobs, items)) = portal.counts() {
             body.push_str(&crate::portal::metrics_text(&jobs, &items));

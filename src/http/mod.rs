@@ -5,6 +5,7 @@ mod execution_parameters;
 mod info;
 pub(crate) mod invocations;
 mod metrics;
+mod monitoring;
 mod ping;
 mod portal;
 pub mod reload;
@@ -29,6 +30,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(execution_parameters::execution_parameters)),
         )
         .service(web::resource("/info").route(web::get().to(info::info)))
+        .service(web::resource("/monitoring").route(web::get().to(monitoring::monitoring)))
         .configure(portal::routes)
         .default_service(web::to(not_found));
 }

@@ -67,6 +67,9 @@ pub struct Loader {
     pub poll: Option<Duration>,
     /// How long a replaced model waits for the requests still holding it.
     pub drain: Duration,
+    /// Live monitoring of each model loaded.
+    pub monitor: crate::monitor::setup::MonitorArgs,
+    pub s3: crate::storage::S3Options,
 }
 
 impl Loader {
@@ -159,7 +162,13 @@ impl Loader {
                     // The folder of an archive or S3 model is a cache entry named by its
                     // version: metrics series keyed by it would start anew at every reload.
                     m.name = Arc::from(stable_name(self.fetcher.uri()));
-                    (Some(f.version.clone()), Ok((f, m)))
+                    match self.monitor.attach(&m, rt, &self.s3) {
+                        Ok(monitor) => {
+                            m.monitor = monitor;
+                            (Some(f.version.clone()), Ok((f, m)))
+                        }
+                        Err(e) => (Some(f.version), Err(e.to_string())),
+                    }
                 }
                 Err(e) => {
                     let known = Some(f.version).filter(|_| lasting_load(&e, &f.dir));
@@ -332,7 +341,7 @@ fn unix(t: SystemTime) -> f64 {
 /// The model's name in metrics and logs, the same for every version at one URI: the URI's
 /// last segment without its `.onnx` / `.tar.gz` / `.tgz` / `.tar` ending, or the segment before
 /// it when that leaves the generic `model` (`s3://bucket/gender/model.tar.gz` is `gender`).
-fn stable_name(uri: &str) -> String {
+pub(super) fn stable_name(uri: &str) -> String {
     let path = uri.split_once("://").map_or(uri, |(_, rest)| rest);
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let Some((last, before)) = segments.split_last() else {

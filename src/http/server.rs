@@ -89,11 +89,19 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         );
     }
     let metrics = Arc::new(Metrics::new());
-    let state = web::Data::new(AppState::new(
-        settings,
-        Readiness::Loading(format!("loading the model from {}", cfg.model.uri())),
-        Arc::clone(&metrics),
-    ));
+    let s3 = cfg.model.source_options().s3;
+    let capture = cfg
+        .monitor
+        .capture(&super::reload::stable_name(&cfg.model.uri()), &s3)
+        .map_err(|e| ServeError::Config(e.to_string()))?;
+    let state = web::Data::new(
+        AppState::new(
+            settings,
+            Readiness::Loading(format!("loading the model from {}", cfg.model.uri())),
+            Arc::clone(&metrics),
+        )
+        .with_capture(capture),
+    );
 
     // Settings and the SQLite lock fail the start; the store is connected after the port is
     // bound, so a database that is not up yet never keeps /ping and /invocations waiting.
@@ -273,6 +281,8 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
             state: state.clone(),
             poll: cfg.model_poll(),
             drain: cfg.request_timeout() + Duration::from_secs(5),
+            monitor: cfg.monitor.clone(),
+            s3,
         };
         // SIGHUP's default action ends the process: take it over before anything can send it.
         let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -317,6 +327,12 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         log::info!("HTTP server stopped; finishing queued inference");
         if let Ok(model) = state.model() {
             model.engine.shutdown();
+        }
+        // What was captured is written out (and uploaded) before the process ends.
+        if let Some(c) = &state.capture {
+            if !c.flush(Duration::from_secs(5)) {
+                log::warn!("capture: records still unwritten at exit: {:?}", c.stats());
+            }
         }
         Ok(())
     })

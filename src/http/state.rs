@@ -55,6 +55,8 @@ pub struct AppState {
     pub portal: std::sync::OnceLock<Arc<crate::portal::Portal>>,
     /// Why the portal, which is on, cannot answer yet (starting, or its start failed).
     portal_wait: Mutex<Option<String>>,
+    /// Prediction capture (`--capture-uri`).
+    pub capture: Option<Arc<crate::monitor::capture::Capture>>,
 }
 
 impl AppState {
@@ -70,7 +72,13 @@ impl AppState {
             draining: AtomicBool::new(false),
             portal: std::sync::OnceLock::new(),
             portal_wait: Mutex::new(None),
+            capture: None,
         }
+    }
+
+    pub fn with_capture(mut self, capture: Option<Arc<crate::monitor::capture::Capture>>) -> Self {
+        self.capture = capture;
+        self
     }
 
     pub fn portal_waiting(&self, why: &str) {

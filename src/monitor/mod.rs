@@ -1,5 +1,74 @@
-//! What the server reports about itself.
+//! What the server reports about itself, and what it sees in the data it scores.
+//!
+//! - `metrics`: Prometheus counters and histograms of the server.
+//! - `capture`: prediction capture in SageMaker Data Capture's layout, written off the
+//!   request path by a writer thread behind a bounded queue.
+//! - `sketch`: mergeable sketches (KLL quantiles, HyperLogLog distinct counts).
+//! - `profile`: per-feature statistics built from decoded frames or CSV rows.
+//! - `files`: Model Monitor's `statistics.json`, `constraints.json` and
+//!   `constraint_violations.json`.
+//! - `check`: the data-quality checks of a profile against a baseline.
+//! - `live`: the server's monitoring window, its Prometheus series and `GET /monitoring`.
+//! - `report`: the self-contained HTML report.
+//! - `offline`: `mlapp baseline` and `mlapp monitor`.
 
+pub mod capture;
+pub mod check;
+pub mod files;
+pub mod live;
 pub mod metrics;
+pub mod offline;
+pub mod profile;
+pub mod report;
+pub mod setup;
+pub mod sketch;
+
+use std::sync::Arc;
+
+/// Where one input's pieces (or one request) are captured, with the content types the
+/// caller sent and was answered in.
+pub struct Tap {
+    pub capture: Arc<capture::Capture>,
+    pub input_type: String,
+    pub output_type: String,
+    pub inference_id: Option<String>,
+}
+
+impl Tap {
+    pub fn record(&self, input: bytes::Bytes, output: bytes::Bytes) {
+        self.capture.record(capture::Record {
+            input: Some(capture::Payload {
+                content_type: self.input_type.clone(),
+                data: input,
+            }),
+            output: Some(capture::Payload {
+                content_type: self.output_type.clone(),
+                data: output,
+            }),
+            inference_id: self.inference_id.clone(),
+            time: std::time::SystemTime::now(),
+        });
+    }
+}
 
 pub use metrics::{Live, Metrics, ModelInfo, Route, Stage};
+
+/// The capture writer's counters in the Prometheus text format.
+pub fn capture_metrics(s: &capture::CaptureStats, out: &mut String) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "# HELP mlapp_capture_records_total Captured records, by what became of them.\n\
+         # TYPE mlapp_capture_records_total counter\n\
+         mlapp_capture_records_total{{outcome=\"written\"}} {}\n\
+         mlapp_capture_records_total{{outcome=\"dropped_full\"}} {}\n\
+         mlapp_capture_records_total{{outcome=\"dropped_error\"}} {}\n\
+         # HELP mlapp_capture_files_total Capture files closed.\n\
+         # TYPE mlapp_capture_files_total counter\n\
+         mlapp_capture_files_total {}\n\
+         # HELP mlapp_capture_upload_failures_total Capture files whose upload failed every attempt (kept in the spool).\n\
+         # TYPE mlapp_capture_upload_failures_total counter\n\
+         mlapp_capture_upload_failures_total {}",
+        s.written, s.dropped_full, s.dropped_error, s.files, s.upload_failures
+    );
+}

@@ -21,7 +21,7 @@ pub mod results;
 mod roots;
 pub mod spec;
 pub mod store;
-mod view;
+pub(crate) mod view;
 mod worker;
 
 use std::path::PathBuf;

@@ -266,6 +266,7 @@ impl Workers {
             chunk_bytes: self.scoring.chunk_bytes,
             id_columns: spec.id_columns.clone(),
             observer: Some(Arc::clone(&recorder) as Arc<dyn crate::stream::Observer>),
+            capture: None,
         };
         let s3 = self.scoring.sources.s3.clone();
         let needs_s3 = item.input.is_s3() || item.output.is_s3();

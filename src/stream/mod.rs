@@ -74,6 +74,8 @@ pub struct Job {
     pub window: usize,
     /// Sees every piece's predictions before they are encoded (the portal's tallies).
     pub observer: Option<Arc<dyn Observer>>,
+    /// Captures a sample of the pieces with their answers (`--capture-uri`).
+    pub capture: Option<Arc<crate::monitor::Tap>>,
 }
 
 /// Watches predictions go by, from the encoding threads, in no particular order.
@@ -256,17 +258,29 @@ async fn score_piece(job: Arc<Job>, piece: Piece, in_place: bool) -> Result<Scor
     }
     let mut stages = Stages::default();
     let (input, lines_before) = (piece.bytes.len(), piece.lines_before);
+    // Decided before anything is copied; a captured piece's bytes are shared, not copied.
+    let captured = (job.capture.as_ref())
+        .filter(|t| t.capture.sample())
+        .map(|_| piece.bytes.clone());
     let t = Instant::now();
     let j = Arc::clone(&job);
-    let rows = workers::run(move || match j.split {
-        Split::Line => records::decode(j.format, &piece.bytes, &j.model.signature, j.placeholders),
-        Split::Whole => crate::codec::decode(j.format, &piece.bytes, &j.model.signature).map(|f| {
-            records::Rows {
-                total: f.rows,
-                frame: Some(f),
-                bad: Vec::new(),
-            }
-        }),
+    let rows = workers::run(move || {
+        let rows =
+            match j.split {
+                Split::Line => {
+                    records::decode(j.format, &piece.bytes, &j.model.signature, j.placeholders)
+                }
+                Split::Whole => crate::codec::decode(j.format, &piece.bytes, &j.model.signature)
+                    .map(|f| records::Rows {
+                        total: f.rows,
+                        frame: Some(f),
+                        bad: Vec::new(),
+                    }),
+            };
+        if let (Some(m), Ok(records::Rows { frame: Some(f), .. })) = (&j.model.monitor, &rows) {
+            m.frame(f);
+        }
+        rows
     })
     .await
     .map_err(PieceError::Failed)?
@@ -297,6 +311,9 @@ async fn score_piece(job: Arc<Job>, piece: Piece, in_place: bool) -> Result<Scor
             .map_err(PieceError::Failed)?
             .map_err(PieceError::Failed)?;
         stages.encode = t.elapsed();
+        if let (Some(tap), Some(input)) = (&job.capture, captured) {
+            tap.record(input, bytes::Bytes::copy_from_slice(&bytes));
+        }
         Answered::Encoded(bytes)
     } else {
         Answered::Pending {
@@ -326,6 +343,9 @@ fn encode(
         .map_err(|m| format!("the model's outputs do not fit its signature: {m}"))?;
     if let (Some(o), Some(p)) = (&job.observer, &predictions) {
         o.predictions(p);
+    }
+    if let (Some(m), Some(p)) = (&job.model.monitor, &predictions) {
+        m.predictions(p);
     }
     let mut w = Writer::fragment(job.accept, total);
     w.append_records(predictions.as_ref(), bad, total, first_row)?;

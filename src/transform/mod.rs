@@ -89,10 +89,15 @@ pub struct TransformConfig {
     /// How many runs share the files (see --shard-index).
     #[arg(long, default_value_t = 1)]
     pub shard_count: usize,
+
+    #[command(flatten)]
+    pub monitor: crate::monitor::setup::MonitorArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransformError {
+    #[error("{0}")]
+    Monitor(#[from] crate::monitor::setup::SetupError),
     #[error("{0}")]
     Config(String),
     #[error(transparent)]
@@ -130,6 +135,8 @@ pub struct FileJob {
     pub id_columns: Vec<usize>,
     /// Sees the predictions (the portal's tallies).
     pub observer: Option<Arc<dyn stream::Observer>>,
+    /// Captures a sample of the pieces (`--capture-uri`).
+    pub capture: Option<Arc<crate::monitor::Tap>>,
 }
 
 pub fn run(cfg: &TransformConfig) -> Result<Summary, TransformError> {
@@ -219,12 +226,20 @@ pub fn run(cfg: &TransformConfig) -> Result<Summary, TransformError> {
         inline_budget: Duration::ZERO,
         device: cfg.device,
     };
-    let model = Arc::new(engine::load(
-        env,
-        &fetched.dir,
-        &opts,
-        Arc::new(Metrics::new()),
-    )?);
+    let mut loaded = engine::load(env, &fetched.dir, &opts, Arc::new(Metrics::new()))?;
+    loaded.monitor = cfg.monitor.attach(&loaded, &rt, &sources.s3)?;
+    let model = Arc::new(loaded);
+    let capture = cfg
+        .monitor
+        .capture(&model.name, &sources.s3)?
+        .map(|capture| {
+            Arc::new(crate::monitor::Tap {
+                capture,
+                input_type: cfg.content_type.clone(),
+                output_type: accept.mime().to_string(),
+                inference_id: None,
+            })
+        });
     let job = FileJob {
         model: Arc::clone(&model),
         format,
@@ -234,6 +249,7 @@ pub fn run(cfg: &TransformConfig) -> Result<Summary, TransformError> {
         chunk_bytes: (cfg.chunk_mb * 1024.0 * 1024.0) as usize,
         id_columns: cfg.id_columns.clone(),
         observer: None,
+        capture: capture.clone(),
     };
     let work = Staging {
         dir: cfg
@@ -277,6 +293,15 @@ pub fn run(cfg: &TransformConfig) -> Result<Summary, TransformError> {
     progress.finish();
     model.engine.shutdown();
     fetcher.release();
+    // The run's last rows make a window of their own, checked and logged like the others.
+    if let Some(m) = &model.monitor {
+        m.close_now();
+    }
+    if let Some(tap) = &capture {
+        if !tap.capture.flush(Duration::from_secs(120)) {
+            log::warn!("capture: not every record was written within 120 s of the end");
+        }
+    }
     Ok(summary)
 }
 
@@ -446,6 +471,7 @@ async fn score_file(
         max_record: stream::MAX_RECORD_BYTES,
         window: stream::window(job.model.sessions),
         observer: job.observer.clone(),
+        capture: job.capture.clone(),
     };
     let mut source = FileSource::new(input);
     let mut sink = FileSink::new(output, |bytes, rows| progress(bytes as u64, rows as u64));

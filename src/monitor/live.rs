@@ -1,0 +1,482 @@
+//! Live data quality: each scored frame is added to a profile of the current window, one
+//! profile per shard so that requests on different threads rarely meet on a lock; a window
+//! closes after `rows` rows or `seconds` seconds and is checked against the baseline on the
+//! monitor's own thread, never on a request's.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::check::{self, Baseline, Columns, Evaluation, CHECKS};
+use super::profile::Profile;
+use crate::codec::{DecodeError, Frame};
+use crate::model::output::Predictions;
+use crate::model::signature::ModelSignature;
+use crate::portal::results::Tally;
+
+const MAX_SHARDS: usize = 8;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Window {
+    pub rows: u64,
+    pub seconds: u64,
+}
+
+/// What one shard has seen of the current window.
+struct Shard {
+    profile: Profile,
+    tally: Tally,
+}
+
+/// A closed window, checked.
+#[derive(Serialize)]
+pub struct Closed {
+    pub started_at: String,
+    pub ended_at: String,
+    #[serde(skip)]
+    pub statistics: super::files::Statistics,
+    pub evaluation: Evaluation,
+    pub predictions: Tally,
+}
+
+pub struct Monitor {
+    model: Arc<str>,
+    baseline: Option<Arc<Baseline>>,
+    /// Where the baseline came from, for `/monitoring`.
+    baseline_from: String,
+    signature: ModelSignature,
+    window: Window,
+    /// The model's features named as the baseline names them (by name when they match, else
+    /// by position).
+    empty: Profile,
+    shards: Vec<Mutex<Shard>>,
+    rows: AtomicU64,
+    opened: Mutex<(Instant, SystemTime)>,
+    wake: (Mutex<bool>, Condvar),
+    last: RwLock<Option<Arc<Closed>>>,
+    windows: AtomicU64,
+    /// Violations of closed windows, and rejected requests, by feature and check
+    /// (`features.len() + 1` rows: the last is for checks of no one feature).
+    violations: Vec<[AtomicU64; CHECKS.len()]>,
+    events: Vec<[AtomicU64; CHECKS.len()]>,
+}
+
+fn counters(n: usize) -> Vec<[AtomicU64; CHECKS.len()]> {
+    (0..n)
+        .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
+        .collect()
+}
+
+fn check_index(check: &str) -> usize {
+    CHECKS.iter().position(|c| *c == check).unwrap_or(0)
+}
+
+fn iso(t: SystemTime) -> String {
+    let ms = t
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    crate::portal::view::iso(ms)
+}
+
+impl Monitor {
+    /// A monitor of `signature`'s features, checked against `baseline` when there is one; its
+    /// thread closes windows and lives as long as the monitor.
+    pub fn start(
+        model: Arc<str>,
+        signature: &ModelSignature,
+        baseline: Option<(Baseline, String)>,
+        window: Window,
+    ) -> Arc<Monitor> {
+        let mut empty = Profile::of_model(signature);
+        if let Some((b, _)) = &baseline {
+            let names = b.feature_names();
+            let by_name = empty.features.iter().any(|f| names.contains(&f.name));
+            if !by_name && names.len() == empty.features.len() {
+                for (f, n) in empty.features.iter_mut().zip(names) {
+                    f.name = n;
+                }
+            }
+        }
+        let n = empty.features.len() + 1;
+        let (baseline, baseline_from) = match baseline {
+            Some((b, from)) => (Some(Arc::new(b)), from),
+            None => (None, String::new()),
+        };
+        // One shard per CPU: each holds a sketch per feature (tens of KiB), so more would
+        // cost memory without saving contention.
+        let n_shards = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_SHARDS);
+        let shards = (0..n_shards)
+            .map(|_| {
+                Mutex::new(Shard {
+                    profile: empty.empty_like(),
+                    tally: Tally::default(),
+                })
+            })
+            .collect();
+        let m = Arc::new(Monitor {
+            model,
+            baseline,
+            baseline_from,
+            signature: signature.clone(),
+            window: Window {
+                rows: window.rows.max(1),
+                seconds: window.seconds.max(1),
+            },
+            empty,
+            shards,
+            rows: AtomicU64::new(0),
+            opened: Mutex::new((Instant::now(), SystemTime::now())),
+            wake: (Mutex::new(false), Condvar::new()),
+            last: RwLock::new(None),
+            windows: AtomicU64::new(0),
+            violations: counters(n),
+            events: counters(n),
+        });
+        let weak = Arc::downgrade(&m);
+        let spawned = std::thread::Builder::new()
+            .name("mlapp-monitor".into())
+            .spawn(move || run(weak));
+        if let Err(e) = spawned {
+            log::error!("monitoring: could not start its thread, windows will not close: {e}");
+        }
+        m
+    }
+
+    fn shard(&self) -> &Mutex<Shard> {
+        thread_local! {
+            static SHARD: usize = {
+                static NEXT: AtomicU64 = AtomicU64::new(0);
+                NEXT.fetch_add(1, Ordering::Relaxed) as usize
+            };
+        }
+        let i = SHARD.with(|s| *s) % self.shards.len();
+        &self.shards[i]
+    }
+
+    /// A decoded frame of this model's features, about to be scored.
+    pub fn frame(&self, frame: &Frame) {
+        {
+            let mut s = self.shard().lock().unwrap_or_else(|p| p.into_inner());
+            s.profile.frame(frame, &self.signature);
+        }
+        let n = frame.rows as u64;
+        let before = self.rows.fetch_add(n, Ordering::Relaxed);
+        if before < self.window.rows && before + n >= self.window.rows {
+            let (lock, cv) = &self.wake;
+            *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            cv.notify_one();
+        }
+    }
+
+    pub fn predictions(&self, p: &Predictions) {
+        let mut s = self.shard().lock().unwrap_or_else(|p| p.into_inner());
+        s.tally.add(p);
+    }
+
+    /// A request the model could not take: a data-quality event of the feature and check the
+    /// error names.
+    pub fn rejected(&self, e: &DecodeError) {
+        let names = || self.empty.features.iter().map(|f| f.name.as_str());
+        let (feature, check) = match e {
+            // An empty cell where a number belongs is a missing value, not a wrong type.
+            DecodeError::Value { feature, got, .. } if got == "\"\"" || got == "null" => {
+                (names().position(|n| n == feature), check::COMPLETENESS)
+            }
+            DecodeError::Value { feature, .. } => {
+                (names().position(|n| n == feature), check::DATA_TYPE)
+            }
+            DecodeError::MissingFeature { feature, .. } => {
+                (names().position(|n| n == feature), check::MISSING_COLUMN)
+            }
+            DecodeError::UnknownFeature { .. } => (None, check::EXTRA_COLUMN),
+            DecodeError::FeatureCount { expected, got, .. } if got < expected => {
+                (None, check::MISSING_COLUMN)
+            }
+            DecodeError::FeatureCount { .. } => (None, check::EXTRA_COLUMN),
+            _ => return,
+        };
+        let row = feature.unwrap_or(self.empty.features.len());
+        self.events[row][check_index(check)].fetch_add(1, Ordering::Relaxed);
+        // A refused value counts in the window too: against the type match, or as missing.
+        if let Some(f) = feature {
+            let mut s = self.shard().lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(fp) = s.profile.features.get_mut(f) {
+                match check {
+                    check::DATA_TYPE => fp.text += 1,
+                    check::COMPLETENESS => fp.missing += 1,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// The current window so far: merged, not reset.
+    fn snapshot(&self) -> (Profile, Tally) {
+        let mut profile = self.empty.empty_like();
+        let mut tally = Tally::default();
+        for s in &self.shards {
+            let s = s.lock().unwrap_or_else(|p| p.into_inner());
+            profile.merge(&s.profile);
+            tally.merge(&s.tally);
+        }
+        (profile, tally)
+    }
+
+    /// Takes the current window and opens the next.
+    fn take(&self) -> (Profile, Tally, SystemTime) {
+        let started_at = {
+            let mut o = self.opened.lock().unwrap_or_else(|p| p.into_inner());
+            let at = o.1;
+            *o = (Instant::now(), SystemTime::now());
+            at
+        };
+        self.rows.store(0, Ordering::Relaxed);
+        let mut profile = self.empty.empty_like();
+        let mut tally = Tally::default();
+        for s in &self.shards {
+            let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
+            let taken = std::mem::replace(&mut s.profile, self.empty.empty_like());
+            profile.merge(&taken);
+            tally.merge(&std::mem::take(&mut s.tally));
+        }
+        (profile, tally, started_at)
+    }
+
+    fn evaluate(&self, profile: &Profile) -> Option<Evaluation> {
+        let b = self.baseline.as_ref()?;
+        Some(check::evaluate(
+            b,
+            profile,
+            Columns {
+                count: profile.features.len(),
+                ..Columns::default()
+            },
+        ))
+    }
+
+    fn close(&self) {
+        let (profile, tally, started_at) = self.take();
+        if profile.rows == 0 {
+            return;
+        }
+        let statistics = profile.statistics();
+        let Some(evaluation) = self.evaluate(&profile) else {
+            self.windows.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        for v in &evaluation.violations.violations {
+            let row = self
+                .empty
+                .features
+                .iter()
+                .position(|f| f.name == v.feature_name)
+                .unwrap_or(self.empty.features.len());
+            self.violations[row][check_index(&v.constraint_check_type)]
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        if !evaluation.violations.violations.is_empty() {
+            log::warn!(
+                "monitoring {}: {} violation(s) in a window of {} rows: {}",
+                self.model,
+                evaluation.violations.violations.len(),
+                evaluation.rows,
+                evaluation
+                    .violations
+                    .violations
+                    .iter()
+                    .map(|v| format!("{} {}", v.feature_name, v.constraint_check_type))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        let closed = Closed {
+            started_at: iso(started_at),
+            ended_at: iso(SystemTime::now()),
+            statistics,
+            evaluation,
+            predictions: tally,
+        };
+        *self.last.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(closed));
+        self.windows.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Closes the current window now (tests, and `POST /monitoring/close`... not exposed).
+    pub fn close_now(&self) {
+        self.close();
+    }
+
+    fn due(&self) -> Option<Duration> {
+        let opened = self.opened.lock().unwrap_or_else(|p| p.into_inner()).0;
+        let left = Duration::from_secs(self.window.seconds).checked_sub(opened.elapsed());
+        if self.rows.load(Ordering::Relaxed) >= self.window.rows {
+            return None;
+        }
+        left
+    }
+
+    /// `GET /monitoring`.
+    pub fn view(&self) -> Value {
+        let (profile, tally) = self.snapshot();
+        let started_at = iso(self.opened.lock().unwrap_or_else(|p| p.into_inner()).1);
+        let evaluation = self.evaluate(&profile);
+        let last = self.last.read().unwrap_or_else(|p| p.into_inner()).clone();
+        json!({
+            "model": &*self.model,
+            "baseline": (!self.baseline_from.is_empty()).then_some(&self.baseline_from),
+            "window": {"rows": self.window.rows, "seconds": self.window.seconds},
+            "windows_closed": self.windows.load(Ordering::Relaxed),
+            "current": {
+                "started_at": started_at,
+                "rows": profile.rows,
+                "statistics": profile.statistics(),
+                "violations": evaluation.as_ref().map(|e| &e.violations.violations),
+                "features": evaluation.as_ref().map(|e| &e.features),
+                "predictions": tally,
+            },
+            "last": last.as_deref().map(|c| json!({
+                "started_at": c.started_at,
+                "ended_at": c.ended_at,
+                "rows": c.evaluation.rows,
+                "statistics": c.statistics,
+                "violations": c.evaluation.violations.violations,
+                "features": c.evaluation.features,
+                "predictions": c.predictions,
+            })),
+            "rejected": self.rejections(),
+        })
+    }
+
+    fn rejections(&self) -> Value {
+        let mut out = Vec::new();
+        for (i, row) in self.events.iter().enumerate() {
+            for (c, n) in row.iter().enumerate() {
+                let n = n.load(Ordering::Relaxed);
+                if n > 0 {
+                    out.push(json!({"feature": self.feature_label(i), "check": CHECKS[c], "requests": n}));
+                }
+            }
+        }
+        Value::Array(out)
+    }
+
+    fn feature_label(&self, row: usize) -> &str {
+        self.empty.features.get(row).map_or("", |f| f.name.as_str())
+    }
+
+    /// The Prometheus series: per feature, the last closed window's drift distance and
+    /// completeness, and counters of violations and rejected requests by check.
+    pub fn render(&self, out: &mut String) {
+        let model = prom_escape(&self.model);
+        let _ = writeln!(out, "# HELP mlapp_monitoring_windows_total Monitoring windows closed.\n# TYPE mlapp_monitoring_windows_total counter");
+        let _ = writeln!(
+            out,
+            "mlapp_monitoring_windows_total{{model=\"{model}\"}} {}",
+            self.windows.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(out, "# HELP mlapp_monitoring_window_rows Rows in the monitoring window so far.\n# TYPE mlapp_monitoring_window_rows gauge");
+        let _ = writeln!(
+            out,
+            "mlapp_monitoring_window_rows{{model=\"{model}\"}} {}",
+            self.rows.load(Ordering::Relaxed)
+        );
+        let last = self.last.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(c) = &last {
+            let _ = writeln!(out, "# HELP mlapp_feature_drift_distance The last window's distance to the baseline (L-infinity, after the Robust correction).\n# TYPE mlapp_feature_drift_distance gauge");
+            for f in c.evaluation.features.iter() {
+                if let Some(d) = f.distance {
+                    let _ = writeln!(
+                        out,
+                        "mlapp_feature_drift_distance{{model=\"{model}\",feature=\"{}\"}} {d}",
+                        prom_escape(&f.name)
+                    );
+                }
+            }
+            let _ = writeln!(out, "# HELP mlapp_feature_drift_threshold The threshold the drift distance is held to.\n# TYPE mlapp_feature_drift_threshold gauge");
+            for f in c.evaluation.features.iter() {
+                let _ = writeln!(
+                    out,
+                    "mlapp_feature_drift_threshold{{model=\"{model}\",feature=\"{}\"}} {}",
+                    prom_escape(&f.name),
+                    f.threshold
+                );
+            }
+            let _ = writeln!(out, "# HELP mlapp_feature_completeness The last window's share of present values.\n# TYPE mlapp_feature_completeness gauge");
+            for f in c.evaluation.features.iter() {
+                let _ = writeln!(
+                    out,
+                    "mlapp_feature_completeness{{model=\"{model}\",feature=\"{}\"}} {}",
+                    prom_escape(&f.name),
+                    f.completeness
+                );
+            }
+            let _ = writeln!(out, "# HELP mlapp_prediction_label_share The last window's share of each predicted label.\n# TYPE mlapp_prediction_label_share gauge");
+            for (label, share) in c.predictions.shares() {
+                let _ = writeln!(
+                    out,
+                    "mlapp_prediction_label_share{{model=\"{model}\",label=\"{}\"}} {share}",
+                    prom_escape(&label)
+                );
+            }
+        }
+        for (name, help, rows) in [
+            (
+                "mlapp_feature_violations_total",
+                "Violations found in closed monitoring windows.",
+                &self.violations,
+            ),
+            (
+                "mlapp_data_quality_events_total",
+                "Requests refused for their data, by the feature and check they fail.",
+                &self.events,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (i, row) in rows.iter().enumerate() {
+                for (c, n) in row.iter().enumerate() {
+                    let n = n.load(Ordering::Relaxed);
+                    if n > 0 {
+                        let _ = writeln!(
+                            out,
+                            "{name}{{model=\"{model}\",feature=\"{}\",check=\"{}\"}} {n}",
+                            prom_escape(self.feature_label(i)),
+                            CHECKS[c]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn prom_escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The monitor's thread: sleeps until the window is due by time or woken by rows, closes it,
+/// and ends when the monitor is dropped (a reload replaced the model).
+fn run(monitor: Weak<Monitor>) {
+    loop {
+        let Some(m) = monitor.upgrade() else { return };
+        match m.due() {
+            None => m.close(),
+            Some(left) => {
+                let (lock, cv) = &m.wake;
+                let woken = lock.lock().unwrap_or_else(|p| p.into_inner());
+                // At most a second at a time, so a dropped monitor's thread ends soon.
+                let wait = left.min(Duration::from_secs(1));
+                let (mut woken, _) = cv
+                    .wait_timeout_while(woken, wait, |w| !*w)
+                    .unwrap_or_else(|p| p.into_inner());
+                *woken = false;
+            }
+        }
+    }
+}

@@ -1,0 +1,677 @@
+//! `mlapp baseline` (statistics and suggested constraints of training data) and
+//! `mlapp monitor` (a data set or captured traffic checked against a baseline, with a report).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use serde_json::Value;
+
+use super::check::{self, Baseline, Columns};
+use super::files::{self, InferredType};
+use super::profile::{FeatureProfile, Profile};
+use crate::portal::results::{Histogram, Tally, BINS};
+use crate::storage::{Listing, S3Options, S3Store, S3Uri};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    #[error("{0}")]
+    Input(String),
+    #[error("{0}")]
+    File(#[from] files::FileError),
+    #[error("{0}")]
+    Setup(#[from] super::setup::SetupError),
+}
+
+fn input_err(path: &Path, e: impl std::fmt::Display) -> OfflineError {
+    OfflineError::Input(format!("{}: {e}", path.display()))
+}
+
+/// The files of an input: a file, the data files under a folder, or an S3 object or prefix
+/// downloaded to `scratch`.
+pub fn input_files(
+    uri: &str,
+    s3: &S3Options,
+    scratch: &Path,
+) -> Result<Vec<PathBuf>, OfflineError> {
+    let mut out = Vec::new();
+    if let Some(parsed) = S3Uri::parse(uri) {
+        let parsed = parsed.map_err(|e| OfflineError::Input(e.to_string()))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| OfflineError::Input(format!("cannot start a runtime: {e}")))?;
+        rt.block_on(async {
+            let store = S3Store::connect(s3).await;
+            let listing = store
+                .object_or_prefix(&parsed)
+                .await
+                .map_err(|e| OfflineError::Input(format!("{uri}: {e}")))?;
+            let keys: Vec<String> = match listing {
+                Listing::Object(o) => vec![o.key],
+                Listing::Prefix { objects, .. } => objects.into_iter().map(|o| o.key).collect(),
+            };
+            for (i, key) in keys.iter().enumerate() {
+                let name = key.rsplit('/').next().unwrap_or("object");
+                let dest = scratch.join(format!("{i:06}-{name}"));
+                let from = S3Uri {
+                    bucket: parsed.bucket.clone(),
+                    key: key.clone(),
+                };
+                store
+                    .download(&from, &dest)
+                    .await
+                    .map_err(|e| OfflineError::Input(format!("{from}: {e}")))?;
+                out.push(dest);
+            }
+            Ok::<(), OfflineError>(())
+        })?;
+    } else {
+        let path = PathBuf::from(uri);
+        if path.is_dir() {
+            for e in walkdir::WalkDir::new(&path).sort_by_file_name() {
+                let e = e.map_err(|e| input_err(&path, e))?;
+                let name = e.file_name().to_string_lossy();
+                if e.file_type().is_file() && !name.starts_with('.') {
+                    out.push(e.into_path());
+                }
+            }
+        } else if path.is_file() {
+            out.push(path);
+        } else {
+            return Err(input_err(&path, "no such file or folder"));
+        }
+    }
+    out.retain(|p| {
+        p.extension()
+            .is_some_and(|e| e == "csv" || e == "jsonl" || e == "json")
+            || p.extension().is_none()
+    });
+    if out.is_empty() {
+        return Err(OfflineError::Input(format!(
+            "{uri}: no .csv or .jsonl files to read"
+        )));
+    }
+    Ok(out)
+}
+
+/// How a CSV's columns map to the profile's features.
+pub struct Layout {
+    pub header: bool,
+    /// Feature names when known (a model or a baseline); None: from the header, else `_c0`...
+    pub names: Option<Vec<String>>,
+    pub types: Option<Vec<InferredType>>,
+}
+
+/// The profile of CSV files, and the column checks' findings (named by the first file).
+pub fn profile_csv(files: &[PathBuf], layout: &Layout) -> Result<(Profile, Columns), OfflineError> {
+    let first = files
+        .first()
+        .ok_or_else(|| OfflineError::Input("no input files".into()))?;
+    let header = if layout.header {
+        let mut r = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .from_path(first)
+            .map_err(|e| input_err(first, e))?;
+        Some(r.headers().map_err(|e| input_err(first, e))?.clone())
+    } else {
+        None
+    };
+    let width = match &header {
+        Some(h) => h.len(),
+        None => first_width(first)?,
+    };
+    let names: Vec<String> = match (&layout.names, &header) {
+        (Some(n), _) => n.clone(),
+        (None, Some(h)) => h.iter().map(str::to_string).collect(),
+        (None, None) => (0..width).map(|i| format!("_c{i}")).collect(),
+    };
+    let mut columns = Columns {
+        count: width,
+        ..Columns::default()
+    };
+    let index: Vec<Option<usize>> = match &header {
+        Some(h) => {
+            let at: HashMap<&str, usize> = h.iter().enumerate().map(|(i, n)| (n, i)).collect();
+            let index: Vec<Option<usize>> =
+                names.iter().map(|n| at.get(n.as_str()).copied()).collect();
+            columns.missing = names
+                .iter()
+                .zip(&index)
+                .filter(|(_, i)| i.is_none())
+                .map(|(n, _)| n.clone())
+                .collect();
+            columns.extra = h
+                .iter()
+                .filter(|c| !names.iter().any(|n| n == c))
+                .map(str::to_string)
+                .collect();
+            index
+        }
+        None => {
+            let index = (0..names.len()).map(|i| (i < width).then_some(i)).collect();
+            columns.missing = names.iter().skip(width).cloned().collect();
+            columns.extra = (names.len()..width).map(|i| format!("_c{i}")).collect();
+            index
+        }
+    };
+    let types = layout.types.clone();
+    let empty = Profile::new(
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| FeatureProfile::new(n, types.as_ref().and_then(|t| t.get(i).copied())))
+            .collect(),
+    );
+    let mut whole = empty.empty_like();
+    for file in files {
+        let parts = split_ranges(file, layout.header)?;
+        let profiles: Vec<Result<Profile, OfflineError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = parts
+                .iter()
+                .map(|&(start, end)| {
+                    let mut p = empty.empty_like();
+                    let index = &index;
+                    s.spawn(move || {
+                        read_range(file, start, end, index, &mut p)?;
+                        Ok(p)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(input_err(file, "a reader thread panicked")))
+                })
+                .collect()
+        });
+        for p in profiles {
+            whole.merge(&p?);
+        }
+    }
+    Ok((whole, columns))
+}
+
+fn first_width(file: &Path) -> Result<usize, OfflineError> {
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_path(file)
+        .map_err(|e| input_err(file, e))?;
+    let mut rec = csv::StringRecord::new();
+    r.read_record(&mut rec).map_err(|e| input_err(file, e))?;
+    Ok(rec.len())
+}
+
+/// Byte ranges of a CSV file, one per thread, cut at line ends (records are taken to have
+/// no quoted newlines, as Batch Transform's line split does).
+fn split_ranges(file: &Path, header: bool) -> Result<Vec<(u64, u64)>, OfflineError> {
+    let len = std::fs::metadata(file)
+        .map_err(|e| input_err(file, e))?
+        .len();
+    let mut f = BufReader::new(std::fs::File::open(file).map_err(|e| input_err(file, e))?);
+    let mut line = Vec::new();
+    let start = if header {
+        f.read_until(b'\n', &mut line)
+            .map_err(|e| input_err(file, e))? as u64
+    } else {
+        0
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let parts = if len - start < (4 << 20) { 1 } else { threads };
+    let mut cuts = vec![start];
+    for i in 1..parts {
+        let at = start + (len - start) * i as u64 / parts as u64;
+        f.seek(SeekFrom::Start(at))
+            .map_err(|e| input_err(file, e))?;
+        line.clear();
+        let skipped = f
+            .read_until(b'\n', &mut line)
+            .map_err(|e| input_err(file, e))? as u64;
+        let cut = (at + skipped).min(len);
+        if cut > *cuts.last().unwrap_or(&0) {
+            cuts.push(cut);
+        }
+    }
+    cuts.push(len);
+    cuts.dedup();
+    Ok(cuts.windows(2).map(|w| (w[0], w[1])).collect())
+}
+
+fn read_range(
+    file: &Path,
+    start: u64,
+    end: u64,
+    index: &[Option<usize>],
+    p: &mut Profile,
+) -> Result<(), OfflineError> {
+    let mut f = std::fs::File::open(file).map_err(|e| input_err(file, e))?;
+    f.seek(SeekFrom::Start(start))
+        .map_err(|e| input_err(file, e))?;
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(BufReader::with_capacity(1 << 20, f.take(end - start)));
+    let mut rec = csv::StringRecord::new();
+    loop {
+        match r.read_record(&mut rec) {
+            Ok(true) => p.record(&rec, index),
+            Ok(false) => return Ok(()),
+            Err(e) => {
+                let line = e.position().map_or(0, |pos| pos.line());
+                return Err(input_err(
+                    file,
+                    format!("bytes {start}..{end}, line {line} of that range: {e}"),
+                ));
+            }
+        }
+    }
+}
+
+/// `mlapp baseline`: the training data's `statistics.json` and suggested `constraints.json`.
+pub fn baseline(
+    files: &[PathBuf],
+    layout: &Layout,
+    output: &Path,
+) -> Result<Profile, OfflineError> {
+    let (profile, columns) = profile_csv(files, layout)?;
+    if !columns.missing.is_empty() {
+        return Err(OfflineError::Input(format!(
+            "the data has no column for feature(s) {}: a baseline needs every feature",
+            columns.missing.join(", ")
+        )));
+    }
+    if !columns.extra.is_empty() {
+        log::info!(
+            "columns not among the model's features, left out: {}",
+            columns.extra.join(", ")
+        );
+    }
+    std::fs::create_dir_all(output).map_err(|e| input_err(output, e))?;
+    files::write_compact(&output.join("statistics.json"), &profile.statistics())?;
+    files::write(&output.join("constraints.json"), &profile.constraints())?;
+    Ok(profile)
+}
+
+/// What `mlapp monitor` read: the features' profile, the column findings, and the captured
+/// answers' predictions.
+pub struct Current {
+    pub profile: Profile,
+    pub columns: Columns,
+    pub predictions: Option<Tally>,
+    pub records: u64,
+}
+
+/// Reads captured traffic (Data Capture JSONL, ours or SageMaker's) or plain CSV.
+pub fn current(
+    files: &[PathBuf],
+    baseline: &Baseline,
+    header: bool,
+) -> Result<Current, OfflineError> {
+    let captures: Vec<PathBuf> = files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .cloned()
+        .collect();
+    if captures.is_empty() {
+        let layout = Layout {
+            header,
+            names: Some(baseline.feature_names()),
+            types: Some(
+                baseline
+                    .constraints
+                    .features
+                    .iter()
+                    .map(|f| f.inferred_type)
+                    .collect(),
+            ),
+        };
+        let (profile, columns) = profile_csv(files, &layout)?;
+        return Ok(Current {
+            records: profile.rows,
+            profile,
+            columns,
+            predictions: None,
+        });
+    }
+    let mut profile = baseline.profile();
+    let width = profile.features.len();
+    let index: Vec<Option<usize>> = (0..width).map(Some).collect();
+    let mut tally = Tally::default();
+    let mut records = 0;
+    let mut widest = 0;
+    for file in &captures {
+        let f = std::fs::File::open(file).map_err(|e| input_err(file, e))?;
+        for (n, line) in BufReader::new(f).lines().enumerate() {
+            let line = line.map_err(|e| input_err(file, e))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let at = |e: String| input_err(file, format!("line {}: {e}", n + 1));
+            let v: Value = serde_json::from_str(&line).map_err(|e| at(e.to_string()))?;
+            records += 1;
+            let data = &v["captureData"];
+            if let Some(text) = payload(&data["endpointInput"]).map_err(&at)? {
+                for row in input_rows(&text.0, &text.1, &profile).map_err(&at)? {
+                    widest = widest.max(row.len());
+                    profile.record(&row, &index);
+                }
+            }
+            if let Some(text) = payload(&data["endpointOutput"]).map_err(&at)? {
+                add_output(&mut tally, &text.0, &text.1);
+            }
+        }
+    }
+    let names = baseline.feature_names();
+    let columns = Columns {
+        count: widest,
+        missing: names.iter().skip(widest).cloned().collect(),
+        extra: (names.len()..widest).map(|i| format!("_c{i}")).collect(),
+    };
+    Ok(Current {
+        profile,
+        columns,
+        predictions: (tally.rows > 0).then_some(tally),
+        records,
+    })
+}
+
+/// A captured payload as (media type, text); None when the direction was not captured.
+fn payload(p: &Value) -> Result<Option<(String, String)>, String> {
+    let Some(data) = p.get("data").and_then(Value::as_str) else {
+        return Ok(None);
+    };
+    let ty = p["observedContentType"].as_str().unwrap_or("").to_string();
+    let text = match p["encoding"].as_str().unwrap_or("CSV") {
+        "BASE64" => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .map_err(|e| format!("data is not base64: {e}"))?;
+            String::from_utf8(bytes).map_err(|_| "base64 data is not UTF-8 text".to_string())?
+        }
+        _ => data.to_string(),
+    };
+    Ok(Some((ty, text)))
+}
+
+fn is_json(ty: &str, text: &str) -> bool {
+    ty.contains("json") || text.trim_start().starts_with(['{', '['])
+}
+
+/// Rows of a captured input: CSV lines, or JSON (`instances`/`inputs` of lists or objects,
+/// a bare list of rows, or JSON Lines), cells as text in the baseline's feature order.
+fn input_rows(ty: &str, text: &str, profile: &Profile) -> Result<Vec<csv::StringRecord>, String> {
+    if !is_json(ty, text) {
+        let mut r = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(text.as_bytes());
+        return r
+            .records()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("captured CSV: {e}"));
+    }
+    let docs: Vec<Value> = match serde_json::from_str::<Value>(text) {
+        Ok(v) => vec![v],
+        Err(_) => text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("captured JSON: {e}"))?,
+    };
+    let cell = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let mut rows = Vec::new();
+    for doc in docs {
+        let list = match &doc {
+            Value::Object(o) => o
+                .get("instances")
+                .or_else(|| o.get("inputs"))
+                .cloned()
+                .unwrap_or_else(|| Value::Array(vec![doc.clone()])),
+            Value::Array(_) => doc.clone(),
+            _ => return Err("captured JSON is neither an object nor a list".into()),
+        };
+        let items = match list {
+            Value::Array(a) => a,
+            other => vec![other],
+        };
+        for item in items {
+            let row: Vec<String> = match &item {
+                Value::Array(cells) => cells.iter().map(cell).collect(),
+                Value::Object(o) => {
+                    let o = o.get("features").and_then(Value::as_object).unwrap_or(o);
+                    profile
+                        .features
+                        .iter()
+                        .map(|f| o.get(&f.name).map(cell).unwrap_or_default())
+                        .collect()
+                }
+                other => vec![cell(other)],
+            };
+            rows.push(csv::StringRecord::from(row));
+        }
+    }
+    Ok(rows)
+}
+
+/// Adds a captured answer's predictions: classifier CSV lines `label,p0,p1,...` or JSON
+/// `{"label", "probabilities"}` entries; a single number per row is a regressor's value.
+fn add_output(tally: &mut Tally, ty: &str, text: &str) {
+    let mut add = |label: Option<String>, score: Option<f64>, value: Option<f64>| {
+        tally.rows += 1;
+        if let Some(l) = label {
+            *tally.labels.entry(l).or_insert(0) += 1;
+        }
+        if let Some(s) = score.filter(|s| s.is_finite()) {
+            let h = tally.score.get_or_insert_with(|| Histogram {
+                score_of: "second class".into(),
+                bins: vec![0; BINS],
+            });
+            let bin = ((s.clamp(0.0, 1.0) * BINS as f64) as usize).min(BINS - 1);
+            if let Some(b) = h.bins.get_mut(bin) {
+                *b += 1;
+            }
+        }
+        if let Some(x) = value.filter(|x| x.is_finite()) {
+            let v = tally.values.get_or_insert(crate::portal::results::Values {
+                count: 0,
+                sum: 0.0,
+                min: x,
+                max: x,
+            });
+            v.count += 1;
+            v.sum += x;
+            v.min = v.min.min(x);
+            v.max = v.max.max(x);
+        }
+    };
+    if is_json(ty, text) {
+        let docs: Vec<Value> = serde_json::from_str::<Value>(text).map_or_else(
+            |_| {
+                text.lines()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect()
+            },
+            |v| vec![v],
+        );
+        for doc in docs {
+            let entries = match doc.get("predictions") {
+                Some(Value::Array(a)) => a.clone(),
+                _ => vec![doc],
+            };
+            for e in entries {
+                let label = e.get("label").map(|l| match l {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                });
+                let score = e
+                    .get("probabilities")
+                    .and_then(Value::as_object)
+                    .and_then(|p| p.values().nth(1))
+                    .and_then(Value::as_f64);
+                add(label, score, e.as_f64());
+            }
+        }
+        return;
+    }
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+        match cells.as_slice() {
+            [one] => add(None, None, one.parse().ok()),
+            [label, _, p1, ..] => add(Some((*label).to_string()), p1.parse().ok(), None),
+            [label, ..] => add(Some((*label).to_string()), None, None),
+            [] => {}
+        }
+    }
+}
+
+/// `mlapp monitor`'s outputs: the current statistics, the violations and the report.
+pub fn write_monitoring(
+    baseline: &Baseline,
+    cur: &Current,
+    output: &Path,
+) -> Result<check::Evaluation, OfflineError> {
+    let evaluation = check::evaluate(baseline, &cur.profile, cur.columns.clone());
+    std::fs::create_dir_all(output).map_err(|e| input_err(output, e))?;
+    let statistics = cur.profile.statistics();
+    files::write_compact(&output.join("statistics.json"), &statistics)?;
+    files::write(
+        &output.join("constraint_violations.json"),
+        &evaluation.violations,
+    )?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let html = super::report::render(&super::report::ReportInput {
+        title: "mlapp data-quality report",
+        baseline: &baseline.statistics,
+        current: &statistics,
+        evaluation: &evaluation,
+        predictions: cur.predictions.as_ref(),
+        baseline_predictions: None,
+        generated_at: &crate::portal::view::iso(now),
+    });
+    let path = output.join("report.html");
+    std::fs::write(&path, html).map_err(|e| input_err(&path, e))?;
+    Ok(evaluation)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BaselineArgs {
+    /// Training data: a CSV file, a folder of them, or s3://bucket/key or prefix.
+    #[arg(long)]
+    pub input: String,
+    /// Folder for statistics.json and constraints.json.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Name and type the features as this model does (columns matched by header name, or by
+    /// position with --no-header; other columns, e.g. the label, are left out).
+    #[arg(long)]
+    pub model_dir: Option<PathBuf>,
+    #[arg(long, env = "MLAPP_MODEL_CONFIG", default_value = "mlapp.json")]
+    pub model_config: String,
+    /// The CSV has no header row (columns are then `_c0`, `_c1`, ... without a model).
+    #[arg(long)]
+    pub no_header: bool,
+    /// Path of libonnxruntime.so.1.31.1 (only with --model-dir).
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    pub ort_dylib: Option<PathBuf>,
+    /// S3-compatible stores on a plain address need path-style URLs.
+    #[arg(long, env = "MLAPP_S3_FORCE_PATH_STYLE")]
+    pub s3_force_path_style: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct MonitorRunArgs {
+    /// The baseline: a folder or s3:// prefix with statistics.json and constraints.json.
+    #[arg(long)]
+    pub baseline: String,
+    /// Captured traffic (a capture folder, .jsonl files, ours or SageMaker's) or a CSV file or
+    /// folder; or s3://.
+    #[arg(long)]
+    pub input: String,
+    /// Folder for statistics.json, constraint_violations.json and report.html.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// CSV input has no header row: its columns are the baseline's features in order.
+    #[arg(long)]
+    pub no_header: bool,
+    /// Exit with status 3 when there are violations (for pipelines).
+    #[arg(long)]
+    pub fail_on_violation: bool,
+    #[arg(long, env = "MLAPP_S3_FORCE_PATH_STYLE")]
+    pub s3_force_path_style: bool,
+}
+
+pub fn run_baseline(
+    args: &BaselineArgs,
+    layout_of_model: Option<Layout>,
+) -> Result<(), OfflineError> {
+    let started = std::time::Instant::now();
+    let scratch = tempfile::tempdir().map_err(|e| OfflineError::Input(e.to_string()))?;
+    let s3 = S3Options {
+        force_path_style: args.s3_force_path_style,
+    };
+    let files = input_files(&args.input, &s3, scratch.path())?;
+    let layout = match layout_of_model {
+        Some(mut l) => {
+            l.header = !args.no_header;
+            l
+        }
+        None => Layout {
+            header: !args.no_header,
+            names: None,
+            types: None,
+        },
+    };
+    let profile = baseline(&files, &layout, &args.output)?;
+    log::info!(
+        "baseline of {} rows, {} features written to {} in {:.2} s",
+        profile.rows,
+        profile.features.len(),
+        args.output.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Returns the number of violations.
+pub fn run_monitor(args: &MonitorRunArgs) -> Result<usize, OfflineError> {
+    let scratch = tempfile::tempdir().map_err(|e| OfflineError::Input(e.to_string()))?;
+    let s3 = S3Options {
+        force_path_style: args.s3_force_path_style,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| OfflineError::Input(format!("cannot start a runtime: {e}")))?;
+    let baseline = rt.block_on(super::setup::fetch_baseline(&args.baseline, &s3))?;
+    let files = input_files(&args.input, &s3, scratch.path())?;
+    let cur = current(&files, &baseline, !args.no_header)?;
+    let e = write_monitoring(&baseline, &cur, &args.output)?;
+    let n = e.violations.violations.len();
+    log::info!(
+        "{} rows ({} records) checked: {n} violation(s); report in {}",
+        cur.profile.rows,
+        cur.records,
+        args.output.join("report.html").display()
+    );
+    for v in &e.violations.violations {
+        log::warn!(
+            "{} {}: {}",
+            v.feature_name,
+            v.constraint_check_type,
+            v.description
+        );
+    }
+    Ok(n)
+}
