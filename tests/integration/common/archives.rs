@@ -46,6 +46,8 @@ pub fn model_tar_gz(dir: &Path, prefix: Option<&str>) -> Vec<u8> {
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
         .expect("model folder")
         .map(|e| e.expect("entry").path())
+        // Files only: a baseline/ folder beside the model is not part of these archives.
+        .filter(|p| p.is_file())
         .map(|p| {
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
             let name = match prefix {

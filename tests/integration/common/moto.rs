@@ -108,6 +108,24 @@ impl Moto {
             .unwrap_or_else(|e| panic!("put s3://{bucket}/{key}: {e:?}"));
     }
 
+    /// The keys under `prefix`, in key order.
+    pub fn list(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        self.rt.block_on(async {
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("list s3://{bucket}/{prefix}: {e:?}"));
+            out.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_string))
+                .collect()
+        })
+    }
+
     pub fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
         self.rt.block_on(async {
             let out = self
