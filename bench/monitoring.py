@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""What capture and live monitoring cost (issue 13), in one run, in interleaved rounds:
+
+1. S1 (1 CSV row per request, 32 connections, XGBoost): `--monitoring off` and no capture,
+   against live monitoring on (the model folder's baseline/) with capture of 100 % of requests
+   to a local folder: requests/s and p99.
+2. `mlapp transform` on 1,000,000 rows: the same two settings, rows/s.
+3. `mlapp baseline` on the same 1,000,000 rows: seconds.
+
+Run with `bench/monitoring.sh`. Standard library only (numpy, for the data, from the
+examples' or the bench's virtualenv).
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run  # noqa: E402
+import batch  # noqa: E402
+
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
+SECONDS = int(os.environ.get("SECONDS_PER_RUN", "10"))
+ROWS = int(os.environ.get("BATCH_ROWS", "1000000"))
+MODEL = os.path.join(run.MODELS, "xgboost")
+
+
+def numpy_python():
+    for py in [os.path.join(run.REPO, ".venv-examples", "bin", "python"),
+               os.path.join(run.REPO, ".venv-bench-aws", "bin", "python"), sys.executable]:
+        if os.path.exists(py) and subprocess.run([py, "-c", "import numpy"],
+                                                 capture_output=True).returncode == 0:
+            return py
+    raise SystemExit("numpy is needed to write the data: make examples, or bench/setup.sh")
+
+
+def settings(tmp, on, n):
+    if not on:
+        return ["--monitoring", "off"]
+    cap = os.path.join(tmp, f"capture-{n}")
+    return ["--monitoring", "on", "--capture-uri", cap, "--capture-percent", "100"]
+
+
+def s1(tmp, on, n, port):
+    sc = run.SCENARIOS["S1"]
+    server = run.Server("mlapp", "xgboost", port, settings(tmp, on, n), tmp)
+    try:
+        run.wrk(port, sc, 2)
+        r = run.wrk(port, sc, SECONDS)
+        cap = os.path.join(tmp, f"capture-{n}")
+        if on:
+            # The capture must keep up: count what it wrote once the server flushed at exit.
+            server.stop()
+            lines = 0
+            for root, _, files in os.walk(cap):
+                for f in files:
+                    if f.endswith(".jsonl") and not f.startswith("."):
+                        with open(os.path.join(root, f)) as fh:
+                            lines += sum(1 for _ in fh)
+            r["captured"] = lines
+        return {"rps": r["rps"], "p99_ms": r["p99_us"] / 1000, "errors": r["errors"],
+                "requests": r["requests"], "captured": r.get("captured")}
+    finally:
+        if server.proc.poll() is None:
+            server.stop()
+
+
+def transform(tmp, data, on, n):
+    out = os.path.join(tmp, f"out-{n}")
+    t = time.monotonic()
+    subprocess.run([run.MLAPP, "transform", "--model-dir", MODEL, "--input", data, "--output", out]
+                   + settings(tmp, on, n), check=True, env=dict(os.environ, RUST_LOG="warn"))
+    took = time.monotonic() - t
+    shutil.rmtree(out)
+    shutil.rmtree(os.path.join(tmp, f"capture-{n}"), ignore_errors=True)
+    return {"seconds": took, "rows_s": ROWS / took}
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="mlapp-monitoring-")
+    data = os.path.join(tmp, "in", "rows.csv")
+    os.makedirs(os.path.dirname(data))
+    run.log(f"writing {ROWS:,} rows")
+    subprocess.run([numpy_python(), "-c", batch.MAKE_DATA, str(ROWS), data,
+                    os.path.join(run.PAYLOADS, "xgboost", "rows.csv")], check=True)
+    res = {"machine": run.machine(), "rounds": ROUNDS, "s1": [], "transform": []}
+    n = 0
+    for r in range(ROUNDS):
+        for on in (False, True):
+            n += 1
+            run.log(f"round {r + 1}: S1 monitoring {'on' if on else 'off'}")
+            res["s1"].append(dict(on=on, **s1(tmp, on, n, 18000 + n)))
+            run.log(f"round {r + 1}: transform monitoring {'on' if on else 'off'}")
+            res["transform"].append(dict(on=on, **transform(tmp, data, on, n)))
+    run.log("mlapp baseline on the same rows")
+    t = time.monotonic()
+    subprocess.run([run.MLAPP, "baseline", "--model-dir", MODEL, "--no-header", "--input", data,
+                    "--output", os.path.join(tmp, "baseline")], check=True,
+                   env=dict(os.environ, RUST_LOG="warn"))
+    res["baseline_seconds"] = time.monotonic() - t
+
+    def med(kind, on, key):
+        xs = sorted(x[key] for x in res[kind] if x["on"] == on)
+        return xs[len(xs) // 2]
+
+    res["summary"] = {
+        "s1_rps_off": med("s1", False, "rps"), "s1_rps_on": med("s1", True, "rps"),
+        "s1_p99_ms_off": med("s1", False, "p99_ms"), "s1_p99_ms_on": med("s1", True, "p99_ms"),
+        "transform_rows_s_off": med("transform", False, "rows_s"),
+        "transform_rows_s_on": med("transform", True, "rows_s"),
+        "baseline_seconds": res["baseline_seconds"],
+    }
+    s = res["summary"]
+    s["s1_ratio"] = s["s1_rps_on"] / s["s1_rps_off"]
+    s["transform_ratio"] = s["transform_rows_s_on"] / s["transform_rows_s_off"]
+    print(json.dumps(res, indent=1))
+    with open(os.path.join(run.REPO, "bench", "results", "monitoring.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
