@@ -7,6 +7,7 @@ ORT_LIB := .ort/lib/libonnxruntime.so.1.31.1
 PROMTOOL := .tools/bin/promtool
 MOTO := .tools/moto/bin/moto_server
 SHELLCHECK := /usr/bin/shellcheck
+CHROMIUM := /usr/bin/chromium
 DENY := .tools/bin/cargo-deny
 
 .PHONY: serve test test-rust test-container container-images ort build lint examples bench bench-batch soak fuzz
@@ -34,6 +35,10 @@ $(POSTGRES): scripts/install-postgres.sh
 $(SHELLCHECK):
 	apt-get install -y -qq shellcheck || (apt-get update -qq && apt-get install -y -qq shellcheck)
 
+# Debian's Chromium, for the test that renders the monitoring report headless.
+$(CHROMIUM):
+	apt-get install -y -qq chromium || (apt-get update -qq && apt-get install -y -qq chromium)
+
 ort: $(ORT_LIB)
 
 build: ort
@@ -49,7 +54,7 @@ lint: $(DENY)
 
 test: test-rust test-container
 
-test-rust: ort $(PROMTOOL) $(MOTO) $(SHELLCHECK) $(POSTGRES) lint
+test-rust: ort $(PROMTOOL) $(MOTO) $(SHELLCHECK) $(CHROMIUM) $(POSTGRES) lint
 	cargo test --locked
 
 # The image users run, with a real Docker Engine (tests/container): built from the Dockerfile,
