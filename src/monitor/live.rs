@@ -161,7 +161,14 @@ impl Monitor {
 
     /// A decoded frame of this model's features, about to be scored.
     pub fn frame(&self, frame: &Frame) {
-        {
+        if frame.rows > 64 {
+            // A piece of a large input is profiled outside the lock and merged in, so a
+            // request on the same shard never waits for a whole piece.
+            let mut mine = self.empty.empty_like();
+            mine.frame(frame, &self.signature);
+            let mut s = self.shard().lock().unwrap_or_else(|p| p.into_inner());
+            s.profile.merge(&mine);
+        } else {
             let mut s = self.shard().lock().unwrap_or_else(|p| p.into_inner());
             s.profile.frame(frame, &self.signature);
         }
@@ -236,15 +243,18 @@ impl Monitor {
             *o = (Instant::now(), SystemTime::now());
             at
         };
-        self.rows.store(0, Ordering::Relaxed);
         let mut profile = self.empty.empty_like();
         let mut tally = Tally::default();
         for s in &self.shards {
-            let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
-            let taken = std::mem::replace(&mut s.profile, self.empty.empty_like());
+            let (taken, t) = {
+                let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
+                let taken = std::mem::replace(&mut s.profile, self.empty.empty_like());
+                (taken, std::mem::take(&mut s.tally))
+            };
             profile.merge(&taken);
-            tally.merge(&std::mem::take(&mut s.tally));
+            tally.merge(&t);
         }
+        self.rows.store(0, Ordering::Relaxed);
         (profile, tally, started_at)
     }
 

@@ -222,10 +222,14 @@ fn split_ranges(file: &Path, header: bool) -> Result<Vec<(u64, u64)>, OfflineErr
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
-    let parts = if len - start < (4 << 20) { 1 } else { threads };
+    let parts = if len.saturating_sub(start) < (4 << 20) {
+        1
+    } else {
+        threads
+    };
     let mut cuts = vec![start];
     for i in 1..parts {
-        let at = start + (len - start) * i as u64 / parts as u64;
+        let at = start + len.saturating_sub(start) * i as u64 / parts as u64;
         f.seek(SeekFrom::Start(at))
             .map_err(|e| input_err(file, e))?;
         line.clear();
@@ -441,6 +445,10 @@ fn input_rows(ty: &str, text: &str, profile: &Profile) -> Result<Vec<csv::String
             _ => return Err("captured JSON is neither an object nor a list".into()),
         };
         let items = match list {
+            // A list of plain values is one row, not one row per value.
+            Value::Array(a) if a.iter().all(|v| !v.is_array() && !v.is_object()) => {
+                vec![Value::Array(a)]
+            }
             Value::Array(a) => a,
             other => vec![other],
         };

@@ -17,6 +17,7 @@ use crate::model::signature::{ElemType, ModelSignature};
 /// Distinct values counted exactly per feature; values past this are counted together (the
 /// distinct count stays an estimate from the HyperLogLog).
 const MAX_CATEGORIES: usize = 10_000;
+const MAX_CATEGORY_CHARS: usize = 256;
 /// Categories written to `statistics.json`, the most frequent first.
 const MAX_BUCKETS_WRITTEN: usize = 1_000;
 /// Deequ's cardinality limit for suggesting a domain, and its share of singletons.
@@ -111,6 +112,12 @@ pub struct Categories {
 impl Categories {
     fn add(&mut self, v: &str) {
         self.hll.insert(v.as_bytes());
+        // A category is a short label: a long value is kept by its first bytes, so one key
+        // cannot hold a whole request body.
+        let v = match v.char_indices().nth(MAX_CATEGORY_CHARS) {
+            Some((cut, _)) => &v[..cut],
+            None => v,
+        };
         if let Some(c) = self.counts.get_mut(v) {
             *c += 1;
         } else if self.counts.len() < MAX_CATEGORIES {
