@@ -246,8 +246,11 @@ async fn handle(
     }
     // Shared, not copied, by the capture and the blocking pool.
     let body = body.freeze();
-    let captured = tap(accept)
-        .filter(|t| t.capture.sample())
+    // Sampled before anything is built for it.
+    let captured = (state.capture.as_ref())
+        .is_some_and(|c| c.sample())
+        .then(|| tap(accept))
+        .flatten()
         .map(|t| (t, body.clone()));
     let t = Instant::now();
     let (frame, ticket) = if body.len() <= INLINE_DECODE_BYTES {

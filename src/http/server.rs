@@ -206,6 +206,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
                 sessions: cfg.workers.unwrap_or_else(ServeConfig::cpus).max(1),
                 device: cfg.device,
                 chunk_bytes: cfg.chunk_bytes(),
+                capture: state.capture.clone(),
             };
             state.portal_waiting("connecting to the job store");
             let state = state.clone();

@@ -20,13 +20,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use serde::Serialize;
 
 use crate::storage::{S3Options, S3Store, S3Uri};
 
 /// Counted against `queue_bytes` on top of the payloads, so that a flood of empty bodies is
 /// bounded too.
 const RECORD_OVERHEAD: usize = 128;
+/// Records queued before the writer is woken; below that it finds them on its own within
+/// `COLLECT`.
+const WAKE_RECORDS: usize = 256;
+const COLLECT: Duration = Duration::from_millis(25);
 const HOUR_MS: i64 = 3_600_000;
 /// The longest a written line waits in the writer's buffer while records keep arriving.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
@@ -304,6 +307,8 @@ impl Capture {
             file: None,
             line: Vec::new(),
             last_warn: None,
+            ids: fastrand::Rng::new(),
+            time: (0, String::new()),
         };
         let writer = thread::Builder::new()
             .name("mlapp-capture".into())
@@ -355,16 +360,16 @@ impl Capture {
             self.dropped_full();
             return;
         }
-        let was_empty = {
+        let queued = {
             let mut q = lock(&self.shared.queue);
-            let empty = q.items.is_empty();
             q.items.push_back(Msg::Rec(rec, size));
-            empty
+            q.items.len()
         };
         self.shared.stats.captured.fetch_add(1, Relaxed);
-        // The writer looks at the queue under the lock before it sleeps, so only the first
-        // record after it emptied the queue needs to wake it.
-        if was_empty {
+        // Waking the writer for every record would cost a context switch per request: it
+        // wakes by itself every few milliseconds (`COLLECT`) and is woken early only when a
+        // batch is waiting or the queue is filling up.
+        if queued == WAKE_RECORDS || before.saturating_add(size) > self.queue_bytes / 4 {
             self.shared.wake.notify_one();
         }
     }
@@ -450,25 +455,7 @@ impl Drop for Capture {
     }
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Line<'a> {
-    capture_data: CaptureData<'a>,
-    event_metadata: Meta<'a>,
-    event_version: &'static str,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct CaptureData<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    endpoint_input: Option<Direction<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    endpoint_output: Option<Direction<'a>>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
+/// One direction of a record, ready to be written.
 struct Direction<'a> {
     observed_content_type: &'a str,
     mode: &'static str,
@@ -476,13 +463,79 @@ struct Direction<'a> {
     encoding: &'static str,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Meta<'a> {
-    event_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    inference_id: Option<&'a str>,
-    inference_time: String,
+/// Appends `s` as a JSON string. Captured payloads are mostly plain text with a newline per
+/// record: runs without a character JSON must escape are found eight bytes at a time and
+/// copied whole, which keeps the writer thread's cost near a copy of the data.
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let b = s.as_bytes();
+    out.push(b'"');
+    let mut start = 0;
+    let mut i = 0;
+    while i < b.len() {
+        if i + 8 <= b.len() {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[i..i + 8]);
+            if !needs_escape(u64::from_le_bytes(w)) {
+                i += 8;
+                continue;
+            }
+        }
+        let c = b[i];
+        let esc: Option<&[u8]> = match c {
+            b'"' => Some(b"\\\""),
+            b'\\' => Some(b"\\\\"),
+            b'\n' => Some(b"\\n"),
+            b'\r' => Some(b"\\r"),
+            b'\t' => Some(b"\\t"),
+            0x08 => Some(b"\\b"),
+            0x0c => Some(b"\\f"),
+            0..=0x1f => None,
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        out.extend_from_slice(&b[start..i]);
+        match esc {
+            Some(e) => out.extend_from_slice(e),
+            None => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(c >> 4)],
+                HEX[usize::from(c & 0xf)],
+            ]),
+        }
+        i += 1;
+        start = i;
+    }
+    out.extend_from_slice(&b[start..]);
+    out.push(b'"');
+}
+
+/// Whether any of the eight bytes is a quote, a backslash or a control character (SWAR).
+#[inline]
+fn needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    // Bytes below 0x20: subtracting 0x20 borrows into the high bit (for bytes < 0x80).
+    let below = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    below | has_zero(w ^ (ONES * u64::from(b'"'))) | has_zero(w ^ (ONES * u64::from(b'\\'))) != 0
+}
+
+fn push_direction(out: &mut Vec<u8>, d: &Direction<'_>) {
+    out.extend_from_slice(b"{\"observedContentType\":");
+    push_json_str(out, d.observed_content_type);
+    out.extend_from_slice(b",\"mode\":\"");
+    out.extend_from_slice(d.mode.as_bytes());
+    out.extend_from_slice(b"\",\"data\":");
+    push_json_str(out, &d.data);
+    out.extend_from_slice(b",\"encoding\":\"");
+    out.extend_from_slice(d.encoding.as_bytes());
+    out.extend_from_slice(b"\"}");
 }
 
 fn media_type(content_type: &str) -> &str {
@@ -595,6 +648,10 @@ struct Writer {
     file: Option<Open>,
     line: Vec<u8>,
     last_warn: Option<Instant>,
+    /// Random bits of event ids.
+    ids: fastrand::Rng,
+    /// The last inference time written, by its second.
+    time: (i64, String),
 }
 
 impl Writer {
@@ -645,11 +702,11 @@ impl Writer {
 
     fn idle_wait(&self) -> Duration {
         match &self.file {
-            None => Duration::from_secs(1),
+            None => COLLECT,
             // Lines in the buffer: give a burst a moment to join them, then flush.
             Some(f) if f.pending > 0 => Duration::from_millis(10),
             Some(f) => (self.roll_age.saturating_sub(f.opened.elapsed()))
-                .clamp(Duration::from_millis(1), Duration::from_secs(1)),
+                .clamp(Duration::from_millis(1), COLLECT),
         }
     }
 
@@ -667,11 +724,7 @@ impl Writer {
 
     fn write(&mut self, rec: &Record) {
         let ms = epoch_ms(rec.time);
-        if let Err(e) = self.encode(rec, ms) {
-            self.dropped(1);
-            self.warn(|| format!("a record could not be serialized: {e}"));
-            return;
-        }
+        self.encode(rec, ms);
         let hour = ms.div_euclid(HOUR_MS);
         if self.file.as_ref().is_some_and(|f| f.hour != hour) {
             self.close();
@@ -703,26 +756,47 @@ impl Writer {
         }
     }
 
-    fn encode(&mut self, rec: &Record, ms: i64) -> serde_json::Result<()> {
+    fn encode(&mut self, rec: &Record, ms: i64) {
+        // Event ids need to be unique, not secret: no system call per record.
+        let random = self.ids.u128(..).to_le_bytes();
         let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let event_id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id);
+        let event_id = uuid::Builder::from_random_bytes(random)
+            .into_uuid()
+            .hyphenated()
+            .encode_lower(&mut id);
         let (csv, json) = (&self.csv, &self.json);
-        let line = Line {
-            capture_data: CaptureData {
-                endpoint_input: (rec.input.as_ref()).map(|p| direction(p, "INPUT", csv, json)),
-                endpoint_output: (rec.output.as_ref()).map(|p| direction(p, "OUTPUT", csv, json)),
-            },
-            event_metadata: Meta {
-                event_id,
-                inference_id: rec.inference_id.as_deref(),
-                inference_time: Civil::from_ms(ms).seconds(),
-            },
-            event_version: "0",
-        };
-        self.line.clear();
-        serde_json::to_writer(&mut self.line, &line)?;
-        self.line.push(b'\n');
-        Ok(())
+        let out = &mut self.line;
+        out.clear();
+        out.extend_from_slice(b"{\"captureData\":{");
+        let input = (rec.input.as_ref()).map(|p| direction(p, "INPUT", csv, json));
+        let output = (rec.output.as_ref()).map(|p| direction(p, "OUTPUT", csv, json));
+        if let Some(d) = &input {
+            out.extend_from_slice(b"\"endpointInput\":");
+            push_direction(out, d);
+        }
+        if let Some(d) = &output {
+            if input.is_some() {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"\"endpointOutput\":");
+            push_direction(out, d);
+        }
+        out.extend_from_slice(b"},\"eventMetadata\":{\"eventId\":\"");
+        out.extend_from_slice(event_id.as_bytes());
+        out.push(b'"');
+        if let Some(id) = rec.inference_id.as_deref() {
+            out.extend_from_slice(b",\"inferenceId\":");
+            push_json_str(out, id);
+        }
+        out.extend_from_slice(b",\"inferenceTime\":\"");
+        // Formatted once per second, not once per record.
+        let second = ms.div_euclid(1000);
+        if self.time.0 != second || self.time.1.is_empty() {
+            self.time = (second, Civil::from_ms(ms).seconds());
+        }
+        let out = &mut self.line;
+        out.extend_from_slice(self.time.1.as_bytes());
+        out.extend_from_slice(b"\"},\"eventVersion\":\"0\"}\n");
     }
 
     fn open(&self, ms: i64) -> io::Result<Open> {
@@ -1293,5 +1367,18 @@ mod tests {
         let kept = files(&dir.path().join("spool"));
         assert_eq!(kept.len(), 1);
         assert!(file_name_fits(&kept[0]));
+    }
+
+    proptest::proptest! {
+        /// Any text, control characters and non-ASCII included, reads back from its JSON.
+        #[test]
+        fn json_strings_read_back(text in "(?s).{0,80}", plain in "[a-z,0-9.]{0,40}") {
+            for t in [text.as_str(), plain.as_str(), &format!("{plain}\n{text}\"\\{plain}")] {
+                let mut out = Vec::new();
+                push_json_str(&mut out, t);
+                let back: String = serde_json::from_slice(&out).unwrap();
+                proptest::prop_assert_eq!(back, t);
+            }
+        }
     }
 }

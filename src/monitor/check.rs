@@ -316,7 +316,9 @@ fn feature_check(
                 .sketches
                 .get(&fc.name)
                 .filter(|k| !k.is_empty() && !cur.kll.is_empty())
-                .map(|k| (cur.kll.linf(k), cur.kll.count() as f64, k.count() as f64))
+                // The margin is for the values the sketches were given: a sampled window's
+                // sketch counts each sampled value many times over.
+                .map(|k| (cur.kll.linf(k), cur.kll.observed() as f64, k.observed() as f64))
         } else {
             baseline
                 .statistics_of(&fc.name)
@@ -352,7 +354,9 @@ fn feature_check(
 }
 
 /// L∞ between the category proportions of the baseline and the current data, over the union
-/// of categories (Deequ's categorical LInfinity), with both sample sizes.
+/// of categories (Deequ's categorical LInfinity), with both sample sizes. Values the baseline
+/// counted but did not list (past its category cap) form one "other" category, and so do
+/// the current values the baseline does not list when there is such a remainder.
 fn categorical_linf(base: &FeatureStatistics, cur: &FeatureProfile) -> Option<(f64, f64, f64)> {
     let s = base.string_statistics.as_ref()?;
     let buckets = &s.distribution.as_ref()?.categorical.buckets;
@@ -361,17 +365,25 @@ fn categorical_linf(base: &FeatureStatistics, cur: &FeatureProfile) -> Option<(f
     if m == 0.0 || n == 0.0 {
         return None;
     }
+    let listed: u64 = buckets.iter().map(|b| b.count).sum();
+    let base_other = s.common.num_present.saturating_sub(listed) as f64 / m;
     let mut linf: f64 = 0.0;
     for b in buckets {
         let c = cur.categories.counts.get(&b.value).copied().unwrap_or(0);
         linf = linf.max((b.count as f64 / m - c as f64 / n).abs());
     }
     let known: BTreeSet<&str> = buckets.iter().map(|b| b.value.as_str()).collect();
+    let mut cur_other = cur.categories.overflow as f64 / n;
     for (v, &c) in &cur.categories.counts {
         if !known.contains(v.as_str()) {
-            linf = linf.max(c as f64 / n);
+            if base_other > 0.0 {
+                cur_other += c as f64 / n;
+            } else {
+                linf = linf.max(c as f64 / n);
+            }
         }
     }
+    linf = linf.max((cur_other - base_other).abs());
     Some((linf, n, m))
 }
 

@@ -12,13 +12,17 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::check::{self, Baseline, Columns, Evaluation, CHECKS};
-use super::profile::Profile;
+use super::profile::{Profile, Sampler};
 use crate::codec::{DecodeError, Frame};
 use crate::model::output::Predictions;
 use crate::model::signature::ModelSignature;
 use crate::portal::results::Tally;
 
 const MAX_SHARDS: usize = 8;
+/// Rows of a window sketched one by one; past them one row in 2^SAMPLE_LEVEL is, at that
+/// weight (`profile::Sampler`). Counts and moments always see every value.
+const EXACT_ROWS: u64 = 4096;
+const SAMPLE_LEVEL: usize = 4;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Window {
@@ -30,6 +34,8 @@ pub struct Window {
 struct Shard {
     profile: Profile,
     tally: Tally,
+    /// Whether this shard still sketches every row (the window is young).
+    exact: bool,
 }
 
 /// A closed window, checked.
@@ -90,14 +96,36 @@ impl Monitor {
         signature: &ModelSignature,
         baseline: Option<(Baseline, String)>,
         window: Window,
-    ) -> Arc<Monitor> {
-        let mut empty = Profile::of_model(signature);
-        if let Some((b, _)) = &baseline {
+    ) -> Result<Arc<Monitor>, String> {
+        let mut empty =
+            Profile::of_model(signature).sampled(Sampler::after(u64::MAX, SAMPLE_LEVEL));
+        if let Some((b, from)) = &baseline {
             let names = b.feature_names();
             let by_name = empty.features.iter().any(|f| names.contains(&f.name));
             if !by_name && names.len() == empty.features.len() {
+                // A baseline of a headerless CSV (`_c0`, ...): its columns are the model's
+                // features in order, as Model Monitor matches them.
                 for (f, n) in empty.features.iter_mut().zip(names) {
                     f.name = n;
+                }
+            } else {
+                let unknown: Vec<&str> = names
+                    .iter()
+                    .filter(|n| !empty.features.iter().any(|f| &f.name == *n))
+                    .map(String::as_str)
+                    .collect();
+                if !unknown.is_empty() {
+                    return Err(format!(
+                        "the baseline in {from} has features the model does not take: {} \
+                         (the model takes: {})",
+                        unknown.join(", "),
+                        empty
+                            .features
+                            .iter()
+                            .map(|f| f.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
                 }
             }
         }
@@ -116,6 +144,7 @@ impl Monitor {
                 Mutex::new(Shard {
                     profile: empty.empty_like(),
                     tally: Tally::default(),
+                    exact: true,
                 })
             })
             .collect();
@@ -145,7 +174,7 @@ impl Monitor {
         if let Err(e) = spawned {
             log::error!("monitoring: could not start its thread, windows will not close: {e}");
         }
-        m
+        Ok(m)
     }
 
     fn shard(&self) -> &Mutex<Shard> {
@@ -161,15 +190,21 @@ impl Monitor {
 
     /// A decoded frame of this model's features, about to be scored.
     pub fn frame(&self, frame: &Frame) {
+        let exact = self.rows.load(Ordering::Relaxed) < EXACT_ROWS;
         if frame.rows > 64 {
             // A piece of a large input is profiled outside the lock and merged in, so a
             // request on the same shard never waits for a whole piece.
             let mut mine = self.empty.empty_like();
+            mine.sampler_mut().set_exact(exact, fastrand::u64(..));
             mine.frame(frame, &self.signature);
             let mut s = self.shard().lock().unwrap_or_else(|p| p.into_inner());
             s.profile.merge(&mine);
         } else {
             let mut s = self.shard().lock().unwrap_or_else(|p| p.into_inner());
+            if !exact && s.exact {
+                s.profile.sampler_mut().set_exact(false, fastrand::u64(..));
+                s.exact = false;
+            }
             s.profile.frame(frame, &self.signature);
         }
         let n = frame.rows as u64;
@@ -249,6 +284,7 @@ impl Monitor {
             let (taken, t) = {
                 let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
                 let taken = std::mem::replace(&mut s.profile, self.empty.empty_like());
+                s.exact = true;
                 (taken, std::mem::take(&mut s.tally))
             };
             profile.merge(&taken);

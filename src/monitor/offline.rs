@@ -104,57 +104,18 @@ pub struct Layout {
     pub types: Option<Vec<InferredType>>,
 }
 
-/// The profile of CSV files, and the column checks' findings (named by the first file).
+/// The profile of CSV files, and the column checks' findings. Each file's columns are
+/// matched by its own header (files of one data set may order them differently).
 pub fn profile_csv(files: &[PathBuf], layout: &Layout) -> Result<(Profile, Columns), OfflineError> {
     let first = files
         .first()
         .ok_or_else(|| OfflineError::Input("no input files".into()))?;
-    let header = if layout.header {
-        let mut r = csv::ReaderBuilder::new()
-            .has_headers(true)
-            .from_path(first)
-            .map_err(|e| input_err(first, e))?;
-        Some(r.headers().map_err(|e| input_err(first, e))?.clone())
-    } else {
-        None
-    };
-    let width = match &header {
-        Some(h) => h.len(),
-        None => first_width(first)?,
-    };
-    let names: Vec<String> = match (&layout.names, &header) {
-        (Some(n), _) => n.clone(),
-        (None, Some(h)) => h.iter().map(str::to_string).collect(),
-        (None, None) => (0..width).map(|i| format!("_c{i}")).collect(),
-    };
-    let mut columns = Columns {
-        count: width,
-        ..Columns::default()
-    };
-    let index: Vec<Option<usize>> = match &header {
-        Some(h) => {
-            let at: HashMap<&str, usize> = h.iter().enumerate().map(|(i, n)| (n, i)).collect();
-            let index: Vec<Option<usize>> =
-                names.iter().map(|n| at.get(n.as_str()).copied()).collect();
-            columns.missing = names
-                .iter()
-                .zip(&index)
-                .filter(|(_, i)| i.is_none())
-                .map(|(n, _)| n.clone())
-                .collect();
-            columns.extra = h
-                .iter()
-                .filter(|c| !names.iter().any(|n| n == c))
-                .map(str::to_string)
-                .collect();
-            index
-        }
-        None => {
-            let index = (0..names.len()).map(|i| (i < width).then_some(i)).collect();
-            columns.missing = names.iter().skip(width).cloned().collect();
-            columns.extra = (names.len()..width).map(|i| format!("_c{i}")).collect();
-            index
-        }
+    let names: Vec<String> = match &layout.names {
+        Some(n) => n.clone(),
+        None => match header_of(first, layout.header)? {
+            Some(h) => h.iter().map(str::to_string).collect(),
+            None => (0..first_width(first)?).map(|i| format!("_c{i}")).collect(),
+        },
     };
     let types = layout.types.clone();
     let empty = Profile::new(
@@ -165,7 +126,22 @@ pub fn profile_csv(files: &[PathBuf], layout: &Layout) -> Result<(Profile, Colum
             .collect(),
     );
     let mut whole = empty.empty_like();
-    for file in files {
+    let mut columns = Columns::default();
+    for (k, file) in files.iter().enumerate() {
+        let (index, found) = match_columns(file, layout.header, &names)?;
+        if k == 0 {
+            columns.count = found.count;
+        }
+        for n in found.missing {
+            if !columns.missing.contains(&n) {
+                columns.missing.push(n);
+            }
+        }
+        for n in found.extra {
+            if !columns.extra.contains(&n) {
+                columns.extra.push(n);
+            }
+        }
         let parts = split_ranges(file, layout.header)?;
         let profiles: Vec<Result<Profile, OfflineError>> = std::thread::scope(|s| {
             let handles: Vec<_> = parts
@@ -192,6 +168,54 @@ pub fn profile_csv(files: &[PathBuf], layout: &Layout) -> Result<(Profile, Colum
         }
     }
     Ok((whole, columns))
+}
+
+fn header_of(file: &Path, header: bool) -> Result<Option<csv::StringRecord>, OfflineError> {
+    if !header {
+        return Ok(None);
+    }
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_path(file)
+        .map_err(|e| input_err(file, e))?;
+    Ok(Some(r.headers().map_err(|e| input_err(file, e))?.clone()))
+}
+
+/// Which cell of `file`'s records holds each feature, and which columns are missing or extra.
+fn match_columns(
+    file: &Path,
+    header: bool,
+    names: &[String],
+) -> Result<(Vec<Option<usize>>, Columns), OfflineError> {
+    let mut columns = Columns::default();
+    let index = match header_of(file, header)? {
+        Some(h) => {
+            columns.count = h.len();
+            let at: HashMap<&str, usize> = h.iter().enumerate().map(|(i, n)| (n, i)).collect();
+            let index: Vec<Option<usize>> =
+                names.iter().map(|n| at.get(n.as_str()).copied()).collect();
+            columns.missing = names
+                .iter()
+                .zip(&index)
+                .filter(|(_, i)| i.is_none())
+                .map(|(n, _)| n.clone())
+                .collect();
+            columns.extra = h
+                .iter()
+                .filter(|c| !names.iter().any(|n| n == c))
+                .map(str::to_string)
+                .collect();
+            index
+        }
+        None => {
+            let width = first_width(file)?;
+            columns.count = width;
+            columns.missing = names.iter().skip(width).cloned().collect();
+            columns.extra = (names.len()..width).map(|i| format!("_c{i}")).collect();
+            (0..names.len()).map(|i| (i < width).then_some(i)).collect()
+        }
+    };
+    Ok((index, columns))
 }
 
 fn first_width(file: &Path) -> Result<usize, OfflineError> {
@@ -682,4 +706,98 @@ pub fn run_monitor(args: &MonitorRunArgs) -> Result<usize, OfflineError> {
         );
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn baseline() -> Baseline {
+        let mut p = Profile::new(vec![
+            FeatureProfile::new("a", None),
+            FeatureProfile::new("b", Some(InferredType::String)),
+        ]);
+        let mut r = csv::StringRecord::new();
+        for i in 0..50 {
+            r.clear();
+            r.push_field(&i.to_string());
+            r.push_field(["x", "y"][i % 2]);
+            p.record(&r, &[Some(0), Some(1)]);
+        }
+        Baseline::new(p.statistics(), p.constraints())
+    }
+
+    /// Capture lines as they come from elsewhere: real records, records with parts changed
+    /// or missing, and any text.
+    fn capture_line() -> impl Strategy<Value = String> {
+        let data = prop_oneof![
+            "[0-9,.\\n]{0,30}",
+            "(?s).{0,30}",
+            Just("{\"instances\":[[1,\"x\"],[2,\"y\"]]}".to_string()),
+            Just("[[1,\"x\"]]".to_string()),
+            Just("[3,\"y\"]".to_string()),
+            Just("{\"a\":1,\"b\":\"x\"}\n{\"a\":null}".to_string()),
+        ];
+        let encoding = prop_oneof![Just("CSV"), Just("JSON"), Just("BASE64"), Just("x")];
+        let ty = prop_oneof![Just("text/csv"), Just("application/json"), Just("")];
+        prop_oneof![
+            (data.clone(), encoding.clone(), ty.clone(), data, encoding, ty).prop_map(
+                |(i, ie, it, o, oe, ot)| {
+                    serde_json::json!({"captureData": {
+                        "endpointInput": {"observedContentType": it, "mode": "INPUT", "data": i, "encoding": ie},
+                        "endpointOutput": {"observedContentType": ot, "mode": "OUTPUT", "data": o, "encoding": oe}},
+                        "eventMetadata": {"eventId": "e"}, "eventVersion": "0"})
+                    .to_string()
+                }
+            ),
+            "(?s).{0,60}".prop_map(|s| s.replace('\n', " ")),
+            Just("{\"captureData\":{\"endpointInput\":{\"data\":5}}}".to_string()),
+            Just("{}".to_string()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Any capture file is read or refused with a message naming the file and line;
+        /// never a panic.
+        #[test]
+        fn capture_files_never_panic(lines in prop::collection::vec(capture_line(), 0..8)) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("c.jsonl");
+            std::fs::write(&path, lines.join("\n")).unwrap();
+            match current(std::slice::from_ref(&path), &baseline(), true) {
+                Ok(c) => {
+                    let e = check::evaluate(&baseline(), &c.profile, c.columns.clone());
+                    for f in &e.features {
+                        prop_assert!(f.distance.is_none_or(|d| (0.0..=1.0).contains(&d)));
+                    }
+                }
+                Err(e) => prop_assert!(e.to_string().contains("c.jsonl"), "{e}"),
+            }
+        }
+
+        /// Any CSV bytes profile or are refused with a message; never a panic.
+        #[test]
+        fn csv_files_never_panic(body in prop::collection::vec(any::<u8>(), 0..300), header: bool) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("d.csv");
+            std::fs::write(&path, &body).unwrap();
+            let layout = Layout { header, names: None, types: None };
+            if let Err(e) = profile_csv(std::slice::from_ref(&path), &layout) {
+                prop_assert!(e.to_string().contains("d.csv"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_json_row_of_plain_values_is_one_row() {
+        let p = baseline().profile();
+        let rows = input_rows("application/json", "[3,\"y\"]", &p).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].len(), 2);
+        let rows = input_rows("application/json", "{\"instances\":[[1,\"x\"],[2,\"y\"]]}", &p).unwrap();
+        assert_eq!(rows.len(), 2);
+    }
 }

@@ -18,8 +18,9 @@ use crate::model::signature::{ElemType, ModelSignature};
 /// distinct count stays an estimate from the HyperLogLog).
 const MAX_CATEGORIES: usize = 10_000;
 const MAX_CATEGORY_CHARS: usize = 256;
-/// Categories written to `statistics.json`, the most frequent first.
-const MAX_BUCKETS_WRITTEN: usize = 1_000;
+/// Categories written to `statistics.json`, the most frequent first: every one counted, so a
+/// check against the file knows each baseline category's share.
+const MAX_BUCKETS_WRITTEN: usize = MAX_CATEGORIES;
 /// Deequ's cardinality limit for suggesting a domain, and its share of singletons.
 const DOMAIN_MAX_DISTINCT: usize = 120;
 const DOMAIN_MAX_SINGLETON_SHARE: f64 = 0.1;
@@ -28,6 +29,35 @@ const DOMAIN_MAX_SINGLETON_SHARE: f64 = 0.1;
 pub struct Profile {
     pub rows: u64,
     pub features: Vec<FeatureProfile>,
+    sampler: Sampler,
+    /// Where each feature sits in a decoded frame: (input, offset in a row, width).
+    layout: Vec<(usize, usize, usize)>,
+}
+
+/// Feature `f`'s values in a row-major column of width `w` at offset `j`: all counted, the
+/// picked rows sketched.
+fn numbers<T: Copy>(
+    f: &mut FeatureProfile,
+    v: &[T],
+    w: usize,
+    j: usize,
+    rows: usize,
+    picks: &[(usize, usize)],
+    to_f64: impl Fn(T) -> f64,
+) {
+    for r in 0..rows {
+        if let Some(&x) = v.get(r * w + j) {
+            f.number(to_f64(x), None);
+        }
+    }
+    for &(r, level) in picks {
+        if let Some(&x) = v.get(r * w + j) {
+            let x = to_f64(x);
+            if x.is_finite() {
+                f.kll.update_at(x, level);
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -45,32 +75,56 @@ pub struct FeatureProfile {
     pub categories: Categories,
 }
 
-/// Count, mean and sum of squared deviations, merged with Chan et al.'s formula: numerically
-/// stable where a plain sum of squares is not.
+/// Count, sum, least and greatest, and the sums of deviations from the first value: two
+/// adds and a multiply per value (no division on the request path), and as stable as
+/// Welford's for data whose spread is small next to its level. Merged with Chan et al.'s
+/// formula.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Moments {
     pub n: u64,
-    pub mean: f64,
-    pub m2: f64,
     pub sum: f64,
     pub min: f64,
     pub max: f64,
+    shift: f64,
+    s1: f64,
+    s2: f64,
 }
 
 impl Moments {
+    #[inline]
     fn add(&mut self, x: f64) {
         if self.n == 0 {
+            self.shift = x;
             self.min = x;
             self.max = x;
-        } else {
-            self.min = self.min.min(x);
-            self.max = self.max.max(x);
+        }
+        if x < self.min {
+            self.min = x;
+        }
+        if x > self.max {
+            self.max = x;
         }
         self.n += 1;
         self.sum += x;
-        let d = x - self.mean;
-        self.mean += d / self.n as f64;
-        self.m2 += d * (x - self.mean);
+        let d = x - self.shift;
+        self.s1 += d;
+        self.s2 += d * d;
+    }
+
+    pub fn mean(&self) -> f64 {
+        if self.n == 0 {
+            0.0
+        } else {
+            self.shift + self.s1 / self.n as f64
+        }
+    }
+
+    fn m2(&self) -> f64 {
+        if self.n == 0 {
+            0.0
+        } else {
+            (self.s2 - self.s1 * self.s1 / self.n as f64).max(0.0)
+        }
     }
 
     fn merge(&mut self, o: &Moments) {
@@ -81,14 +135,18 @@ impl Moments {
             *self = *o;
             return;
         }
-        let n = (self.n + o.n) as f64;
-        let d = o.mean - self.mean;
-        self.m2 += o.m2 + d * d * self.n as f64 * o.n as f64 / n;
-        self.mean += d * o.n as f64 / n;
+        let (na, nb) = (self.n as f64, o.n as f64);
+        let n = na + nb;
+        let d = o.mean() - self.mean();
+        let m2 = self.m2() + o.m2() + d * d * na * nb / n;
+        let mean = self.mean() + d * nb / n;
         self.n += o.n;
         self.sum += o.sum;
         self.min = self.min.min(o.min);
         self.max = self.max.max(o.max);
+        self.shift = mean;
+        self.s1 = 0.0;
+        self.s2 = m2;
     }
 
     /// The population standard deviation, as Deequ's `StandardDeviation` computes it.
@@ -96,8 +154,73 @@ impl Moments {
         if self.n == 0 {
             0.0
         } else {
-            (self.m2 / self.n as f64).max(0.0).sqrt()
+            (self.m2() / self.n as f64).sqrt()
         }
+    }
+}
+
+/// Which rows go into the distribution sketches. Every value is counted (missing, types,
+/// moments); a window's first rows are also sketched one by one, and past them a random one
+/// in `2^level`, entered with weight `2^level` so the sketch stays unbiased: sketching every
+/// value of a busy server would cost more than scoring it.
+#[derive(Clone, Debug)]
+pub struct Sampler {
+    exact: u64,
+    left: u64,
+    level: usize,
+    rng: u64,
+}
+
+impl Sampler {
+    /// Every row, at weight 1 (`mlapp baseline`, `mlapp monitor`).
+    pub fn every_row() -> Self {
+        Self::after(u64::MAX, 0)
+    }
+
+    pub fn after(exact: u64, level: usize) -> Self {
+        Self {
+            exact,
+            left: exact,
+            level: level.min(16),
+            rng: 0x9E37_79B9_7F4A_7C15,
+        }
+    }
+
+    /// A fresh sampler with the same rule, for the next window.
+    fn fresh(&self) -> Self {
+        Self::after(self.exact, self.level)
+    }
+
+    /// Sketch every row from now on (`true`), or sample (`false`), with a new seed: the
+    /// server decides by its window's row count, which no one shard knows.
+    pub fn set_exact(&mut self, exact: bool, seed: u64) {
+        self.left = if exact { u64::MAX } else { 0 };
+        self.rng = seed | 1;
+    }
+
+    /// The level a row is sketched at, or None when it is not sketched.
+    #[inline]
+    fn pick(&mut self) -> Option<usize> {
+        if self.left > 0 {
+            self.left -= 1;
+            return Some(0);
+        }
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let mask = (1u64 << self.level) - 1;
+        (self.rng & mask == 0).then_some(self.level)
+    }
+}
+
+/// Whether a number has no fraction, without `f64::trunc`, which is a libm call on this
+/// target.
+#[inline]
+fn integral(x: f64) -> bool {
+    if x.abs() < 4.5e15 {
+        x == (x as i64) as f64
+    } else {
+        x.is_finite()
     }
 }
 
@@ -193,19 +316,23 @@ impl FeatureProfile {
         }
     }
 
-    fn number(&mut self, x: f64) {
+    /// Counts a number; `sketch`: the level it enters the distribution sketch at.
+    #[inline]
+    fn number(&mut self, x: f64, sketch: Option<usize>) {
         if x.is_nan() {
             self.missing += 1;
             return;
         }
-        if x.fract() == 0.0 {
+        if integral(x) {
             self.integral += 1;
         } else {
             self.fractional += 1;
         }
         if x.is_finite() {
             self.moments.add(x);
-            self.kll.update(x);
+            if let Some(level) = sketch {
+                self.kll.update_at(x, level);
+            }
         }
     }
 
@@ -221,6 +348,11 @@ impl FeatureProfile {
     /// A CSV cell: empty is missing (as Spark reads CSV); numbers count as numbers unless the
     /// model declares a string feature.
     pub fn cell(&mut self, text: &str) {
+        self.cell_at(text, Some(0));
+    }
+
+    /// A CSV cell, entering the sketch at `sketch`'s level when given.
+    pub fn cell_at(&mut self, text: &str, sketch: Option<usize>) {
         if self.declared == Some(InferredType::String) {
             return self.string(text);
         }
@@ -240,7 +372,9 @@ impl FeatureProfile {
                 }
                 if x.is_finite() {
                     self.moments.add(x);
-                    self.kll.update(x);
+                    if let Some(level) = sketch {
+                        self.kll.update_at(x, level);
+                    }
                 }
             }
             _ => self.string(t),
@@ -281,7 +415,7 @@ impl FeatureProfile {
                 .collect();
             let n = NumericalStatistics {
                 common,
-                mean: if m.n == 0 { 0.0 } else { m.mean },
+                mean: m.mean(),
                 sum: m.sum,
                 std_dev: m.std_dev(),
                 min: if m.n == 0 { 0.0 } else { m.min },
@@ -362,28 +496,50 @@ impl FeatureProfile {
 }
 
 impl Profile {
+    /// A profile that sketches every row (`mlapp baseline`, `mlapp monitor`).
     pub fn new(features: Vec<FeatureProfile>) -> Self {
-        Self { rows: 0, features }
+        Self {
+            rows: 0,
+            features,
+            sampler: Sampler::every_row(),
+            layout: Vec::new(),
+        }
+    }
+
+    pub fn sampler_mut(&mut self) -> &mut Sampler {
+        &mut self.sampler
+    }
+
+    /// The same profile, sketching by `sampler`'s rule.
+    pub fn sampled(mut self, sampler: Sampler) -> Self {
+        self.sampler = sampler;
+        self
     }
 
     /// An empty profile of the model's features, typed as the model declares them.
     pub fn of_model(sig: &ModelSignature) -> Self {
-        Self::new(
+        let mut p = Self::new(
             sig.features
                 .iter()
                 .map(|f| FeatureProfile::new(&f.name, Some(declared(f.elem))))
                 .collect(),
-        )
+        );
+        p.layout = layout(sig);
+        p
     }
 
-    /// An empty profile with the same features.
+    /// An empty profile with the same features and sampling rule.
     pub fn empty_like(&self) -> Self {
-        Self::new(
-            self.features
+        Self {
+            rows: 0,
+            features: self
+                .features
                 .iter()
                 .map(|f| FeatureProfile::new(&f.name, f.declared))
                 .collect(),
-        )
+            sampler: self.sampler.fresh(),
+            layout: self.layout.clone(),
+        }
     }
 
     pub fn merge(&mut self, o: &Profile) {
@@ -397,44 +553,58 @@ impl Profile {
     /// None where the data lacks the feature).
     pub fn record(&mut self, record: &csv::StringRecord, columns: &[Option<usize>]) {
         self.rows += 1;
+        let sketch = self.sampler.pick();
         for (f, col) in self.features.iter_mut().zip(columns) {
             match col.and_then(|c| record.get(c)) {
-                Some(cell) => f.cell(cell),
+                Some(cell) => f.cell_at(cell, sketch),
                 None => f.missing += 1,
             }
         }
     }
 
-    /// A decoded frame of the model's features (`of_model`'s profile).
+    /// A decoded frame of the model's features (`of_model`'s profile). Column by column:
+    /// every value counted, the sampled rows sketched.
     pub fn frame(&mut self, frame: &Frame, sig: &ModelSignature) {
         self.rows += frame.rows as u64;
-        let mut offset = vec![0usize; sig.inputs.len()];
-        for (f, feature) in self.features.iter_mut().zip(&sig.features) {
-            let (Some(input), Some(column)) = (
-                sig.inputs.get(feature.input),
-                frame.columns.get(feature.input),
-            ) else {
+        let computed;
+        let layout = if self.layout.len() == self.features.len() {
+            &self.layout
+        } else {
+            computed = layout(sig);
+            &computed
+        };
+        // The rows to sketch; on the stack for the small frames of online requests.
+        let mut few = [(0usize, 0usize); 16];
+        let many: Vec<(usize, usize)>;
+        let picks: &[(usize, usize)] = if frame.rows <= few.len() {
+            let mut k = 0;
+            for r in 0..frame.rows {
+                if let Some(level) = self.sampler.pick() {
+                    few[k] = (r, level);
+                    k += 1;
+                }
+            }
+            &few[..k]
+        } else {
+            many = (0..frame.rows)
+                .filter_map(|r| self.sampler.pick().map(|level| (r, level)))
+                .collect();
+            &many
+        };
+        for (f, &(input, j, w)) in self.features.iter_mut().zip(layout) {
+            let Some(column) = frame.columns.get(input) else {
                 continue;
             };
-            let w = input.width.max(1);
-            let j = offset[feature.input];
-            offset[feature.input] += 1;
-            let cells = (0..frame.rows).map(|r| r * w + j);
+            let rows = frame.rows;
             match column {
-                Column::F32(v) => cells
-                    .filter_map(|i| v.get(i))
-                    .for_each(|&x| f.number(x.into())),
-                Column::F64(v) => cells.filter_map(|i| v.get(i)).for_each(|&x| f.number(x)),
-                Column::I64(v) => cells
-                    .filter_map(|i| v.get(i))
-                    .for_each(|&x| f.number(x as f64)),
-                Column::I32(v) => cells
-                    .filter_map(|i| v.get(i))
-                    .for_each(|&x| f.number(x.into())),
-                Column::Bool(v) => cells
-                    .filter_map(|i| v.get(i))
-                    .for_each(|&x| f.number(f64::from(u8::from(x)))),
-                Column::Str(v) => cells.filter_map(|i| v.get(i)).for_each(|s| f.string(s)),
+                Column::F32(v) => numbers(f, v, w, j, rows, picks, |x| x.into()),
+                Column::F64(v) => numbers(f, v, w, j, rows, picks, |x| x),
+                Column::I64(v) => numbers(f, v, w, j, rows, picks, |x| x as f64),
+                Column::I32(v) => numbers(f, v, w, j, rows, picks, |x| x.into()),
+                Column::Bool(v) => numbers(f, v, w, j, rows, picks, |x| f64::from(u8::from(x))),
+                Column::Str(v) => (0..rows)
+                    .filter_map(|r| v.get(r * w + j))
+                    .for_each(|s| f.string(s)),
             }
         }
     }
@@ -466,6 +636,22 @@ impl Profile {
     }
 }
 
+/// Each feature's (input, offset in a row, width) in the frames decoded for `sig`.
+fn layout(sig: &ModelSignature) -> Vec<(usize, usize, usize)> {
+    let mut offset = vec![0usize; sig.inputs.len()];
+    sig.features
+        .iter()
+        .map(|f| {
+            let w = sig.inputs.get(f.input).map_or(1, |i| i.width.max(1));
+            let j = offset.get_mut(f.input).map_or(0, |o| {
+                *o += 1;
+                *o - 1
+            });
+            (f.input, j, w)
+        })
+        .collect()
+}
+
 /// The file type of a model input's element type.
 pub fn declared(elem: ElemType) -> InferredType {
     match elem {
@@ -492,7 +678,7 @@ mod tests {
         a.merge(&b);
         let mean = xs.iter().sum::<f64>() / xs.len() as f64;
         let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;
-        assert!((a.mean - mean).abs() < 1e-6 && (whole.mean - mean).abs() < 1e-6);
+        assert!((a.mean() - mean).abs() < 1e-6 && (whole.mean() - mean).abs() < 1e-6);
         assert!((a.std_dev() - var.sqrt()).abs() < 1e-6);
         assert!((whole.std_dev() - var.sqrt()).abs() < 1e-6);
         assert_eq!((a.min, a.max, a.n), (whole.min, whole.max, whole.n));
@@ -531,5 +717,35 @@ mod tests {
             ids.cell(&format!("id{i}"));
         }
         assert!(ids.constraints().string_constraints.is_none());
+    }
+
+    /// A sampled profile counts every value but sketches a weighted sample: its quantiles
+    /// stay unbiased, and `observed` is the sample's size (what a test's margin needs).
+    #[test]
+    fn a_sampled_sketch_is_unbiased_and_knows_its_sample_size() {
+        let n = 200_000u64;
+        let mut p = Profile::new(vec![FeatureProfile::new("x", None)])
+            .sampled(Sampler::after(1000, 4));
+        let mut rec = csv::StringRecord::new();
+        for i in 0..n {
+            rec.clear();
+            // Early rows are small, late ones large: an unweighted exact head would skew
+            // the quantiles down.
+            rec.push_field(&((i * 7919) % n + i / 1000).to_string());
+            p.record(&rec, &[Some(0)]);
+        }
+        let f = &p.features[0];
+        assert_eq!(f.moments.n, n);
+        let observed = f.kll.observed();
+        let expected = 1000 + (n - 1000) / 16;
+        assert!(observed.abs_diff(expected) < expected / 20, "{observed} vs {expected}");
+        let mut xs: Vec<f64> = (0..n).map(|i| ((i * 7919) % n + i / 1000) as f64).collect();
+        xs.sort_by(f64::total_cmp);
+        for q in [0.1, 0.25, 0.5, 0.75, 0.9] {
+            let got = f.kll.quantile(q).unwrap();
+            let rank = xs.partition_point(|v| *v <= got) as f64 / n as f64;
+            assert!((rank - q).abs() < 0.02, "q{q}: {got} has rank {rank}");
+        }
+        assert!((f.kll.count() as f64 - n as f64).abs() < 0.05 * n as f64);
     }
 }

@@ -67,7 +67,7 @@ pub struct MonitorArgs {
     pub monitoring: Monitoring,
 
     /// A monitoring window closes after this many rows...
-    #[arg(long, env = "MLAPP_MONITOR_WINDOW_ROWS", default_value_t = 10_000)]
+    #[arg(long, env = "MLAPP_MONITOR_WINDOW_ROWS", default_value_t = 100_000)]
     pub monitor_window_rows: u64,
 
     /// ...or this many seconds, whichever comes first.
@@ -81,6 +81,8 @@ pub enum SetupError {
     Capture(#[from] super::capture::CaptureError),
     #[error("baseline: {0}")]
     File(#[from] files::FileError),
+    #[error("{0}")]
+    Mismatch(String),
     #[error("baseline {uri}: {message}")]
     Fetch { uri: String, message: String },
 }
@@ -137,12 +139,9 @@ impl MonitorArgs {
             rows: self.monitor_window_rows,
             seconds: self.monitor_window_seconds,
         };
-        Ok(Some(Monitor::start(
-            Arc::clone(&model.name),
-            &model.signature,
-            baseline,
-            window,
-        )))
+        Monitor::start(Arc::clone(&model.name), &model.signature, baseline, window)
+            .map(Some)
+            .map_err(SetupError::Mismatch)
     }
 }
 

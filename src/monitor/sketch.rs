@@ -41,6 +41,9 @@ pub struct Kll {
     total_cap: usize,
     retained: usize,
     count: u64,
+    /// Values given to the sketch, each once, whatever its weight: the sample size of a
+    /// sketch fed a sample (`update_at`), which is what a test's error margin needs.
+    observed: u64,
     min: f64,
     max: f64,
     rng: u64,
@@ -82,14 +85,13 @@ impl Kll {
             total_cap: 0,
             retained: 0,
             count: 0,
+            observed: 0,
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
             rng: SEED,
             cdf: OnceLock::new(),
         };
         s.refresh_caps();
-        let first = s.caps[0];
-        s.levels[0].reserve(first);
         s
     }
 
@@ -103,6 +105,7 @@ impl Kll {
         self.levels[0].push(x);
         self.retained += 1;
         self.count += 1;
+        self.observed += 1;
         self.min = self.min.min(x);
         self.max = self.max.max(x);
         if self.retained >= self.total_cap {
@@ -110,10 +113,42 @@ impl Kll {
         }
     }
 
+    /// Adds `x` standing for `2^level` values: a value sampled at rate 2^-level keeps the
+    /// sketch's weights unbiased. `level` is at most 30.
+    pub fn update_at(&mut self, x: f64, level: usize) {
+        if !x.is_finite() {
+            return;
+        }
+        let level = level.min(30);
+        if self.cdf.get().is_some() {
+            self.cdf = OnceLock::new();
+        }
+        if self.levels.len() <= level {
+            self.levels.resize_with(level + 1, Vec::new);
+            self.refresh_caps();
+        }
+        self.levels[level].push(x);
+        self.retained += 1;
+        self.count = self.count.saturating_add(1 << level);
+        self.observed += 1;
+        self.min = self.min.min(x);
+        self.max = self.max.max(x);
+        if self.retained >= self.total_cap {
+            self.condense();
+        }
+    }
+
+    /// How many values were given to the sketch (see `observed`); the count for a sketch
+    /// read from a file.
+    pub fn observed(&self) -> u64 {
+        self.observed
+    }
+
     pub fn merge(&mut self, other: &Kll) {
         if other.count == 0 {
             return;
         }
+        self.observed = self.observed.saturating_add(other.observed);
         self.cdf = OnceLock::new();
         if other.levels.len() > self.levels.len() {
             self.levels.resize_with(other.levels.len(), Vec::new);
@@ -262,6 +297,7 @@ impl Kll {
                 .filter(|v| v.is_finite())
                 .map_or(s.max, |v| v.max(s.max));
         }
+        s.observed = s.count;
         s.refresh_caps();
         s.condense();
         s
@@ -394,7 +430,8 @@ const HLL_P: u32 = 12;
 const HLL_M: usize = 1 << HLL_P;
 
 /// HyperLogLog for distinct counts of strings (precision 12, 4096 one-byte registers; standard
-/// error about 1.6 %).
+/// error about 1.6 %). The registers are made on the first insert: a profile has one per
+/// feature, and numeric features never use theirs.
 #[derive(Clone, Debug)]
 pub struct Hll {
     registers: Vec<u8>,
@@ -409,11 +446,14 @@ impl Default for Hll {
 impl Hll {
     pub fn new() -> Self {
         Hll {
-            registers: vec![0; HLL_M],
+            registers: Vec::new(),
         }
     }
 
     pub fn insert(&mut self, value: &[u8]) {
+        if self.registers.is_empty() {
+            self.registers = vec![0; HLL_M];
+        }
         let h = hash64(value);
         let idx = (h >> (64 - HLL_P)) as usize;
         let rho = ((h << HLL_P).leading_zeros() + 1).min(64 - HLL_P + 1) as u8;
@@ -423,12 +463,21 @@ impl Hll {
     }
 
     pub fn merge(&mut self, other: &Hll) {
+        if other.registers.is_empty() {
+            return;
+        }
+        if self.registers.is_empty() {
+            self.registers = vec![0; HLL_M];
+        }
         for (a, &b) in self.registers.iter_mut().zip(&other.registers) {
             *a = (*a).max(b);
         }
     }
 
     pub fn estimate(&self) -> f64 {
+        if self.registers.is_empty() {
+            return 0.0;
+        }
         let m = HLL_M as f64;
         let sum: f64 = self.registers.iter().map(|&r| 0.5f64.powi(r.into())).sum();
         let zeros = self.registers.iter().filter(|&&r| r == 0).count();

@@ -215,6 +215,8 @@ pub struct Scoring {
     pub sessions: usize,
     pub device: crate::engine::Device,
     pub chunk_bytes: usize,
+    /// The server's prediction capture (`--capture-uri`): jobs' pieces are captured too.
+    pub capture: Option<Arc<crate::monitor::capture::Capture>>,
 }
 
 pub struct Portal {

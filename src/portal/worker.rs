@@ -266,7 +266,14 @@ impl Workers {
             chunk_bytes: self.scoring.chunk_bytes,
             id_columns: spec.id_columns.clone(),
             observer: Some(Arc::clone(&recorder) as Arc<dyn crate::stream::Observer>),
-            capture: None,
+            capture: self.scoring.capture.as_ref().map(|capture| {
+                Arc::new(crate::monitor::Tap {
+                    capture: Arc::clone(capture),
+                    input_type: spec.content_type.clone(),
+                    output_type: checked.accept.mime().to_string(),
+                    inference_id: None,
+                })
+            }),
         };
         let s3 = self.scoring.sources.s3.clone();
         let needs_s3 = item.input.is_s3() || item.output.is_s3();

@@ -601,3 +601,62 @@ fn capture_to_s3_uploads_complete_files_in_sagemakers_key_layout() {
     }
     assert_eq!(total, 50);
 }
+
+#[test]
+fn portal_jobs_and_transform_capture_their_pieces() {
+    use crate::portal::{create, example_input, invoke, portal_server, spec, Backend};
+    let work = tempfile::tempdir().unwrap();
+    let input = work.path().join("in");
+    let rows = example_input(&input);
+    let capture = work.path().join("capture");
+    let backend = Backend::sqlite();
+    let s = portal_server(
+        &backend,
+        &[
+            "--capture-uri",
+            capture.to_str().unwrap(),
+            "--capture-roll-seconds",
+            "1",
+        ],
+    );
+    assert_eq!(create(&s, &spec("cap", &input, &work.path().join("out"))).status, 201);
+    assert_eq!(invoke(&s, "cap").status, 202);
+    crate::portal::wait_for(&s, "cap", &["Completed"], Duration::from_secs(60));
+    // Every input row is in one captured record, its answer line beside it.
+    let counted = |root: &Path| -> (usize, usize) {
+        let lines = capture_lines(root);
+        let rows_in: usize = lines
+            .iter()
+            .map(|(_, l)| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                check_record(
+                    l,
+                    v["captureData"]["endpointInput"]["data"].as_str().unwrap(),
+                    "text/csv",
+                );
+                let out = v["captureData"]["endpointOutput"]["data"].as_str().unwrap();
+                let ins = v["captureData"]["endpointInput"]["data"].as_str().unwrap();
+                assert_eq!(ins.lines().count(), out.lines().count(), "{l}");
+                ins.lines().count()
+            })
+            .sum();
+        (lines.len(), rows_in)
+    };
+    let (records, captured_rows) = wait_for("the job's capture", Duration::from_secs(20), || {
+        let c = counted(&capture);
+        (c.1 >= rows).then_some(c)
+    });
+    assert_eq!(captured_rows, rows);
+    assert!(records >= 3, "one record per piece of each of the 3 files: {records}");
+    drop(s);
+
+    // mlapp transform: its own capture, flushed before it exits.
+    let tcap = work.path().join("tcap");
+    crate::portal::transform(
+        &input,
+        &work.path().join("tout"),
+        &["--capture-uri", tcap.to_str().unwrap(), "--capture-endpoint", "batch"],
+    );
+    assert_eq!(counted(&tcap).1, rows);
+    assert!(tcap.join("batch/AllTraffic").is_dir());
+}
