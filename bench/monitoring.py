@@ -73,13 +73,12 @@ def s1(tmp, on, n, port):
 
 def transform(tmp, data, on, n):
     out = os.path.join(tmp, f"out-{n}")
-    t = time.monotonic()
-    subprocess.run([run.MLAPP, "transform", "--model-dir", MODEL, "--input", data, "--output", out]
-                   + settings(tmp, on, n), check=True, env=dict(os.environ, RUST_LOG="warn"))
-    took = time.monotonic() - t
+    took, rss = batch.peak_rss_of(
+        [run.MLAPP, "transform", "--model-dir", MODEL, "--input", data, "--output", out]
+        + settings(tmp, on, n), dict(os.environ, RUST_LOG="error"))
     shutil.rmtree(out)
     shutil.rmtree(os.path.join(tmp, f"capture-{n}"), ignore_errors=True)
-    return {"seconds": took, "rows_s": ROWS / took}
+    return {"seconds": took, "rows_s": ROWS / took, "peak_rss_mib": rss / 2**20}
 
 
 def main():
@@ -114,6 +113,8 @@ def main():
         "s1_p99_ms_off": med("s1", False, "p99_ms"), "s1_p99_ms_on": med("s1", True, "p99_ms"),
         "transform_rows_s_off": med("transform", False, "rows_s"),
         "transform_rows_s_on": med("transform", True, "rows_s"),
+        "transform_rss_mib_off": med("transform", False, "peak_rss_mib"),
+        "transform_rss_mib_on": med("transform", True, "peak_rss_mib"),
         "baseline_seconds": res["baseline_seconds"],
     }
     s = res["summary"]

@@ -318,7 +318,13 @@ fn feature_check(
                 .filter(|k| !k.is_empty() && !cur.kll.is_empty())
                 // The margin is for the values the sketches were given: a sampled window's
                 // sketch counts each sampled value many times over.
-                .map(|k| (cur.kll.linf(k), cur.kll.observed() as f64, k.observed() as f64))
+                .map(|k| {
+                    (
+                        cur.kll.linf(k),
+                        cur.kll.observed() as f64,
+                        k.observed() as f64,
+                    )
+                })
         } else {
             baseline
                 .statistics_of(&fc.name)

@@ -797,7 +797,12 @@ mod tests {
         let rows = input_rows("application/json", "[3,\"y\"]", &p).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].len(), 2);
-        let rows = input_rows("application/json", "{\"instances\":[[1,\"x\"],[2,\"y\"]]}", &p).unwrap();
+        let rows = input_rows(
+            "application/json",
+            "{\"instances\":[[1,\"x\"],[2,\"y\"]]}",
+            &p,
+        )
+        .unwrap();
         assert_eq!(rows.len(), 2);
     }
 }

@@ -3,6 +3,7 @@
 //! profile per worker and merges them when a window is read, as whylogs and Deequ do.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::files::{
     CategoricalBucket, CategoricalDistribution, Common, Constraints, Dataset, FeatureConstraints,
@@ -30,33 +31,46 @@ pub struct Profile {
     pub rows: u64,
     pub features: Vec<FeatureProfile>,
     sampler: Sampler,
-    /// Where each feature sits in a decoded frame: (input, offset in a row, width).
-    layout: Vec<(usize, usize, usize)>,
+    /// Where each feature sits in a decoded frame (from the model's signature).
+    placement: Option<Arc<Placement>>,
 }
 
-/// Feature `f`'s values in a row-major column of width `w` at offset `j`: all counted, the
-/// picked rows sketched.
-fn numbers<T: Copy>(
-    f: &mut FeatureProfile,
+/// Each feature's (input, offset in a row, width) in a decoded frame, and for each input the
+/// feature at each place of its rows.
+#[derive(Debug)]
+pub struct Placement {
+    layout: Vec<(usize, usize, usize)>,
+    owners: Vec<Vec<Option<usize>>>,
+}
+
+/// A row-major numeric input's values, row by row (the order they sit in memory), each
+/// counted by the feature that owns its place in the row.
+fn count_rows<T: Copy>(
+    features: &mut [FeatureProfile],
+    owners: &[Option<usize>],
     v: &[T],
-    w: usize,
-    j: usize,
     rows: usize,
-    picks: &[(usize, usize)],
     to_f64: impl Fn(T) -> f64,
 ) {
-    for r in 0..rows {
-        if let Some(&x) = v.get(r * w + j) {
-            f.number(to_f64(x), None);
-        }
-    }
-    for &(r, level) in picks {
-        if let Some(&x) = v.get(r * w + j) {
-            let x = to_f64(x);
-            if x.is_finite() {
-                f.kll.update_at(x, level);
+    let w = owners.len().max(1);
+    for row in v.chunks_exact(w).take(rows) {
+        for (&x, owner) in row.iter().zip(owners) {
+            if let Some(f) = owner.and_then(|o| features.get_mut(o)) {
+                f.number(to_f64(x), None);
             }
         }
+    }
+}
+
+/// The number at `i` of a numeric column.
+fn value_at(column: &Column, i: usize) -> Option<f64> {
+    match column {
+        Column::F32(v) => v.get(i).map(|&x| x.into()),
+        Column::F64(v) => v.get(i).copied(),
+        Column::I64(v) => v.get(i).map(|&x| x as f64),
+        Column::I32(v) => v.get(i).map(|&x| x.into()),
+        Column::Bool(v) => v.get(i).map(|&x| f64::from(u8::from(x))),
+        Column::Str(_) => None,
     }
 }
 
@@ -502,7 +516,7 @@ impl Profile {
             rows: 0,
             features,
             sampler: Sampler::every_row(),
-            layout: Vec::new(),
+            placement: None,
         }
     }
 
@@ -524,7 +538,7 @@ impl Profile {
                 .map(|f| FeatureProfile::new(&f.name, Some(declared(f.elem))))
                 .collect(),
         );
-        p.layout = layout(sig);
+        p.placement = Some(Arc::new(placement(sig)));
         p
     }
 
@@ -538,7 +552,7 @@ impl Profile {
                 .map(|f| FeatureProfile::new(&f.name, f.declared))
                 .collect(),
             sampler: self.sampler.fresh(),
-            layout: self.layout.clone(),
+            placement: self.placement.clone(),
         }
     }
 
@@ -567,11 +581,12 @@ impl Profile {
     pub fn frame(&mut self, frame: &Frame, sig: &ModelSignature) {
         self.rows += frame.rows as u64;
         let computed;
-        let layout = if self.layout.len() == self.features.len() {
-            &self.layout
-        } else {
-            computed = layout(sig);
-            &computed
+        let Placement { layout, owners } = match &self.placement {
+            Some(p) if p.layout.len() == self.features.len() => &**p,
+            _ => {
+                computed = placement(sig);
+                &computed
+            }
         };
         // The rows to sketch; on the stack for the small frames of online requests.
         let mut few = [(0usize, 0usize); 16];
@@ -591,20 +606,40 @@ impl Profile {
                 .collect();
             &many
         };
+        let rows = frame.rows;
+        for (input, column) in frame.columns.iter().enumerate() {
+            let Some(owners) = owners.get(input).filter(|o| !o.is_empty()) else {
+                continue;
+            };
+            let features = &mut self.features;
+            match column {
+                Column::F32(v) => count_rows(features, owners, v, rows, |x| x.into()),
+                Column::F64(v) => count_rows(features, owners, v, rows, |x| x),
+                Column::I64(v) => count_rows(features, owners, v, rows, |x| x as f64),
+                Column::I32(v) => count_rows(features, owners, v, rows, |x| x.into()),
+                Column::Bool(v) => {
+                    count_rows(features, owners, v, rows, |x| f64::from(u8::from(x)))
+                }
+                Column::Str(v) => {
+                    let w = owners.len().max(1);
+                    for row in v.chunks_exact(w).take(rows) {
+                        for (s, owner) in row.iter().zip(owners) {
+                            if let Some(f) = owner.and_then(|o| features.get_mut(o)) {
+                                f.string(s);
+                            }
+                        }
+                    }
+                }
+            }
+        }
         for (f, &(input, j, w)) in self.features.iter_mut().zip(layout) {
             let Some(column) = frame.columns.get(input) else {
                 continue;
             };
-            let rows = frame.rows;
-            match column {
-                Column::F32(v) => numbers(f, v, w, j, rows, picks, |x| x.into()),
-                Column::F64(v) => numbers(f, v, w, j, rows, picks, |x| x),
-                Column::I64(v) => numbers(f, v, w, j, rows, picks, |x| x as f64),
-                Column::I32(v) => numbers(f, v, w, j, rows, picks, |x| x.into()),
-                Column::Bool(v) => numbers(f, v, w, j, rows, picks, |x| f64::from(u8::from(x))),
-                Column::Str(v) => (0..rows)
-                    .filter_map(|r| v.get(r * w + j))
-                    .for_each(|s| f.string(s)),
+            for &(r, level) in picks {
+                if let Some(x) = value_at(column, r * w + j).filter(|x| x.is_finite()) {
+                    f.kll.update_at(x, level);
+                }
             }
         }
     }
@@ -636,20 +671,31 @@ impl Profile {
     }
 }
 
-/// Each feature's (input, offset in a row, width) in the frames decoded for `sig`.
-fn layout(sig: &ModelSignature) -> Vec<(usize, usize, usize)> {
-    let mut offset = vec![0usize; sig.inputs.len()];
-    sig.features
+/// Where each feature of `sig` sits in the frames decoded for it.
+fn placement(sig: &ModelSignature) -> Placement {
+    let mut owners: Vec<Vec<Option<usize>>> = sig
+        .inputs
         .iter()
-        .map(|f| {
-            let w = sig.inputs.get(f.input).map_or(1, |i| i.width.max(1));
-            let j = offset.get_mut(f.input).map_or(0, |o| {
+        .map(|i| vec![None; i.width.max(1)])
+        .collect();
+    let mut next = vec![0usize; sig.inputs.len()];
+    let layout = sig
+        .features
+        .iter()
+        .enumerate()
+        .map(|(f, feature)| {
+            let w = sig.inputs.get(feature.input).map_or(1, |i| i.width.max(1));
+            let j = next.get_mut(feature.input).map_or(0, |o| {
                 *o += 1;
                 *o - 1
             });
-            (f.input, j, w)
+            if let Some(o) = owners.get_mut(feature.input).and_then(|o| o.get_mut(j)) {
+                *o = Some(f);
+            }
+            (feature.input, j, w)
         })
-        .collect()
+        .collect();
+    Placement { layout, owners }
 }
 
 /// The file type of a model input's element type.
@@ -724,8 +770,8 @@ mod tests {
     #[test]
     fn a_sampled_sketch_is_unbiased_and_knows_its_sample_size() {
         let n = 200_000u64;
-        let mut p = Profile::new(vec![FeatureProfile::new("x", None)])
-            .sampled(Sampler::after(1000, 4));
+        let mut p =
+            Profile::new(vec![FeatureProfile::new("x", None)]).sampled(Sampler::after(1000, 4));
         let mut rec = csv::StringRecord::new();
         for i in 0..n {
             rec.clear();
@@ -738,7 +784,10 @@ mod tests {
         assert_eq!(f.moments.n, n);
         let observed = f.kll.observed();
         let expected = 1000 + (n - 1000) / 16;
-        assert!(observed.abs_diff(expected) < expected / 20, "{observed} vs {expected}");
+        assert!(
+            observed.abs_diff(expected) < expected / 20,
+            "{observed} vs {expected}"
+        );
         let mut xs: Vec<f64> = (0..n).map(|i| ((i * 7919) % n + i / 1000) as f64).collect();
         xs.sort_by(f64::total_cmp);
         for q in [0.1, 0.25, 0.5, 0.75, 0.9] {

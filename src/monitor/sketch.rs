@@ -311,10 +311,24 @@ impl Kll {
         if na <= 0.0 || nb <= 0.0 {
             return 0.0;
         }
-        a.xs.iter()
-            .chain(&b.xs)
-            .map(|&x| (a.le(x) / na - b.le(x) / nb).abs())
-            .fold(0.0, f64::max)
+        // One walk over both sorted item lists: at each distinct value, both CDFs up to it.
+        let (mut i, mut j) = (0, 0);
+        let mut best: f64 = 0.0;
+        loop {
+            let x = match (a.xs.get(i), b.xs.get(j)) {
+                (Some(&p), Some(&q)) => p.min(q),
+                (Some(&p), None) => p,
+                (None, Some(&q)) => q,
+                (None, None) => return best,
+            };
+            while a.xs.get(i).is_some_and(|&v| v <= x) {
+                i += 1;
+            }
+            while b.xs.get(j).is_some_and(|&v| v <= x) {
+                j += 1;
+            }
+            best = best.max((a.before(i) / na - b.before(j) / nb).abs());
+        }
     }
 
     pub fn k(&self) -> usize {

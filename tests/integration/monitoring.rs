@@ -619,7 +619,10 @@ fn portal_jobs_and_transform_capture_their_pieces() {
             "1",
         ],
     );
-    assert_eq!(create(&s, &spec("cap", &input, &work.path().join("out"))).status, 201);
+    assert_eq!(
+        create(&s, &spec("cap", &input, &work.path().join("out"))).status,
+        201
+    );
     assert_eq!(invoke(&s, "cap").status, 202);
     crate::portal::wait_for(&s, "cap", &["Completed"], Duration::from_secs(60));
     // Every input row is in one captured record, its answer line beside it.
@@ -647,7 +650,10 @@ fn portal_jobs_and_transform_capture_their_pieces() {
         (c.1 >= rows).then_some(c)
     });
     assert_eq!(captured_rows, rows);
-    assert!(records >= 3, "one record per piece of each of the 3 files: {records}");
+    assert!(
+        records >= 3,
+        "one record per piece of each of the 3 files: {records}"
+    );
     drop(s);
 
     // mlapp transform: its own capture, flushed before it exits.
@@ -655,8 +661,65 @@ fn portal_jobs_and_transform_capture_their_pieces() {
     crate::portal::transform(
         &input,
         &work.path().join("tout"),
-        &["--capture-uri", tcap.to_str().unwrap(), "--capture-endpoint", "batch"],
+        &[
+            "--capture-uri",
+            tcap.to_str().unwrap(),
+            "--capture-endpoint",
+            "batch",
+        ],
     );
     assert_eq!(counted(&tcap).1, rows);
     assert!(tcap.join("batch/AllTraffic").is_dir());
+}
+
+/// A one-input model of 64 columns: every value reaches its own feature's statistics, as
+/// computed here from the rows sent.
+#[test]
+fn live_statistics_of_a_wide_input_match_the_rows_sent() {
+    let text = String::from_utf8(common::payload("xgboost", "rows.csv")).unwrap();
+    let rows: Vec<Vec<f64>> = text
+        .lines()
+        .map(|l| l.split(',').map(|c| c.parse().unwrap()).collect())
+        .collect();
+    let s = Server::ready(
+        &common::model_dir("xgboost"),
+        &["--monitor-window-rows", &rows.len().to_string()],
+    );
+    for (i, line) in text.lines().enumerate() {
+        // One request of several rows, the rest one by one: both paths of the profile.
+        if i == 0 {
+            let head: String = text.lines().take(5).map(|l| format!("{l}\n")).collect();
+            assert_eq!(post_with(&s, &head, None), 200);
+        } else if i >= 5 {
+            assert_eq!(post_with(&s, line, None), 200);
+        }
+    }
+    let view = wait_for("the window to close", Duration::from_secs(20), || {
+        let v = s.get("/monitoring").json();
+        (v["windows_closed"].as_u64() >= Some(1)).then_some(v)
+    });
+    let features = view["last"]["statistics"]["features"].as_array().unwrap();
+    assert_eq!(features.len(), 64);
+    for (k, f) in features.iter().enumerate() {
+        let xs: Vec<f64> = rows.iter().map(|r| r[k]).collect();
+        let n = f["numerical_statistics"].clone();
+        assert_eq!(n["common"]["num_present"], rows.len(), "input_{k}");
+        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+        let min = xs.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        // The model takes float32: the values it saw are the float32 nearest the text.
+        let tol = 1e-6 * mean.abs().max(1.0);
+        assert!(
+            (n["mean"].as_f64().unwrap() - mean).abs() < tol,
+            "input_{k} mean {n}"
+        );
+        assert!(
+            (n["min"].as_f64().unwrap() - min).abs() < tol.max(1e-6 * min.abs()),
+            "input_{k}"
+        );
+        assert!(
+            (n["max"].as_f64().unwrap() - max).abs() < tol.max(1e-6 * max.abs()),
+            "input_{k}"
+        );
+    }
 }
