@@ -255,11 +255,11 @@ fn feature_check(
         1.0
     } else {
         let ok = match fc.inferred_type {
-            InferredType::Integral => cur.integral,
-            InferredType::Fractional => cur.integral + cur.fractional,
-            InferredType::String | InferredType::Unknown => present,
+            InferredType::Integral => cur.numbers as f64 * cur.integral_share(),
+            InferredType::Fractional => cur.numbers as f64,
+            InferredType::String | InferredType::Unknown => present as f64,
         };
-        ok as f64 / present as f64
+        ok / present as f64
     };
     if type_match < config.datatype_check_threshold {
         violations.push(DATA_TYPE);

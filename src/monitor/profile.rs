@@ -33,6 +33,8 @@ pub struct Profile {
     sampler: Sampler,
     /// Where each feature sits in a decoded frame (from the model's signature).
     placement: Option<Arc<Placement>>,
+    /// Scratch for `count_rows`, kept between frames.
+    seen: Vec<Seen>,
 }
 
 /// Each feature's (input, offset in a row, width) in a decoded frame, and for each input the
@@ -43,20 +45,69 @@ pub struct Placement {
     owners: Vec<Vec<Option<usize>>>,
 }
 
+/// What a frame's values of one place in a row came to: counted in a small contiguous
+/// array while the rows are walked, then added to the feature's profile once per frame.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    missing: u64,
+    numbers: u64,
+    finite: u64,
+    min: f64,
+    max: f64,
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        Self {
+            missing: 0,
+            numbers: 0,
+            finite: 0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+        }
+    }
+}
+
 /// A row-major numeric input's values, row by row (the order they sit in memory), each
-/// counted by the feature that owns its place in the row.
+/// counted for the place it holds in the row, then added to the feature owning the place.
 fn count_rows<T: Copy>(
     features: &mut [FeatureProfile],
     owners: &[Option<usize>],
+    seen: &mut Vec<Seen>,
     v: &[T],
     rows: usize,
     to_f64: impl Fn(T) -> f64,
 ) {
     let w = owners.len().max(1);
+    seen.clear();
+    seen.resize(w, Seen::default());
     for row in v.chunks_exact(w).take(rows) {
-        for (&x, owner) in row.iter().zip(owners) {
-            if let Some(f) = owner.and_then(|o| features.get_mut(o)) {
-                f.number(to_f64(x), None);
+        for (s, &x) in seen.iter_mut().zip(row) {
+            let x = to_f64(x);
+            if x.is_nan() {
+                s.missing += 1;
+            } else {
+                s.numbers += 1;
+                if x.is_finite() {
+                    s.finite += 1;
+                    s.min = s.min.min(x);
+                    s.max = s.max.max(x);
+                }
+            }
+        }
+    }
+    for (s, owner) in seen.iter().zip(owners) {
+        if let Some(f) = owner.and_then(|o| features.get_mut(o)) {
+            f.missing += s.missing;
+            f.numbers += s.numbers;
+            if s.finite > 0 {
+                let m = &mut f.moments;
+                if m.n == 0 {
+                    (m.min, m.max) = (s.min, s.max);
+                } else {
+                    (m.min, m.max) = (m.min.min(s.min), m.max.max(s.max));
+                }
+                m.n += s.finite;
             }
         }
     }
@@ -81,34 +132,40 @@ pub struct FeatureProfile {
     pub declared: Option<InferredType>,
     pub missing: u64,
     /// Present values by kind: numbers with no fraction, other numbers, and text.
-    pub integral: u64,
-    pub fractional: u64,
+    /// Present numbers (every value).
+    pub numbers: u64,
+    /// The weighed numbers with no fraction and with one (estimates of their counts when the
+    /// profile samples).
+    pub integral: f64,
+    pub fractional: f64,
     pub text: u64,
     pub moments: Moments,
     pub kll: Kll,
     pub categories: Categories,
 }
 
-/// Count, sum, least and greatest, and the sums of deviations from the first value: two
-/// adds and a multiply per value (no division on the request path), and as stable as
-/// Welford's for data whose spread is small next to its level. Merged with Chan et al.'s
-/// formula.
+/// A feature's numbers: their count, least and greatest (every value), and their weighted
+/// sum and sums of deviations from the first value (the values the profile samples, each
+/// standing for `weight` values: every value, at weight 1, outside the server's busy
+/// windows). Two adds and a multiply per weighed value, no division; merged with Chan et
+/// al.'s formula.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Moments {
     pub n: u64,
-    pub sum: f64,
     pub min: f64,
     pub max: f64,
+    weight: f64,
+    sum_w: f64,
     shift: f64,
     s1: f64,
     s2: f64,
 }
 
 impl Moments {
+    /// A value seen: counted, and its bounds kept.
     #[inline]
-    fn add(&mut self, x: f64) {
+    fn see(&mut self, x: f64) {
         if self.n == 0 {
-            self.shift = x;
             self.min = x;
             self.max = x;
         }
@@ -119,25 +176,50 @@ impl Moments {
             self.max = x;
         }
         self.n += 1;
-        self.sum += x;
+    }
+
+    /// A value weighed, standing for `w` values.
+    #[inline]
+    fn weigh(&mut self, x: f64, w: f64) {
+        if self.weight == 0.0 {
+            self.shift = x;
+        }
+        self.weight += w;
+        self.sum_w += w * x;
         let d = x - self.shift;
-        self.s1 += d;
-        self.s2 += d * d;
+        self.s1 += w * d;
+        self.s2 += w * d * d;
+    }
+
+    #[cfg(test)]
+    fn add(&mut self, x: f64) {
+        self.see(x);
+        self.weigh(x, 1.0);
     }
 
     pub fn mean(&self) -> f64 {
-        if self.n == 0 {
+        if self.weight == 0.0 {
             0.0
         } else {
-            self.shift + self.s1 / self.n as f64
+            self.shift + self.s1 / self.weight
+        }
+    }
+
+    /// The sum of the values: exact when every value was weighed, else the weighed mean times
+    /// the count.
+    pub fn sum(&self) -> f64 {
+        if self.weight == self.n as f64 {
+            self.sum_w
+        } else {
+            self.mean() * self.n as f64
         }
     }
 
     fn m2(&self) -> f64 {
-        if self.n == 0 {
+        if self.weight == 0.0 {
             0.0
         } else {
-            (self.s2 - self.s1 * self.s1 / self.n as f64).max(0.0)
+            (self.s2 - self.s1 * self.s1 / self.weight).max(0.0)
         }
     }
 
@@ -149,15 +231,24 @@ impl Moments {
             *self = *o;
             return;
         }
-        let (na, nb) = (self.n as f64, o.n as f64);
-        let n = na + nb;
-        let d = o.mean() - self.mean();
-        let m2 = self.m2() + o.m2() + d * d * na * nb / n;
-        let mean = self.mean() + d * nb / n;
-        self.n += o.n;
-        self.sum += o.sum;
         self.min = self.min.min(o.min);
         self.max = self.max.max(o.max);
+        self.n += o.n;
+        if o.weight == 0.0 {
+            return;
+        }
+        if self.weight == 0.0 {
+            (self.weight, self.sum_w, self.shift, self.s1, self.s2) =
+                (o.weight, o.sum_w, o.shift, o.s1, o.s2);
+            return;
+        }
+        let (wa, wb) = (self.weight, o.weight);
+        let w = wa + wb;
+        let d = o.mean() - self.mean();
+        let m2 = self.m2() + o.m2() + d * d * wa * wb / w;
+        let mean = self.mean() + d * wb / w;
+        self.weight = w;
+        self.sum_w += o.sum_w;
         self.shift = mean;
         self.s1 = 0.0;
         self.s2 = m2;
@@ -165,10 +256,10 @@ impl Moments {
 
     /// The population standard deviation, as Deequ's `StandardDeviation` computes it.
     pub fn std_dev(&self) -> f64 {
-        if self.n == 0 {
+        if self.weight == 0.0 {
             0.0
         } else {
-            (self.m2() / self.n as f64).sqrt()
+            (self.m2() / self.weight).sqrt()
         }
     }
 }
@@ -301,8 +392,9 @@ impl FeatureProfile {
             name: name.into(),
             declared,
             missing: 0,
-            integral: 0,
-            fractional: 0,
+            numbers: 0,
+            integral: 0.0,
+            fractional: 0.0,
             text: 0,
             moments: Moments::default(),
             kll: Kll::new(),
@@ -311,7 +403,17 @@ impl FeatureProfile {
     }
 
     pub fn present(&self) -> u64 {
-        self.integral + self.fractional + self.text
+        self.numbers + self.text
+    }
+
+    /// The share of present numbers with no fraction (1 when none was weighed).
+    pub fn integral_share(&self) -> f64 {
+        let typed = self.integral + self.fractional;
+        if typed > 0.0 {
+            self.integral / typed
+        } else {
+            1.0
+        }
     }
 
     /// The type written to the files: the model's, else Deequ's rule on the values (any text
@@ -323,30 +425,39 @@ impl FeatureProfile {
         }
         if self.text > 0 {
             InferredType::String
-        } else if self.integral > 0 && self.fractional == 0 {
+        } else if self.integral > 0.0 && self.fractional == 0.0 {
             InferredType::Integral
         } else {
             InferredType::Fractional
         }
     }
 
-    /// Counts a number; `sketch`: the level it enters the distribution sketch at.
+    /// A number seen: counted, or missing when NaN.
     #[inline]
-    fn number(&mut self, x: f64, sketch: Option<usize>) {
+    fn see(&mut self, x: f64) {
         if x.is_nan() {
             self.missing += 1;
-            return;
-        }
-        if integral(x) {
-            self.integral += 1;
         } else {
-            self.fractional += 1;
+            self.numbers += 1;
+            if x.is_finite() {
+                self.moments.see(x);
+            }
+        }
+    }
+
+    /// A seen number also weighed, typed and sketched at `level` (standing for 2^level
+    /// values); `fraction`: whether it has one.
+    #[inline]
+    fn weigh(&mut self, x: f64, level: usize, fraction: bool) {
+        let w = (1u64 << level.min(30)) as f64;
+        if fraction {
+            self.fractional += w;
+        } else {
+            self.integral += w;
         }
         if x.is_finite() {
-            self.moments.add(x);
-            if let Some(level) = sketch {
-                self.kll.update_at(x, level);
-            }
+            self.moments.weigh(x, w);
+            self.kll.update_at(x, level);
         }
     }
 
@@ -377,18 +488,11 @@ impl FeatureProfile {
         }
         match t.parse::<f64>() {
             Ok(x) if !x.is_nan() => {
-                // Deequ types "53.0" as Fractional: the text, not the value, decides.
-                let fractional = t.bytes().any(|b| matches!(b, b'.' | b'e' | b'E'));
-                if fractional || x.fract() != 0.0 {
-                    self.fractional += 1;
-                } else {
-                    self.integral += 1;
-                }
-                if x.is_finite() {
-                    self.moments.add(x);
-                    if let Some(level) = sketch {
-                        self.kll.update_at(x, level);
-                    }
+                self.see(x);
+                if let Some(level) = sketch {
+                    // Deequ types "53.0" as Fractional: the text, not the value, decides.
+                    let dotted = t.bytes().any(|b| matches!(b, b'.' | b'e' | b'E'));
+                    self.weigh(x, level, dotted || !integral(x));
                 }
             }
             _ => self.string(t),
@@ -397,6 +501,7 @@ impl FeatureProfile {
 
     pub fn merge(&mut self, o: &FeatureProfile) {
         self.missing += o.missing;
+        self.numbers += o.numbers;
         self.integral += o.integral;
         self.fractional += o.fractional;
         self.text += o.text;
@@ -430,7 +535,7 @@ impl FeatureProfile {
             let n = NumericalStatistics {
                 common,
                 mean: m.mean(),
-                sum: m.sum,
+                sum: m.sum(),
                 std_dev: m.std_dev(),
                 min: if m.n == 0 { 0.0 } else { m.min },
                 max: if m.n == 0 { 0.0 } else { m.max },
@@ -517,6 +622,7 @@ impl Profile {
             features,
             sampler: Sampler::every_row(),
             placement: None,
+            seen: Vec::new(),
         }
     }
 
@@ -553,6 +659,7 @@ impl Profile {
                 .collect(),
             sampler: self.sampler.fresh(),
             placement: self.placement.clone(),
+            seen: Vec::new(),
         }
     }
 
@@ -611,14 +718,14 @@ impl Profile {
             let Some(owners) = owners.get(input).filter(|o| !o.is_empty()) else {
                 continue;
             };
-            let features = &mut self.features;
+            let (features, seen) = (&mut self.features, &mut self.seen);
             match column {
-                Column::F32(v) => count_rows(features, owners, v, rows, |x| x.into()),
-                Column::F64(v) => count_rows(features, owners, v, rows, |x| x),
-                Column::I64(v) => count_rows(features, owners, v, rows, |x| x as f64),
-                Column::I32(v) => count_rows(features, owners, v, rows, |x| x.into()),
+                Column::F32(v) => count_rows(features, owners, seen, v, rows, |x| x.into()),
+                Column::F64(v) => count_rows(features, owners, seen, v, rows, |x| x),
+                Column::I64(v) => count_rows(features, owners, seen, v, rows, |x| x as f64),
+                Column::I32(v) => count_rows(features, owners, seen, v, rows, |x| x.into()),
                 Column::Bool(v) => {
-                    count_rows(features, owners, v, rows, |x| f64::from(u8::from(x)))
+                    count_rows(features, owners, seen, v, rows, |x| f64::from(u8::from(x)))
                 }
                 Column::Str(v) => {
                     let w = owners.len().max(1);
@@ -637,8 +744,8 @@ impl Profile {
                 continue;
             };
             for &(r, level) in picks {
-                if let Some(x) = value_at(column, r * w + j).filter(|x| x.is_finite()) {
-                    f.kll.update_at(x, level);
+                if let Some(x) = value_at(column, r * w + j).filter(|x| !x.is_nan()) {
+                    f.weigh(x, level, !integral(x));
                 }
             }
         }
@@ -744,7 +851,7 @@ mod tests {
         assert_eq!((f.present(), f.missing), (4, 1));
         let mut s = FeatureProfile::new("s", Some(InferredType::String));
         s.cell("12");
-        assert_eq!((s.text, s.integral), (1, 0));
+        assert_eq!((s.text, s.integral), (1, 0.0));
     }
 
     #[test]
@@ -796,5 +903,16 @@ mod tests {
             assert!((rank - q).abs() < 0.02, "q{q}: {got} has rank {rank}");
         }
         assert!((f.kll.count() as f64 - n as f64).abs() < 0.05 * n as f64);
+        // Counts and bounds are exact; mean and spread are estimated from the weighed sample.
+        assert_eq!((f.moments.min, f.moments.max), (xs[0], xs[xs.len() - 1]));
+        let mean = xs.iter().sum::<f64>() / n as f64;
+        let sd = (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
+        assert!(
+            (f.moments.mean() - mean).abs() < 0.02 * mean,
+            "{} vs {mean}",
+            f.moments.mean()
+        );
+        assert!((f.moments.std_dev() - sd).abs() < 0.02 * sd);
+        assert!((f.moments.sum() - mean * n as f64).abs() < 0.02 * mean * n as f64);
     }
 }
