@@ -569,19 +569,20 @@ fn direction<'a>(
     }
 }
 
-/// A UTC time's civil parts (Howard Hinnant's days-to-civil, as in `portal::view::iso`).
-struct Civil {
-    year: i64,
-    month: i64,
-    day: i64,
-    hour: i64,
-    minute: i64,
-    second: i64,
-    milli: i64,
+/// A UTC time's civil parts (Howard Hinnant's days-to-civil), for capture paths and times and
+/// for `portal::view::iso`.
+pub struct Civil {
+    pub year: i64,
+    pub month: i64,
+    pub day: i64,
+    pub hour: i64,
+    pub minute: i64,
+    pub second: i64,
+    pub milli: i64,
 }
 
 impl Civil {
-    fn from_ms(ms: i64) -> Self {
+    pub fn from_ms(ms: i64) -> Self {
         let (secs, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
         let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
         let z = days + 719_468;
@@ -1162,11 +1163,15 @@ mod tests {
     }
 
     #[test]
-    fn civil_parts_agree_with_iso() {
-        for ms in [0, T, 951_782_400_000, 4_107_542_399_999, 1_796_220_000_100] {
-            let c = Civil::from_ms(ms);
-            let iso = crate::portal::view::iso(ms);
-            assert_eq!(format!("{}.{:03}Z", &c.seconds()[..19], c.milli), iso);
+    fn civil_parts_of_known_times() {
+        // `date -u -d @<secs> +%FT%TZ`
+        for (ms, want) in [
+            (0, "1970-01-01T00:00:00Z"),
+            (951_782_400_000, "2000-02-29T00:00:00Z"),
+            (1_796_219_999_900, "2026-12-02T13:59:59Z"),
+            (4_107_542_399_999, "2100-02-28T23:59:59Z"),
+        ] {
+            assert_eq!(Civil::from_ms(ms).seconds(), want);
         }
     }
 

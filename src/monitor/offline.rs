@@ -513,17 +513,8 @@ fn add_output(tally: &mut Tally, ty: &str, text: &str) {
                 *b += 1;
             }
         }
-        if let Some(x) = value.filter(|x| x.is_finite()) {
-            let v = tally.values.get_or_insert(crate::portal::results::Values {
-                count: 0,
-                sum: 0.0,
-                min: x,
-                max: x,
-            });
-            v.count += 1;
-            v.sum += x;
-            v.min = v.min.min(x);
-            v.max = v.max.max(x);
+        if let Some(x) = value {
+            tally.add_value(x);
         }
     };
     if is_json(ty, text) {

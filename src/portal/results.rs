@@ -96,17 +96,8 @@ impl Tally {
                 }
             }
             Predictions::Regressor { values, .. } => {
-                for &v in values.iter().filter(|v| v.is_finite()) {
-                    let s = self.values.get_or_insert(Values {
-                        count: 0,
-                        sum: 0.0,
-                        min: v,
-                        max: v,
-                    });
-                    s.count += 1;
-                    s.sum += v;
-                    s.min = s.min.min(v);
-                    s.max = s.max.max(v);
+                for &v in values {
+                    self.add_value(v);
                 }
             }
             Predictions::Raw { .. } => {}
@@ -124,6 +115,23 @@ impl Tally {
                 self.labels.insert(name.into_owned(), n);
             }
         }
+    }
+
+    /// One regressor value (non-finite ones are left out).
+    pub fn add_value(&mut self, v: f64) {
+        if !v.is_finite() {
+            return;
+        }
+        let s = self.values.get_or_insert(Values {
+            count: 0,
+            sum: 0.0,
+            min: v,
+            max: v,
+        });
+        s.count += 1;
+        s.sum += v;
+        s.min = s.min.min(v);
+        s.max = s.max.max(v);
     }
 
     pub fn merge(&mut self, o: &Tally) {
