@@ -316,15 +316,9 @@ fn feature_check(
                 .sketches
                 .get(&fc.name)
                 .filter(|k| !k.is_empty() && !cur.kll.is_empty())
-                // The margin is for the values the sketches were given: a sampled window's
-                // sketch counts each sampled value many times over.
-                .map(|k| {
-                    (
-                        cur.kll.linf(k),
-                        cur.kll.observed() as f64,
-                        k.observed() as f64,
-                    )
-                })
+                // The margin is for the effective sample size: a sampled window's sketch counts
+                // each sampled value many times over.
+                .map(|k| (cur.kll.linf(k), cur.kll.effective_n(), k.effective_n()))
         } else {
             baseline
                 .statistics_of(&fc.name)
@@ -372,7 +366,14 @@ fn categorical_linf(base: &FeatureStatistics, cur: &FeatureProfile) -> Option<(f
         return None;
     }
     let listed: u64 = buckets.iter().map(|b| b.count).sum();
-    let base_other = s.common.num_present.saturating_sub(listed) as f64 / m;
+    // A remainder is "other" only when the file lists fewer categories than there were (a
+    // mixed column's numbers are present but never listed).
+    let unlisted = s.distinct_count > buckets.len() as f64 + 0.5;
+    let base_other = if unlisted {
+        s.common.num_present.saturating_sub(listed) as f64 / m
+    } else {
+        0.0
+    };
     let mut linf: f64 = 0.0;
     for b in buckets {
         let c = cur.categories.counts.get(&b.value).copied().unwrap_or(0);

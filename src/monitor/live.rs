@@ -114,11 +114,11 @@ impl Monitor {
                     .filter(|n| !empty.features.iter().any(|f| &f.name == *n))
                     .map(String::as_str)
                     .collect();
-                if !unknown.is_empty() {
+                if unknown.len() == names.len() {
                     return Err(format!(
-                        "the baseline in {from} has features the model does not take: {} \
-                         (the model takes: {})",
-                        unknown.join(", "),
+                        "the baseline in {from} has none of the model's features (it has {}; \
+                         the model takes: {})",
+                        names.join(", "),
                         empty
                             .features
                             .iter()
@@ -126,6 +126,13 @@ impl Monitor {
                             .collect::<Vec<_>>()
                             .join(", ")
                     ));
+                }
+                if !unknown.is_empty() {
+                    // A label or id column of the training data: not the model's, not checked.
+                    log::warn!(
+                        "monitoring: baseline columns the model does not take are not checked: {}",
+                        unknown.join(", ")
+                    );
                 }
             }
         }
@@ -278,6 +285,9 @@ impl Monitor {
             *o = (Instant::now(), SystemTime::now());
             at
         };
+        // Reset first: a frame that reads the count from here on belongs to the new window,
+        // whose shards must start by sketching every row.
+        self.rows.store(0, Ordering::Relaxed);
         let mut profile = self.empty.empty_like();
         let mut tally = Tally::default();
         for s in &self.shards {
@@ -290,7 +300,6 @@ impl Monitor {
             profile.merge(&taken);
             tally.merge(&t);
         }
-        self.rows.store(0, Ordering::Relaxed);
         (profile, tally, started_at)
     }
 

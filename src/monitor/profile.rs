@@ -51,6 +51,7 @@ pub struct Placement {
 struct Seen {
     missing: u64,
     numbers: u64,
+    fractional: u64,
     finite: u64,
     min: f64,
     max: f64,
@@ -61,6 +62,7 @@ impl Default for Seen {
         Self {
             missing: 0,
             numbers: 0,
+            fractional: 0,
             finite: 0,
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
@@ -88,6 +90,7 @@ fn count_rows<T: Copy>(
                 s.missing += 1;
             } else {
                 s.numbers += 1;
+                s.fractional += u64::from(!integral(x));
                 if x.is_finite() {
                     s.finite += 1;
                     s.min = s.min.min(x);
@@ -100,6 +103,8 @@ fn count_rows<T: Copy>(
         if let Some(f) = owner.and_then(|o| features.get_mut(o)) {
             f.missing += s.missing;
             f.numbers += s.numbers;
+            f.fractional += s.fractional;
+            f.integral += s.numbers - s.fractional;
             if s.finite > 0 {
                 let m = &mut f.moments;
                 if m.n == 0 {
@@ -134,21 +139,20 @@ pub struct FeatureProfile {
     /// Present values by kind: numbers with no fraction, other numbers, and text.
     /// Present numbers (every value).
     pub numbers: u64,
-    /// The weighed numbers with no fraction and with one (estimates of their counts when the
-    /// profile samples).
-    pub integral: f64,
-    pub fractional: f64,
+    /// Present numbers with no fraction and with one (every value: the type check must see
+    /// a single stray value).
+    pub integral: u64,
+    pub fractional: u64,
     pub text: u64,
     pub moments: Moments,
     pub kll: Kll,
     pub categories: Categories,
 }
 
-/// A feature's numbers: their count, least and greatest (every value), and their weighted
-/// sum and sums of deviations from the first value (the values the profile samples, each
-/// standing for `weight` values: every value, at weight 1, outside the server's busy
-/// windows). Two adds and a multiply per weighed value, no division; merged with Chan et
-/// al.'s formula.
+/// A feature's numbers: their count, least and greatest (every value), and the weighted mean
+/// and sum of squared deviations of the values the profile weighs (every value, at weight 1,
+/// outside the server's busy windows), by West's weighted update, which stays exact to the
+/// last bits whatever the data's level; merged with Chan et al.'s formula.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Moments {
     pub n: u64,
@@ -156,9 +160,8 @@ pub struct Moments {
     pub max: f64,
     weight: f64,
     sum_w: f64,
-    shift: f64,
-    s1: f64,
-    s2: f64,
+    mean: f64,
+    m2: f64,
 }
 
 impl Moments {
@@ -181,14 +184,11 @@ impl Moments {
     /// A value weighed, standing for `w` values.
     #[inline]
     fn weigh(&mut self, x: f64, w: f64) {
-        if self.weight == 0.0 {
-            self.shift = x;
-        }
         self.weight += w;
         self.sum_w += w * x;
-        let d = x - self.shift;
-        self.s1 += w * d;
-        self.s2 += w * d * d;
+        let d = x - self.mean;
+        self.mean += d * (w / self.weight);
+        self.m2 += w * d * (x - self.mean);
     }
 
     #[cfg(test)]
@@ -198,11 +198,7 @@ impl Moments {
     }
 
     pub fn mean(&self) -> f64 {
-        if self.weight == 0.0 {
-            0.0
-        } else {
-            self.shift + self.s1 / self.weight
-        }
+        self.mean
     }
 
     /// The sum of the values: exact when every value was weighed, else the weighed mean times
@@ -211,15 +207,7 @@ impl Moments {
         if self.weight == self.n as f64 {
             self.sum_w
         } else {
-            self.mean() * self.n as f64
-        }
-    }
-
-    fn m2(&self) -> f64 {
-        if self.weight == 0.0 {
-            0.0
-        } else {
-            (self.s2 - self.s1 * self.s1 / self.weight).max(0.0)
+            self.mean * self.n as f64
         }
     }
 
@@ -238,20 +226,16 @@ impl Moments {
             return;
         }
         if self.weight == 0.0 {
-            (self.weight, self.sum_w, self.shift, self.s1, self.s2) =
-                (o.weight, o.sum_w, o.shift, o.s1, o.s2);
+            (self.weight, self.sum_w, self.mean, self.m2) = (o.weight, o.sum_w, o.mean, o.m2);
             return;
         }
         let (wa, wb) = (self.weight, o.weight);
         let w = wa + wb;
-        let d = o.mean() - self.mean();
-        let m2 = self.m2() + o.m2() + d * d * wa * wb / w;
-        let mean = self.mean() + d * wb / w;
+        let d = o.mean - self.mean;
+        self.m2 += o.m2 + d * d * wa * wb / w;
+        self.mean += d * wb / w;
         self.weight = w;
         self.sum_w += o.sum_w;
-        self.shift = mean;
-        self.s1 = 0.0;
-        self.s2 = m2;
     }
 
     /// The population standard deviation, as Deequ's `StandardDeviation` computes it.
@@ -259,7 +243,7 @@ impl Moments {
         if self.weight == 0.0 {
             0.0
         } else {
-            (self.m2() / self.weight).sqrt()
+            (self.m2.max(0.0) / self.weight).sqrt()
         }
     }
 }
@@ -393,8 +377,8 @@ impl FeatureProfile {
             declared,
             missing: 0,
             numbers: 0,
-            integral: 0.0,
-            fractional: 0.0,
+            integral: 0,
+            fractional: 0,
             text: 0,
             moments: Moments::default(),
             kll: Kll::new(),
@@ -409,8 +393,8 @@ impl FeatureProfile {
     /// The share of present numbers with no fraction (1 when none was weighed).
     pub fn integral_share(&self) -> f64 {
         let typed = self.integral + self.fractional;
-        if typed > 0.0 {
-            self.integral / typed
+        if typed > 0 {
+            self.integral as f64 / typed as f64
         } else {
             1.0
         }
@@ -425,38 +409,36 @@ impl FeatureProfile {
         }
         if self.text > 0 {
             InferredType::String
-        } else if self.integral > 0.0 && self.fractional == 0.0 {
+        } else if self.integral > 0 && self.fractional == 0 {
             InferredType::Integral
         } else {
             InferredType::Fractional
         }
     }
 
-    /// A number seen: counted, or missing when NaN.
+    /// A number seen: counted and typed (`fraction`: whether it has one), or missing when NaN.
     #[inline]
-    fn see(&mut self, x: f64) {
+    fn see(&mut self, x: f64, fraction: bool) {
         if x.is_nan() {
             self.missing += 1;
+            return;
+        }
+        self.numbers += 1;
+        if fraction {
+            self.fractional += 1;
         } else {
-            self.numbers += 1;
-            if x.is_finite() {
-                self.moments.see(x);
-            }
+            self.integral += 1;
+        }
+        if x.is_finite() {
+            self.moments.see(x);
         }
     }
 
-    /// A seen number also weighed, typed and sketched at `level` (standing for 2^level
-    /// values); `fraction`: whether it has one.
+    /// A seen number also weighed and sketched at `level` (standing for 2^level values).
     #[inline]
-    fn weigh(&mut self, x: f64, level: usize, fraction: bool) {
-        let w = (1u64 << level.min(30)) as f64;
-        if fraction {
-            self.fractional += w;
-        } else {
-            self.integral += w;
-        }
+    fn weigh(&mut self, x: f64, level: usize) {
         if x.is_finite() {
-            self.moments.weigh(x, w);
+            self.moments.weigh(x, (1u64 << level.min(30)) as f64);
             self.kll.update_at(x, level);
         }
     }
@@ -488,11 +470,11 @@ impl FeatureProfile {
         }
         match t.parse::<f64>() {
             Ok(x) if !x.is_nan() => {
-                self.see(x);
+                // Deequ types "53.0" as Fractional: the text, not the value, decides.
+                let dotted = t.bytes().any(|b| matches!(b, b'.' | b'e' | b'E'));
+                self.see(x, dotted || !integral(x));
                 if let Some(level) = sketch {
-                    // Deequ types "53.0" as Fractional: the text, not the value, decides.
-                    let dotted = t.bytes().any(|b| matches!(b, b'.' | b'e' | b'E'));
-                    self.weigh(x, level, dotted || !integral(x));
+                    self.weigh(x, level);
                 }
             }
             _ => self.string(t),
@@ -744,8 +726,8 @@ impl Profile {
                 continue;
             };
             for &(r, level) in picks {
-                if let Some(x) = value_at(column, r * w + j).filter(|x| !x.is_nan()) {
-                    f.weigh(x, level, !integral(x));
+                if let Some(x) = value_at(column, r * w + j) {
+                    f.weigh(x, level);
                 }
             }
         }
@@ -851,7 +833,7 @@ mod tests {
         assert_eq!((f.present(), f.missing), (4, 1));
         let mut s = FeatureProfile::new("s", Some(InferredType::String));
         s.cell("12");
-        assert_eq!((s.text, s.integral), (1, 0.0));
+        assert_eq!((s.text, s.integral), (1, 0));
     }
 
     #[test]
@@ -903,6 +885,10 @@ mod tests {
             assert!((rank - q).abs() < 0.02, "q{q}: {got} has rank {rank}");
         }
         assert!((f.kll.count() as f64 - n as f64).abs() < 0.05 * n as f64);
+        // Kish's effective size of 1,000 values at weight 1 and the rest at weight 16.
+        let sampled = (observed - 1000) as f64;
+        let kish = (1000.0 + 16.0 * sampled).powi(2) / (1000.0 + 256.0 * sampled);
+        assert!((f.kll.effective_n() - kish).abs() < 1e-6 * kish);
         // Counts and bounds are exact; mean and spread are estimated from the weighed sample.
         assert_eq!((f.moments.min, f.moments.max), (xs[0], xs[xs.len() - 1]));
         let mean = xs.iter().sum::<f64>() / n as f64;
@@ -914,5 +900,23 @@ mod tests {
         );
         assert!((f.moments.std_dev() - sd).abs() < 0.02 * sd);
         assert!((f.moments.sum() - mean * n as f64).abs() < 0.02 * mean * n as f64);
+    }
+
+    /// A sentinel far from the rest does not cost the spread its precision.
+    #[test]
+    fn moments_keep_precision_far_from_the_first_value() {
+        let mut m = Moments::default();
+        m.add(0.0);
+        let xs: Vec<f64> = (0..10_000).map(|i| 1e8 + (i % 3) as f64).collect();
+        xs.iter().for_each(|&x| m.add(x));
+        let all: Vec<f64> = std::iter::once(0.0).chain(xs).collect();
+        let mean = all.iter().sum::<f64>() / all.len() as f64;
+        let var = all.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / all.len() as f64;
+        assert!(
+            (m.std_dev() - var.sqrt()).abs() < 1e-6 * var.sqrt(),
+            "{} vs {}",
+            m.std_dev(),
+            var.sqrt()
+        );
     }
 }

@@ -44,6 +44,9 @@ pub struct Kll {
     /// Values given to the sketch, each once, whatever its weight: the sample size of a
     /// sketch fed a sample (`update_at`), which is what a test's error margin needs.
     observed: u64,
+    /// The sum of the squared weights values were given at (`update_at`): with the count, the
+    /// effective sample size of a weighted sample.
+    weight_sq: f64,
     min: f64,
     max: f64,
     rng: u64,
@@ -86,6 +89,7 @@ impl Kll {
             retained: 0,
             count: 0,
             observed: 0,
+            weight_sq: 0.0,
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
             rng: SEED,
@@ -106,6 +110,7 @@ impl Kll {
         self.retained += 1;
         self.count += 1;
         self.observed += 1;
+        self.weight_sq += 1.0;
         self.min = self.min.min(x);
         self.max = self.max.max(x);
         if self.retained >= self.total_cap {
@@ -131,6 +136,7 @@ impl Kll {
         self.retained += 1;
         self.count = self.count.saturating_add(1 << level);
         self.observed += 1;
+        self.weight_sq += (1u64 << (2 * level.min(30))) as f64;
         self.min = self.min.min(x);
         self.max = self.max.max(x);
         if self.retained >= self.total_cap {
@@ -144,11 +150,22 @@ impl Kll {
         self.observed
     }
 
+    /// The effective sample size, count² / Σ weight² (Kish): the count when every value was
+    /// given at weight 1, less for a weighted sample. What a test's error margin needs.
+    pub fn effective_n(&self) -> f64 {
+        if self.weight_sq > 0.0 {
+            (self.count as f64).powi(2) / self.weight_sq
+        } else {
+            self.count as f64
+        }
+    }
+
     pub fn merge(&mut self, other: &Kll) {
         if other.count == 0 {
             return;
         }
         self.observed = self.observed.saturating_add(other.observed);
+        self.weight_sq += other.weight_sq;
         self.cdf = OnceLock::new();
         if other.levels.len() > self.levels.len() {
             self.levels.resize_with(other.levels.len(), Vec::new);
@@ -298,6 +315,7 @@ impl Kll {
                 .map_or(s.max, |v| v.max(s.max));
         }
         s.observed = s.count;
+        s.weight_sq = s.count as f64;
         s.refresh_caps();
         s.condense();
         s
