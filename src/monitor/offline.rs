@@ -460,6 +460,7 @@ fn input_rows(ty: &str, text: &str, profile: &Profile) -> Result<Vec<csv::String
     let mut rows = Vec::new();
     for doc in docs {
         let list = match &doc {
+            Value::Object(o) if columnar(o) => Value::Array(transpose(o)),
             Value::Object(o) => o
                 .get("instances")
                 .or_else(|| o.get("inputs"))
@@ -493,6 +494,34 @@ fn input_rows(ty: &str, text: &str, profile: &Profile) -> Result<Vec<csv::String
         }
     }
     Ok(rows)
+}
+
+/// `{"feature": [v1, v2, ...], ...}`: one list per feature, all as long (SageMaker users send
+/// this; a real capture record in the reference notes has it).
+fn columnar(o: &serde_json::Map<String, Value>) -> bool {
+    let mut lens = o.values().map(|v| v.as_array().map(Vec::len));
+    match lens.next() {
+        Some(Some(n)) => lens.all(|l| l == Some(n)),
+        _ => false,
+    }
+}
+
+/// A columnar object's rows, as objects keyed by feature.
+fn transpose(o: &serde_json::Map<String, Value>) -> Vec<Value> {
+    let n = o
+        .values()
+        .next()
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    (0..n)
+        .map(|i| {
+            Value::Object(
+                o.iter()
+                    .map(|(k, v)| (k.clone(), v.get(i).cloned().unwrap_or(Value::Null)))
+                    .collect(),
+            )
+        })
+        .collect()
 }
 
 /// Adds a captured answer's predictions: classifier CSV lines `label,p0,p1,...` or JSON
@@ -795,5 +824,35 @@ mod tests {
         )
         .unwrap();
         assert_eq!(rows.len(), 2);
+    }
+
+    /// A record SageMaker wrote (sagemaker-python-sdk#2629): columnar JSON in, a text/html
+    /// answer stored as BASE64, an inference id.
+    #[test]
+    fn reads_a_real_sagemaker_capture_record() {
+        let line = r#"{"captureData":{"endpointInput":{"observedContentType":"application/json","mode":"INPUT","data":"{\"longitude\": [-122.44, -116.99], \"latitude\": [37.8, 32.8], \"housing_median_age\": [52.0, 34.0], \"total_rooms\": [3161.0, 3657.0], \"total_bedrooms\": [472.0, 538.0], \"population\": [842.0, 1513.0], \"households\": [410.0, 562.0], \"median_income\": [7.9761, 5.2907]}","encoding":"JSON"},"endpointOutput":{"observedContentType":"text/html; charset=utf-8","mode":"OUTPUT","data":"eyJtZWRpYW5faG91c2VfdmFsdWUiOiBbNDc4MDQ2LjY2LCAyMDY1NTEuMDFdfQ==","encoding":"BASE64"}},"eventMetadata":{"eventId":"fffc6319-59a6-446f-b30f-46c6ed1aac64","inferenceId":"c7f0edc0-9397-4cd3-a948-bd7b639da2f5","inferenceTime":"2021-09-12T08:03:35Z"},"eventVersion":"0"}"#;
+        let names = ["longitude", "latitude", "housing_median_age", "total_rooms"];
+        let mut p = Profile::new(
+            names
+                .iter()
+                .map(|n| FeatureProfile::new(*n, None))
+                .collect(),
+        );
+        let mut r = csv::StringRecord::new();
+        r.push_field("1");
+        r.push_field("2");
+        r.push_field("3");
+        r.push_field("4");
+        p.record(&r, &[Some(0), Some(1), Some(2), Some(3)]);
+        let b = Baseline::new(p.statistics(), p.constraints());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sm.jsonl");
+        std::fs::write(&path, line).unwrap();
+        let c = current(std::slice::from_ref(&path), &b, true).unwrap();
+        assert_eq!((c.records, c.profile.rows), (1, 2));
+        let lon = &c.profile.features[0];
+        assert_eq!((lon.moments.min, lon.moments.max), (-122.44, -116.99));
+        let age = &c.profile.features[2];
+        assert_eq!(age.moments.sum(), 86.0);
     }
 }

@@ -735,3 +735,42 @@ fn live_statistics_of_a_wide_input_match_the_rows_sent() {
         );
     }
 }
+
+/// --baseline-uri on S3 takes the place of the model folder's baseline/.
+#[test]
+fn a_baseline_on_s3_is_used_in_place_of_the_model_folders() {
+    let moto = Moto::start();
+    moto.create_bucket("baselines");
+    let local = common::model_dir("pipeline").join("baseline");
+    for name in ["statistics.json", "constraints.json"] {
+        moto.put(
+            "baselines",
+            &format!("gender/{name}"),
+            std::fs::read(local.join(name)).unwrap(),
+        );
+    }
+    let env = moto.env();
+    let s = Server::start_with(
+        Some("serve"),
+        &[
+            "--model-dir",
+            common::model_dir("pipeline").to_str().unwrap(),
+            "--baseline-uri",
+            "s3://baselines/gender/",
+            "--monitor-window-rows",
+            "1000",
+        ],
+        &common::moto::pairs(&env),
+    );
+    s.wait_ready(Duration::from_secs(60));
+    let view = s.get("/monitoring").json();
+    assert_eq!(view["baseline"], "s3://baselines/gender/");
+    for chunk in data_rows("drifted.csv").chunks(10) {
+        assert_eq!(post_with(&s, &chunk.concat(), None), 200);
+    }
+    let view = wait_for("the window to close", Duration::from_secs(20), || {
+        let v = s.get("/monitoring").json();
+        (v["windows_closed"].as_u64() >= Some(1)).then_some(v)
+    });
+    assert_eq!(checks(&view["last"]["violations"]), drifted_violations());
+}
