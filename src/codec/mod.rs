@@ -11,7 +11,7 @@ pub mod media;
 pub mod npy;
 pub mod number;
 #[cfg(test)]
-mod props;
+pub(crate) mod props;
 pub mod records;
 mod scan;
 

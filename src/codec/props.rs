@@ -482,7 +482,8 @@ fn mutate(body: &mut Vec<u8>, m: &Mutation) {
     }
 }
 
-fn cases(n: u32) -> ProptestConfig {
+/// `n` cases (`PROPTEST_CASES` overrides), failures not persisted: the suites' one config.
+pub(crate) fn cases(n: u32) -> ProptestConfig {
     ProptestConfig {
         cases: std::env::var("PROPTEST_CASES")
             .ok()

@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::check::{self, Baseline, Columns, Evaluation, CHECKS};
+use super::metrics::{escape, header};
 use super::profile::{Profile, Sampler};
 use crate::codec::{DecodeError, Frame};
 use crate::model::output::Predictions;
@@ -361,7 +362,7 @@ impl Monitor {
         self.windows.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Closes the current window now (tests, and `POST /monitoring/close`... not exposed).
+    /// Closes the current window now: the end of a transform is the end of its last window.
     pub fn close_now(&self) {
         self.close();
     }
@@ -427,56 +428,64 @@ impl Monitor {
     /// The Prometheus series: per feature, the last closed window's drift distance and
     /// completeness, and counters of violations and rejected requests by check.
     pub fn render(&self, out: &mut String) {
-        let model = prom_escape(&self.model);
-        let _ = writeln!(out, "# HELP mlapp_monitoring_windows_total Monitoring windows closed.\n# TYPE mlapp_monitoring_windows_total counter");
-        let _ = writeln!(
-            out,
-            "mlapp_monitoring_windows_total{{model=\"{model}\"}} {}",
-            self.windows.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(out, "# HELP mlapp_monitoring_window_rows Rows in the monitoring window so far.\n# TYPE mlapp_monitoring_window_rows gauge");
-        let _ = writeln!(
-            out,
-            "mlapp_monitoring_window_rows{{model=\"{model}\"}} {}",
-            self.rows.load(Ordering::Relaxed)
-        );
+        let model = escape(&self.model);
+        for (name, kind, help, v) in [
+            (
+                "mlapp_monitoring_windows_total",
+                "counter",
+                "Monitoring windows closed.",
+                self.windows.load(Ordering::Relaxed),
+            ),
+            (
+                "mlapp_monitoring_window_rows",
+                "gauge",
+                "Rows in the monitoring window so far.",
+                self.rows.load(Ordering::Relaxed),
+            ),
+        ] {
+            header(out, name, kind, help);
+            let _ = writeln!(out, "{name}{{model=\"{model}\"}} {v}");
+        }
         let last = self.last.read().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some(c) = &last {
-            let _ = writeln!(out, "# HELP mlapp_feature_drift_distance The last window's distance to the baseline (L-infinity, after the Robust correction).\n# TYPE mlapp_feature_drift_distance gauge");
-            for f in c.evaluation.features.iter() {
-                if let Some(d) = f.distance {
-                    let _ = writeln!(
-                        out,
-                        "mlapp_feature_drift_distance{{model=\"{model}\",feature=\"{}\"}} {d}",
-                        prom_escape(&f.name)
-                    );
+            type Figure = fn(&check::FeatureCheck) -> Option<f64>;
+            let figures: [(&str, &str, Figure); 3] = [
+                (
+                    "mlapp_feature_drift_distance",
+                    "The last window's distance to the baseline (L-infinity, after the Robust correction).",
+                    |f| f.distance,
+                ),
+                (
+                    "mlapp_feature_drift_threshold",
+                    "The threshold the drift distance is held to.",
+                    |f| Some(f.threshold),
+                ),
+                (
+                    "mlapp_feature_completeness",
+                    "The last window's share of present values.",
+                    |f| Some(f.completeness),
+                ),
+            ];
+            for (name, help, figure) in figures {
+                header(out, name, "gauge", help);
+                for f in &c.evaluation.features {
+                    if let Some(v) = figure(f) {
+                        let feature = escape(&f.name);
+                        let _ =
+                            writeln!(out, "{name}{{model=\"{model}\",feature=\"{feature}\"}} {v}");
+                    }
                 }
             }
-            let _ = writeln!(out, "# HELP mlapp_feature_drift_threshold The threshold the drift distance is held to.\n# TYPE mlapp_feature_drift_threshold gauge");
-            for f in c.evaluation.features.iter() {
-                let _ = writeln!(
-                    out,
-                    "mlapp_feature_drift_threshold{{model=\"{model}\",feature=\"{}\"}} {}",
-                    prom_escape(&f.name),
-                    f.threshold
-                );
-            }
-            let _ = writeln!(out, "# HELP mlapp_feature_completeness The last window's share of present values.\n# TYPE mlapp_feature_completeness gauge");
-            for f in c.evaluation.features.iter() {
-                let _ = writeln!(
-                    out,
-                    "mlapp_feature_completeness{{model=\"{model}\",feature=\"{}\"}} {}",
-                    prom_escape(&f.name),
-                    f.completeness
-                );
-            }
-            let _ = writeln!(out, "# HELP mlapp_prediction_label_share The last window's share of each predicted label.\n# TYPE mlapp_prediction_label_share gauge");
+            let name = "mlapp_prediction_label_share";
+            header(
+                out,
+                name,
+                "gauge",
+                "The last window's share of each predicted label.",
+            );
             for (label, share) in c.predictions.shares() {
-                let _ = writeln!(
-                    out,
-                    "mlapp_prediction_label_share{{model=\"{model}\",label=\"{}\"}} {share}",
-                    prom_escape(&label)
-                );
+                let label = escape(&label);
+                let _ = writeln!(out, "{name}{{model=\"{model}\",label=\"{label}\"}} {share}");
             }
         }
         for (name, help, rows) in [
@@ -491,7 +500,7 @@ impl Monitor {
                 &self.events,
             ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            header(out, name, "counter", help);
             for (i, row) in rows.iter().enumerate() {
                 for (c, n) in row.iter().enumerate() {
                     let n = n.load(Ordering::Relaxed);
@@ -499,7 +508,7 @@ impl Monitor {
                         let _ = writeln!(
                             out,
                             "{name}{{model=\"{model}\",feature=\"{}\",check=\"{}\"}} {n}",
-                            prom_escape(self.feature_label(i)),
+                            escape(self.feature_label(i)),
                             CHECKS[c]
                         );
                     }
@@ -507,12 +516,6 @@ impl Monitor {
             }
         }
     }
-}
-
-fn prom_escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// The monitor's thread: sleeps until the window is due by time or woken by rows, closes it,

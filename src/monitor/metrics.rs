@@ -486,11 +486,11 @@ impl Metrics {
     }
 }
 
-fn header(o: &mut String, name: &str, kind: &str, help: &str) {
+pub(crate) fn header(o: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-fn counter(o: &mut String, name: &str, help: &str, v: u64) {
+pub(crate) fn counter(o: &mut String, name: &str, help: &str, v: u64) {
     header(o, name, "counter", help);
     let _ = writeln!(o, "{name} {v}");
 }
@@ -500,7 +500,8 @@ fn gauge(o: &mut String, name: &str, help: &str, v: f64) {
     let _ = writeln!(o, "{name} {v}");
 }
 
-fn escape(s: &str) -> String {
+/// A Prometheus label value, escaped.
+pub(crate) fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

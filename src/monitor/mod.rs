@@ -56,19 +56,30 @@ pub use metrics::{Live, Metrics, ModelInfo, Route, Stage};
 /// The capture writer's counters in the Prometheus text format.
 pub fn capture_metrics(s: &capture::CaptureStats, out: &mut String) {
     use std::fmt::Write as _;
-    let _ = writeln!(
+    let name = "mlapp_capture_records_total";
+    metrics::header(
         out,
-        "# HELP mlapp_capture_records_total Captured records, by what became of them.\n\
-         # TYPE mlapp_capture_records_total counter\n\
-         mlapp_capture_records_total{{outcome=\"written\"}} {}\n\
-         mlapp_capture_records_total{{outcome=\"dropped_full\"}} {}\n\
-         mlapp_capture_records_total{{outcome=\"dropped_error\"}} {}\n\
-         # HELP mlapp_capture_files_total Capture files closed.\n\
-         # TYPE mlapp_capture_files_total counter\n\
-         mlapp_capture_files_total {}\n\
-         # HELP mlapp_capture_upload_failures_total Capture files whose upload failed every attempt (kept in the spool).\n\
-         # TYPE mlapp_capture_upload_failures_total counter\n\
-         mlapp_capture_upload_failures_total {}",
-        s.written, s.dropped_full, s.dropped_error, s.files, s.upload_failures
+        name,
+        "counter",
+        "Captured records, by what became of them.",
+    );
+    for (outcome, n) in [
+        ("written", s.written),
+        ("dropped_full", s.dropped_full),
+        ("dropped_error", s.dropped_error),
+    ] {
+        let _ = writeln!(out, "{name}{{outcome=\"{outcome}\"}} {n}");
+    }
+    metrics::counter(
+        out,
+        "mlapp_capture_files_total",
+        "Capture files closed.",
+        s.files,
+    );
+    metrics::counter(
+        out,
+        "mlapp_capture_upload_failures_total",
+        "Capture files whose upload failed every attempt (kept in the spool).",
+        s.upload_failures,
     );
 }

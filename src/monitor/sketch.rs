@@ -542,6 +542,8 @@ mod tests {
     use proptest::prelude::*;
     use proptest::sample::Index;
 
+    use crate::codec::props::cases;
+
     /// The bound stated in the module doc.
     const EPS: f64 = 0.005;
     const N: usize = if cfg!(debug_assertions) {
@@ -809,17 +811,6 @@ mod tests {
             }
         }
         assert_eq!(Hll::new().estimate(), 0.0);
-    }
-
-    fn cases(n: u32) -> ProptestConfig {
-        ProptestConfig {
-            cases: std::env::var("PROPTEST_CASES")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(n),
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        }
     }
 
     fn value() -> impl Strategy<Value = f64> {

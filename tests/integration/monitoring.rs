@@ -553,16 +553,24 @@ fn a_broken_capture_sink_drops_records_and_never_fails_requests() {
     );
 }
 
+/// The example pipeline served with `args`, reaching `moto` as production reaches S3.
+fn pipeline_on_moto(moto: &Moto, args: &[&str]) -> Server {
+    let env = moto.env();
+    let model = common::model_dir("pipeline");
+    let mut all = vec!["--model-dir", model.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let s = Server::start_with(Some("serve"), &all, &common::moto::pairs(&env));
+    s.wait_ready(Duration::from_secs(60));
+    s
+}
+
 #[test]
 fn capture_to_s3_uploads_complete_files_in_sagemakers_key_layout() {
     let moto = Moto::start();
     moto.create_bucket("capture");
-    let env = moto.env();
-    let s = Server::start_with(
-        Some("serve"),
+    let s = pipeline_on_moto(
+        &moto,
         &[
-            "--model-dir",
-            common::model_dir("pipeline").to_str().unwrap(),
             "--capture-uri",
             "s3://capture/datacapture",
             "--capture-roll-seconds",
@@ -570,9 +578,7 @@ fn capture_to_s3_uploads_complete_files_in_sagemakers_key_layout() {
             "--capture-endpoint",
             "gender-endpoint",
         ],
-        &common::moto::pairs(&env),
     );
-    s.wait_ready(Duration::from_secs(60));
     let rows = data_rows("current.csv");
     for row in &rows[..50] {
         assert_eq!(post_with(&s, row, None), 200);
@@ -749,20 +755,15 @@ fn a_baseline_on_s3_is_used_in_place_of_the_model_folders() {
             std::fs::read(local.join(name)).unwrap(),
         );
     }
-    let env = moto.env();
-    let s = Server::start_with(
-        Some("serve"),
+    let s = pipeline_on_moto(
+        &moto,
         &[
-            "--model-dir",
-            common::model_dir("pipeline").to_str().unwrap(),
             "--baseline-uri",
             "s3://baselines/gender/",
             "--monitor-window-rows",
             "1000",
         ],
-        &common::moto::pairs(&env),
     );
-    s.wait_ready(Duration::from_secs(60));
     let view = s.get("/monitoring").json();
     assert_eq!(view["baseline"], "s3://baselines/gender/");
     for chunk in data_rows("drifted.csv").chunks(10) {
