@@ -38,6 +38,9 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub monitor: crate::monitor::setup::MonitorArgs,
 
+    #[command(flatten)]
+    pub registry: crate::registry::RegistryArgs,
+
     /// Seconds between checks of the model URI for a new version (ETag or content hash);
     /// a new one is loaded beside the old and switched to. 0: reload only on SIGHUP.
     #[arg(long, env = "MLAPP_MODEL_POLL_SECONDS", default_value_t = 0.0)]
@@ -377,6 +380,7 @@ impl ServeConfig {
     /// bound too: past it a duration no longer fits an `Instant` (a panic at the first request
     /// or inside a worker holding the queue lock), or a count allocates without end.
     pub fn validate(&self) -> Result<(), String> {
+        self.registry.validate()?;
         if let Some(mb) = self.max_payload_mb {
             in_range(
                 "--max-payload-mb / SAGEMAKER_MAX_PAYLOAD_IN_MB",

@@ -30,6 +30,8 @@ pub enum ApiError {
     Overloaded(String),
     #[error("the request did not finish within the {0:.3} s timeout")]
     Timeout(f64),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
     #[error("{0}")]
     Internal(String),
 }
@@ -48,6 +50,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } | Self::RecordTooLong(_) => 413,
             Self::NotReady(_) | Self::Overloaded(_) => 503,
             Self::Timeout(_) => 504,
+            Self::Registry(e) => e.status(),
             Self::Internal(_) => 500,
         }
     }
@@ -66,6 +69,7 @@ impl ApiError {
             Self::NotReady(_) => "not_ready",
             Self::Overloaded(_) => "overloaded",
             Self::Timeout(_) => "timeout",
+            Self::Registry(e) => e.code(),
             Self::Internal(_) => "internal_error",
         }
     }

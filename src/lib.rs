@@ -14,6 +14,7 @@ pub mod inspect;
 pub mod model;
 pub mod monitor;
 pub mod portal;
+pub mod registry;
 pub mod storage;
 pub mod stream;
 pub mod transform;

@@ -36,10 +36,46 @@ const INFERENCE_ID_HEADERS: [&str; 2] = ["x-amzn-sagemaker-inference-id", "x-mla
 #[derive(Clone)]
 pub struct ServedBy(pub Arc<str>);
 
+/// The model a request was scored by, kept for the error path (a refused row is counted by
+/// that model's monitor).
+#[derive(Clone)]
+struct Picked(Arc<LoadedModel>);
+
+/// SageMaker's header naming the model of a multi-model endpoint (`[path/]name.tar.gz`).
+const TARGET_MODEL: &str = "x-amzn-sagemaker-target-model";
+
+/// Which model a request asks for.
+enum Which {
+    /// `/invocations`: the one served model, or in multi-model mode the one the
+    /// Target-Model header or `?model_name=` names.
+    Request,
+    /// `/models/{name}/invoke`.
+    Named(String),
+}
+
 pub async fn invocations(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
+) -> HttpResponse {
+    invoke(req, payload, state, Which::Request).await
+}
+
+pub async fn invoke_named(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> HttpResponse {
+    let name = name.into_inner();
+    invoke(req, payload, state, Which::Named(name)).await
+}
+
+async fn invoke(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    which: Which,
 ) -> HttpResponse {
     let started = Instant::now();
     // Tests of the panic guard need a handler that panics; release builds have none.
@@ -51,25 +87,75 @@ pub async fn invocations(
     }
     let timeout = match request_timeout(&req, state.settings.timeout) {
         Ok(t) => t,
-        Err(e) => return reject(&state, &e),
+        Err(e) => return reject(&req, &state, &e),
     };
     let deadline = started + timeout;
-    let result = tokio::time::timeout_at(
-        deadline.into(),
-        handle(&req, payload, &state, deadline, timeout),
-    )
+    let result = tokio::time::timeout_at(deadline.into(), async {
+        let model = pick(&req, &state, which).await?;
+        req.extensions_mut()
+            .insert(ServedBy(Arc::clone(&model.name)));
+        req.extensions_mut().insert(Picked(Arc::clone(&model)));
+        handle(&req, payload, &state, model, deadline, timeout).await
+    })
     .await;
     match result {
         Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => reject(&state, &e),
-        Err(_) => reject(&state, &ApiError::Timeout(timeout.as_secs_f64())),
+        Ok(Err(e)) => reject(&req, &state, &e),
+        Err(_) => reject(&req, &state, &ApiError::Timeout(timeout.as_secs_f64())),
     }
 }
 
-fn reject(state: &AppState, e: &ApiError) -> HttpResponse {
+/// The model this request is for (in multi-model mode, loaded on first use when the
+/// repository holds it).
+async fn pick(
+    req: &HttpRequest,
+    state: &AppState,
+    which: Which,
+) -> Result<Arc<LoadedModel>, ApiError> {
+    let Some(registry) = &state.registry else {
+        return match which {
+            Which::Request => state.model().map_err(ApiError::NotReady),
+            Which::Named(_) => Err(ApiError::Registry(crate::registry::RegistryError::NotFound(
+                "this server serves one model: POST /invocations (the /models API is there in multi-model mode)".into(),
+            ))),
+        };
+    };
+    let name = match which {
+        Which::Named(n) => n,
+        Which::Request => {
+            let header = req.headers().get(TARGET_MODEL).map(|v| {
+                v.to_str().map_err(|_| {
+                    ApiError::BadHeader("X-Amzn-SageMaker-Target-Model is not ASCII text".into())
+                })
+            });
+            match header.transpose()? {
+                Some(target) => registry.resolve(target.trim()),
+                None => web::Query::<ModelName>::from_query(req.query_string())
+                    .ok()
+                    .and_then(|q| q.into_inner().model_name)
+                    .ok_or_else(|| {
+                        ApiError::BadHeader(
+                            "this server serves many models: name one with the \
+                             X-Amzn-SageMaker-Target-Model header or ?model_name="
+                                .into(),
+                        )
+                    })?,
+            }
+        }
+    };
+    Ok(registry.get(&name).await?)
+}
+
+#[derive(serde::Deserialize)]
+struct ModelName {
+    model_name: Option<String>,
+}
+
+fn reject(req: &HttpRequest, state: &AppState, e: &ApiError) -> HttpResponse {
     state.metrics.rejected(e.code());
     if let ApiError::Decode(d) = e {
-        if let Some(m) = state.model().ok().and_then(|m| m.monitor.clone()) {
+        let picked = req.extensions().get::<Picked>().map(|p| Arc::clone(&p.0));
+        if let Some(m) = picked.and_then(|m| m.monitor.clone()) {
             m.rejected(d);
         }
     }
@@ -110,12 +196,10 @@ async fn handle(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
+    model: Arc<LoadedModel>,
     deadline: Instant,
     timeout: Duration,
 ) -> Result<HttpResponse, ApiError> {
-    let model = state.model().map_err(ApiError::NotReady)?;
-    req.extensions_mut()
-        .insert(ServedBy(Arc::clone(&model.name)));
     let admit = || {
         model
             .engine
@@ -244,14 +328,26 @@ async fn handle(
         drop(held);
         return resp;
     }
-    // Shared, not copied, by the capture and the blocking pool.
+    // Shared, not copied, by the capture, the shadow and the blocking pool.
     let body = body.freeze();
-    // Sampled before anything is built for it.
+    // Sampled before anything is built for them.
+    let shadowed = state
+        .shadow
+        .get()
+        .filter(|s| s.sample())
+        .map(|s| (Arc::clone(s), body.clone()));
     let captured = (state.capture.as_ref())
         .is_some_and(|c| c.sample())
         .then(|| tap(accept))
         .flatten()
-        .map(|t| (t, body.clone()));
+        .map(|mut t| {
+            // The shadow's captured answer is found by the same inference id.
+            if let (Some(t), Some(_)) = (Arc::get_mut(&mut t), &shadowed) {
+                t.inference_id
+                    .get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
+            }
+            (t, body.clone())
+        });
     let t = Instant::now();
     let (frame, ticket) = if body.len() <= INLINE_DECODE_BYTES {
         (codec::decode(format, &body, &model.signature)?, ticket)
@@ -279,6 +375,7 @@ async fn handle(
     metrics.stage(Stage::Inference, scored.inference);
     let t = Instant::now();
     let outputs = scored.outputs;
+    let shadow_outputs = shadowed.as_ref().map(|_| outputs.clone());
     // What is encoded is the answer: its width is the outputs', not the features'.
     let values: usize = outputs.tensors.iter().map(|t| t.data.len()).sum();
     let body = if values <= INLINE_DECODE_BYTES / 8 {
@@ -295,8 +392,24 @@ async fn handle(
     };
     metrics.stage(Stage::Encode, t.elapsed());
     let body = web::Bytes::from(body);
+    let link = captured
+        .as_ref()
+        .map(|(tap, _)| crate::monitor::shadow::CaptureLink {
+            input_type: tap.input_type.clone(),
+            inference_id: tap.inference_id.clone().unwrap_or_default(),
+        });
     if let Some((tap, input)) = captured {
         tap.record(input, body.clone());
+    }
+    if let (Some((shadow, input)), Some(outputs)) = (shadowed, shadow_outputs) {
+        shadow.offer(crate::monitor::shadow::Offer {
+            body: input,
+            format,
+            accept,
+            served: Arc::clone(&model),
+            outputs,
+            captured: link,
+        });
     }
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, accept.mime()))

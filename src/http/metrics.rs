@@ -12,6 +12,15 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     if let Some(m) = state.model().ok().and_then(|m| m.monitor.clone()) {
         m.render(&mut body);
     }
+    if let Some(r) = &state.registry {
+        r.render(&mut body);
+        for m in r.models().iter().filter_map(|m| m.monitor.clone()) {
+            m.render(&mut body);
+        }
+    }
+    if let Some(s) = state.shadow.get() {
+        s.render(&mut body);
+    }
     if let Some(portal) = state.portal.get() {
         if let Some((jobs, items)) = portal.counts() {
             body.push_str(&crate::portal::metrics_text(&jobs, &items));

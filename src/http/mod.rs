@@ -4,7 +4,9 @@ pub mod auth;
 mod execution_parameters;
 mod info;
 pub(crate) mod invocations;
+mod many;
 mod metrics;
+mod models;
 mod monitoring;
 mod ping;
 mod portal;
@@ -32,6 +34,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/info").route(web::get().to(info::info)))
         .service(web::resource("/monitoring").route(web::get().to(monitoring::monitoring)))
         .configure(portal::routes)
+        .configure(models::routes)
         .default_service(web::to(not_found));
 }
 
@@ -46,7 +49,7 @@ pub fn metrics_routes(cfg: &mut web::ServiceConfig) {
 async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
     let body = serde_json::json!({"error": {
         "code": "not_found",
-        "message": format!("no route for {} {}; mlapp serves GET /ping, POST /invocations, GET /execution-parameters, GET /info, GET /metrics and the job portal under /api/providers/prediction/ (create, invoke, check, stop, list, evaluate, report)", req.method(), req.path()),
+        "message": format!("no route for {} {}; mlapp serves GET /ping, POST /invocations, GET /execution-parameters, GET /info, GET /metrics, GET /monitoring, the multi-model API under /models and the job portal under /api/providers/prediction/ (create, invoke, check, stop, list, evaluate, report)", req.method(), req.path()),
     }});
     HttpResponse::NotFound().json(body)
 }

@@ -89,6 +89,20 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         );
     }
     let metrics = Arc::new(Metrics::new());
+    let opts = LoadOptions {
+        sessions: cfg.sessions(),
+        cuda_sessions: cfg.cuda_sessions(),
+        intra_threads: cfg.intra_op_threads,
+        queue_capacity: cfg.queue_capacity,
+        warmup_runs: cfg.warmup_runs,
+        warmup_rows: cfg.warmup_rows,
+        config_name: cfg.model.model_config.clone(),
+        max_batch_rows: cfg.max_batch_rows,
+        max_batch_delay: cfg.max_batch_delay(),
+        inline_budget: cfg.inline_budget(),
+        device: cfg.device,
+    };
+    let registry = super::many::registry(&cfg, env, &opts, &metrics).map_err(ServeError::Config)?;
     let s3 = cfg.model.source_options().s3;
     let capture = cfg
         .monitor
@@ -97,10 +111,16 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
     let state = web::Data::new(
         AppState::new(
             settings,
-            Readiness::Loading(format!("loading the model from {}", cfg.model.uri())),
+            match &registry {
+                Some(_) => {
+                    Readiness::Failed("multi-model mode: models are named per request".into())
+                }
+                None => Readiness::Loading(format!("loading the model from {}", cfg.model.uri())),
+            },
             Arc::clone(&metrics),
         )
-        .with_capture(capture),
+        .with_capture(capture)
+        .with_registry(registry.clone()),
     );
 
     // Settings and the SQLite lock fail the start; the store is connected after the port is
@@ -265,19 +285,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
             env,
             fetcher: Fetcher::new(&cfg.model.uri(), cfg.model.source_options())
                 .map_err(|e| ServeError::Config(e.to_string()))?,
-            opts: LoadOptions {
-                sessions: cfg.sessions(),
-                cuda_sessions: cfg.cuda_sessions(),
-                intra_threads: cfg.intra_op_threads,
-                queue_capacity: cfg.queue_capacity,
-                warmup_runs: cfg.warmup_runs,
-                warmup_rows: cfg.warmup_rows,
-                config_name: cfg.model.model_config.clone(),
-                max_batch_rows: cfg.max_batch_rows,
-                max_batch_delay: cfg.max_batch_delay(),
-                inline_budget: cfg.inline_budget(),
-                device: cfg.device,
-            },
+            opts: opts.clone(),
             metrics: Arc::clone(&metrics),
             state: state.clone(),
             poll: cfg.model_poll(),
@@ -293,14 +301,30 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
             Some(t) => Some((t, signal(SignalKind::hangup())?)),
             None => None,
         };
-        let reload = loader.spawn()?;
-        actix_web::rt::spawn(async move {
-            while hangups.recv().await.is_some() {
-                if reload.send(Trigger::Signal).is_err() {
-                    break;
-                }
+        match &registry {
+            Some(registry) => {
+                let poll = super::many::run_registry(Arc::clone(registry), cfg.model_poll())?;
+                actix_web::rt::spawn(async move {
+                    while hangups.recv().await.is_some() {
+                        if poll.send(()).is_err() {
+                            break;
+                        }
+                    }
+                });
             }
-        });
+            None => {
+                let reload = loader.spawn()?;
+                actix_web::rt::spawn(async move {
+                    while hangups.recv().await.is_some() {
+                        if reload.send(Trigger::Signal).is_err() {
+                            break;
+                        }
+                    }
+                });
+                super::many::start_shadow(&cfg, env, &opts, state.clone())
+                    .map_err(ServeError::Config)?;
+            }
+        }
         if let Some((tokens, mut hangups)) = token_hangups {
             actix_web::rt::spawn(async move {
                 while hangups.recv().await.is_some() {
@@ -326,6 +350,12 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
             m.stop(true).await;
         }
         log::info!("HTTP server stopped; finishing queued inference");
+        if let Some(r) = &state.registry {
+            r.close();
+            for m in r.models() {
+                m.engine.shutdown();
+            }
+        }
         if let Ok(model) = state.model() {
             model.engine.shutdown();
         }

@@ -57,6 +57,10 @@ pub struct AppState {
     portal_wait: Mutex<Option<String>>,
     /// Prediction capture (`--capture-uri`).
     pub capture: Option<Arc<crate::monitor::capture::Capture>>,
+    /// Many named models (multi-model mode); None when the server serves one.
+    pub registry: Option<Arc<crate::registry::Registry>>,
+    /// The shadow challenger, once it is loaded (`--shadow-model-uri`).
+    pub shadow: std::sync::OnceLock<Arc<crate::monitor::shadow::Shadow>>,
 }
 
 impl AppState {
@@ -73,7 +77,14 @@ impl AppState {
             portal: std::sync::OnceLock::new(),
             portal_wait: Mutex::new(None),
             capture: None,
+            registry: None,
+            shadow: std::sync::OnceLock::new(),
         }
+    }
+
+    pub fn with_registry(mut self, registry: Option<Arc<crate::registry::Registry>>) -> Self {
+        self.registry = registry;
+        self
     }
 
     pub fn with_capture(mut self, capture: Option<Arc<crate::monitor::capture::Capture>>) -> Self {

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Latency buckets in seconds, 50 µs to 60 s: one-row requests sit in the first few, Batch
 /// Transform mini-batches in the last.
-const SECONDS: &[f64] = &[
+pub(crate) const SECONDS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     2.5, 5.0, 10.0, 30.0, 60.0,
 ];
@@ -28,7 +28,7 @@ pub struct Histogram {
 }
 
 impl Histogram {
-    fn new(bounds: &'static [f64]) -> Self {
+    pub fn new(bounds: &'static [f64]) -> Self {
         Self {
             bounds,
             counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
@@ -54,7 +54,7 @@ impl Histogram {
         self.count.load(Relaxed)
     }
 
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
+    pub(crate) fn render(&self, out: &mut String, name: &str, labels: &str) {
         let sep = if labels.is_empty() { "" } else { "," };
         let mut cumulative = 0;
         for (i, bound) in self.bounds.iter().enumerate() {
@@ -95,16 +95,19 @@ pub enum Route {
     Metrics,
     ExecutionParameters,
     Info,
+    /// `/models/{name}/invoke` (multi-model mode).
+    ModelInvoke,
     Other,
 }
 
 impl Route {
-    pub const ALL: [Route; 6] = [
+    pub const ALL: [Route; 7] = [
         Route::Ping,
         Route::Invocations,
         Route::Metrics,
         Route::ExecutionParameters,
         Route::Info,
+        Route::ModelInvoke,
         Route::Other,
     ];
 
@@ -115,6 +118,7 @@ impl Route {
             "/metrics" => Route::Metrics,
             "/execution-parameters" => Route::ExecutionParameters,
             "/info" => Route::Info,
+            p if p.starts_with("/models/") && p.ends_with("/invoke") => Route::ModelInvoke,
             _ => Route::Other,
         }
     }
@@ -126,6 +130,7 @@ impl Route {
             Route::Metrics => "/metrics",
             Route::ExecutionParameters => "/execution-parameters",
             Route::Info => "/info",
+            Route::ModelInvoke => "/models/{name}/invoke",
             Route::Other => "other",
         }
     }
@@ -495,7 +500,7 @@ pub(crate) fn counter(o: &mut String, name: &str, help: &str, v: u64) {
     let _ = writeln!(o, "{name} {v}");
 }
 
-fn gauge(o: &mut String, name: &str, help: &str, v: f64) {
+pub(crate) fn gauge(o: &mut String, name: &str, help: &str, v: f64) {
     header(o, name, "gauge", help);
     let _ = writeln!(o, "{name} {v}");
 }

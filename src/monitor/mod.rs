@@ -11,6 +11,7 @@
 //! - `live`: the server's monitoring window, its Prometheus series and `GET /monitoring`.
 //! - `report`: the self-contained HTML report.
 //! - `offline`: `mlapp baseline` and `mlapp monitor`.
+//! - `shadow`: a challenger model scoring a share of live requests, compared with the served one.
 
 pub mod capture;
 pub mod check;
@@ -21,6 +22,7 @@ pub mod offline;
 pub mod profile;
 pub mod report;
 pub mod setup;
+pub mod shadow;
 pub mod sketch;
 
 use std::sync::Arc;

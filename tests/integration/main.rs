@@ -16,6 +16,7 @@ mod large;
 mod lifecycle;
 mod limits;
 mod metrics;
+mod models;
 mod monitoring;
 mod portal;
 mod portal_cli;
