@@ -365,6 +365,11 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
                 log::warn!("capture: records still unwritten at exit: {:?}", c.stats());
             }
         }
+        if let Some(s) = state.shadow.get() {
+            if !s.flush(Duration::from_secs(5)) {
+                log::warn!("capture: the shadow's records still unwritten at exit");
+            }
+        }
         Ok(())
     })
 }

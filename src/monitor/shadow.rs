@@ -142,6 +142,11 @@ impl Shadow {
         &self.model
     }
 
+    /// Writes out the shadow's captured answers (at shutdown); false when some are left.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        self.capture.as_ref().is_none_or(|c| c.flush(timeout))
+    }
+
     /// Whether to shadow this request; asked before anything is kept for it.
     pub fn sample(&self) -> bool {
         self.percent >= 100.0 || (self.percent > 0.0 && fastrand::f64() * 100.0 < self.percent)

@@ -25,6 +25,7 @@ mod reload;
 mod replicas;
 mod report_page;
 mod scripts;
+mod shadow;
 mod sources;
 mod streaming;
 mod tls;

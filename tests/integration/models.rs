@@ -279,7 +279,12 @@ fn a_model_repository_on_s3_serves_by_name_and_replaces_a_model_live() {
         "models/lr.tar.gz",
         model_tar_gz(&model_dir("logreg"), None),
     );
-    for file in ["model.onnx"] {
+    // A prefix with the model and its baseline, as a folder would hold them.
+    for file in [
+        "model.onnx",
+        "baseline/statistics.json",
+        "baseline/constraints.json",
+    ] {
         let bytes = std::fs::read(model_dir("xgboost").join(file)).unwrap();
         moto.put("repo", &format!("models/xgb/{file}"), bytes);
     }

@@ -283,7 +283,7 @@ fn data_rows(name: &str) -> Vec<String> {
     text.lines().skip(1).map(|l| format!("{l}\n")).collect()
 }
 
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let until = Instant::now() + limit;
     loop {
         if let Some(v) = f() {
@@ -294,7 +294,7 @@ fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) ->
     }
 }
 
-fn capture_lines(root: &Path) -> Vec<(PathBuf, String)> {
+pub(crate) fn capture_lines(root: &Path) -> Vec<(PathBuf, String)> {
     let mut out = Vec::new();
     for e in walkdir::WalkDir::new(root)
         .into_iter()
