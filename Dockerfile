@@ -48,6 +48,7 @@ RUN touch src/lib.rs src/main.rs \
 
 FROM ${RUNTIME_IMAGE}
 LABEL com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true \
+      com.amazonaws.sagemaker.capabilities.multi-models=true \
       org.opencontainers.image.title="mlapp" \
       org.opencontainers.image.description="Serves ONNX tabular models over the SageMaker container contract" \
       org.opencontainers.image.licenses="Apache-2.0"

@@ -135,6 +135,87 @@ fn the_image_serves_answers_and_drains_on_docker_stop() {
     println!("docker stop drained and exited 0 in {took:?}");
 }
 
+/// A multi-model endpoint as SageMaker runs one: the capability label, SAGEMAKER_MULTI_MODEL,
+/// models under a read-only /opt/ml/models/<hash>/model, loaded, invoked and unloaded.
+#[test]
+fn the_image_is_a_multi_model_endpoint() {
+    let image = image();
+    require_images(std::slice::from_ref(&image));
+    let labels = docker(&["image", "inspect", "-f", "{{json .Config.Labels}}", &image]);
+    assert!(
+        labels.contains("\"com.amazonaws.sagemaker.capabilities.multi-models\":\"true\""),
+        "{labels}"
+    );
+    let models = tempfile::tempdir().unwrap();
+    for (hash, model) in [("0a1b", "logreg"), ("2c3d", "xgboost")] {
+        let dir = models.path().join(hash).join("model");
+        std::fs::create_dir_all(&dir).unwrap();
+        for e in std::fs::read_dir(model_dir(model)).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+            }
+        }
+    }
+    let mount = format!("{}:/opt/ml/models:ro", models.path().display());
+    let name = format!("mlapp-test-mme-{}", std::process::id());
+    let c = Container::run(
+        &name,
+        &[
+            "-p",
+            "127.0.0.1::8080",
+            "-v",
+            &mount,
+            "-e",
+            "SAGEMAKER_MULTI_MODEL=true",
+            &image,
+            "serve",
+        ],
+    );
+    c.wait_ready(Duration::from_secs(60));
+    let url = c.url();
+    let agent = crate::common::agent();
+    for (hash, model) in [("0a1b", "logreg"), ("2c3d", "xgboost")] {
+        let body =
+            serde_json::json!({"model_name": hash, "url": format!("/opt/ml/models/{hash}/model")});
+        let r = agent
+            .post(&format!("{url}/models"))
+            .send_string(&body.to_string());
+        assert_eq!(
+            r.map(|r| r.status()).map_err(|e| e.to_string()),
+            Ok(200),
+            "{}",
+            c.logs()
+        );
+        let csv = agent
+            .post(&format!("{url}/models/{hash}/invoke"))
+            .set("Content-Type", "text/csv")
+            .set("Accept", "text/csv")
+            .set("X-Amzn-SageMaker-Target-Model", &format!("{model}.tar.gz"))
+            .send_bytes(&payload(model, "rows.csv"))
+            .unwrap()
+            .into_string()
+            .unwrap();
+        let gold = golden(model);
+        for (i, line) in csv.lines().enumerate() {
+            assert_csv_row(&gold, line, i, "MME invoke in the container");
+        }
+    }
+    let list: serde_json::Value = agent
+        .get(&format!("{url}/models"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(list["models"].as_array().map(Vec::len), Some(2), "{list}");
+    let gone = agent.delete(&format!("{url}/models/0a1b")).call().unwrap();
+    assert_eq!(gone.status(), 200);
+    match agent.get(&format!("{url}/models/0a1b")).call() {
+        Err(ureq::Error::Status(404, _)) => {}
+        other => panic!("describe after unload: {other:?}"),
+    }
+}
+
 /// `docker run IMAGE` with no command serves too (CMD is `serve`), with every setting from the
 /// environment, as on a VM.
 #[test]
