@@ -2,10 +2,13 @@
 -- of FILE (64 distinct bodies, so a tree model cannot coast on one input). WRAP=instances
 -- wraps the lines (JSON objects) as {"instances": [...]}. Status classes are counted when
 -- COUNT_STATUS is set (it costs a Lua call per response), and done() prints one JSON line.
+-- MODELS=n spreads the requests over /models/m0/invoke ... /models/m{n-1}/invoke in turn
+-- (a multi-model endpoint, bench/models.py).
 local file = os.getenv("FILE")
 local rows = tonumber(os.getenv("ROWS") or "1")
 local ctype = os.getenv("CTYPE") or "text/csv"
 local wrap = os.getenv("WRAP")
+local models = tonumber(os.getenv("MODELS") or "0")
 
 local lines = {}
 for line in io.lines(file) do
@@ -34,13 +37,28 @@ function init(args)
     else
       body = table.concat(picked, "\n") .. "\n"
     end
-    requests[k] = wrk.format("POST", nil, {["Content-Type"] = ctype}, body)
+    requests[k] = body
   end
+  -- Every (body, model) pair built once: 64 bodies times the models, or the 64 bodies.
+  local built = {}
+  local paths = math.max(models, 1)
+  for m = 0, paths - 1 do
+    local path = nil
+    if models > 0 then path = "/models/m" .. m .. "/invoke" end
+    for k = 1, 64 do
+      built[#built + 1] = wrk.format("POST", path, {["Content-Type"] = ctype}, requests[k])
+    end
+  end
+  requests = built
   ok, s429, s503, s5xx, sother = 0, 0, 0, 0, 0
 end
 
 function request()
   n = n + 1
+  if models > 0 then
+    -- Model n % models, body n % 64: consecutive requests go to different models.
+    return requests[(n % models) * 64 + (n % 64) + 1]
+  end
   return requests[(n % 64) + 1]
 end
 

@@ -19,17 +19,27 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/models")
             .route(web::get().to(list))
-            .route(web::post().to(load)),
+            .route(web::post().to(load))
+            .default_service(web::to(|| not_allowed("GET or POST"))),
     )
     .service(
         web::resource("/models/{name}")
             .route(web::get().to(describe))
-            .route(web::delete().to(unload)),
+            .route(web::delete().to(unload))
+            .default_service(web::to(|| not_allowed("GET or DELETE"))),
     )
     .service(
         web::resource("/models/{name}/invoke")
-            .route(web::post().to(super::invocations::invoke_named)),
+            .route(web::post().to(super::invocations::invoke_named))
+            .default_service(web::to(|| not_allowed("POST"))),
     );
+}
+
+async fn not_allowed(allowed: &'static str) -> HttpResponse {
+    HttpResponse::MethodNotAllowed().json(json!({"error": {
+        "code": "method_not_allowed",
+        "message": format!("this route answers {allowed}"),
+    }}))
 }
 
 fn registry(state: &AppState) -> Result<&Arc<Registry>, Box<HttpResponse>> {

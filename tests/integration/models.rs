@@ -439,3 +439,93 @@ fn a_single_model_server_has_no_models_api() {
         404
     );
 }
+
+/// The multi-model routes under random and mutated requests: an answer for each, never a 5xx,
+/// every refusal in the one error shape; and the server still serves afterwards.
+#[test]
+fn the_models_api_fuzzed() {
+    let s = mme(&["--model-memory-mb", "64"]);
+    let lr = model_dir("logreg").display().to_string();
+    assert_eq!(load(&s, "lr", &lr).status, 200);
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let names = [
+        "lr",
+        "",
+        ".",
+        "..",
+        "a%2Fb",
+        "%00",
+        "x".repeat(300).as_str(),
+        "é",
+        "lr.tar.gz",
+        "m-1_2.3",
+    ]
+    .map(str::to_string);
+    let urls = [
+        "",
+        "/",
+        "/no/such",
+        "s3://",
+        "s3://b",
+        "relative/../x",
+        "\u{0}",
+    ]
+    .map(str::to_string);
+    let rows = payload("logreg", "rows.csv");
+    for i in 0..300 {
+        let name = &names[next(names.len() as u64) as usize];
+        let r = match next(6) {
+            0 => {
+                let body: Vec<u8> = match next(3) {
+                    0 => (0..next(64)).map(|_| next(256) as u8).collect(),
+                    1 => serde_json::json!({"model_name": name, "url": urls[next(urls.len() as u64) as usize]})
+                        .to_string()
+                        .into_bytes(),
+                    _ => {
+                        let mut b = serde_json::json!({"model_name": format!("f{i}"), "url": lr})
+                            .to_string()
+                            .into_bytes();
+                        b.truncate(next(b.len() as u64) as usize);
+                        b
+                    }
+                };
+                reply(
+                    agent()
+                        .post(&format!("{}/models", s.base))
+                        .send_bytes(&body),
+                )
+            }
+            1 => s.get(&format!(
+                "/models?limit={}&next_page_token={name}",
+                next(2000) as i64 - 5
+            )),
+            2 => s.get(&format!("/models/{name}")),
+            3 => invoke(&s, name, &rows[..next(rows.len() as u64) as usize]),
+            // The client refuses to send a header that is not ASCII.
+            4 if name.is_ascii() => invoke_target(&s, name, &rows),
+            4 => invoke_target(&s, "a b\t", &rows),
+            _ => s.get(&format!("/monitoring?model={name}")),
+        };
+        assert!(
+            r.status < 500 || r.status == 507,
+            "case {i} ({name:?}): {} {}",
+            r.status,
+            r.body
+        );
+        if r.status >= 400 {
+            assert!(
+                r.body.starts_with("{\"error\""),
+                "case {i} ({name:?}): {} {:?}",
+                r.status,
+                r.body
+            );
+        }
+    }
+    assert_golden(&invoke(&s, "lr", &rows), "logreg", "after the fuzzing");
+}
