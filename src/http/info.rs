@@ -7,6 +7,16 @@ use serde_json::json;
 use super::{AppState, Readiness};
 
 pub async fn info(state: web::Data<AppState>) -> HttpResponse {
+    if let Some(r) = &state.registry {
+        return HttpResponse::Ok().json(json!({
+            "status": "live",
+            "mode": "multi-model",
+            "repository": r.repository(),
+            "memory_budget_bytes": r.budget(),
+            "models": r.list(),
+            "mlapp_version": env!("CARGO_PKG_VERSION"),
+        }));
+    }
     let status = match state.readiness() {
         Readiness::Ready(_) => "ready",
         Readiness::Loading(_) => "loading",

@@ -155,6 +155,21 @@ impl AppState {
 
     /// The values metrics read from the live server.
     pub fn live(&self) -> Live {
+        // Many models: the process is ready while it lives; the counts are every model's.
+        if let Some(r) = &self.registry {
+            return r.models().iter().fold(
+                Live {
+                    ready: true,
+                    ..Live::default()
+                },
+                |l, m| Live {
+                    ready: true,
+                    in_flight: l.in_flight + m.engine.in_flight(),
+                    queue_depth: l.queue_depth + m.engine.queue_depth(),
+                    queue_capacity: l.queue_capacity + m.engine.policy().capacity,
+                },
+            );
+        }
         match self.readiness() {
             Readiness::Ready(m) => Live {
                 ready: true,

@@ -286,27 +286,11 @@ impl Registry {
             for old in evicted {
                 self.retire(old, "to make room");
             }
-            let loaded = (|| {
-                let mut m = engine::load(
-                    self.ctx.env,
-                    &fetched.dir,
-                    &self.ctx.opts,
-                    Arc::clone(&self.ctx.metrics),
-                )
-                .map_err(|e| failed(e.to_string()))?;
-                m.name = Arc::from(name);
-                m.monitor = self
-                    .ctx
-                    .monitor
-                    .attach(&m, &rt, &self.ctx.s3)
-                    .map_err(|e| failed(e.to_string()))?;
-                Ok(m)
-            })();
-            let model = match loaded {
+            let model = match self.build(&rt, &fetched.dir, name) {
                 Ok(m) => m,
                 Err(e) => {
                     lock(&self.inner).used -= bytes;
-                    return Err(e);
+                    return Err(failed(e));
                 }
             };
             Ok(Entry {
@@ -346,6 +330,24 @@ impl Registry {
                 Err(e)
             }
         }
+    }
+
+    /// Loads and warms up the model in `dir` under `name`, with its live monitor.
+    fn build(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        dir: &std::path::Path,
+        name: &str,
+    ) -> Result<LoadedModel, String> {
+        let ctx = &self.ctx;
+        let mut m = engine::load(ctx.env, dir, &ctx.opts, Arc::clone(&ctx.metrics))
+            .map_err(|e| e.to_string())?;
+        m.name = Arc::from(name);
+        m.monitor = ctx
+            .monitor
+            .attach(&m, rt, &ctx.s3)
+            .map_err(|e| e.to_string())?;
+        Ok(m)
     }
 
     /// Charges `bytes` for the model `name` to the budget, unloading the least recently used
@@ -665,19 +667,7 @@ impl Registry {
 
     fn reload(&self, rt: &tokio::runtime::Runtime, e: &Entry) -> Result<(), String> {
         let fetched = rt.block_on(e.fetcher.fetch()).map_err(|x| x.to_string())?;
-        let mut m = engine::load(
-            self.ctx.env,
-            &fetched.dir,
-            &self.ctx.opts,
-            Arc::clone(&self.ctx.metrics),
-        )
-        .map_err(|x| x.to_string())?;
-        m.name = Arc::from(e.name.as_str());
-        m.monitor = self
-            .ctx
-            .monitor
-            .attach(&m, rt, &self.ctx.s3)
-            .map_err(|x| x.to_string())?;
+        let m = self.build(rt, &fetched.dir, &e.name)?;
         let old = std::mem::replace(
             &mut *e.model.write().unwrap_or_else(|p| p.into_inner()),
             Arc::new(m),
