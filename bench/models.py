@@ -48,7 +48,8 @@ def mme_server(port, tmp, extra=None, env=None):
     os.environ.update(env or {})
     try:
         # run.Server passes the model folder; in multi-model mode it is not loaded.
-        return run.Server("mlapp", "xgboost", port, extra or [], tmp)
+        return run.Server("mlapp", "xgboost", port,
+                          ["--model-roots", run.REPO] + (extra or []), tmp)
     finally:
         for k in env or {}:
             os.environ.pop(k, None)

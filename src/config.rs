@@ -381,6 +381,13 @@ impl ServeConfig {
     /// or inside a worker holding the queue lock), or a count allocates without end.
     pub fn validate(&self) -> Result<(), String> {
         self.registry.validate()?;
+        if self.registry.multi() && self.monitor.baseline_uri.is_some() {
+            return Err(
+                "--baseline-uri is one baseline for one model; in multi-model mode each \
+                        model's folder brings its own baseline/"
+                    .into(),
+            );
+        }
         if let Some(mb) = self.max_payload_mb {
             in_range(
                 "--max-payload-mb / SAGEMAKER_MAX_PAYLOAD_IN_MB",

@@ -79,6 +79,7 @@ impl ApiError {
         match self {
             Self::Overloaded(_) => Some(1),
             Self::NotReady(_) => Some(5),
+            Self::Registry(e) => e.retry_after(),
             _ => None,
         }
     }

@@ -106,6 +106,31 @@ impl LoadedModel {
     }
 }
 
+/// Waits, at most `limit`, for the requests holding `model` to let it go; returns how many
+/// still hold it (it is then freed when the last of them ends).
+pub fn drain(model: &Arc<LoadedModel>, limit: Duration) -> usize {
+    let until = Instant::now() + limit;
+    while Arc::strong_count(model) > 1 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Arc::strong_count(model) - 1
+}
+
+/// ONNX Runtime's words for a failure of memory, disk or the GPU, not of the model.
+pub fn out_of_resources(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    [
+        "memory",
+        "alloc",
+        "cuda",
+        "cudnn",
+        "cublas",
+        "no space left",
+    ]
+    .iter()
+    .any(|w| message.contains(w))
+}
+
 /// Finds a model and reads its signature and plan from a first session (what `inspect`
 /// prints, and where `load` starts).
 pub fn open(

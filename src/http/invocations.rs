@@ -334,8 +334,8 @@ async fn handle(
     let shadowed = state
         .shadow
         .get()
-        .filter(|s| s.sample())
-        .map(|s| (Arc::clone(s), body.clone()));
+        .and_then(|s| s.begin())
+        .map(|turn| (turn, body.clone()));
     let captured = (state.capture.as_ref())
         .is_some_and(|c| c.sample())
         .then(|| tap(accept))
@@ -401,12 +401,12 @@ async fn handle(
     if let Some((tap, input)) = captured {
         tap.record(input, body.clone());
     }
-    if let (Some((shadow, input)), Some(outputs)) = (shadowed, shadow_outputs) {
-        shadow.offer(crate::monitor::shadow::Offer {
+    if let (Some((turn, input)), Some(outputs)) = (shadowed, shadow_outputs) {
+        turn.offer(crate::monitor::shadow::Offer {
             body: input,
             format,
             accept,
-            served: Arc::clone(&model),
+            plan: model.plan.clone(),
             outputs,
             captured: link,
         });

@@ -24,9 +24,12 @@ pub fn registry(
     if !cfg.registry.multi() {
         return Ok(None);
     }
+    let mut opts = opts.clone();
+    opts.sessions = cfg.registry.sessions_per_model;
+    opts.cuda_sessions = cfg.registry.sessions_per_model;
     let ctx = LoadContext {
         env,
-        opts: opts.clone(),
+        opts,
         sources: cfg.model.source_options(),
         metrics: Arc::clone(metrics),
         monitor: cfg.monitor.clone(),
@@ -103,7 +106,10 @@ pub fn start_shadow(
         None => None,
     };
     let fetcher = Fetcher::new(&uri, cfg.model.source_options()).map_err(|e| e.to_string())?;
-    let (opts, percent) = (opts.clone(), cfg.registry.shadow_percent);
+    // One session on one thread: a challenger must not take the served model's CPUs.
+    let mut opts = opts.clone();
+    (opts.sessions, opts.cuda_sessions, opts.intra_threads) = (1, 1, 1);
+    let percent = cfg.registry.shadow_percent;
     let timeout = Duration::from_secs_f64(cfg.registry.shadow_timeout_ms / 1e3);
     std::thread::Builder::new()
         .name("mlapp-shadow-load".into())

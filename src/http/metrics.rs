@@ -12,11 +12,10 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     if let Some(m) = state.model().ok().and_then(|m| m.monitor.clone()) {
         m.render(&mut body);
     }
+    // Each model's monitoring series are under GET /monitoring?model=: written here, every
+    // model would repeat the families' headers, which strict scrapers refuse.
     if let Some(r) = &state.registry {
         r.render(&mut body);
-        for m in r.models().iter().filter_map(|m| m.monitor.clone()) {
-            m.render(&mut body);
-        }
     }
     if let Some(s) = state.shadow.get() {
         s.render(&mut body);

@@ -94,8 +94,8 @@ async fn list(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(body)
 }
 
+/// Other fields (MMS's `initial_workers`, ...) are accepted and ignored.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct LoadRequest {
     model_name: String,
     url: String,
@@ -109,9 +109,11 @@ async fn load(body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
     let asked: LoadRequest = match serde_json::from_slice(&body) {
         Ok(a) => a,
         Err(e) => {
+            // The contract's own sample body is not valid JSON: worth seeing in the log.
+            log::warn!("POST /models: a body that is not the load request: {e}");
             return bad(format!(
                 "the body must be JSON {{\"model_name\": \"...\", \"url\": \"...\"}}: {e}"
-            ))
+            ));
         }
     };
     match reg.load(&asked.model_name, &asked.url).await {

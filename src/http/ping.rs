@@ -15,7 +15,7 @@ pub async fn ping(state: web::Data<AppState>) -> HttpResponse {
     if let Some(registry) = &state.registry {
         return HttpResponse::Ok().json(json!({
             "status": "live",
-            "models_loaded": registry.list().len(),
+            "models_loaded": registry.loaded_count(),
         }));
     }
     let (status, reason) = match state.readiness() {

@@ -13,14 +13,14 @@
 use std::path::Path;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use actix_web::web;
 use ort::environment::Environment;
 use serde::Serialize;
 
 use super::{AppState, Readiness};
-use crate::engine::{self, LoadOptions, LoadedModel};
+use crate::engine::{self, out_of_resources, LoadOptions, LoadedModel};
 use crate::model::fetch::Fetcher;
 use crate::model::ModelError;
 use crate::monitor::{Metrics, ModelInfo};
@@ -285,11 +285,7 @@ impl Loader {
     /// Waits for the requests still holding the replaced model, then frees it (its sessions
     /// and worker threads) here rather than on whichever request happens to finish last.
     fn retire(&self, old: Arc<LoadedModel>) {
-        let until = Instant::now() + self.drain;
-        while Arc::strong_count(&old) > 1 && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let holders = Arc::strong_count(&old) - 1;
+        let holders = engine::drain(&old, self.drain);
         if holders > 0 {
             log::warn!(
                 "{holders} requests still hold the previous model after {:?}; it is freed when they end",
@@ -323,14 +319,6 @@ fn lasting_load(e: &ModelError, dir: &Path) -> bool {
         ModelError::NotFound(_) => dir.is_dir(),
         ModelError::Device(_) => false,
     }
-}
-
-/// ONNX Runtime's words for a failure of memory or of the GPU, not of the model.
-fn out_of_resources(message: &str) -> bool {
-    let message = message.to_ascii_lowercase();
-    ["memory", "alloc", "cuda", "cudnn", "cublas"]
-        .iter()
-        .any(|w| message.contains(w))
 }
 
 fn unix(t: SystemTime) -> f64 {

@@ -19,7 +19,7 @@ use super::capture::{Capture, Payload, Record};
 use super::metrics::{counter, escape, header, Histogram};
 use crate::codec::{self, InputFormat, OutputFormat};
 use crate::engine::LoadedModel;
-use crate::model::{Label, Outputs, Predictions};
+use crate::model::{Label, OutputPlan, Outputs, Predictions};
 
 /// Shadow requests that may run at once; past it, requests are not shadowed.
 const MAX_IN_FLIGHT: usize = 64;
@@ -69,12 +69,30 @@ pub struct Offer {
     pub body: bytes::Bytes,
     pub format: InputFormat,
     pub accept: OutputFormat,
-    /// The served model and its raw outputs for this body.
-    pub served: Arc<LoadedModel>,
+    /// How the served model's raw outputs for this body become predictions, and the outputs.
+    pub plan: OutputPlan,
     pub outputs: Outputs,
     /// The served answer's capture, when this request was captured: the shadow's answer is
     /// captured with the same inference id.
     pub captured: Option<CaptureLink>,
+}
+
+/// A sampled request's place among the shadow's runs.
+pub struct Turn {
+    shadow: Arc<Shadow>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Turn {
+    /// Starts the shadow's run of the answered request, after the answer. Never blocks and
+    /// never fails.
+    pub fn offer(self, offer: Offer) {
+        let Turn { shadow, permit } = self;
+        tokio::task::spawn_local(async move {
+            shadow.run(offer).await;
+            drop(permit);
+        });
+    }
 }
 
 pub struct CaptureLink {
@@ -147,23 +165,24 @@ impl Shadow {
         self.capture.as_ref().is_none_or(|c| c.flush(timeout))
     }
 
-    /// Whether to shadow this request; asked before anything is kept for it.
-    pub fn sample(&self) -> bool {
-        self.percent >= 100.0 || (self.percent > 0.0 && fastrand::f64() * 100.0 < self.percent)
-    }
-
-    /// Starts the shadow run of one answered request, or counts it skipped when
-    /// `MAX_IN_FLIGHT` are running. Never blocks and never fails.
-    pub fn offer(self: &Arc<Self>, offer: Offer) {
-        let Ok(permit) = Arc::clone(&self.running).try_acquire_owned() else {
-            self.stats.busy.fetch_add(1, Relaxed);
-            return;
-        };
-        let me = Arc::clone(self);
-        tokio::task::spawn_local(async move {
-            me.run(offer).await;
-            drop(permit);
-        });
+    /// A place for this request among the shadow's runs, when it is sampled and one of the
+    /// `MAX_IN_FLIGHT` places is free; asked before anything is kept or copied for it.
+    pub fn begin(self: &Arc<Self>) -> Option<Turn> {
+        let sampled =
+            self.percent >= 100.0 || (self.percent > 0.0 && fastrand::f64() * 100.0 < self.percent);
+        if !sampled {
+            return None;
+        }
+        match Arc::clone(&self.running).try_acquire_owned() {
+            Ok(permit) => Some(Turn {
+                shadow: Arc::clone(self),
+                permit,
+            }),
+            Err(_) => {
+                self.stats.busy.fetch_add(1, Relaxed);
+                None
+            }
+        }
     }
 
     async fn run(self: Arc<Self>, offer: Offer) {
@@ -217,7 +236,7 @@ impl Shadow {
 
     fn compare(&self, offer: Offer, shadow_outputs: Outputs) {
         let (Ok(served), Ok(shadow)) = (
-            offer.served.plan.apply(offer.outputs),
+            offer.plan.apply(offer.outputs),
             self.model.plan.apply(shadow_outputs),
         ) else {
             self.stats.failed.fetch_add(1, Relaxed);

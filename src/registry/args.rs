@@ -26,6 +26,23 @@ pub struct RegistryArgs {
     #[arg(long, env = "MLAPP_MODEL_MEMORY_MB")]
     pub model_memory_mb: Option<f64>,
 
+    /// Where `POST /models` may load from, comma-separated: folders (a URL must be inside one)
+    /// and s3://bucket/prefix/ (a URL must start with one). SageMaker puts models under
+    /// /opt/ml/models/<name>/model. Models of the repository are always allowed.
+    #[arg(
+        long,
+        env = "MLAPP_MODEL_ROOTS",
+        value_delimiter = ',',
+        default_value = "/opt/ml/models"
+    )]
+    pub model_roots: Vec<String>,
+
+    /// ONNX Runtime sessions (and inference threads) of each model in multi-model mode: one,
+    /// as SageMaker's own multi-model server runs one worker per model, so fifty models do not
+    /// take fifty times the CPUs' threads. Raise it for a few models with heavy traffic.
+    #[arg(long, env = "MLAPP_SESSIONS_PER_MODEL", default_value_t = 1)]
+    pub sessions_per_model: usize,
+
     /// A challenger scoring a share of live requests off the request path: its answers are
     /// compared with the served model's (agreement, label flips, score deltas), never
     /// returned. A local folder, file or archive, or an s3:// URI, as --model-uri.
@@ -76,11 +93,18 @@ impl RegistryArgs {
             0.0,
             100.0,
         )?;
+        // A shadow run holds its body and the served outputs until it ends: a minute at most.
         in_range(
             "--shadow-timeout-ms / MLAPP_SHADOW_TIMEOUT_MS",
             self.shadow_timeout_ms,
             1.0,
-            3_600_000.0,
+            60_000.0,
+        )?;
+        in_range(
+            "--sessions-per-model / MLAPP_SESSIONS_PER_MODEL",
+            self.sessions_per_model as f64,
+            1.0,
+            256.0,
         )?;
         if self.shadow_model_uri.is_some() && self.multi() {
             return Err(
@@ -137,9 +161,8 @@ mod tests {
     }
 
     #[test]
-    fn the_default_budget_is_half_of_what_the_process_may_use() {
-        let a = RegistryArgs::default();
-        assert_eq!(a.memory_budget_bytes(), memory_limit() / 2);
+    fn the_budget_is_the_option_when_given() {
+        // The machine's memory, read from /proc/meminfo (or the cgroup's limit).
         assert!(memory_limit() > 64 << 20);
         let small = RegistryArgs {
             model_memory_mb: Some(2.0),
@@ -154,6 +177,7 @@ mod tests {
             shadow_model_uri: Some("/m".into()),
             shadow_percent: 10.0,
             shadow_timeout_ms: 1000.0,
+            sessions_per_model: 1,
             ..RegistryArgs::default()
         };
         assert!(a.validate().is_ok());

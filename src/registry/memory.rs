@@ -26,7 +26,9 @@ pub fn estimate(dir: &Path, sessions: usize) -> u64 {
         .map(|m| m.len())
         .sum();
     let sessions = sessions.max(1) as u64;
-    files.saturating_mul(sessions + 1) + PER_SESSION * sessions
+    files
+        .saturating_mul(sessions + 1)
+        .saturating_add(PER_SESSION * sessions)
 }
 
 #[cfg(test)]

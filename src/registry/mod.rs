@@ -2,81 +2,51 @@
 //! repository. Name → loaded model, each with its own sessions, batching queue and metrics.
 //!
 //! The map is held under one lock only to look up, insert or remove a slot, never across a
-//! fetch, a load or inference. A load runs on a thread of its own; requests for a model being
-//! loaded wait for it. Models are unloaded least recently used when a new one would pass the
-//! memory budget, and an unloaded model is freed only once the requests holding it end
-//! (bounded by the drain time), so no request fails because of an unload.
+//! fetch, a load or inference. A load runs on a thread of its own (at most `MAX_LOADING` at
+//! once); requests for a model being loaded wait for it. Models are unloaded least recently
+//! used when a new one would pass the memory budget; one unloaded that way is loaded again
+//! from its URL by its next request, so neither SageMaker nor a client sees it gone. An
+//! unloaded model is freed only once the requests holding it end (bounded by the drain time),
+//! so no request fails because of an unload.
 
 pub mod args;
+mod errors;
 mod memory;
+mod report;
 pub mod repository;
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::path::{Component, Path};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use ort::environment::Environment;
-use serde::Serialize;
 use tokio::sync::watch;
 
 pub use args::RegistryArgs;
+pub use errors::RegistryError;
 pub use memory::estimate;
+pub use report::Described;
 use repository::{entry_name, valid_name, Repository};
 
-use crate::engine::{self, LoadOptions, LoadedModel};
+use crate::engine::{self, out_of_resources, LoadOptions, LoadedModel};
 use crate::model::fetch::{Fetcher, SourceOptions};
 use crate::monitor::metrics::Histogram;
 use crate::monitor::Metrics;
 
-#[derive(Clone, Debug, thiserror::Error)]
-pub enum RegistryError {
-    #[error("{0}")]
-    NotFound(String),
-    #[error("model {0:?} is already loaded; unload it first (DELETE /models/{0})")]
-    Conflict(String),
-    #[error("model {name:?} needs about {needs_mib:.1} MiB and the models' memory budget is {budget_mib:.1} MiB (--model-memory-mb){why}")]
-    Memory {
-        name: String,
-        needs_mib: f64,
-        budget_mib: f64,
-        why: &'static str,
-    },
-    #[error("model {name:?} failed to load from {url}: {why}")]
-    Load {
-        name: String,
-        url: String,
-        why: String,
-    },
-    #[error("{0}")]
-    Invalid(String),
-    #[error("the server is shutting down")]
-    Closed,
-}
-
-impl RegistryError {
-    pub fn status(&self) -> u16 {
-        match self {
-            Self::NotFound(_) => 404,
-            Self::Conflict(_) => 409,
-            // SageMaker unloads unused models when a load answers 507.
-            Self::Memory { .. } => 507,
-            Self::Load { .. } | Self::Invalid(_) => 400,
-            Self::Closed => 503,
-        }
-    }
-
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::NotFound(_) => "model_not_found",
-            Self::Conflict(_) => "model_already_loaded",
-            Self::Memory { .. } => "insufficient_memory",
-            Self::Load { .. } => "model_load_failed",
-            Self::Invalid(_) => "invalid_model_request",
-            Self::Closed => "not_ready",
-        }
-    }
-}
+/// Loads that may run at once; more are answered 503 (retry).
+const MAX_LOADING: usize = 8;
+/// How long a first-use load that failed is answered from memory before it is tried again.
+const FAILED_TTL: Duration = Duration::from_secs(30);
+/// Names remembered (evicted models' URLs, failed first uses); past it, the oldest half goes.
+const MAX_REMEMBERED: usize = 10_000;
+/// How long a repository listing answers first-use lookups of names it holds...
+const LISTING_TTL: Duration = Duration::from_secs(5);
+/// ...and of names it does not: a model just put there is found within a second, and
+/// requests for names that are nowhere make at most one listing a second.
+const MISS_TTL: Duration = Duration::from_secs(1);
 
 /// What a load needs besides the model's URI.
 pub struct LoadContext {
@@ -95,9 +65,11 @@ pub struct Entry {
     /// Swapped when a repository poll finds a new version; requests clone the Arc.
     model: RwLock<Arc<LoadedModel>>,
     version: Mutex<String>,
+    /// A new version that failed to load, not tried again until the URL holds another.
+    failed_version: Mutex<Option<String>>,
     fetcher: Fetcher,
     /// The memory estimate charged to the budget.
-    bytes: u64,
+    bytes: AtomicU64,
     last_used: AtomicU64,
     invocations: AtomicU64,
     loaded_at: SystemTime,
@@ -113,24 +85,68 @@ impl Entry {
     }
 }
 
+type Outcome = watch::Receiver<Option<Result<(), RegistryError>>>;
+
 /// What `get` does next, decided under the lock.
 enum Step {
     Ready(Arc<LoadedModel>),
-    Wait(watch::Receiver<Option<Result<(), RegistryError>>>),
+    Wait(Outcome),
     Find,
 }
 
 enum Slot {
     /// Being fetched and loaded; waiters see the outcome on the channel.
-    Loading(watch::Receiver<Option<Result<(), RegistryError>>>),
+    Loading(Outcome),
     Ready(Arc<Entry>),
 }
 
+/// Why a load was started: it decides what a failure leaves behind.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// `POST /models`: the caller hears the failure; nothing is remembered.
+    Asked,
+    /// A request for a model of the repository or one unloaded to make room: the failure is
+    /// remembered for `FAILED_TTL`, so a broken model is not loaded again by every request.
+    FirstUse,
+    /// The repository at start: loaded only if it fits without unloading others.
+    Start,
+}
+
+#[derive(Default)]
 struct Inner {
     slots: HashMap<String, Slot>,
     /// Estimated bytes of the models loaded and being loaded.
     used: u64,
+    /// What each load in progress is charged (moved to its entry when it is ready).
+    pending: HashMap<String, u64>,
+    /// The URLs of models unloaded to make room, loaded again by their next request.
+    evicted: HashMap<String, String>,
+    /// First-use loads that failed, and when.
+    failed: HashMap<String, (Instant, RegistryError)>,
     closed: bool,
+}
+
+impl Inner {
+    fn loading(&self) -> usize {
+        self.slots
+            .values()
+            .filter(|s| matches!(s, Slot::Loading(_)))
+            .count()
+    }
+
+    fn uncharge(&mut self, bytes: u64) {
+        debug_assert!(self.used >= bytes, "the budget's books do not balance");
+        self.used = self.used.saturating_sub(bytes);
+    }
+}
+
+/// Keeps a map of remembered names bounded: past `MAX_REMEMBERED`, it is emptied (these are
+/// hints, and losing them only costs a lookup).
+fn remember<V>(map: &mut HashMap<String, V>, name: &str, v: V) {
+    if map.len() >= MAX_REMEMBERED {
+        map.clear();
+    }
+    map.insert(name.to_string(), v);
 }
 
 /// Counters of the registry's life, for `/metrics`.
@@ -152,6 +168,8 @@ pub struct Registry {
     clock: AtomicU64,
     ctx: LoadContext,
     repository: Option<Repository>,
+    /// Where `POST /models` may load from.
+    roots: Vec<String>,
     /// How long an unload waits for the requests holding the model.
     drain: Duration,
     counters: Counters,
@@ -161,20 +179,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// `GET /models` and `GET /models/{name}`, in SageMaker's field names.
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Described {
-    pub model_name: String,
-    pub model_url: String,
-    pub version: String,
-    pub memory_estimate_bytes: u64,
-    pub invocations: u64,
-    pub loaded_at_unix: f64,
-    pub kind: &'static str,
-    pub provider: &'static str,
-}
-
 impl Registry {
     pub fn new(ctx: LoadContext, args: &RegistryArgs, drain: Duration) -> Result<Self, String> {
         let repository = match &args.model_repository {
@@ -182,15 +186,17 @@ impl Registry {
             None => None,
         };
         Ok(Self {
-            inner: Mutex::new(Inner {
-                slots: HashMap::new(),
-                used: 0,
-                closed: false,
-            }),
+            inner: Mutex::new(Inner::default()),
             budget: args.memory_budget_bytes(),
             clock: AtomicU64::new(0),
             ctx,
             repository,
+            roots: args
+                .model_roots
+                .iter()
+                .map(|r| r.trim().to_string())
+                .filter(|r| !r.is_empty())
+                .collect(),
             drain,
             counters: Counters {
                 loads_ok: AtomicU64::new(0),
@@ -219,20 +225,30 @@ impl Registry {
                 "model_name {name:?} is not a valid name: use letters, digits, '.', '_' and '-' (at most 256)"
             )));
         }
-        if url.trim().is_empty() {
-            return Err(RegistryError::Invalid("url is empty".into()));
-        }
+        self.check_root(url)?;
         let rx = {
             let mut inner = lock(&self.inner);
-            if inner.closed {
-                return Err(RegistryError::Closed);
-            }
             if inner.slots.contains_key(name) {
                 return Err(RegistryError::Conflict(name.to_string()));
             }
-            self.start_load(&mut inner, name, url)?
+            inner.evicted.remove(name);
+            inner.failed.remove(name);
+            self.start_load(&mut inner, name, url, Origin::Asked)?
         };
         wait(rx).await
+    }
+
+    /// A URL `POST /models` may load: inside one of `--model-roots` (a plain absolute path:
+    /// no `..`), or under one of its S3 prefixes.
+    fn check_root(&self, url: &str) -> Result<(), RegistryError> {
+        if inside(&self.roots, url) {
+            Ok(())
+        } else {
+            Err(RegistryError::Invalid(format!(
+                "url {url:?} is not inside the places models may be loaded from (--model-roots / MLAPP_MODEL_ROOTS: {})",
+                self.roots.join(", ")
+            )))
+        }
     }
 
     /// Starts a load in the slot `name` (free: the caller checked under the same lock).
@@ -241,7 +257,16 @@ impl Registry {
         inner: &mut Inner,
         name: &str,
         url: &str,
-    ) -> Result<watch::Receiver<Option<Result<(), RegistryError>>>, RegistryError> {
+        origin: Origin,
+    ) -> Result<Outcome, RegistryError> {
+        if inner.closed {
+            return Err(RegistryError::Closed);
+        }
+        if inner.loading() >= MAX_LOADING {
+            return Err(RegistryError::Busy(format!(
+                "{MAX_LOADING} models are being loaded; retry shortly"
+            )));
+        }
         let (tx, rx) = watch::channel(None);
         inner
             .slots
@@ -250,12 +275,22 @@ impl Registry {
         let spawned = std::thread::Builder::new()
             .name("mlapp-model-load".into())
             .spawn(move || {
-                let outcome = me.load_now(&owned, &url);
+                let started = Instant::now();
+                let built = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    me.load_now(&owned, &url, origin)
+                }))
+                .unwrap_or_else(|panic| {
+                    Err(RegistryError::Internal(format!(
+                        "loading model {owned:?} panicked: {}",
+                        crate::error::panic_message(&*panic)
+                    )))
+                });
+                let outcome = me.settle(&owned, &url, origin, built, started.elapsed());
                 let _ = tx.send(Some(outcome));
             });
         if let Err(e) = spawned {
             inner.slots.remove(name);
-            return Err(RegistryError::Invalid(format!(
+            return Err(RegistryError::Busy(format!(
                 "cannot start a thread to load model {name:?}: {e}"
             )));
         }
@@ -264,57 +299,73 @@ impl Registry {
 
     /// Fetches, charges the budget (unloading least recently used models to make room),
     /// loads and warms up; runs on the load's own thread.
-    fn load_now(self: &Arc<Self>, name: &str, url: &str) -> Result<(), RegistryError> {
-        let started = Instant::now();
+    fn load_now(&self, name: &str, url: &str, origin: Origin) -> Result<Entry, RegistryError> {
         let failed = |why: String| RegistryError::Load {
             name: name.to_string(),
             url: url.to_string(),
             why,
         };
-        let outcome = (|| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| failed(format!("cannot start a runtime: {e}")))?;
-            let fetcher =
-                Fetcher::new(url, self.ctx.sources.clone()).map_err(|e| failed(e.to_string()))?;
-            let fetched = rt
-                .block_on(fetcher.fetch())
-                .map_err(|e| failed(e.to_string()))?;
-            let bytes = estimate(&fetched.dir, self.ctx.opts.sessions.max(1));
-            let evicted = self.charge(name, bytes)?;
-            for old in evicted {
-                self.retire(old, "to make room");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| RegistryError::Busy(format!("cannot start a runtime: {e}")))?;
+        let fetcher =
+            Fetcher::new(url, self.ctx.sources.clone()).map_err(|e| failed(e.to_string()))?;
+        let fetched = rt.block_on(fetcher.fetch()).map_err(|e| {
+            if e.is_transient() {
+                RegistryError::Busy(format!("model {name:?}: fetching {url} failed: {e}"))
+            } else {
+                failed(e.to_string())
             }
-            let model = match self.build(&rt, &fetched.dir, name) {
-                Ok(m) => m,
-                Err(e) => {
-                    lock(&self.inner).used -= bytes;
-                    return Err(failed(e));
+        })?;
+        let bytes = estimate(&fetched.dir, self.ctx.opts.sessions.max(1));
+        for old in self.charge(name, bytes, origin != Origin::Start)? {
+            self.retire(old);
+        }
+        let model = self.build(&rt, &fetched.dir, name).map_err(|why| {
+            if out_of_resources(&why) {
+                RegistryError::Resources {
+                    name: name.to_string(),
+                    why,
                 }
-            };
-            Ok(Entry {
-                name: name.to_string(),
-                url: url.to_string(),
-                model: RwLock::new(Arc::new(model)),
-                version: Mutex::new(fetched.version),
-                fetcher,
-                bytes,
-                last_used: AtomicU64::new(self.tick()),
-                invocations: AtomicU64::new(0),
-                loaded_at: SystemTime::now(),
-            })
-        })();
-        let took = started.elapsed();
+            } else {
+                failed(why)
+            }
+        })?;
+        Ok(Entry {
+            name: name.to_string(),
+            url: url.to_string(),
+            model: RwLock::new(Arc::new(model)),
+            version: Mutex::new(fetched.version),
+            failed_version: Mutex::new(None),
+            fetcher,
+            bytes: AtomicU64::new(bytes),
+            last_used: AtomicU64::new(self.tick()),
+            invocations: AtomicU64::new(0),
+            loaded_at: SystemTime::now(),
+        })
+    }
+
+    /// Ends a load, whatever happened in it: the slot becomes the model or goes, and what the
+    /// load was charged moves to the entry or back to the budget.
+    fn settle(
+        &self,
+        name: &str,
+        url: &str,
+        origin: Origin,
+        built: Result<Entry, RegistryError>,
+        took: Duration,
+    ) -> Result<(), RegistryError> {
         let mut inner = lock(&self.inner);
-        match outcome {
+        let charged = inner.pending.remove(name).unwrap_or(0);
+        match built {
             Ok(entry) => {
                 self.counters.loads_ok.fetch_add(1, Relaxed);
                 self.counters.load_seconds.observe_duration(took);
                 log::info!(
                     "model {name:?} loaded from {url} in {:.3} s (about {:.1} MiB; {:.1} of {:.1} MiB in use)",
                     took.as_secs_f64(),
-                    mib(entry.bytes),
+                    mib(charged),
                     mib(inner.used),
                     mib(self.budget)
                 );
@@ -326,7 +377,11 @@ impl Registry {
             Err(e) => {
                 self.counters.loads_failed.fetch_add(1, Relaxed);
                 log::warn!("{e}");
+                inner.uncharge(charged);
                 inner.slots.remove(name);
+                if origin == Origin::FirstUse {
+                    remember(&mut inner.failed, name, (Instant::now(), e.clone()));
+                }
                 Err(e)
             }
         }
@@ -336,7 +391,7 @@ impl Registry {
     fn build(
         &self,
         rt: &tokio::runtime::Runtime,
-        dir: &std::path::Path,
+        dir: &Path,
         name: &str,
     ) -> Result<LoadedModel, String> {
         let ctx = &self.ctx;
@@ -350,54 +405,60 @@ impl Registry {
         Ok(m)
     }
 
-    /// Charges `bytes` for the model `name` to the budget, unloading the least recently used
-    /// ready models until it fits; the models taken out are handed back to be retired.
-    fn charge(&self, name: &str, bytes: u64) -> Result<Vec<Arc<Entry>>, RegistryError> {
-        let refuse = |why| RegistryError::Memory {
+    /// Charges `bytes` for the load of `name`, unloading the least recently used ready models
+    /// until it fits (when `evict`); the models taken out are handed back to be freed.
+    fn charge(
+        &self,
+        name: &str,
+        bytes: u64,
+        evict: bool,
+    ) -> Result<Vec<Arc<Entry>>, RegistryError> {
+        let refuse = || RegistryError::Memory {
             name: name.to_string(),
             needs_mib: mib(bytes),
             budget_mib: mib(self.budget),
-            why,
         };
         if bytes > self.budget {
-            return Err(refuse(""));
+            return Err(refuse());
         }
         let mut inner = lock(&self.inner);
-        let mut ready: Vec<(u64, String)> = inner
+        let needed = (inner.used.saturating_add(bytes)).saturating_sub(self.budget);
+        if needed > 0 && !evict {
+            return Err(refuse());
+        }
+        let mut ready: Vec<(u64, Arc<Entry>)> = inner
             .slots
-            .iter()
-            .filter_map(|(n, s)| match s {
-                Slot::Ready(e) => Some((e.last_used.load(Relaxed), n.clone())),
+            .values()
+            .filter_map(|s| match s {
+                Slot::Ready(e) => Some((e.last_used.load(Relaxed), Arc::clone(e))),
                 Slot::Loading(_) => None,
             })
             .collect();
-        ready.sort();
-        let needed = (inner.used + bytes).saturating_sub(self.budget);
-        let freeable: u64 = ready
-            .iter()
-            .filter_map(|(_, n)| match inner.slots.get(n) {
-                Some(Slot::Ready(e)) => Some(e.bytes),
-                _ => None,
-            })
-            .sum();
+        let freeable: u64 = ready.iter().map(|(_, e)| e.bytes.load(Relaxed)).sum();
         if needed > freeable {
-            // The rest is held by models still loading.
-            return Err(refuse(
-                "; the rest of the budget is taken by models being loaded, retry shortly",
-            ));
+            return Err(RegistryError::Busy(format!(
+                "model {name:?} needs about {:.1} MiB; the rest of the budget is held by models being loaded; retry shortly",
+                mib(bytes)
+            )));
         }
+        ready.sort_by_key(|(used, _)| *used);
         let mut evicted = Vec::new();
-        for (_, n) in ready {
-            if inner.used + bytes <= self.budget {
+        for (_, e) in ready {
+            if inner.used.saturating_add(bytes) <= self.budget {
                 break;
             }
-            if let Some(Slot::Ready(e)) = inner.slots.remove(&n) {
-                inner.used -= e.bytes;
-                self.counters.evictions.fetch_add(1, Relaxed);
-                evicted.push(e);
-            }
+            inner.slots.remove(&e.name);
+            inner.uncharge(e.bytes.load(Relaxed));
+            remember(&mut inner.evicted, &e.name, e.url.clone());
+            self.counters.evictions.fetch_add(1, Relaxed);
+            log::info!(
+                "model {:?} unloaded to make room for {name:?} (least recently used)",
+                e.name
+            );
+            evicted.push(e);
         }
-        inner.used += bytes;
+        inner.used = inner.used.saturating_add(bytes);
+        inner.pending.insert(name.to_string(), bytes);
         Ok(evicted)
     }
 
@@ -405,8 +466,9 @@ impl Registry {
         self.clock.fetch_add(1, Relaxed) + 1
     }
 
-    /// The model `name` for one request; a model being loaded is waited for. With a
-    /// repository, a name not loaded yet is looked up there and loaded (first use).
+    /// The model `name` for one request; a model being loaded is waited for. A model unloaded
+    /// to make room is loaded again from its URL, and with a repository, a name not loaded yet
+    /// is looked up there and loaded (first use).
     pub async fn get(self: &Arc<Self>, name: &str) -> Result<Arc<LoadedModel>, RegistryError> {
         let mut loaded_here = false;
         let mut found: Option<String> = None;
@@ -419,8 +481,7 @@ impl Registry {
                 Step::Ready(m) => return Ok(m),
                 Step::Wait(rx) => rx,
                 Step::Find => {
-                    // Listed off the lock and off the HTTP thread; then looked up again.
-                    found = Some(self.find(name).await.ok_or_else(|| self.not_found(name))?);
+                    found = Some(self.find(name).await?.ok_or_else(|| self.not_found(name))?);
                     continue;
                 }
             };
@@ -448,55 +509,63 @@ impl Registry {
                     &self.counters.hits
                 };
                 c.fetch_add(1, Relaxed);
-                Ok(Step::Ready(e.model()))
+                return Ok(Step::Ready(e.model()));
             }
-            Some(Slot::Loading(rx)) => Ok(Step::Wait(rx.clone())),
-            None if gave_up => Err(RegistryError::NotFound(format!(
-                "model {name:?} was unloaded as soon as it was loaded; retry"
-            ))),
-            None => match found.take() {
-                Some(_) if inner.closed => Err(RegistryError::Closed),
-                Some(url) => Ok(Step::Wait(self.start_load(&mut inner, name, &url)?)),
-                None => Ok(Step::Find),
-            },
+            Some(Slot::Loading(rx)) => return Ok(Step::Wait(rx.clone())),
+            None if gave_up => {
+                return Err(RegistryError::Busy(format!(
+                    "model {name:?} was unloaded as soon as it was loaded; retry"
+                )))
+            }
+            None => {}
+        }
+        if let Some((at, e)) = inner.failed.get(name) {
+            if at.elapsed() < FAILED_TTL {
+                return Err(e.clone());
+            }
+            inner.failed.remove(name);
+        }
+        let url = inner.evicted.get(name).cloned().or_else(|| found.take());
+        match url {
+            Some(url) => Ok(Step::Wait(self.start_load(
+                &mut inner,
+                name,
+                &url,
+                Origin::FirstUse,
+            )?)),
+            None => Ok(Step::Find),
         }
     }
 
-    /// A Target-Model value (`[path/]name.tar.gz`) or a model name, as a loaded model's name.
+    /// A Target-Model value (`name.tar.gz`) or a model name, as a loaded model's name. A
+    /// value with a path is taken whole: the repository holds names, not paths.
     pub fn resolve(&self, target: &str) -> String {
-        if lock(&self.inner).slots.contains_key(target) {
+        if lock(&self.inner).slots.contains_key(target) || target.contains('/') {
             target.to_string()
         } else {
             entry_name(target).to_string()
         }
     }
 
-    /// The URI of `name` in the repository, when there is one and it holds the name (listed
-    /// now, so models added since the start are found).
-    async fn find(self: &Arc<Self>, name: &str) -> Option<String> {
-        self.repository.as_ref()?;
-        if !valid_name(name) {
-            return None;
+    /// The URI of `name` in the repository (listed at most every `LISTING_TTL`, off the HTTP
+    /// thread), None when it holds no such model; an error when it cannot be listed.
+    async fn find(self: &Arc<Self>, name: &str) -> Result<Option<String>, RegistryError> {
+        if self.repository.is_none() || !valid_name(name) {
+            return Ok(None);
         }
         let me = Arc::clone(self);
-        let listed = tokio::task::spawn_blocking(move || {
-            let repo = me.repository.as_ref()?;
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            match rt.block_on(repo.list()) {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    log::warn!("cannot list the model repository: {e}");
-                    None
-                }
-            }
+        let wanted = name.to_string();
+        let listed = tokio::task::spawn_blocking(move || match &me.repository {
+            Some(repo) => match repo.cached(LISTING_TTL) {
+                Ok(l) if !l.contains_key(&wanted) => repo.cached(MISS_TTL),
+                other => other,
+            },
+            None => Ok(Arc::default()),
         })
         .await
-        .ok()
-        .flatten()?;
-        listed.get(name).cloned()
+        .map_err(|e| RegistryError::Internal(format!("repository listing failed: {e}")))?
+        .map_err(|e| RegistryError::Busy(format!("cannot list the model repository: {e}")))?;
+        Ok(listed.get(name).cloned())
     }
 
     fn not_found(&self, name: &str) -> RegistryError {
@@ -508,26 +577,46 @@ impl Registry {
         })
     }
 
+    /// The ready models and the bytes charged, for the reports.
+    fn entries(&self) -> (Vec<Arc<Entry>>, u64) {
+        let inner = lock(&self.inner);
+        let ready = inner
+            .slots
+            .values()
+            .filter_map(|s| match s {
+                Slot::Ready(e) => Some(Arc::clone(e)),
+                Slot::Loading(_) => None,
+            })
+            .collect();
+        (ready, inner.used)
+    }
+
     /// `GET /models/{name}`.
     pub fn describe(&self, name: &str) -> Option<Described> {
         match lock(&self.inner).slots.get(name) {
-            Some(Slot::Ready(e)) => Some(describe(e)),
+            Some(Slot::Ready(e)) => Some(report::describe(e)),
             _ => None,
         }
     }
 
     /// Every model loaded, by name.
     pub fn list(&self) -> Vec<Described> {
-        let mut out: Vec<Described> = lock(&self.inner)
-            .slots
-            .values()
-            .filter_map(|s| match s {
-                Slot::Ready(e) => Some(describe(e)),
-                Slot::Loading(_) => None,
-            })
+        let mut out: Vec<Described> = self
+            .entries()
+            .0
+            .iter()
+            .map(|e| report::describe(e))
             .collect();
         out.sort_by(|a, b| a.model_name.cmp(&b.model_name));
         out
+    }
+
+    pub fn loaded_count(&self) -> usize {
+        lock(&self.inner)
+            .slots
+            .values()
+            .filter(|s| matches!(s, Slot::Ready(_)))
+            .count()
     }
 
     /// `DELETE /models/{name}`: answers once the model's requests have ended and it is freed.
@@ -536,6 +625,9 @@ impl Registry {
         loop {
             let taken = {
                 let mut inner = lock(&self.inner);
+                // Asked to go: it is not loaded again by a later request.
+                inner.evicted.remove(name);
+                inner.failed.remove(name);
                 match inner.slots.get(name) {
                     None => {
                         return Err(RegistryError::NotFound(format!(
@@ -543,25 +635,24 @@ impl Registry {
                         )))
                     }
                     Some(Slot::Loading(rx)) => Err(rx.clone()),
-                    Some(Slot::Ready(_)) => match inner.slots.remove(name) {
-                        Some(Slot::Ready(e)) => {
-                            inner.used -= e.bytes;
-                            Ok(e)
-                        }
-                        _ => continue,
-                    },
+                    Some(Slot::Ready(e)) => {
+                        let e = Arc::clone(e);
+                        inner.slots.remove(name);
+                        inner.uncharge(e.bytes.load(Relaxed));
+                        Ok(e)
+                    }
                 }
             };
             match taken {
                 Ok(e) => {
                     self.counters.unloads.fetch_add(1, Relaxed);
-                    let me = Arc::clone(self);
-                    // Joining the model's worker threads blocks.
-                    return tokio::task::spawn_blocking(move || me.free(e, "on request"))
+                    let drain = self.drain;
+                    // Waiting for the requests and joining the model's threads block.
+                    return tokio::task::spawn_blocking(move || free(e, drain, "on request"))
                         .await
-                        .map_err(|e| RegistryError::Invalid(format!("unload failed: {e}")));
+                        .map_err(|e| RegistryError::Internal(format!("unload failed: {e}")));
                 }
-                // Loaded or not, the loop looks again: its outcome does not matter here.
+                // Loaded or not, the loop looks again (a load always settles its slot).
                 Err(rx) => {
                     let _ = wait(rx).await;
                 }
@@ -569,48 +660,21 @@ impl Registry {
         }
     }
 
-    /// Frees an unloaded model on a thread of its own (an eviction must not hold up a load).
-    fn retire(self: &Arc<Self>, e: Arc<Entry>, why: &'static str) {
-        let me = Arc::clone(self);
+    /// Frees a model unloaded to make room, on a thread of its own (a load must not wait).
+    fn retire(&self, e: Arc<Entry>) {
+        let drain = self.drain;
         let _ = std::thread::Builder::new()
             .name("mlapp-model-free".into())
-            .spawn(move || me.free(e, why));
+            .spawn(move || free(e, drain, "to make room"));
     }
 
-    /// Waits (at most the drain time) for the requests holding the model, then frees it.
-    fn free(&self, e: Arc<Entry>, why: &str) {
-        let model = e.model();
-        drop(e);
-        let until = Instant::now() + self.drain;
-        // One reference is `model`; each request holds another.
-        while Arc::strong_count(&model) > 1 && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let holders = Arc::strong_count(&model) - 1;
-        let name = model.name.clone();
-        if holders > 0 {
-            log::warn!(
-                "model {name:?}: {holders} requests still hold it after {:?}; freed when they end",
-                self.drain
-            );
-        }
-        drop(model);
-        log::info!("model {name:?} unloaded {why}");
-    }
-
-    /// Loads every model of the repository (at start), one after another.
+    /// Loads the repository's models at start, one after another, as many as fit the budget
+    /// without unloading another; the rest load on first use.
     pub fn load_repository(self: &Arc<Self>) {
         let Some(repo) = &self.repository else {
             return;
         };
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => return log::error!("cannot list {}: {e}", repo.uri()),
-        };
-        let models = match rt.block_on(repo.list()) {
+        let models = match repo.cached(Duration::ZERO) {
             Ok(m) => m,
             Err(e) => return log::error!("cannot list the model repository: {e}"),
         };
@@ -620,26 +684,41 @@ impl Registry {
             models.len(),
             models.keys()
         );
-        for (name, url) in models {
-            match rt.block_on(self.load(&name, &url)) {
-                Ok(()) | Err(RegistryError::Conflict(_)) => {}
-                Err(e) => log::error!("{e}"),
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return log::error!("cannot start the repository's loads");
+        };
+        for (name, url) in models.iter() {
+            let rx = {
+                let mut inner = lock(&self.inner);
+                if inner.slots.contains_key(name) {
+                    continue;
+                }
+                self.start_load(&mut inner, name, url, Origin::Start)
+            };
+            match rx.map(|rx| rt.block_on(wait(rx))) {
+                Ok(Ok(())) => {}
+                Ok(Err(RegistryError::Memory { .. })) => {
+                    log::info!("model {name:?} is not loaded at start: the memory budget is full; it loads on first use")
+                }
+                Ok(Err(e)) | Err(e) => log::error!("{e}"),
             }
         }
     }
 
     /// One round of the repository poll: every loaded model whose URI now holds another
-    /// version is loaded again beside the old one, switched to, and the old one freed.
-    pub fn poll(self: &Arc<Self>, rt: &tokio::runtime::Runtime) {
-        let entries: Vec<Arc<Entry>> = lock(&self.inner)
-            .slots
-            .values()
-            .filter_map(|s| match s {
-                Slot::Ready(e) => Some(Arc::clone(e)),
-                Slot::Loading(_) => None,
-            })
-            .collect();
+    /// version is loaded again beside the old one, switched to, and the old one freed. A
+    /// version that failed is not tried again until the URI holds another.
+    pub fn poll(&self, rt: &tokio::runtime::Runtime) {
+        // Weak: a model unloaded during the round is freed at once, not after it.
+        let entries: Vec<std::sync::Weak<Entry>> =
+            self.entries().0.iter().map(Arc::downgrade).collect();
         for e in entries {
+            let Some(e) = e.upgrade() else {
+                continue;
+            };
             let now = match rt.block_on(e.fetcher.version()) {
                 Ok(v) => v,
                 Err(err) => {
@@ -647,7 +726,7 @@ impl Registry {
                     continue;
                 }
             };
-            if now == e.version() {
+            if now == e.version() || lock(&e.failed_version).as_deref() == Some(now.as_str()) {
                 continue;
             }
             log::info!(
@@ -661,28 +740,39 @@ impl Registry {
                     e.name,
                     e.version()
                 );
+                *lock(&e.failed_version) = Some(now);
             }
         }
     }
 
-    fn reload(&self, rt: &tokio::runtime::Runtime, e: &Entry) -> Result<(), String> {
+    fn reload(&self, rt: &tokio::runtime::Runtime, e: &Arc<Entry>) -> Result<(), String> {
         let fetched = rt.block_on(e.fetcher.fetch()).map_err(|x| x.to_string())?;
         let m = self.build(rt, &fetched.dir, &e.name)?;
+        let bytes = estimate(&fetched.dir, self.ctx.opts.sessions.max(1));
+        {
+            let mut inner = lock(&self.inner);
+            // Unloaded (or unloaded and loaded again) meanwhile: this version is not wanted.
+            match inner.slots.get(&e.name) {
+                Some(Slot::Ready(now)) if Arc::ptr_eq(now, e) => {}
+                _ => return Ok(()),
+            }
+            // The new version's estimate replaces the old one's (no one is unloaded for it).
+            inner.uncharge(e.bytes.swap(bytes, Relaxed));
+            inner.used = inner.used.saturating_add(bytes);
+        }
         let old = std::mem::replace(
             &mut *e.model.write().unwrap_or_else(|p| p.into_inner()),
             Arc::new(m),
         );
         *lock(&e.version) = fetched.version.clone();
+        *lock(&e.failed_version) = None;
         e.fetcher.prune(&fetched.dir);
         log::info!(
             "model {:?}: now serving version {}",
             e.name,
             fetched.version
         );
-        let until = Instant::now() + self.drain;
-        while Arc::strong_count(&old) > 1 && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        engine::drain(&old, self.drain);
         Ok(())
     }
 
@@ -693,139 +783,99 @@ impl Registry {
 
     /// Every loaded model, for shutdown (their engines finish queued work).
     pub fn models(&self) -> Vec<Arc<LoadedModel>> {
-        lock(&self.inner)
-            .slots
-            .values()
-            .filter_map(|s| match s {
-                Slot::Ready(e) => Some(e.model()),
-                Slot::Loading(_) => None,
-            })
-            .collect()
-    }
-
-    /// The registry's series in the Prometheus text format.
-    pub fn render(&self, out: &mut String) {
-        use crate::monitor::metrics::{counter, escape, gauge, header};
-        use std::fmt::Write as _;
-        let (loaded, used) = {
-            let inner = lock(&self.inner);
-            let ready: Vec<Arc<Entry>> = inner
-                .slots
-                .values()
-                .filter_map(|s| match s {
-                    Slot::Ready(e) => Some(Arc::clone(e)),
-                    Slot::Loading(_) => None,
-                })
-                .collect();
-            (ready, inner.used)
-        };
-        gauge(
-            out,
-            "mlapp_models_loaded",
-            "Models loaded and ready.",
-            loaded.len() as f64,
-        );
-        gauge(
-            out,
-            "mlapp_models_memory_estimate_bytes",
-            "Estimated memory of the loaded models, charged to the budget.",
-            used as f64,
-        );
-        gauge(
-            out,
-            "mlapp_models_memory_budget_bytes",
-            "The memory budget of the loaded models (--model-memory-mb).",
-            self.budget as f64,
-        );
-        let c = &self.counters;
-        let name = "mlapp_model_loads_total";
-        header(out, name, "counter", "Model loads, by outcome.");
-        for (outcome, n) in [("ok", &c.loads_ok), ("failed", &c.loads_failed)] {
-            let _ = writeln!(out, "{name}{{outcome=\"{outcome}\"}} {}", n.load(Relaxed));
-        }
-        let name = "mlapp_model_unloads_total";
-        header(out, name, "counter", "Models unloaded, by why: asked (DELETE) or evicted (least recently used, to make room).");
-        for (why, n) in [("asked", &c.unloads), ("evicted", &c.evictions)] {
-            let _ = writeln!(out, "{name}{{reason=\"{why}\"}} {}", n.load(Relaxed));
-        }
-        counter(
-            out,
-            "mlapp_model_cache_hits_total",
-            "Invocations whose model was already loaded.",
-            c.hits.load(Relaxed),
-        );
-        counter(
-            out,
-            "mlapp_model_cache_misses_total",
-            "Invocations that loaded their model first.",
-            c.misses.load(Relaxed),
-        );
-        header(
-            out,
-            "mlapp_model_load_duration_seconds",
-            "histogram",
-            "Time to fetch, load and warm up a model.",
-        );
-        c.load_seconds
-            .render(out, "mlapp_model_load_duration_seconds", "");
-        let per_model = [
-            (
-                "mlapp_model_requests_in_flight",
-                "Requests admitted to a model's engine and not yet answered.",
-            ),
-            (
-                "mlapp_model_queue_depth",
-                "Requests waiting in a model's batching queue.",
-            ),
-            (
-                "mlapp_model_memory_estimate_bytes",
-                "A model's estimated memory.",
-            ),
-        ];
-        for (i, (series, help)) in per_model.iter().enumerate() {
-            header(out, series, "gauge", help);
-            for e in &loaded {
-                let m = e.model();
-                let v = match i {
-                    0 => m.engine.in_flight() as u64,
-                    1 => m.engine.queue_depth() as u64,
-                    _ => e.bytes,
-                };
-                let _ = writeln!(out, "{series}{{model=\"{}\"}} {v}", escape(&e.name));
-            }
-        }
+        self.entries().0.iter().map(|e| e.model()).collect()
     }
 }
 
-fn describe(e: &Entry) -> Described {
-    let m = e.model();
-    Described {
-        model_name: e.name.clone(),
-        model_url: e.url.clone(),
-        version: e.version(),
-        memory_estimate_bytes: e.bytes,
-        invocations: e.invocations.load(Relaxed),
-        loaded_at_unix: e
-            .loaded_at
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64()),
-        kind: m.plan.kind(),
-        provider: m.provider,
+/// Whether `url` is inside one of `roots`: below a folder (a plain absolute path, no `..`),
+/// or starting with an s3:// prefix.
+fn inside(roots: &[String], url: &str) -> bool {
+    if url.starts_with("s3://") {
+        return roots
+            .iter()
+            .any(|r| r.starts_with("s3://") && url.starts_with(r.as_str()));
     }
+    let path = Path::new(url);
+    path.is_absolute()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+        && roots
+            .iter()
+            .filter(|r| !r.starts_with("s3://"))
+            .any(|r| path.starts_with(r) && path != Path::new(r))
 }
 
-async fn wait(
-    mut rx: watch::Receiver<Option<Result<(), RegistryError>>>,
-) -> Result<(), RegistryError> {
+/// Waits (at most `drain`) for the requests holding the model, then frees it here.
+fn free(e: Arc<Entry>, drain: Duration, why: &str) {
+    let model = e.model();
+    drop(e);
+    let holders = engine::drain(&model, drain);
+    let name = model.name.clone();
+    if holders > 0 {
+        log::warn!(
+            "model {name:?}: {holders} requests still hold it after {drain:?}; freed when they end"
+        );
+    }
+    drop(model);
+    log::info!("model {name:?} unloaded {why}");
+}
+
+async fn wait(mut rx: Outcome) -> Result<(), RegistryError> {
     match rx.wait_for(Option::is_some).await {
         Ok(v) => v.clone().unwrap_or(Ok(())),
-        // The load thread ended without a word: it panicked.
-        Err(_) => Err(RegistryError::Invalid(
-            "the model's load ended unexpectedly".into(),
+        // The load thread ended without a word (it settles its slot even when it panics).
+        Err(_) => Err(RegistryError::Internal(
+            "a model's load ended unexpectedly".into(),
         )),
     }
 }
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn models_load_only_from_inside_the_roots() {
+        let roots = vec![
+            "/opt/ml/models".to_string(),
+            "s3://bucket/models/".to_string(),
+        ];
+        for ok in [
+            "/opt/ml/models/abc/model",
+            "/opt/ml/models/x",
+            "s3://bucket/models/a.tar.gz",
+        ] {
+            assert!(inside(&roots, ok), "{ok}");
+        }
+        for refused in [
+            "/opt/ml/models",
+            "/opt/ml/models/../../etc",
+            "/opt/ml/modelsX/a",
+            "/etc/passwd",
+            "/",
+            "",
+            "opt/ml/models/a",
+            "./a",
+            "s3://bucket/other/a",
+            "s3://bucket/models",
+            "s3://other/models/a",
+        ] {
+            assert!(!inside(&roots, refused), "{refused}");
+        }
+    }
+
+    #[test]
+    fn remembered_names_stay_bounded() {
+        let mut m = HashMap::new();
+        for i in 0..(MAX_REMEMBERED * 2 + 5) {
+            remember(&mut m, &i.to_string(), i);
+            assert!(m.len() <= MAX_REMEMBERED);
+        }
+        assert!(m.contains_key(&(MAX_REMEMBERED * 2 + 4).to_string()));
+    }
 }

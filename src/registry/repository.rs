@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::storage::{S3Options, S3Store, S3Uri, StorageError};
 
@@ -13,7 +15,13 @@ pub struct Repository {
     root: Root,
     text: String,
     s3: S3Options,
+    /// The last listing and when it was made; its lock is held while listing, so that
+    /// requests for names not loaded make one listing, not one each.
+    listed: Mutex<Option<(Instant, Arc<Models>)>>,
 }
+
+/// Model name → URI.
+pub type Models = BTreeMap<String, String>;
 
 enum Root {
     Local(PathBuf),
@@ -62,7 +70,26 @@ impl Repository {
             root,
             text: uri.to_string(),
             s3,
+            listed: Mutex::new(None),
         })
+    }
+
+    /// The listing, made again when the last one is older than `ttl`. Blocks (on its own
+    /// runtime): call it from a blocking thread.
+    pub fn cached(&self, ttl: Duration) -> Result<Arc<Models>, StorageError> {
+        let mut listed = self.listed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, models)) = listed.as_ref() {
+            if at.elapsed() < ttl {
+                return Ok(Arc::clone(models));
+            }
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(StorageError::io(PathBuf::from(&self.text)))?;
+        let models = Arc::new(rt.block_on(self.list())?);
+        *listed = Some((Instant::now(), Arc::clone(&models)));
+        Ok(models)
     }
 
     pub fn uri(&self) -> &str {
@@ -72,7 +99,7 @@ impl Repository {
     /// Every model in the repository now: name → URI. Entries whose names are not plain
     /// (`valid_name`) are skipped with a warning; of two entries with one name (`a/` and
     /// `a.tar.gz`), the first in name order is kept and the other named in the log.
-    pub async fn list(&self) -> Result<BTreeMap<String, String>, StorageError> {
+    pub async fn list(&self) -> Result<Models, StorageError> {
         let entries: Vec<(String, String)> = match &self.root {
             Root::Local(dir) => {
                 let read = std::fs::read_dir(dir).map_err(StorageError::io(dir))?;
@@ -92,7 +119,9 @@ impl Repository {
                 let store = S3Store::connect(&self.s3).await;
                 let mut out: Vec<(String, String)> = Vec::new();
                 for o in store.list(prefix).await? {
-                    let rest = &o.key[prefix.key.len().min(o.key.len())..];
+                    let Some(rest) = o.key.strip_prefix(prefix.key.as_str()) else {
+                        continue;
+                    };
                     let (entry, uri) = match rest.split_once('/') {
                         Some((dir, _)) => (dir.to_string(), prefix.join(&format!("{dir}/"))),
                         None if ARCHIVES.iter().any(|x| rest.ends_with(x)) => {

@@ -197,6 +197,7 @@ fn the_image_is_a_multi_model_endpoint() {
             .into_string()
             .unwrap();
         let gold = golden(model);
+        assert_eq!(csv.lines().count(), 25, "{csv}");
         for (i, line) in csv.lines().enumerate() {
             assert_csv_row(&gold, line, i, "MME invoke in the container");
         }

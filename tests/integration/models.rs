@@ -14,7 +14,9 @@ use crate::common::{
 };
 
 fn mme(extra: &[&str]) -> Server {
-    let mut args = vec!["--workers", "2"];
+    // The checkout holds the example models and fixtures: the one place loads come from.
+    let root = repo().display().to_string();
+    let mut args = vec!["--workers", "2", "--model-roots", root.as_str()];
     args.extend_from_slice(extra);
     let s = Server::start_with(Some("serve"), &args, &[("SAGEMAKER_MULTI_MODEL", "true")]);
     s.wait_ready(Duration::from_secs(30));
@@ -161,10 +163,23 @@ fn sagemakers_multi_model_call_sequence() {
         assert_eq!(r.status, 400, "{body}: {}", r.body);
         assert!(r.body.contains(says), "{body}: {}", r.body);
     }
-    let missing = load(&s, "gone", "/no/such/model");
+    let nowhere = repo().join("no/such/model").display().to_string();
+    let missing = load(&s, "gone", &nowhere);
     assert_eq!(missing.status, 400, "{}", missing.body);
-    assert!(missing.body.contains("/no/such/model"), "{}", missing.body);
+    assert_eq!(missing.error().0, "model_load_failed");
+    assert!(missing.body.contains(&nowhere), "{}", missing.body);
     assert_eq!(s.get("/models/gone").status, 404);
+    // Only from inside --model-roots, and only plain absolute paths.
+    for outside in [
+        "/etc",
+        "/",
+        "relative/x",
+        &format!("{}/../x", repo().display()),
+    ] {
+        let r = load(&s, "out", outside);
+        assert_eq!(r.status, 400, "{outside}: {}", r.body);
+        assert!(r.body.contains("--model-roots"), "{}", r.body);
+    }
 
     // Per-model series.
     let m = s.get("/metrics").body;
@@ -209,7 +224,7 @@ fn a_model_that_cannot_fit_the_budget_gets_507() {
 fn the_least_recently_used_model_is_unloaded_to_make_room() {
     // Two sessions each: every copy of the logistic regression is charged 2 × 3 MiB plus its
     // files (registry::memory), so 14 MiB holds two of them and not three.
-    let s = mme(&["--model-memory-mb", "14"]);
+    let s = mme(&["--model-memory-mb", "14", "--sessions-per-model", "2"]);
     let lr = model_dir("logreg").display().to_string();
     let rows = payload("logreg", "rows.csv");
     assert_eq!(load(&s, "a", &lr).status, 200);
@@ -250,23 +265,34 @@ fn an_unload_waits_for_the_requests_in_flight_and_fails_none() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    // All three admitted (one runs, two wait in the model's queue) before the unload.
+    let until = Instant::now() + Duration::from_secs(30);
+    while metric(
+        &s.get("/metrics").body,
+        "mlapp_model_requests_in_flight{model=\"slow\"}",
+    ) < 3.0
+    {
+        assert!(Instant::now() < until, "the requests never got in flight");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let t = Instant::now();
     let d = delete(&s, "slow");
-    let deleted = Instant::now();
+    let took = t.elapsed();
     assert_eq!(d.status, 200, "{}", d.body);
     for c in clients {
-        let (r, ended) = c.join().unwrap();
+        let (r, _) = c.join().unwrap();
         assert_eq!(
             r.status, 200,
             "a request in flight during the unload: {}",
             r.body
         );
-        // DELETE answers once the model's resources are freed: after its requests ended.
-        assert!(
-            ended <= deleted,
-            "DELETE answered before a request of the model ended"
-        );
     }
+    // DELETE answers once the model's resources are freed: after its requests (a second a
+    // row on its one session) ended.
+    assert!(
+        took > Duration::from_millis(900),
+        "DELETE answered after {took:?}"
+    );
     assert_eq!(invoke(&s, "slow", &one_row).status, 404);
 }
 
@@ -329,11 +355,16 @@ fn a_model_repository_on_s3_serves_by_name_and_replaces_a_model_live() {
         "models/late.tar.gz",
         model_tar_gz(&model_dir("mlp"), None),
     );
-    assert_golden(
-        &invoke_target(&s, "late.tar.gz", &rows),
-        "mlp",
-        "late, first use",
-    );
+    // Found once the repository is listed again (at most a second after a miss).
+    let until = Instant::now() + Duration::from_secs(10);
+    let late = loop {
+        let r = invoke_target(&s, "late.tar.gz", &rows);
+        if r.status != 404 || Instant::now() > until {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_golden(&late, "mlp", "late, first use");
     let m = s.get("/metrics").body;
     assert_eq!(metric(&m, "mlapp_model_cache_misses_total"), 1.0);
 
