@@ -123,23 +123,26 @@ async fn pick(
     let name = match which {
         Which::Named(n) => n,
         Which::Request => {
+            // The opaque name (MMS's `?model_name=`) first; SageMaker's Target-Model header
+            // is the client's path of the artifact.
+            let query = web::Query::<ModelName>::from_query(req.query_string())
+                .ok()
+                .and_then(|q| q.into_inner().model_name);
             let header = req.headers().get(TARGET_MODEL).map(|v| {
                 v.to_str().map_err(|_| {
                     ApiError::BadHeader("X-Amzn-SageMaker-Target-Model is not ASCII text".into())
                 })
             });
-            match header.transpose()? {
-                Some(target) => registry.resolve(target.trim()),
-                None => web::Query::<ModelName>::from_query(req.query_string())
-                    .ok()
-                    .and_then(|q| q.into_inner().model_name)
-                    .ok_or_else(|| {
-                        ApiError::BadHeader(
-                            "this server serves many models: name one with the \
-                             X-Amzn-SageMaker-Target-Model header or ?model_name="
-                                .into(),
-                        )
-                    })?,
+            match (query, header.transpose()?) {
+                (Some(name), _) => name,
+                (None, Some(target)) => registry.resolve(target.trim()),
+                (None, None) => {
+                    return Err(ApiError::BadHeader(
+                        "this server serves many models: name one with the \
+                         X-Amzn-SageMaker-Target-Model header or ?model_name="
+                            .into(),
+                    ))
+                }
             }
         }
     };

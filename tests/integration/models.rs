@@ -125,6 +125,16 @@ fn sagemakers_multi_model_call_sequence() {
     assert_golden(&invoke(&s, "d4e5f6", &rows), "xgboost", "invoke d4e5f6");
     // SageMaker's /invocations with the Target-Model header.
     assert_golden(&invoke_target(&s, "mlp", &rows), "mlp", "target mlp");
+    // MMS's opaque name wins over the header, which is the client's artifact path.
+    let by_query = reply(
+        agent()
+            .post(&format!("{}/invocations?model_name=d4e5f6", s.base))
+            .set("Content-Type", "text/csv")
+            .set("Accept", "text/csv")
+            .set("X-Amzn-SageMaker-Target-Model", "mlp")
+            .send_bytes(&rows),
+    );
+    assert_golden(&by_query, "xgboost", "?model_name= and a header");
 
     for r in [
         invoke(&s, "nope", &rows),
