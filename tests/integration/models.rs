@@ -2,15 +2,14 @@
 //! its status codes, least-recently-used unloading under the memory budget, unloads while
 //! requests are in flight, and a model repository on S3 served by name and replaced live.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::batching::metric;
 use crate::common::archives::model_tar_gz;
 use crate::common::moto::{pairs, Moto};
 use crate::common::{
-    agent, assert_csv_row, golden, model_dir, payload, reply, repo, Reply, Server,
+    agent, assert_csv_row, golden, model_dir, payload, reply, repo, Reply, Server, Traffic,
 };
 
 fn mme(extra: &[&str]) -> Server {
@@ -379,20 +378,8 @@ fn a_model_repository_on_s3_serves_by_name_and_replaces_a_model_live() {
     assert_eq!(metric(&m, "mlapp_model_cache_misses_total"), 1.0);
 
     // `lr` is replaced under continuous load: no request fails, and the new version answers.
-    let stop = Arc::new(AtomicBool::new(false));
-    let seen = Arc::new(Mutex::new(Vec::<(u16, String)>::new()));
-    let clients: Vec<_> = (0..3)
-        .map(|_| {
-            let (s, stop, seen, body) = (s.clone(), stop.clone(), seen.clone(), rows.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let r = invoke(&s, "lr", &body);
-                    let label = r.body.split(',').next().unwrap_or_default().to_string();
-                    seen.lock().unwrap().push((r.status, label));
-                }
-            })
-        })
-        .collect();
+    let (client, body) = (s.clone(), rows.clone());
+    let traffic = Traffic::start(3, move || invoke(&client, "lr", &body));
     std::thread::sleep(Duration::from_millis(400));
     moto.put(
         "repo",
@@ -400,11 +387,7 @@ fn a_model_repository_on_s3_serves_by_name_and_replaces_a_model_live() {
         model_tar_gz(&model_dir("xgboost"), None),
     );
     let until = Instant::now() + Duration::from_secs(60);
-    loop {
-        let first = seen.lock().unwrap().last().map(|(_, l)| l.clone());
-        if first.as_deref() == Some("0") {
-            break;
-        }
+    while traffic.last().as_deref() != Some("0") {
         assert!(
             Instant::now() < until,
             "lr still answers with the old version"
@@ -412,12 +395,7 @@ fn a_model_repository_on_s3_serves_by_name_and_replaces_a_model_live() {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().unwrap();
-    }
-    let seen = seen.lock().unwrap();
-    let failed: Vec<_> = seen.iter().filter(|(st, _)| *st != 200).collect();
+    let (seen, failed) = traffic.stop();
     assert!(
         failed.is_empty(),
         "{} of {} failed: {:?}",
@@ -432,37 +410,20 @@ fn a_model_repository_on_s3_serves_by_name_and_replaces_a_model_live() {
 
     // Unloads under continuous Target-Model traffic: requests in flight finish on the old
     // copy, later ones load it again from the repository; none fails.
-    let stop = Arc::new(AtomicBool::new(false));
-    let statuses = Arc::new(Mutex::new(Vec::<(u16, String)>::new()));
-    let clients: Vec<_> = (0..3)
-        .map(|_| {
-            let (s, stop, statuses, body) =
-                (s.clone(), stop.clone(), statuses.clone(), rows.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let r = invoke_target(&s, "xgb.tar.gz", &body);
-                    statuses.lock().unwrap().push((r.status, r.body));
-                }
-            })
-        })
-        .collect();
+    let (client, body) = (s.clone(), rows.clone());
+    let traffic = Traffic::start(3, move || invoke_target(&client, "xgb.tar.gz", &body));
     for _ in 0..3 {
         std::thread::sleep(Duration::from_millis(300));
         let d = delete(&s, "xgb");
         assert!(d.status == 200 || d.status == 404, "{}", d.body);
     }
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().unwrap();
-    }
-    let statuses = statuses.lock().unwrap();
-    let failed: Vec<_> = statuses.iter().filter(|(st, _)| *st != 200).collect();
+    let (seen, failed) = traffic.stop();
     assert!(
         failed.is_empty(),
         "{} of {} failed: {:?}",
         failed.len(),
-        statuses.len(),
+        seen.len(),
         &failed[..failed.len().min(3)]
     );
     let m = s.get("/metrics").body;

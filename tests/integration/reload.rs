@@ -2,14 +2,13 @@
 //! failed request; polling finds a new version by itself; a reload to a broken model keeps
 //! the old one serving and says why.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::batching::metric;
 use crate::common::archives::{gzip, model_tar_gz, tar, Item};
 use crate::common::moto::{pairs, Moto};
-use crate::common::{model_dir, payload, send_signal, Server};
+use crate::common::{model_dir, payload, send_signal, Server, Traffic};
 use crate::sources::assert_serves;
 
 /// Waits until `/info` names a version other than `old`; returns it.
@@ -60,34 +59,18 @@ fn sighup_under_load_switches_models_without_a_failed_request() {
     let v1 = version(&s);
 
     // Four clients send continuously; every status and every first label is recorded.
-    let stop = Arc::new(AtomicBool::new(false));
-    let seen = Arc::new(Mutex::new(Vec::<(u16, String)>::new()));
     let body = payload("logreg", "rows.csv");
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let (s, stop, seen, body) = (s.clone(), stop.clone(), seen.clone(), body.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let r = s.post(Some("text/csv"), Some("text/csv"), &body);
-                    let label = r.body.split(',').next().unwrap_or_default().to_string();
-                    seen.lock().unwrap().push((r.status, label));
-                }
-            })
-        })
-        .collect();
+    let client = s.clone();
+    let traffic = Traffic::start(4, move || {
+        client.post(Some("text/csv"), Some("text/csv"), &body)
+    });
     std::thread::sleep(Duration::from_millis(500));
     // Version 2: the XGBoost model, whose labels are 0/1 rather than female/male.
     moto.put("models", key, model_tar_gz(&model_dir("xgboost"), None));
     send_signal(s.pid(), libc::SIGHUP);
     let v2 = wait_version_change(&s, &v1, Duration::from_secs(60));
     std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().unwrap();
-    }
-
-    let seen = seen.lock().unwrap();
-    let failed: Vec<_> = seen.iter().filter(|(st, _)| *st != 200).collect();
+    let (seen, failed) = traffic.stop();
     assert!(
         failed.is_empty(),
         "{} of {} failed: {:?}",

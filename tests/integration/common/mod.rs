@@ -302,3 +302,58 @@ pub fn send_signal(pid: u32, sig: i32) {
     let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
     assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
 }
+
+/// A status and the first CSV cell of an answer.
+pub type Answer = (u16, String);
+
+/// Clients sending continuously until stopped, every answer kept as (status, first CSV cell):
+/// the load under which reloads and unloads must fail no request.
+pub struct Traffic {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(u16, String)>>>,
+    clients: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    pub fn start(clients: usize, call: impl Fn() -> Reply + Send + Sync + 'static) -> Traffic {
+        use std::sync::{atomic::AtomicBool, Arc, Mutex};
+        let (stop, seen) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(Mutex::new(Vec::new())),
+        );
+        let call = Arc::new(call);
+        let clients = (0..clients)
+            .map(|_| {
+                let (stop, seen, call) = (stop.clone(), seen.clone(), call.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let r = call();
+                        let first = r.body.split(',').next().unwrap_or_default().to_string();
+                        seen.lock().unwrap().push((r.status, first));
+                    }
+                })
+            })
+            .collect();
+        Traffic {
+            stop,
+            seen,
+            clients,
+        }
+    }
+
+    /// The first cell of the latest answer.
+    pub fn last(&self) -> Option<String> {
+        self.seen.lock().unwrap().last().map(|(_, l)| l.clone())
+    }
+
+    /// Stops the clients; every answer, in order, and the ones that were not 200.
+    pub fn stop(self) -> (Vec<Answer>, Vec<Answer>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for c in self.clients {
+            c.join().unwrap();
+        }
+        let seen = std::mem::take(&mut *self.seen.lock().unwrap());
+        let failed = seen.iter().filter(|(s, _)| *s != 200).cloned().collect();
+        (seen, failed)
+    }
+}
