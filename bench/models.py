@@ -28,6 +28,9 @@ import run  # noqa: E402
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 SECONDS = int(os.environ.get("SECONDS_PER_RUN", "10"))
 N_MODELS = int(os.environ.get("N_MODELS", "50"))
+# Parts of the run (all by default): first_use, mme (with single, its reference), shadow.
+PARTS = os.environ.get("PARTS", "first_use,mme,shadow").split(",")
+OUT = os.environ.get("OUT", os.path.join(run.REPO, "bench", "results", "models.json"))
 XGB = os.path.join(run.MODELS, "xgboost")
 LOGREG = os.path.join(run.MODELS, "logreg")
 
@@ -102,6 +105,13 @@ def single_round(tmp, port, extra=None):
         with run.PeakRss(server.proc.pid) as peak:
             r = s1(port)
         r["rss_peak_mib"] = peak.peak / 2**20
+        # What became of the shadowed requests: compared, or timed out / skipped when the
+        # CPUs were busy with the served model.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as m:
+            for line in m.read().decode().splitlines():
+                if line.startswith("mlapp_shadow_requests_total{"):
+                    outcome = line.split('"')[1]
+                    r[f"shadow_{outcome}"] = float(line.split()[-1])
         return r
     finally:
         server.stop()
@@ -118,6 +128,8 @@ def first_use(tmp, port):
         out = []
         for i in range(5):
             shutil.copytree(XGB, os.path.join(repo, f"late{i}"))
+            # A name the last listing lacked is listed again at most once a second.
+            time.sleep(1.1)
             h = {"Content-Type": "text/csv", "X-Amzn-SageMaker-Target-Model": f"late{i}.tar.gz"}
             s_cold, cold = call("POST", base, row, h)
             s_warm, warm = call("POST", base, row, h)
@@ -134,46 +146,51 @@ def main():
     res = {"machine": run.machine(), "rounds": ROUNDS, "models": N_MODELS,
            "mme": [], "single": [], "shadow": []}
     port = 18500
+    if "first_use" in PARTS:
+        run.log("first use: a repository model loaded by its first request")
+        res["first_use"] = first_use(tmp, port)
     for r in range(ROUNDS):
         port += 1
-        run.log(f"round {r + 1}: S1 on one model")
-        res["single"].append(single_round(tmp, port))
-        port += 1
-        run.log(f"round {r + 1}: {N_MODELS} models loaded, S1 spread over them")
-        res["mme"].append(mme_round(tmp, port))
-        for pct in (0, 10, 100):
+        if "mme" in PARTS:
+            run.log(f"round {r + 1}: S1 on one model")
+            res["single"].append(single_round(tmp, port))
+            port += 1
+            run.log(f"round {r + 1}: {N_MODELS} models loaded, S1 spread over them")
+            res["mme"].append(mme_round(tmp, port))
+        for pct in (0, 10, 100) if "shadow" in PARTS else ():
             port += 1
             run.log(f"round {r + 1}: S1 with a shadow at {pct} %")
             extra = [] if pct == 0 else ["--shadow-model-uri", XGB, "--shadow-percent", str(pct)]
             res["shadow"].append(dict(percent=pct, **single_round(tmp, port, extra)))
-    port += 1
-    run.log("first use: a repository model loaded by its first request")
-    res["first_use"] = first_use(tmp, port)
 
     def med(rows, key, **match):
         xs = sorted(x[key] for x in rows if all(x.get(k) == v for k, v in match.items()))
         return xs[len(xs) // 2]
 
-    s = {
-        "single_rps": med(res["single"], "rps"), "single_p99_ms": med(res["single"], "p99_ms"),
-        "mme_rps": med(res["mme"], "rps"), "mme_p99_ms": med(res["mme"], "p99_ms"),
-        "mme_rss_empty_mib": med(res["mme"], "rss_empty_mib"),
-        "mme_rss_loaded_mib": med(res["mme"], "rss_loaded_mib"),
-        "mme_rss_peak_mib": med(res["mme"], "rss_peak_mib"),
-        "mme_estimate_mib": med(res["mme"], "estimate_mib"),
-        "mme_load_s_median": med(res["mme"], "load_s_median"),
-        "first_use_cold_s_median": statistics.median(x["cold_s"] for x in res["first_use"]),
-        "first_use_warm_s_median": statistics.median(x["warm_s"] for x in res["first_use"]),
-    }
-    for pct in (0, 10, 100):
-        s[f"shadow{pct}_rps"] = med(res["shadow"], "rps", percent=pct)
-        s[f"shadow{pct}_p99_ms"] = med(res["shadow"], "p99_ms", percent=pct)
-    s["mme_ratio"] = s["mme_rps"] / s["single_rps"]
-    s["shadow10_ratio"] = s["shadow10_rps"] / s["shadow0_rps"]
-    s["shadow100_ratio"] = s["shadow100_rps"] / s["shadow0_rps"]
+    s = {}
+    if "mme" in PARTS:
+        s.update({
+            "single_rps": med(res["single"], "rps"), "single_p99_ms": med(res["single"], "p99_ms"),
+            "mme_rps": med(res["mme"], "rps"), "mme_p99_ms": med(res["mme"], "p99_ms"),
+            "mme_rss_empty_mib": med(res["mme"], "rss_empty_mib"),
+            "mme_rss_loaded_mib": med(res["mme"], "rss_loaded_mib"),
+            "mme_rss_peak_mib": med(res["mme"], "rss_peak_mib"),
+            "mme_estimate_mib": med(res["mme"], "estimate_mib"),
+            "mme_load_s_median": med(res["mme"], "load_s_median"),
+        })
+        s["mme_ratio"] = s["mme_rps"] / s["single_rps"]
+    if "first_use" in PARTS:
+        s["first_use_cold_s_median"] = statistics.median(x["cold_s"] for x in res["first_use"])
+        s["first_use_warm_s_median"] = statistics.median(x["warm_s"] for x in res["first_use"])
+    if "shadow" in PARTS:
+        for pct in (0, 10, 100):
+            s[f"shadow{pct}_rps"] = med(res["shadow"], "rps", percent=pct)
+            s[f"shadow{pct}_p99_ms"] = med(res["shadow"], "p99_ms", percent=pct)
+        s["shadow10_ratio"] = s["shadow10_rps"] / s["shadow0_rps"]
+        s["shadow100_ratio"] = s["shadow100_rps"] / s["shadow0_rps"]
     res["summary"] = s
     print(json.dumps(res, indent=1))
-    with open(os.path.join(run.REPO, "bench", "results", "models.json"), "w") as f:
+    with open(OUT, "w") as f:
         json.dump(res, f, indent=1)
     shutil.rmtree(tmp, ignore_errors=True)
 

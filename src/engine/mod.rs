@@ -42,6 +42,9 @@ pub struct LoadOptions {
     /// Most inference an HTTP thread may run per event-loop turn (zero: none).
     pub inline_budget: Duration,
     pub device: Device,
+    /// The inference threads run at the lowest CPU priority and never on HTTP threads (a
+    /// shadow model: the served model's work comes first when the CPUs are busy).
+    pub background: bool,
 }
 
 /// A model ready to serve: warmed up sessions behind the worker pool.
@@ -232,7 +235,7 @@ pub fn load(
         source,
         signature,
         plan,
-        engine: Engine::start(sessions, policy, metrics),
+        engine: Engine::start(sessions, policy, metrics, opts.background),
         load_seconds: started.elapsed().as_secs_f64(),
         sessions: n,
         batching,

@@ -86,7 +86,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Engine {
-    pub fn start(sessions: Vec<Session>, policy: Policy, metrics: Arc<Metrics>) -> Self {
+    pub fn start(
+        sessions: Vec<Session>,
+        policy: Policy,
+        metrics: Arc<Metrics>,
+        background: bool,
+    ) -> Self {
         let n = sessions.len();
         let shared = Arc::new(Shared {
             policy,
@@ -105,7 +110,12 @@ impl Engine {
                 let shared = Arc::clone(&shared);
                 std::thread::Builder::new()
                     .name(format!("mlapp-infer-{i}"))
-                    .spawn(move || worker(&shared, i))
+                    .spawn(move || {
+                        if background {
+                            lowest_priority();
+                        }
+                        worker(&shared, i)
+                    })
                     .map_err(|e| log::error!("could not start an inference thread: {e}"))
                     .ok()
             })
@@ -311,6 +321,15 @@ impl Drop for Admitted {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Puts the calling thread at nice 19: on Linux a thread's nice value is its own, so the
+/// rest of the process keeps its priority.
+fn lowest_priority() {
+    let me = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(me), 19) {
+        log::debug!("could not lower an inference thread's priority: {e}");
     }
 }
 

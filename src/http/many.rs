@@ -106,9 +106,11 @@ pub fn start_shadow(
         None => None,
     };
     let fetcher = Fetcher::new(&uri, cfg.model.source_options()).map_err(|e| e.to_string())?;
-    // One session on one thread: a challenger must not take the served model's CPUs.
+    // One session on one thread at the lowest priority: a challenger must not take the
+    // served model's CPUs (when they are busy, its runs time out and are counted instead).
     let mut opts = opts.clone();
     (opts.sessions, opts.cuda_sessions, opts.intra_threads) = (1, 1, 1);
+    opts.background = true;
     let percent = cfg.registry.shadow_percent;
     let timeout = Duration::from_secs_f64(cfg.registry.shadow_timeout_ms / 1e3);
     std::thread::Builder::new()

@@ -101,6 +101,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         max_batch_delay: cfg.max_batch_delay(),
         inline_budget: cfg.inline_budget(),
         device: cfg.device,
+        background: false,
     };
     let registry = super::many::registry(&cfg, env, &opts, &metrics).map_err(ServeError::Config)?;
     let s3 = cfg.model.source_options().s3;

@@ -380,6 +380,7 @@ impl Workers {
             max_batch_delay: Duration::ZERO,
             inline_budget: Duration::ZERO,
             device: self.scoring.device,
+            background: false,
         };
         let env = self.scoring.env;
         let dir = fetched.dir.clone();

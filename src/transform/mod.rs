@@ -225,6 +225,7 @@ pub fn run(cfg: &TransformConfig) -> Result<Summary, TransformError> {
         // Scoring threads, not an event loop: nothing to keep free.
         inline_budget: Duration::ZERO,
         device: cfg.device,
+        background: false,
     };
     let mut loaded = engine::load(env, &fetched.dir, &opts, Arc::new(Metrics::new()))?;
     loaded.monitor = cfg.monitor.attach(&loaded, &rt, &sources.s3)?;
