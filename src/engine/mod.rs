@@ -16,7 +16,7 @@ use ort::environment::Environment;
 use ort::session::Session;
 
 pub use batcher::Policy;
-pub use pool::{Admitted, Engine, EngineError, Scored};
+pub use pool::{lowest_priority, Admitted, Engine, EngineError, Scored};
 pub use session::Device;
 
 use crate::model::{self, ModelError, ModelSignature, ModelSource, OutputPlan};

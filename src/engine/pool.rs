@@ -326,7 +326,7 @@ impl Drop for Engine {
 
 /// Puts the calling thread at nice 19: on Linux a thread's nice value is its own, so the
 /// rest of the process keeps its priority.
-fn lowest_priority() {
+pub fn lowest_priority() {
     let me = rustix::thread::gettid();
     if let Err(e) = rustix::process::setpriority_process(Some(me), 19) {
         log::debug!("could not lower an inference thread's priority: {e}");

@@ -133,9 +133,12 @@ pub fn start_shadow(
                         "shadow model {} ready: it scores {percent} % of requests after they are answered",
                         m.source.file.display()
                     );
-                    let _ = state
-                        .shadow
-                        .set(Arc::new(Shadow::new(Arc::new(m), percent, timeout, capture)));
+                    match Shadow::start(Arc::new(m), percent, timeout, capture) {
+                        Ok(shadow) => {
+                            let _ = state.shadow.set(shadow);
+                        }
+                        Err(e) => log::error!("the shadow cannot start its thread: {e}"),
+                    }
                 }
                 Err(e) => log::error!("the shadow model {uri} failed to load; serving without it: {e}"),
             }

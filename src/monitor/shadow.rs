@@ -4,8 +4,8 @@
 //!
 //! Nothing of it runs before the answer is sent, and nothing of it can fail the request: the
 //! request path only samples and hands over shared bytes and the served model's outputs. At
-//! most `MAX_IN_FLIGHT` shadow requests run at once (more are skipped and counted), each on
-//! the shadow's own sessions and queue, bounded by its timeout.
+//! most `MAX_IN_FLIGHT` shadow requests wait or run at once (more are skipped and counted),
+//! on the shadow's own thread and session at the lowest CPU priority, bounded by its timeout.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -38,6 +38,8 @@ pub struct Shadow {
     /// Where the shadow's answers go (its own variant), when capture is on.
     capture: Option<Arc<Capture>>,
     running: Arc<tokio::sync::Semaphore>,
+    /// To the shadow's own thread, which does all of its work at the lowest CPU priority.
+    queue: std::sync::mpsc::SyncSender<(Offer, tokio::sync::OwnedSemaphorePermit)>,
     stats: Stats,
 }
 
@@ -88,10 +90,10 @@ impl Turn {
     /// never fails.
     pub fn offer(self, offer: Offer) {
         let Turn { shadow, permit } = self;
-        tokio::task::spawn_local(async move {
-            shadow.run(offer).await;
-            drop(permit);
-        });
+        // The permit bounds the queue: a place is always free.
+        if shadow.queue.try_send((offer, permit)).is_err() {
+            shadow.stats.failed.fetch_add(1, Relaxed);
+        }
     }
 }
 
@@ -130,18 +132,22 @@ pub struct Deltas {
 }
 
 impl Shadow {
-    pub fn new(
+    /// The shadow and its thread: decode, inference (on the model's own thread) and the
+    /// comparison all run at nice 19, so that busy CPUs serve the answers first.
+    pub fn start(
         model: Arc<LoadedModel>,
         percent: f64,
         timeout: Duration,
         capture: Option<Arc<Capture>>,
-    ) -> Self {
-        Self {
+    ) -> std::io::Result<Arc<Self>> {
+        let (queue, jobs) = std::sync::mpsc::sync_channel(MAX_IN_FLIGHT);
+        let shadow = Arc::new(Self {
             model,
             percent,
             timeout,
             capture,
             running: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
+            queue,
             stats: Stats {
                 compared: AtomicU64::new(0),
                 busy: AtomicU64::new(0),
@@ -153,7 +159,27 @@ impl Shadow {
                 deltas: Histogram::new(DELTAS),
                 seconds: Histogram::new(super::metrics::SECONDS),
             },
-        }
+        });
+        let weak = Arc::downgrade(&shadow);
+        std::thread::Builder::new()
+            .name("mlapp-shadow".into())
+            .spawn(move || {
+                crate::engine::lowest_priority();
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                else {
+                    return log::error!("the shadow cannot start its runtime; it scores nothing");
+                };
+                while let Ok((offer, permit)) = jobs.recv() {
+                    let Some(shadow) = weak.upgrade() else {
+                        return;
+                    };
+                    rt.block_on(shadow.run(offer));
+                    drop(permit);
+                }
+            })?;
+        Ok(shadow)
     }
 
     pub fn model(&self) -> &Arc<LoadedModel> {
@@ -185,28 +211,20 @@ impl Shadow {
         }
     }
 
-    async fn run(self: Arc<Self>, offer: Offer) {
+    async fn run(&self, offer: Offer) {
         let started = Instant::now();
         let deadline = started + self.timeout;
         let Ok(ticket) = self.model.engine.admit() else {
             self.stats.busy.fetch_add(1, Relaxed);
             return;
         };
-        let (body, format, model) = (offer.body.clone(), offer.format, Arc::clone(&self.model));
-        // Decoded on the blocking pool: the shadow's input is the body, read against its own
-        // signature, so a challenger may take other features than the served model.
-        let frame =
-            tokio::task::spawn_blocking(move || codec::decode(format, &body, &model.signature))
-                .await;
-        let frame = match frame {
-            Ok(Ok(f)) => f,
-            Ok(Err(e)) => {
+        // The shadow's input is the body, read against its own signature, so a challenger may
+        // take other features than the served model.
+        let frame = match codec::decode(offer.format, &offer.body, &self.model.signature) {
+            Ok(f) => f,
+            Err(e) => {
                 log::debug!("shadow {}: refused the input: {e}", self.model.name);
                 self.stats.refused.fetch_add(1, Relaxed);
-                return;
-            }
-            Err(_) => {
-                self.stats.failed.fetch_add(1, Relaxed);
                 return;
             }
         };
@@ -229,9 +247,7 @@ impl Shadow {
         };
         drop(ticket);
         self.stats.seconds.observe_duration(started.elapsed());
-        let me = Arc::clone(&self);
-        // Comparing and encoding are CPU work: off the HTTP thread too.
-        let _ = tokio::task::spawn_blocking(move || me.compare(offer, outputs)).await;
+        self.compare(offer, outputs);
     }
 
     fn compare(&self, offer: Offer, shadow_outputs: Outputs) {
