@@ -346,14 +346,21 @@ impl Traffic {
         self.seen.lock().unwrap().last().map(|(_, l)| l.clone())
     }
 
-    /// Stops the clients; every answer, in order, and the ones that were not 200.
-    pub fn stop(self) -> (Vec<Answer>, Vec<Answer>) {
+    /// Stops the clients and checks that every answer was a 200; every answer, in order.
+    pub fn stop(self) -> Vec<Answer> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for c in self.clients {
             c.join().unwrap();
         }
         let seen = std::mem::take(&mut *self.seen.lock().unwrap());
-        let failed = seen.iter().filter(|(s, _)| *s != 200).cloned().collect();
-        (seen, failed)
+        let failed: Vec<&Answer> = seen.iter().filter(|(s, _)| *s != 200).collect();
+        assert!(
+            failed.is_empty(),
+            "{} of {} requests failed: {:?}",
+            failed.len(),
+            seen.len(),
+            &failed[..failed.len().min(5)]
+        );
+        seen
     }
 }
