@@ -32,14 +32,10 @@ pub const TIMEOUT_HEADER: &str = "x-mlapp-timeout-ms";
 /// SageMaker hands it to a container is not documented, so mlapp's own name is read too).
 const INFERENCE_ID_HEADERS: [&str; 2] = ["x-amzn-sagemaker-inference-id", "x-mlapp-inference-id"];
 
-/// The model a request was served by, left in the request's extensions for the metrics.
+/// The model a request was served by, left in the request's extensions for the metrics (its
+/// name) and for the error path (a refused row is counted by that model's monitor).
 #[derive(Clone)]
-pub struct ServedBy(pub Arc<str>);
-
-/// The model a request was scored by, kept for the error path (a refused row is counted by
-/// that model's monitor).
-#[derive(Clone)]
-struct Picked(Arc<LoadedModel>);
+pub struct ServedBy(pub Arc<LoadedModel>);
 
 /// SageMaker's header naming the model of a multi-model endpoint (`[path/]name.tar.gz`).
 const TARGET_MODEL: &str = "x-amzn-sagemaker-target-model";
@@ -92,9 +88,7 @@ async fn invoke(
     let deadline = started + timeout;
     let result = tokio::time::timeout_at(deadline.into(), async {
         let model = pick(&req, &state, which).await?;
-        req.extensions_mut()
-            .insert(ServedBy(Arc::clone(&model.name)));
-        req.extensions_mut().insert(Picked(Arc::clone(&model)));
+        req.extensions_mut().insert(ServedBy(Arc::clone(&model)));
         handle(&req, payload, &state, model, deadline, timeout).await
     })
     .await;
@@ -157,7 +151,7 @@ struct ModelName {
 fn reject(req: &HttpRequest, state: &AppState, e: &ApiError) -> HttpResponse {
     state.metrics.rejected(e.code());
     if let ApiError::Decode(d) = e {
-        let picked = req.extensions().get::<Picked>().map(|p| Arc::clone(&p.0));
+        let picked = req.extensions().get::<ServedBy>().map(|p| Arc::clone(&p.0));
         if let Some(m) = picked.and_then(|m| m.monitor.clone()) {
             m.rejected(d);
         }
@@ -395,8 +389,10 @@ async fn handle(
     };
     metrics.stage(Stage::Encode, t.elapsed());
     let body = web::Bytes::from(body);
+    // Only for a request both captured and shadowed: nothing is cloned for the others.
     let link = captured
         .as_ref()
+        .filter(|_| shadowed.is_some())
         .map(|(tap, _)| crate::monitor::shadow::CaptureLink {
             input_type: tap.input_type.clone(),
             inference_id: tap.inference_id.clone().unwrap_or_default(),

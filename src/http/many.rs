@@ -27,13 +27,14 @@ pub fn registry(
     let mut opts = opts.clone();
     opts.sessions = cfg.registry.sessions_per_model;
     opts.cuda_sessions = cfg.registry.sessions_per_model;
+    let sources = cfg.model.source_options();
     let ctx = LoadContext {
         env,
         opts,
-        sources: cfg.model.source_options(),
+        s3: sources.s3.clone(),
+        sources,
         metrics: Arc::clone(metrics),
         monitor: cfg.monitor.clone(),
-        s3: cfg.model.source_options().s3,
     };
     let drain = cfg.request_timeout() + Duration::from_secs(5);
     let registry = Registry::new(ctx, &cfg.registry, drain)?;

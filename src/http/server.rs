@@ -182,9 +182,17 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
                             let took = started.elapsed();
                             let draining = match r.request().app_data::<web::Data<AppState>>() {
                                 Some(state) => {
-                                    let model = r.request().extensions().get::<ServedBy>().cloned();
-                                    let model = model.as_ref().map(|m| &m.0);
-                                    state.metrics.request(Route::of(&path), status, model, took);
+                                    let model = r
+                                        .request()
+                                        .extensions()
+                                        .get::<ServedBy>()
+                                        .map(|m| Arc::clone(&m.0.name));
+                                    state.metrics.request(
+                                        Route::of(&path),
+                                        status,
+                                        model.as_ref(),
+                                        took,
+                                    );
                                     state.draining()
                                 }
                                 None => false,

@@ -182,10 +182,6 @@ impl Shadow {
         Ok(shadow)
     }
 
-    pub fn model(&self) -> &Arc<LoadedModel> {
-        &self.model
-    }
-
     /// Writes out the shadow's captured answers (at shutdown); false when some are left.
     pub fn flush(&self, timeout: Duration) -> bool {
         self.capture.as_ref().is_none_or(|c| c.flush(timeout))

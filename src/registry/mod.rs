@@ -374,15 +374,14 @@ impl Registry {
                     .insert(name.to_string(), Slot::Ready(Arc::new(entry)));
                 Ok(())
             }
-            // A start that leaves a model for its first use (no room) is not a failure.
-            Err(e @ RegistryError::Memory { .. }) if origin == Origin::Start => {
-                inner.uncharge(charged);
-                inner.slots.remove(name);
-                Err(e)
-            }
             Err(e) => {
-                self.counters.loads_failed.fetch_add(1, Relaxed);
-                log::warn!("{e}");
+                // A start that leaves a model for its first use (no room) is not a failure.
+                let left_for_later =
+                    origin == Origin::Start && matches!(e, RegistryError::Memory { .. });
+                if !left_for_later {
+                    self.counters.loads_failed.fetch_add(1, Relaxed);
+                    log::warn!("{e}");
+                }
                 inner.uncharge(charged);
                 inner.slots.remove(name);
                 if origin == Origin::FirstUse {
