@@ -6,6 +6,7 @@ MODEL ?= examples/gender/models/pipeline
 ORT_LIB := .ort/lib/libonnxruntime.so.1.31.1
 PROMTOOL := .tools/bin/promtool
 MOTO := .tools/moto/bin/moto_server
+APICLIENTS := .tools/apiclients/bin/python
 SHELLCHECK := /usr/bin/shellcheck
 CHROMIUM := /usr/bin/chromium
 DENY := .tools/bin/cargo-deny
@@ -20,6 +21,10 @@ $(PROMTOOL):
 
 $(MOTO):
 	scripts/install-moto.sh
+
+# Other projects' API clients (tritonclient, openapi-spec-validator, schemathesis), from PyPI.
+$(APICLIENTS): scripts/install-api-clients.sh
+	scripts/install-api-clients.sh
 
 # cargo-deny, built from crates.io (no usable prebuilt binary is in the registries here).
 $(DENY): scripts/install-cargo-deny.sh
@@ -54,7 +59,7 @@ lint: $(DENY)
 
 test: test-rust test-container
 
-test-rust: ort $(PROMTOOL) $(MOTO) $(SHELLCHECK) $(CHROMIUM) $(POSTGRES) lint
+test-rust: ort $(PROMTOOL) $(MOTO) $(APICLIENTS) $(SHELLCHECK) $(CHROMIUM) $(POSTGRES) lint
 	cargo test --locked
 
 # The image users run, with a real Docker Engine (tests/container): built from the Dockerfile,

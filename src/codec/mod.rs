@@ -14,6 +14,7 @@ pub mod number;
 pub(crate) mod props;
 pub mod records;
 mod scan;
+pub mod v2;
 
 pub use encode::encode;
 pub use frame::{Column, Frame};

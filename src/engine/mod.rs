@@ -225,11 +225,13 @@ pub fn load(
         combine: batching,
         inline_budget: opts.inline_budget,
     };
-    let name = source
-        .dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".into());
+    let name = source.config.name.clone().unwrap_or_else(|| {
+        source
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into())
+    });
     Ok(LoadedModel {
         name: Arc::from(name),
         source,

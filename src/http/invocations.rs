@@ -19,7 +19,7 @@ use crate::stream::{self, Answer, Spool, StreamError};
 
 /// Bodies up to this size are decoded on the HTTP worker; larger ones on the blocking pool,
 /// so one big request does not stall every connection of that worker.
-const INLINE_DECODE_BYTES: usize = 64 * 1024;
+pub(super) const INLINE_DECODE_BYTES: usize = 64 * 1024;
 /// After the limit is passed, at most this much more is read (and dropped, never kept) so the
 /// client can finish sending and read the 413; beyond that the connection is closed.
 pub(super) const DRAIN_BYTES: usize = 16 * 1024 * 1024;
@@ -30,7 +30,7 @@ pub const TIMEOUT_HEADER: &str = "x-mlapp-timeout-ms";
 
 /// The caller's inference id, kept in captured records (SageMaker's `InferenceId`; how
 /// SageMaker hands it to a container is not documented, so mlapp's own name is read too).
-const INFERENCE_ID_HEADERS: [&str; 2] = ["x-amzn-sagemaker-inference-id", "x-mlapp-inference-id"];
+pub(super) const INFERENCE_ID_HEADERS: [&str; 2] = ["x-amzn-sagemaker-inference-id", "x-mlapp-inference-id"];
 
 /// The model a request was served by, left in the request's extensions for the metrics (its
 /// name) and for the error path (a refused row is counted by that model's monitor).
@@ -149,6 +149,17 @@ struct ModelName {
 }
 
 fn reject(req: &HttpRequest, state: &AppState, e: &ApiError) -> HttpResponse {
+    reject_as(req, state, e, error_response)
+}
+
+/// Counts a refused request (a refused row also by its model's monitor) and answers it in
+/// the shape `render` gives errors.
+pub(super) fn reject_as(
+    req: &HttpRequest,
+    state: &AppState,
+    e: &ApiError,
+    render: fn(&ApiError) -> HttpResponse,
+) -> HttpResponse {
     state.metrics.rejected(e.code());
     if let ApiError::Decode(d) = e {
         let picked = req.extensions().get::<ServedBy>().map(|p| Arc::clone(&p.0));
@@ -156,7 +167,7 @@ fn reject(req: &HttpRequest, state: &AppState, e: &ApiError) -> HttpResponse {
             m.rejected(d);
         }
     }
-    let mut resp = error_response(e);
+    let mut resp = render(e);
     if matches!(e, ApiError::BodyTimeout(_)) {
         // The rest of a stalled body may still come: the connection cannot be reused.
         resp.head_mut()
@@ -165,7 +176,7 @@ fn reject(req: &HttpRequest, state: &AppState, e: &ApiError) -> HttpResponse {
     resp
 }
 
-fn request_timeout(req: &HttpRequest, server: Duration) -> Result<Duration, ApiError> {
+pub(super) fn request_timeout(req: &HttpRequest, server: Duration) -> Result<Duration, ApiError> {
     let Some(v) = req.headers().get(TIMEOUT_HEADER) else {
         return Ok(server);
     };
@@ -185,7 +196,7 @@ fn request_timeout(req: &HttpRequest, server: Duration) -> Result<Duration, ApiE
     Ok(Duration::try_from_secs_f64(ms / 1e3).map_or(server, |asked| server.min(asked)))
 }
 
-fn header_str(req: &HttpRequest, name: header::HeaderName) -> Option<&str> {
+pub(super) fn header_str(req: &HttpRequest, name: header::HeaderName) -> Option<&str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -472,16 +483,16 @@ fn encode(
 
 /// How bodies are read: within a memory budget shared by every request, and with a bound
 /// on how long a client may stall.
-struct BodyRead<'a> {
-    budget: &'a Arc<Semaphore>,
+pub(super) struct BodyRead<'a> {
+    pub budget: &'a Arc<Semaphore>,
     /// The budget's size, for messages.
-    total_kib: usize,
-    idle: Duration,
+    pub total_kib: usize,
+    pub idle: Duration,
 }
 
 /// Bytes of a body counted against the budget (in KiB permits: a `u32` count of them covers
 /// any body mlapp accepts), released when the body is dropped.
-type Held = Option<OwnedSemaphorePermit>;
+pub(super) type Held = Option<OwnedSemaphorePermit>;
 
 impl BodyRead<'_> {
     /// Reads the whole body, refusing it past `limit`. A declared Content-Length over the
@@ -491,7 +502,7 @@ impl BodyRead<'_> {
     ///
     /// The budget is charged for memory the body really holds, as it arrives: a client that
     /// announces 6 MiB and sends nothing holds one small buffer, not 6 MiB.
-    async fn read(
+    pub async fn read(
         &self,
         mut payload: web::Payload,
         limit: usize,

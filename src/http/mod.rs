@@ -14,6 +14,7 @@ pub mod reload;
 pub mod server;
 mod state;
 pub mod tls;
+mod v2;
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
@@ -35,6 +36,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/monitoring").route(web::get().to(monitoring::monitoring)))
         .configure(portal::routes)
         .configure(models::routes)
+        .configure(v2::routes)
         .default_service(web::to(not_found));
 }
 
@@ -49,7 +51,7 @@ pub fn metrics_routes(cfg: &mut web::ServiceConfig) {
 async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
     let body = serde_json::json!({"error": {
         "code": "not_found",
-        "message": format!("no route for {} {}; mlapp serves GET /ping, POST /invocations, GET /execution-parameters, GET /info, GET /metrics, GET /monitoring, the multi-model API under /models and the job portal under /api/providers/prediction/ (create, invoke, check, stop, list, evaluate, report)", req.method(), req.path()),
+        "message": format!("no route for {} {}; mlapp serves GET /ping, POST /invocations, GET /execution-parameters, GET /info, GET /metrics, GET /monitoring, the multi-model API under /models, the Open Inference Protocol (KServe V2) under /v2, the OpenAPI document at /openapi.json and the job portal under /api/providers/prediction/ (create, invoke, check, stop, list, evaluate, report)", req.method(), req.path()),
     }});
     HttpResponse::NotFound().json(body)
 }

@@ -161,7 +161,10 @@ impl Loader {
                 Ok(mut m) => {
                     // The folder of an archive or S3 model is a cache entry named by its
                     // version: metrics series keyed by it would start anew at every reload.
-                    m.name = Arc::from(stable_name(self.fetcher.uri()));
+                    // A name in the model's config stays.
+                    if m.source.config.name.is_none() {
+                        m.name = Arc::from(stable_name(self.fetcher.uri()));
+                    }
                     match self.monitor.attach(&m, rt, &self.s3) {
                         Ok(monitor) => {
                             m.monitor = monitor;

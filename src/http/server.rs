@@ -150,7 +150,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
                         .map(|s| Arc::clone(&s.metrics));
                     // Without a token file this is one branch on a None.
                     let refused = match &tokens {
-                        Some(t) if path != "/ping" => t
+                        Some(t) if !probe(&path) => t
                             .allows(req.headers().get(actix_web::http::header::AUTHORIZATION))
                             .err(),
                         _ => None,
@@ -445,13 +445,19 @@ impl actix_web::ResponseError for Panicked {
     }
 }
 
+/// Health probes: open without a token (a load balancer's or Kubernetes' probe carries
+/// none, and they say nothing but up or down), and not counted as refusals when down.
+fn probe(path: &str) -> bool {
+    matches!(path, "/ping" | "/v2/health/live" | "/v2/health/ready")
+}
+
 fn access_log(method: &actix_web::http::Method, path: &str, status: u16, took: Duration) {
     let ms = took.as_secs_f64() * 1e3;
     log::debug!("{method} {path} {status} {ms:.3}ms");
     // A refusal is the client's (4xx) or overload's (503), and errors are logged where they
     // arise (`error_response`): per request they would flood the log exactly when the server
     // is busiest, so only a count is logged, at most every 10 s. /metrics has every one.
-    if status >= 400 && path != "/ping" {
+    if status >= 400 && !probe(&path) {
         REFUSALS.record(method, path, status);
     }
 }

@@ -10,6 +10,10 @@ use super::ModelError;
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
+    /// The model's name in metrics and on the Open Inference Protocol's routes
+    /// (`/v2/models/{name}`); default: the model folder's name.
+    #[serde(default)]
+    pub name: Option<String>,
     /// The model file, relative to the model folder, when the folder holds more than one.
     #[serde(default)]
     pub model_file: Option<String>,
@@ -52,6 +56,14 @@ impl ModelConfig {
         };
         let config: Self = serde_json::from_str(&text)
             .map_err(|e| ModelError::Config(format!("{}: {e}", path.display())))?;
+        if let Some(name) = config.name.as_deref() {
+            if !crate::registry::repository::valid_name(name) {
+                return Err(ModelError::Config(format!(
+                    "{}: name {name:?} is not a valid name: use letters, digits, '.', '_' and '-' (at most 256)",
+                    path.display()
+                )));
+            }
+        }
         if let Some(t) = config.threshold {
             if !(0.0..=1.0).contains(&t) {
                 return Err(ModelError::Config(format!(

@@ -97,17 +97,20 @@ pub enum Route {
     Info,
     /// `/models/{name}/invoke` (multi-model mode).
     ModelInvoke,
+    /// `/v2/models/{name}[/versions/{v}]/infer`.
+    V2Infer,
     Other,
 }
 
 impl Route {
-    pub const ALL: [Route; 7] = [
+    pub const ALL: [Route; 8] = [
         Route::Ping,
         Route::Invocations,
         Route::Metrics,
         Route::ExecutionParameters,
         Route::Info,
         Route::ModelInvoke,
+        Route::V2Infer,
         Route::Other,
     ];
 
@@ -119,6 +122,7 @@ impl Route {
             "/execution-parameters" => Route::ExecutionParameters,
             "/info" => Route::Info,
             p if p.starts_with("/models/") && p.ends_with("/invoke") => Route::ModelInvoke,
+            p if p.starts_with("/v2/models/") && p.ends_with("/infer") => Route::V2Infer,
             _ => Route::Other,
         }
     }
@@ -131,6 +135,7 @@ impl Route {
             Route::ExecutionParameters => "/execution-parameters",
             Route::Info => "/info",
             Route::ModelInvoke => "/models/{name}/invoke",
+            Route::V2Infer => "/v2/models/{name}/infer",
             Route::Other => "other",
         }
     }

@@ -30,4 +30,5 @@ mod sources;
 mod streaming;
 mod tls;
 mod transform;
+mod v2;
 mod warmup;

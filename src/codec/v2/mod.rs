@@ -1,0 +1,152 @@
+//! The Open Inference Protocol (KServe V2) over REST: typed tensors in, typed tensors out, as
+//! JSON or with the binary tensor data extension (Triton's `binary_tensor_data`).
+//!
+//! A model's V2 inputs are its ONNX inputs, by name, with their declared shapes (the batch
+//! dimension is the rows). Its outputs are its answer: the same outputs, under the same names,
+//! that `/invocations` returns, so a classifier's label honours `class_labels` and `threshold`
+//! on both routes, and ZipMap's `seq(map)` is a `[N, classes]` FP32 tensor here.
+
+mod request;
+mod response;
+
+pub use request::{decode, Answer, InferRequest, HEADER_LENGTH};
+pub use response::{encode, Encoded};
+
+use serde::Serialize;
+
+use crate::model::{ElemType, ModelSignature, OutputPlan, OutputType};
+
+/// Every datatype the protocol names, for messages that say which one was meant.
+const DATATYPES: [&str; 13] = [
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16",
+    "FP32", "FP64", "BYTES",
+];
+
+/// The protocol's name of an element type mlapp feeds or answers with.
+pub fn datatype(elem: ElemType) -> &'static str {
+    match elem {
+        ElemType::Float32 => "FP32",
+        ElemType::Float64 => "FP64",
+        ElemType::Int64 => "INT64",
+        ElemType::Int32 => "INT32",
+        ElemType::Bool => "BOOL",
+        ElemType::String => "BYTES",
+    }
+}
+
+/// A tensor as model metadata describes it: -1 marks a dimension of any size.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TensorMeta {
+    pub name: String,
+    pub datatype: &'static str,
+    pub shape: Vec<i64>,
+}
+
+/// The inputs a request must send. Any number of rows, unless the model takes exactly k
+/// (`rows_fixed`).
+pub fn inputs(sig: &ModelSignature, rows_fixed: Option<usize>) -> Vec<TensorMeta> {
+    sig.inputs
+        .iter()
+        .map(|i| {
+            let mut shape = vec![rows_fixed.map_or(-1, |k| k as i64)];
+            if i.shape.len() == 2 {
+                shape.push(i.width as i64);
+            }
+            TensorMeta {
+                name: i.name.clone(),
+                datatype: datatype(i.elem),
+                shape,
+            }
+        })
+        .collect()
+}
+
+/// The outputs an answer holds, in the model's output order.
+pub fn outputs(sig: &ModelSignature, plan: &OutputPlan) -> Vec<TensorMeta> {
+    let elem_type = |elem: &str| match elem {
+        "float32" => "FP32",
+        "float64" => "FP64",
+        "int64" => "INT64",
+        "int32" => "INT32",
+        "bool" => "BOOL",
+        _ => "BYTES",
+    };
+    let graph = |i: usize| {
+        let o = &sig.outputs[i];
+        let (datatype, shape) = match &o.ty {
+            OutputType::Tensor { elem, shape } => {
+                let mut shape = shape.clone();
+                if let Some(first) = shape.first_mut() {
+                    *first = -1;
+                }
+                (elem_type(elem), shape)
+            }
+            // ZipMap's maps: one row of class probabilities each.
+            OutputType::SeqMap { .. } | OutputType::Other { .. } => ("FP32", vec![-1, -1]),
+        };
+        TensorMeta {
+            name: o.name.clone(),
+            datatype,
+            shape,
+        }
+    };
+    match plan {
+        OutputPlan::Classifier {
+            label,
+            probabilities,
+            class_labels,
+            ..
+        } => {
+            let named = !class_labels.is_empty() || sig.outputs[*label].tensor_elem() == Some("string");
+            let label_meta = TensorMeta {
+                name: sig.outputs[*label].name.clone(),
+                datatype: if named { "BYTES" } else { "INT64" },
+                shape: vec![-1],
+            };
+            let classes = match (&sig.outputs[*probabilities].ty, class_labels.len()) {
+                (_, n) if n > 0 => n as i64,
+                (OutputType::Tensor { shape, .. }, _) if shape.len() == 2 && shape[1] > 0 => {
+                    shape[1]
+                }
+                _ => -1,
+            };
+            let proba_meta = TensorMeta {
+                name: sig.outputs[*probabilities].name.clone(),
+                datatype: "FP32",
+                shape: vec![-1, classes],
+            };
+            if label < probabilities {
+                vec![label_meta, proba_meta]
+            } else {
+                vec![proba_meta, label_meta]
+            }
+        }
+        OutputPlan::Regressor { value } => vec![graph(*value)],
+        OutputPlan::Raw { outputs } => outputs.iter().map(|&i| graph(i)).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::test_sig;
+
+    #[test]
+    fn inputs_say_any_rows_unless_fixed() {
+        let sig = test_sig::tensor3();
+        assert_eq!(
+            inputs(&sig, None),
+            vec![TensorMeta {
+                name: "input".into(),
+                datatype: "FP32",
+                shape: vec![-1, 3]
+            }]
+        );
+        assert_eq!(inputs(&sig, Some(1))[0].shape, vec![1, 3]);
+        let mixed: Vec<_> = inputs(&test_sig::mixed(), None)
+            .into_iter()
+            .map(|t| t.datatype)
+            .collect();
+        assert_eq!(mixed, vec!["BYTES", "INT64", "FP32"]);
+    }
+}

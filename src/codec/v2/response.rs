@@ -1,0 +1,249 @@
+//! An inference response: the answer's tensors as JSON, or (binary tensor data extension) a
+//! JSON object followed by the bytes of the outputs asked for as binary.
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
+use super::request::Answer;
+use super::TensorMeta;
+use crate::model::{Label, OutputData, Predictions};
+
+/// A response body; `header_len` is the length of its JSON object when binary data follows.
+pub struct Encoded {
+    pub body: Vec<u8>,
+    pub header_len: Option<usize>,
+}
+
+enum Data {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    I64(Vec<i64>),
+    I32(Vec<i32>),
+    Bool(Vec<bool>),
+    Str(Vec<String>),
+}
+
+impl Data {
+    fn datatype(&self) -> &'static str {
+        match self {
+            Self::F32(_) => "FP32",
+            Self::F64(_) => "FP64",
+            Self::I64(_) => "INT64",
+            Self::I32(_) => "INT32",
+            Self::Bool(_) => "BOOL",
+            Self::Str(_) => "BYTES",
+        }
+    }
+
+    /// The values as the binary extension lays them out: little-endian, row-major, BYTES as
+    /// a 4-byte length and the bytes.
+    fn write_binary(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Self::F64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Self::I64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Self::I32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Self::Bool(v) => out.extend(v.iter().map(|&b| u8::from(b))),
+            Self::Str(v) => {
+                for s in v {
+                    // Strings over 4 GiB cannot come out of a model mlapp serves.
+                    let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
+                    out.extend_from_slice(&len.to_le_bytes());
+                    out.extend_from_slice(s.as_bytes());
+                }
+            }
+        }
+    }
+}
+
+impl Serialize for Data {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::F32(v) => v.serialize(s),
+            Self::F64(v) => v.serialize(s),
+            Self::I64(v) => v.serialize(s),
+            Self::I32(v) => v.serialize(s),
+            Self::Bool(v) => v.serialize(s),
+            Self::Str(v) => v.serialize(s),
+        }
+    }
+}
+
+struct Tensor {
+    name: String,
+    shape: Vec<usize>,
+    data: Data,
+    /// Its bytes follow the JSON object: the size, in place of `data`.
+    binary_size: Option<usize>,
+}
+
+impl Serialize for Tensor {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(4))?;
+        m.serialize_entry("name", &self.name)?;
+        m.serialize_entry("datatype", self.data.datatype())?;
+        m.serialize_entry("shape", &self.shape)?;
+        match self.binary_size {
+            Some(n) => m.serialize_entry("parameters", &serde_json::json!({"binary_data_size": n}))?,
+            None => m.serialize_entry("data", &self.data)?,
+        }
+        m.end()
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Response<'a> {
+    model_name: &'a str,
+    model_version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    outputs: &'a [Tensor],
+}
+
+/// The answer's tensors, as `metas` (`super::outputs`) lists them for the model.
+fn tensors(p: Predictions, metas: &[TensorMeta]) -> Result<Vec<Tensor>, String> {
+    let tensor = |name: &str, shape, data| Tensor {
+        name: name.to_string(),
+        shape,
+        data,
+        binary_size: None,
+    };
+    Ok(match p {
+        Predictions::Classifier {
+            labels,
+            classes,
+            probabilities,
+        } => {
+            let rows = labels.len();
+            let (Some(label_meta), Some(proba_meta)) = (
+                metas.iter().find(|m| m.shape.len() == 1),
+                metas.iter().find(|m| m.shape.len() == 2),
+            ) else {
+                return Err("a classifier's outputs are a label and its probabilities".into());
+            };
+            let labels = if label_meta.datatype == "BYTES" {
+                Data::Str(
+                    labels
+                        .into_iter()
+                        .map(|l| match l {
+                            Label::Str(s) => s,
+                            Label::Int(i) => i.to_string(),
+                        })
+                        .collect(),
+                )
+            } else {
+                Data::I64(
+                    labels
+                        .into_iter()
+                        .map(|l| match l {
+                            Label::Int(i) => Ok(i),
+                            Label::Str(s) => Err(format!("label {s:?} where INT64 labels belong")),
+                        })
+                        .collect::<Result<_, _>>()?,
+                )
+            };
+            let label = tensor(&label_meta.name, vec![rows], labels);
+            let proba = tensor(
+                &proba_meta.name,
+                vec![rows, classes.len()],
+                Data::F32(probabilities),
+            );
+            match metas.first() == Some(label_meta) {
+                true => vec![label, proba],
+                false => vec![proba, label],
+            }
+        }
+        Predictions::Regressor { values, float32 } => {
+            let [meta] = metas else {
+                return Err(format!("a regressor answers with 1 output, not {}", metas.len()));
+            };
+            let rows = values.len();
+            let shape = match meta.shape.len() {
+                2 => vec![rows, 1],
+                _ => vec![rows],
+            };
+            let data = match float32 {
+                true => Data::F32(values.into_iter().map(|v| v as f32).collect()),
+                false => Data::F64(values),
+            };
+            vec![tensor(&meta.name, shape, data)]
+        }
+        Predictions::Raw { rows, tensors } => tensors
+            .into_iter()
+            .map(|t| {
+                let (shape, data) = match t.data {
+                    OutputData::F32(v) => (t.shape, Data::F32(v)),
+                    OutputData::F64(v) => (t.shape, Data::F64(v)),
+                    OutputData::I64(v) => (t.shape, Data::I64(v)),
+                    OutputData::I32(v) => (t.shape, Data::I32(v)),
+                    OutputData::Bool(v) => (t.shape, Data::Bool(v)),
+                    OutputData::Str(v) => (t.shape, Data::Str(v)),
+                    OutputData::MapI64(maps) => maps_to_rows(rows, maps.iter().map(|m| m.iter().map(|(_, p)| *p))),
+                    OutputData::MapStr(maps) => maps_to_rows(rows, maps.iter().map(|m| m.iter().map(|(_, p)| *p))),
+                };
+                Tensor {
+                    name: t.name,
+                    shape,
+                    data,
+                    binary_size: None,
+                }
+            })
+            .collect(),
+    })
+}
+
+/// ZipMap's rows of (class, probability) as a `[rows, classes]` FP32 tensor.
+fn maps_to_rows<R: Iterator<Item = f32>>(
+    rows: usize,
+    maps: impl Iterator<Item = R>,
+) -> (Vec<usize>, Data) {
+    let values: Vec<f32> = maps.flatten().collect();
+    let classes = values.len().checked_div(rows).unwrap_or(0);
+    (vec![rows, classes], Data::F32(values))
+}
+
+/// Encodes the answer to `req`. `metas` are the model's V2 outputs (`super::outputs`).
+pub fn encode(
+    predictions: Predictions,
+    metas: &[TensorMeta],
+    req: &Answer,
+    model_name: &str,
+    model_version: &str,
+) -> Result<Encoded, String> {
+    let mut all = tensors(predictions, metas)?;
+    let mut out: Vec<Tensor> = match &req.outputs {
+        None => {
+            for t in &mut all {
+                t.binary_size = req.binary_default.then_some(0);
+            }
+            all
+        }
+        Some(asked) => asked
+            .iter()
+            .filter_map(|(name, binary)| {
+                let k = all.iter().position(|t| &t.name == name)?;
+                let mut t = all.swap_remove(k);
+                t.binary_size = binary.then_some(0);
+                Some(t)
+            })
+            .collect(),
+    };
+    let mut binary = Vec::new();
+    for t in &mut out {
+        if let Some(size) = &mut t.binary_size {
+            let before = binary.len();
+            t.data.write_binary(&mut binary);
+            *size = binary.len() - before;
+        }
+    }
+    let response = Response {
+        model_name,
+        model_version,
+        id: req.id.as_deref(),
+        outputs: &out,
+    };
+    let mut body = serde_json::to_vec(&response).map_err(|e| e.to_string())?;
+    let header_len = (!binary.is_empty() || out.iter().any(|t| t.binary_size.is_some()))
+        .then_some(body.len());
+    body.extend_from_slice(&binary);
+    Ok(Encoded { body, header_len })
+}

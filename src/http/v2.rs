@@ -1,0 +1,338 @@
+//! The Open Inference Protocol (KServe V2) over REST: `/v2`, `/v2/health/{live,ready}`,
+//! `/v2/models/{name}[/versions/{version}]`, `.../ready` and `.../infer`.
+//!
+//! Infer reads, admits, scores, monitors and captures as `/invocations` does; only the body's
+//! format (`codec::v2`) and the error shape (`{"error": "..."}`) are the protocol's. Each model
+//! has one version, "1".
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::http::header;
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use serde_json::json;
+
+use super::invocations::{
+    header_str, request_timeout, BodyRead, ServedBy, INFERENCE_ID_HEADERS, INLINE_DECODE_BYTES,
+};
+use super::{AppState, Readiness};
+use crate::codec::v2;
+use crate::engine::LoadedModel;
+use crate::error::ApiError;
+use crate::monitor::{Stage, Tap};
+use crate::registry::RegistryError;
+
+/// The one version of every model.
+const VERSION: &str = "1";
+/// ONNX Runtime's platform name in Triton's model metadata.
+const PLATFORM: &str = "onnxruntime_onnx";
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(get("/v2", server_metadata))
+        .service(get("/v2/health/live", live))
+        .service(get("/v2/health/ready", ready))
+        .service(get("/v2/models/{name}", model_metadata))
+        .service(get("/v2/models/{name}/versions/{version}", model_metadata))
+        .service(get("/v2/models/{name}/ready", model_ready))
+        .service(get("/v2/models/{name}/versions/{version}/ready", model_ready));
+    for path in [
+        "/v2/models/{name}/infer",
+        "/v2/models/{name}/versions/{version}/infer",
+    ] {
+        cfg.service(
+            web::resource(path)
+                .route(web::post().to(infer))
+                .default_service(web::to(|| not_allowed("POST"))),
+        );
+    }
+}
+
+fn get<F, Args>(path: &str, to: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::get().to(to))
+        .default_service(web::to(|| not_allowed("GET")))
+}
+
+/// The protocol's error object: `{"error": "<message>"}`.
+pub(super) fn error(e: &ApiError) -> HttpResponse {
+    let status = actix_web::http::StatusCode::from_u16(e.status())
+        .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+    if status.is_server_error() && e.status() != 503 && e.status() != 504 {
+        log::error!("{status} {}: {e}", e.code());
+    }
+    let mut resp = HttpResponse::build(status);
+    if let Some(secs) = e.retry_after() {
+        resp.insert_header((header::RETRY_AFTER, secs.to_string()));
+    }
+    resp.json(json!({"error": e.to_string()}))
+}
+
+async fn not_allowed(allowed: &'static str) -> HttpResponse {
+    HttpResponse::MethodNotAllowed().json(json!({"error": format!("this route answers {allowed}")}))
+}
+
+async fn server_metadata() -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "name": "mlapp",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["binary_tensor_data"],
+    }))
+}
+
+async fn live() -> HttpResponse {
+    HttpResponse::Ok().finish()
+}
+
+/// Ready when the model is (with many models: while the process lives, as `/ping`). The
+/// protocol says a 4xx for "not ready"; the reason is in the body.
+async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    if state.registry.is_some() {
+        return HttpResponse::Ok().finish();
+    }
+    match state.readiness() {
+        Readiness::Ready(_) => HttpResponse::Ok().finish(),
+        Readiness::Loading(why) | Readiness::Failed(why) => {
+            HttpResponse::BadRequest().json(json!({"error": format!("not ready: {why}")}))
+        }
+    }
+}
+
+fn path_parts(req: &HttpRequest) -> (String, Option<String>) {
+    let m = req.match_info();
+    (
+        m.get("name").unwrap_or_default().to_string(),
+        m.get("version").map(str::to_string),
+    )
+}
+
+fn not_found(message: String) -> ApiError {
+    ApiError::Registry(RegistryError::NotFound(message))
+}
+
+/// The model a V2 path names. With many models, one the repository holds is loaded on first
+/// use, as on `/invocations`.
+async fn model_for(
+    state: &AppState,
+    name: &str,
+    version: Option<&str>,
+) -> Result<Arc<LoadedModel>, ApiError> {
+    if let Some(v) = version.filter(|v| *v != VERSION) {
+        return Err(not_found(format!(
+            "model \"{name}\" has one version, \"{VERSION}\"; version \"{v}\" is not served"
+        )));
+    }
+    if let Some(registry) = &state.registry {
+        return Ok(registry.get(name).await?);
+    }
+    let model = state.model().map_err(ApiError::NotReady)?;
+    if *model.name != *name {
+        return Err(not_found(format!(
+            "unknown model \"{name}\"; this server serves \"{}\"",
+            model.name
+        )));
+    }
+    Ok(model)
+}
+
+async fn model_metadata(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let (name, version) = path_parts(&req);
+    let model = match model_for(&state, &name, version.as_deref()).await {
+        Ok(m) => m,
+        Err(e) => return error(&e),
+    };
+    let rows_fixed = model
+        .signature
+        .fixed_batch
+        .filter(|_| !model.multi_record());
+    HttpResponse::Ok().json(json!({
+        "name": name,
+        "versions": [VERSION],
+        "platform": PLATFORM,
+        "inputs": v2::inputs(&model.signature, rows_fixed),
+        "outputs": v2::outputs(&model.signature, &model.plan),
+    }))
+}
+
+/// 200 when the model is loaded and ready; with many models, one not loaded yet is not ready
+/// (asking does not load it).
+async fn model_ready(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let (name, version) = path_parts(&req);
+    let found = match &state.registry {
+        Some(registry) => match version.as_deref().filter(|v| *v != VERSION) {
+            Some(_) => model_for(&state, &name, version.as_deref()).await.map(|_| ()),
+            None if registry.describe(&name).is_some() => Ok(()),
+            None => Err(ApiError::NotReady(format!(
+                "model \"{name}\" is not loaded (a model of the repository loads on its first infer)"
+            ))),
+        },
+        None => model_for(&state, &name, version.as_deref()).await.map(|_| ()),
+    };
+    match found {
+        Ok(()) => HttpResponse::Ok().finish(),
+        // The protocol's "false" is a 4xx.
+        Err(ApiError::NotReady(why)) => {
+            HttpResponse::BadRequest().json(json!({"error": format!("not ready: {why}")}))
+        }
+        Err(e) => error(&e),
+    }
+}
+
+async fn infer(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let started = Instant::now();
+    let reject = |e: &ApiError| super::invocations::reject_as(&req, &state, e, error);
+    let timeout = match request_timeout(&req, state.settings.timeout) {
+        Ok(t) => t,
+        Err(e) => return reject(&e),
+    };
+    let deadline = started + timeout;
+    let result = tokio::time::timeout_at(deadline.into(), async {
+        let (name, version) = path_parts(&req);
+        let model = model_for(&state, &name, version.as_deref()).await?;
+        req.extensions_mut().insert(ServedBy(Arc::clone(&model)));
+        let version = version.as_deref().unwrap_or(VERSION);
+        run(&req, payload, &state, model, (&name, version), deadline, timeout).await
+    })
+    .await;
+    match result {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => reject(&e),
+        Err(_) => reject(&ApiError::Timeout(timeout.as_secs_f64())),
+    }
+}
+
+async fn run(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    model: Arc<LoadedModel>,
+    (name, version): (&str, &str),
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<HttpResponse, ApiError> {
+    let settings = &state.settings;
+    let metrics = &state.metrics;
+    let header_len = match req.headers().get(v2::HEADER_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<usize>().ok())
+                .ok_or_else(|| {
+                    ApiError::BadHeader(format!(
+                        "Inference-Header-Content-Length must be a whole number of bytes, got {:?}",
+                        String::from_utf8_lossy(v.as_bytes())
+                    ))
+                })?,
+        ),
+    };
+    let declared = header_str(req, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+    let body_read = BodyRead {
+        budget: &state.body_budget,
+        total_kib: settings.body_memory_bytes / 1024,
+        idle: settings.body_idle_timeout,
+    };
+    let (body, held) = body_read
+        .read(payload, settings.max_payload_bytes, declared)
+        .await?;
+    let ticket = model
+        .engine
+        .admit()
+        .map_err(|e| ApiError::from_engine(e, timeout))?;
+    let body = body.freeze();
+    let metas = Arc::new(v2::outputs(&model.signature, &model.plan));
+    let names: Vec<String> = metas.iter().map(|m| m.name.clone()).collect();
+    let body_type = |binary: bool| match binary {
+        true => "application/octet-stream",
+        false => "application/json",
+    };
+    let captured = state.capture.as_ref().filter(|c| c.sample()).map(|c| {
+        let tap = Tap {
+            capture: Arc::clone(c),
+            input_type: body_type(header_len.is_some()).to_string(),
+            output_type: String::new(),
+            inference_id: INFERENCE_ID_HEADERS
+                .iter()
+                .find_map(|h| req.headers().get(*h)?.to_str().ok())
+                .map(str::to_string),
+        };
+        (tap, body.clone())
+    });
+
+    let t = Instant::now();
+    let decode = move |body: &[u8], m: &LoadedModel| {
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        v2::decode(body, header_len, &m.signature, &names)
+    };
+    let (request, ticket) = if body.len() <= INLINE_DECODE_BYTES {
+        (decode(&body, &model)?, ticket)
+    } else {
+        let m = Arc::clone(&model);
+        // The body's bytes and the ticket go with the work: if the deadline passes first,
+        // they stay counted until the decode really ends.
+        web::block(move || {
+            let request = decode(&body, &m);
+            drop((body, held));
+            request.map(|r| (r, ticket))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("decode task failed: {e}")))??
+    };
+    metrics.stage(Stage::Decode, t.elapsed());
+    let v2::InferRequest { frame, answer } = request;
+    if let Some(m) = &model.monitor {
+        m.frame(&frame);
+    }
+    let scored = model
+        .score(&ticket, frame, deadline)
+        .await
+        .map_err(|e| ApiError::from_engine(e, timeout))?;
+    metrics.stage(Stage::Queue, scored.queued);
+    metrics.stage(Stage::Inference, scored.inference);
+    let t = Instant::now();
+    let (name, version) = (name.to_string(), version.to_string());
+    let values: usize = scored.outputs.tensors.iter().map(|t| t.data.len()).sum();
+    let m = Arc::clone(&model);
+    let encode = move || -> Result<v2::Encoded, ApiError> {
+        let predictions = m.plan.apply(scored.outputs).map_err(|e| {
+            ApiError::Internal(format!("the model's outputs do not fit its signature: {e}"))
+        })?;
+        if let Some(monitor) = &m.monitor {
+            monitor.predictions(&predictions);
+        }
+        v2::encode(predictions, &metas, &answer, &name, &version)
+            .map_err(|e| ApiError::Internal(format!("encoding the answer: {e}")))
+    };
+    let encoded = if values <= INLINE_DECODE_BYTES / 8 {
+        encode()?
+    } else {
+        web::block(move || {
+            let answer = encode();
+            drop(ticket);
+            answer
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("encode task failed: {e}")))??
+    };
+    metrics.stage(Stage::Encode, t.elapsed());
+    let content_type = body_type(encoded.header_len.is_some());
+    let body = web::Bytes::from(encoded.body);
+    if let Some((mut tap, input)) = captured {
+        tap.output_type = content_type.to_string();
+        tap.record(input, body.clone());
+    }
+    let mut resp = HttpResponse::Ok();
+    resp.insert_header((header::CONTENT_TYPE, content_type));
+    if let Some(n) = encoded.header_len {
+        resp.insert_header((v2::HEADER_LENGTH, n.to_string()));
+    }
+    Ok(resp.body(body))
+}
