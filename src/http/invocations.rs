@@ -30,7 +30,8 @@ pub const TIMEOUT_HEADER: &str = "x-mlapp-timeout-ms";
 
 /// The caller's inference id, kept in captured records (SageMaker's `InferenceId`; how
 /// SageMaker hands it to a container is not documented, so mlapp's own name is read too).
-pub(super) const INFERENCE_ID_HEADERS: [&str; 2] = ["x-amzn-sagemaker-inference-id", "x-mlapp-inference-id"];
+pub(super) const INFERENCE_ID_HEADERS: [&str; 2] =
+    ["x-amzn-sagemaker-inference-id", "x-mlapp-inference-id"];
 
 /// The model a request was served by, left in the request's extensions for the metrics (its
 /// name) and for the error path (a refused row is counted by that model's monitor).

@@ -457,7 +457,7 @@ fn access_log(method: &actix_web::http::Method, path: &str, status: u16, took: D
     // A refusal is the client's (4xx) or overload's (503), and errors are logged where they
     // arise (`error_response`): per request they would flood the log exactly when the server
     // is busiest, so only a count is logged, at most every 10 s. /metrics has every one.
-    if status >= 400 && !probe(&path) {
+    if status >= 400 && !probe(path) {
         REFUSALS.record(method, path, status);
     }
 }

@@ -34,7 +34,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(get("/v2/models/{name}", model_metadata))
         .service(get("/v2/models/{name}/versions/{version}", model_metadata))
         .service(get("/v2/models/{name}/ready", model_ready))
-        .service(get("/v2/models/{name}/versions/{version}/ready", model_ready));
+        .service(get(
+            "/v2/models/{name}/versions/{version}/ready",
+            model_ready,
+        ));
     for path in [
         "/v2/models/{name}/infer",
         "/v2/models/{name}/versions/{version}/infer",
@@ -199,7 +202,16 @@ async fn infer(
         let model = model_for(&state, &name, version.as_deref()).await?;
         req.extensions_mut().insert(ServedBy(Arc::clone(&model)));
         let version = version.as_deref().unwrap_or(VERSION);
-        run(&req, payload, &state, model, (&name, version), deadline, timeout).await
+        run(
+            &req,
+            payload,
+            &state,
+            model,
+            (&name, version),
+            deadline,
+            timeout,
+        )
+        .await
     })
     .await;
     match result {

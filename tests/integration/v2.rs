@@ -135,18 +135,29 @@ fn a_model_is_named_by_its_config_and_has_one_version() {
 
     let r = infer(&s, "/v2/models/xgboost/infer", &request(1), None);
     assert_eq!(r.status, 404);
-    assert!(protocol_error(&r).contains("serves \"gender\""), "{}", r.body);
+    assert!(
+        protocol_error(&r).contains("serves \"gender\""),
+        "{}",
+        r.body
+    );
     let r = get(&s, "/v2/models/gender/versions/2", None);
     assert_eq!(r.status, 404);
     assert!(protocol_error(&r).contains("version \"2\""), "{}", r.body);
-    let r = reply(agent().delete(&format!("{}/v2/models/gender", s.base)).call());
+    let r = reply(
+        agent()
+            .delete(&format!("{}/v2/models/gender", s.base))
+            .call(),
+    );
     assert_eq!(r.status, 405);
     protocol_error(&r);
 
     // Counted under the V2 route, and the refusal as a refusal.
     let m = s.get("/metrics").body;
     let series = "mlapp_http_requests_total{route=\"/v2/models/{name}/infer\",status=";
-    assert_eq!(metric(&m, &format!("{series}\"200\",model=\"gender\"}}")), 1.0);
+    assert_eq!(
+        metric(&m, &format!("{series}\"200\",model=\"gender\"}}")),
+        1.0
+    );
     assert_eq!(metric(&m, &format!("{series}\"404\"}}")), 1.0, "{m}");
 }
 
@@ -163,7 +174,10 @@ fn health_routes_need_no_token_and_say_when_the_model_is_not_ready() {
     assert_eq!(get(&s, "/v2/health/ready", None).status, 200);
     assert_eq!(get(&s, "/v2", None).status, 401);
     assert_eq!(get(&s, "/v2/models/xgboost/ready", None).status, 401);
-    assert_eq!(get(&s, "/v2/models/xgboost/ready", Some("v2-token")).status, 200);
+    assert_eq!(
+        get(&s, "/v2/models/xgboost/ready", Some("v2-token")).status,
+        200
+    );
     let path = "/v2/models/xgboost/infer";
     assert_eq!(infer(&s, path, &request(2), None).status, 401);
     assert_eq!(infer(&s, path, &request(2), Some("v2-token")).status, 200);

@@ -8,6 +8,8 @@
 
 mod request;
 mod response;
+#[cfg(test)]
+mod tests;
 
 pub use request::{decode, Answer, InferRequest, HEADER_LENGTH};
 pub use response::{encode, Encoded};
@@ -97,7 +99,8 @@ pub fn outputs(sig: &ModelSignature, plan: &OutputPlan) -> Vec<TensorMeta> {
             class_labels,
             ..
         } => {
-            let named = !class_labels.is_empty() || sig.outputs[*label].tensor_elem() == Some("string");
+            let named =
+                !class_labels.is_empty() || sig.outputs[*label].tensor_elem() == Some("string");
             let label_meta = TensorMeta {
                 name: sig.outputs[*label].name.clone(),
                 datatype: if named { "BYTES" } else { "INT64" },
@@ -123,30 +126,5 @@ pub fn outputs(sig: &ModelSignature, plan: &OutputPlan) -> Vec<TensorMeta> {
         }
         OutputPlan::Regressor { value } => vec![graph(*value)],
         OutputPlan::Raw { outputs } => outputs.iter().map(|&i| graph(i)).collect(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::codec::test_sig;
-
-    #[test]
-    fn inputs_say_any_rows_unless_fixed() {
-        let sig = test_sig::tensor3();
-        assert_eq!(
-            inputs(&sig, None),
-            vec![TensorMeta {
-                name: "input".into(),
-                datatype: "FP32",
-                shape: vec![-1, 3]
-            }]
-        );
-        assert_eq!(inputs(&sig, Some(1))[0].shape, vec![1, 3]);
-        let mixed: Vec<_> = inputs(&test_sig::mixed(), None)
-            .into_iter()
-            .map(|t| t.datatype)
-            .collect();
-        assert_eq!(mixed, vec!["BYTES", "INT64", "FP32"]);
     }
 }

@@ -100,8 +100,8 @@ pub fn decode(
     if json.iter().all(u8::is_ascii_whitespace) {
         return Err(DecodeError::Empty);
     }
-    let header: Header<'_> = serde_json::from_slice(json)
-        .map_err(|e| bad(format!("invalid inference request: {e}")))?;
+    let header: Header<'_> =
+        serde_json::from_slice(json).map_err(|e| bad(format!("invalid inference request: {e}")))?;
     if flag(header.parameters.as_ref(), "classification", "request")? {
         return Err(wrong(CLASSIFICATION));
     }
@@ -114,16 +114,22 @@ pub fn decode(
     // Each input's binary data, cut in the order the JSON lists the inputs.
     let mut pieces: Vec<Option<&[u8]>> = Vec::with_capacity(header.inputs.len());
     for input in &header.inputs {
-        let size = match input.parameters.as_ref().and_then(|p| p.get("binary_data_size")) {
+        let size = match input
+            .parameters
+            .as_ref()
+            .and_then(|p| p.get("binary_data_size"))
+        {
             None => None,
-            Some(v) => Some(v.as_u64().and_then(|n| usize::try_from(n).ok()).ok_or_else(
-                || {
-                    bad(format!(
+            Some(v) => Some(
+                v.as_u64()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| {
+                        bad(format!(
                         "input \"{}\": binary_data_size must be a whole number of bytes, got {v}",
                         input.name
                     ))
-                },
-            )?),
+                    })?,
+            ),
         };
         pieces.push(match size {
             None => None,
@@ -179,7 +185,10 @@ pub fn decode(
         let n = check_shape(input, spec, rows)?;
         rows = Some(n);
         let count = n.checked_mul(spec.width).ok_or_else(|| {
-            wrong(format!("input \"{}\": shape {:?} is too large", spec.name, input.shape))
+            wrong(format!(
+                "input \"{}\": shape {:?} is too large",
+                spec.name, input.shape
+            ))
         })?;
         columns.push(column(input, spec, pieces[k], count)?);
     }
@@ -214,7 +223,10 @@ fn requested(asked: Vec<Requested>, names: &[&str]) -> Result<Vec<(String, bool)
             return Err(bad(format!("output \"{}\" is asked for twice", r.name)));
         }
         let whose = format!("output \"{}\"", r.name);
-        if r.parameters.as_ref().is_some_and(|p| p.contains_key("classification")) {
+        if r.parameters
+            .as_ref()
+            .is_some_and(|p| p.contains_key("classification"))
+        {
             return Err(wrong(CLASSIFICATION));
         }
         let binary = flag(r.parameters.as_ref(), "binary_data", &whose)?;
@@ -233,7 +245,11 @@ fn takes(sig: &ModelSignature) -> String {
 }
 
 /// Checks the datatype and shape against the model's input; the rows it holds.
-fn check_shape(input: &Input<'_>, spec: &InputSpec, rows: Option<usize>) -> Result<usize, DecodeError> {
+fn check_shape(
+    input: &Input<'_>,
+    spec: &InputSpec,
+    rows: Option<usize>,
+) -> Result<usize, DecodeError> {
     let want = datatype(spec.elem);
     if input.datatype != want {
         let known = if DATATYPES.contains(&input.datatype.as_str()) {
@@ -332,7 +348,11 @@ fn flat<T: DeserializeOwned>(raw: &RawValue) -> Result<Vec<T>, serde_json::Error
         s.strip_prefix('[')
             .is_some_and(|rest| rest.trim_start().starts_with('['))
     }
-    fn walk<T: DeserializeOwned>(raw: &RawValue, out: &mut Vec<T>, depth: usize) -> Result<(), serde_json::Error> {
+    fn walk<T: DeserializeOwned>(
+        raw: &RawValue,
+        out: &mut Vec<T>,
+        depth: usize,
+    ) -> Result<(), serde_json::Error> {
         let text = raw.get().trim_start();
         if nested(text) && depth < 32 {
             let inner: Vec<&RawValue> = serde_json::from_str(raw.get())?;
@@ -355,7 +375,12 @@ fn flat<T: DeserializeOwned>(raw: &RawValue) -> Result<Vec<T>, serde_json::Error
     Ok(out)
 }
 
-fn from_binary(name: &str, elem: ElemType, bytes: &[u8], count: usize) -> Result<Column, DecodeError> {
+fn from_binary(
+    name: &str,
+    elem: ElemType,
+    bytes: &[u8],
+    count: usize,
+) -> Result<Column, DecodeError> {
     let fixed = |width: usize| {
         if count.checked_mul(width) == Some(bytes.len()) {
             return Ok(bytes.chunks_exact(width));
@@ -410,7 +435,9 @@ fn strings(name: &str, mut bytes: &[u8], count: usize) -> Result<Vec<String>, De
         }
         let (text, rest) = rest.split_at(len);
         let text = std::str::from_utf8(text).map_err(|e| {
-            wrong(format!("input \"{name}\": BYTES element {i} is not UTF-8 text: {e}"))
+            wrong(format!(
+                "input \"{name}\": BYTES element {i} is not UTF-8 text: {e}"
+            ))
         })?;
         out.push(text.to_string());
         bytes = rest;

@@ -38,10 +38,18 @@ impl Data {
     /// a 4-byte length and the bytes.
     fn write_binary(&self, out: &mut Vec<u8>) {
         match self {
-            Self::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            Self::F64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            Self::I64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            Self::I32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Self::F32(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Self::F64(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Self::I64(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Self::I32(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
             Self::Bool(v) => out.extend(v.iter().map(|&b| u8::from(b))),
             Self::Str(v) => {
                 for s in v {
@@ -83,7 +91,9 @@ impl Serialize for Tensor {
         m.serialize_entry("datatype", self.data.datatype())?;
         m.serialize_entry("shape", &self.shape)?;
         match self.binary_size {
-            Some(n) => m.serialize_entry("parameters", &serde_json::json!({"binary_data_size": n}))?,
+            Some(n) => {
+                m.serialize_entry("parameters", &serde_json::json!({"binary_data_size": n}))?
+            }
             None => m.serialize_entry("data", &self.data)?,
         }
         m.end()
@@ -154,7 +164,10 @@ fn tensors(p: Predictions, metas: &[TensorMeta]) -> Result<Vec<Tensor>, String> 
         }
         Predictions::Regressor { values, float32 } => {
             let [meta] = metas else {
-                return Err(format!("a regressor answers with 1 output, not {}", metas.len()));
+                return Err(format!(
+                    "a regressor answers with 1 output, not {}",
+                    metas.len()
+                ));
             };
             let rows = values.len();
             let shape = match meta.shape.len() {
@@ -177,8 +190,12 @@ fn tensors(p: Predictions, metas: &[TensorMeta]) -> Result<Vec<Tensor>, String> 
                     OutputData::I32(v) => (t.shape, Data::I32(v)),
                     OutputData::Bool(v) => (t.shape, Data::Bool(v)),
                     OutputData::Str(v) => (t.shape, Data::Str(v)),
-                    OutputData::MapI64(maps) => maps_to_rows(rows, maps.iter().map(|m| m.iter().map(|(_, p)| *p))),
-                    OutputData::MapStr(maps) => maps_to_rows(rows, maps.iter().map(|m| m.iter().map(|(_, p)| *p))),
+                    OutputData::MapI64(maps) => {
+                        maps_to_rows(rows, maps.iter().map(|m| m.iter().map(|(_, p)| *p)))
+                    }
+                    OutputData::MapStr(maps) => {
+                        maps_to_rows(rows, maps.iter().map(|m| m.iter().map(|(_, p)| *p)))
+                    }
                 };
                 Tensor {
                     name: t.name,
@@ -242,8 +259,8 @@ pub fn encode(
         outputs: &out,
     };
     let mut body = serde_json::to_vec(&response).map_err(|e| e.to_string())?;
-    let header_len = (!binary.is_empty() || out.iter().any(|t| t.binary_size.is_some()))
-        .then_some(body.len());
+    let header_len =
+        (!binary.is_empty() || out.iter().any(|t| t.binary_size.is_some())).then_some(body.len());
     body.extend_from_slice(&binary);
     Ok(Encoded { body, header_len })
 }
