@@ -164,6 +164,9 @@ def wrk(port, sc, seconds):
         env["WRAP"] = sc["wrap"]
     if sc.get("count"):
         env["COUNT_STATUS"] = "1"
+    for key in ("path", "bodies"):
+        if sc.get(key):
+            env["URL_PATH" if key == "path" else "BODIES"] = sc[key]
     cmd = ["wrk", f"-t{threads}", f"-c{sc['conns']}", f"-d{seconds}s", "--timeout", "30s",
            "-s", WRK_LUA, f"http://127.0.0.1:{port}/invocations"]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout

@@ -3,12 +3,17 @@
 -- wraps the lines (JSON objects) as {"instances": [...]}. Status classes are counted when
 -- COUNT_STATUS is set (it costs a Lua call per response), and done() prints one JSON line.
 -- MODELS=n spreads the requests over /models/m0/invoke ... /models/m{n-1}/invoke in turn
--- (a multi-model endpoint, bench/models.py).
+-- (a multi-model endpoint, bench/models.py). WRAP=v2 makes each body an Open Inference
+-- Protocol request for a model with one [N, F] FP32 input named INPUT (the lines are JSON
+-- arrays), and BODIES=dir sends the bodies dir/1 ... dir/64 as they are, each with the
+-- Inference-Header-Content-Length in dir/k.len (bench/v2.py); URL_PATH sets the path.
 local file = os.getenv("FILE")
 local rows = tonumber(os.getenv("ROWS") or "1")
 local ctype = os.getenv("CTYPE") or "text/csv"
 local wrap = os.getenv("WRAP")
 local models = tonumber(os.getenv("MODELS") or "0")
+local url_path = os.getenv("URL_PATH")
+local bodies = os.getenv("BODIES")
 
 local lines = {}
 for line in io.lines(file) do
@@ -34,6 +39,20 @@ function init(args)
     local body
     if wrap == "instances" then
       body = '{"instances": [' .. table.concat(picked, ",") .. "]}"
+    elseif wrap == "v2" then
+      local flat = {}
+      local width = 0
+      for r = 1, rows do
+        local inner = picked[r]:sub(2, -2)
+        flat[r] = inner
+        if r == 1 then
+          local _, commas = inner:gsub(",", ",")
+          width = commas + 1
+        end
+      end
+      body = '{"inputs": [{"name": "' .. (os.getenv("INPUT") or "input") ..
+        '", "datatype": "FP32", "shape": [' .. rows .. ", " .. width ..
+        '], "data": [' .. table.concat(flat, ",") .. "]}]}"
     else
       body = table.concat(picked, "\n") .. "\n"
     end
@@ -43,10 +62,20 @@ function init(args)
   local built = {}
   local paths = math.max(models, 1)
   for m = 0, paths - 1 do
-    local path = nil
+    local path = url_path
     if models > 0 then path = "/models/m" .. m .. "/invoke" end
     for k = 1, 64 do
-      built[#built + 1] = wrk.format("POST", path, {["Content-Type"] = ctype}, requests[k])
+      local headers = {["Content-Type"] = ctype}
+      local body = requests[k]
+      if bodies then
+        local f = assert(io.open(bodies .. "/" .. k, "rb"))
+        body = f:read("*a")
+        f:close()
+        local l = assert(io.open(bodies .. "/" .. k .. ".len", "rb"))
+        headers["Inference-Header-Content-Length"] = l:read("*a")
+        l:close()
+      end
+      built[#built + 1] = wrk.format("POST", path, headers, body)
     end
   end
   requests = built

@@ -8,6 +8,7 @@ mod many;
 mod metrics;
 mod models;
 mod monitoring;
+mod openapi;
 mod ping;
 mod portal;
 pub mod reload;
@@ -34,6 +35,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .service(web::resource("/info").route(web::get().to(info::info)))
         .service(web::resource("/monitoring").route(web::get().to(monitoring::monitoring)))
+        .service(web::resource("/openapi.json").route(web::get().to(openapi::openapi)))
         .configure(portal::routes)
         .configure(models::routes)
         .configure(v2::routes)

@@ -48,11 +48,11 @@ pub async fn monitoring(req: actix_web::HttpRequest, state: web::Data<AppState>)
             }
             (Ok(v), None) => HttpResponse::Ok().json(v),
             (Err(e), _) => HttpResponse::InternalServerError().json(serde_json::json!({
-                "error": {"code": "internal", "message": format!("monitoring view: {e}")}
+                "error": {"code": "internal_error", "message": format!("monitoring view: {e}")}
             })),
         },
         Err(e) => HttpResponse::InternalServerError().json(serde_json::json!({
-            "error": {"code": "internal", "message": format!("monitoring view failed: {e}")}
+            "error": {"code": "internal_error", "message": format!("monitoring view failed: {e}")}
         })),
     }
 }

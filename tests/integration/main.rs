@@ -18,6 +18,7 @@ mod limits;
 mod metrics;
 mod models;
 mod monitoring;
+mod openapi;
 mod portal;
 mod portal_cli;
 mod portal_fuzz;
