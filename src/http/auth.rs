@@ -88,7 +88,8 @@ pub enum Refusal {
 
 impl Refusal {
     /// The 401, in the one error shape, with the challenge RFC 6750 asks for.
-    pub fn response(self) -> HttpResponse {
+    /// The 401, in the Open Inference Protocol's error shape on its routes (`v2`).
+    pub fn response(self, v2: bool) -> HttpResponse {
         let (message, challenge) = match self {
             Refusal::Missing => (
                 "this server needs an Authorization: Bearer <token> header",
@@ -99,7 +100,11 @@ impl Refusal {
                 "Bearer realm=\"mlapp\", error=\"invalid_token\"",
             ),
         };
-        let mut resp = super::error_response(&ApiError::Unauthorized(message.into()));
+        let e = ApiError::Unauthorized(message.into());
+        let mut resp = match v2 {
+            true => super::v2::error(&e),
+            false => super::error_response(&e),
+        };
         resp.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static(challenge),

@@ -35,7 +35,10 @@ mod tests {
             let Some(routes) = text.find("\npub fn routes(") else {
                 continue;
             };
-            let body = &text[routes..text[routes..].find("\n}").map_or(text.len(), |e| routes + e)];
+            let body = &text[routes
+                ..text[routes..]
+                    .find("\n}")
+                    .map_or(text.len(), |e| routes + e)];
             let mut scope = String::new();
             for line in body.lines() {
                 let Some(start) = line.find("\"/") else {

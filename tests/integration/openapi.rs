@@ -73,7 +73,11 @@ fn the_document_is_valid_openapi_31_and_every_operation_is_routed() {
                 agent()
                     .request(&method.to_uppercase(), &url)
                     .set("Content-Type", "application/json")
-                    .send_string(if method == "get" || method == "delete" { "" } else { "{}" }),
+                    .send_string(if method == "get" || method == "delete" {
+                        ""
+                    } else {
+                        "{}"
+                    }),
             );
             assert_ne!(answer.status, 405, "{method} {path}: {}", answer.body);
             assert!(

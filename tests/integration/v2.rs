@@ -172,7 +172,13 @@ fn health_routes_need_no_token_and_say_when_the_model_is_not_ready() {
     );
     assert_eq!(get(&s, "/v2/health/live", None).status, 200);
     assert_eq!(get(&s, "/v2/health/ready", None).status, 200);
-    assert_eq!(get(&s, "/v2", None).status, 401);
+    let refused = get(&s, "/v2", None);
+    assert_eq!(refused.status, 401);
+    assert!(
+        protocol_error(&refused).contains("Bearer"),
+        "{}",
+        refused.body
+    );
     assert_eq!(get(&s, "/v2/models/xgboost/ready", None).status, 401);
     assert_eq!(
         get(&s, "/v2/models/xgboost/ready", Some("v2-token")).status,
