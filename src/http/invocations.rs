@@ -358,20 +358,13 @@ async fn handle(
             (t, body.clone())
         });
     let t = Instant::now();
-    let (frame, ticket) = if body.len() <= INLINE_DECODE_BYTES {
-        (codec::decode(format, &body, &model.signature)?, ticket)
-    } else {
-        let m = Arc::clone(&model);
-        // The body's bytes and the ticket go with the work: if the deadline passes first,
-        // they stay counted until the decode really ends.
-        web::block(move || {
-            let frame = codec::decode(format, &body, &m.signature);
-            drop((body, held));
-            frame.map(|f| (f, ticket))
-        })
-        .await
-        .map_err(|e| ApiError::Internal(format!("decode task failed: {e}")))??
-    };
+    let m = Arc::clone(&model);
+    let (frame, ticket) = off_loop(body.len() <= INLINE_DECODE_BYTES, "decode", move || {
+        let frame = codec::decode(format, &body, &m.signature);
+        drop((body, held));
+        Ok(frame.map(|f| (f, ticket))?)
+    })
+    .await?;
     metrics.stage(Stage::Decode, t.elapsed());
     if let Some(m) = &model.monitor {
         m.frame(&frame);
@@ -387,18 +380,13 @@ async fn handle(
     let shadow_outputs = shadowed.as_ref().map(|_| outputs.clone());
     // What is encoded is the answer: its width is the outputs', not the features'.
     let values: usize = outputs.tensors.iter().map(|t| t.data.len()).sum();
-    let body = if values <= INLINE_DECODE_BYTES / 8 {
-        encode(&model, outputs, accept)?
-    } else {
-        let m = Arc::clone(&model);
-        web::block(move || {
-            let answer = encode(&m, outputs, accept);
-            drop(ticket);
-            answer
-        })
-        .await
-        .map_err(|e| ApiError::Internal(format!("encode task failed: {e}")))??
-    };
+    let m = Arc::clone(&model);
+    let body = off_loop(values <= INLINE_DECODE_BYTES / 8, "encode", move || {
+        let answer = encode(&m, outputs, accept);
+        drop(ticket);
+        answer
+    })
+    .await?;
     metrics.stage(Stage::Encode, t.elapsed());
     let body = web::Bytes::from(body);
     // Only for a request both captured and shadowed: nothing is cloned for the others.
@@ -425,6 +413,23 @@ async fn handle(
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, accept.mime()))
         .body(body))
+}
+
+/// Runs `work` here when it is `small`, else on the blocking pool, so that one large body
+/// does not stall every connection of its HTTP worker. What `work` holds (the body, its share
+/// of the body budget, the admission ticket) goes with it: if the deadline passes first, it
+/// stays counted until the work really ends.
+pub(super) async fn off_loop<T: Send + 'static>(
+    small: bool,
+    what: &'static str,
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    if small {
+        return work();
+    }
+    web::block(work)
+        .await
+        .map_err(|e| ApiError::Internal(format!("{what} task failed: {e}")))?
 }
 
 /// The answer of an input scored by `stream`, its stage times observed once, as for any

@@ -13,7 +13,8 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::invocations::{
-    header_str, request_timeout, BodyRead, ServedBy, INFERENCE_ID_HEADERS, INLINE_DECODE_BYTES,
+    header_str, off_loop, request_timeout, BodyRead, ServedBy, INFERENCE_ID_HEADERS,
+    INLINE_DECODE_BYTES,
 };
 use super::{AppState, Readiness};
 use crate::codec::v2;
@@ -280,24 +281,14 @@ async fn run(
     });
 
     let t = Instant::now();
-    let decode = move |body: &[u8], m: &LoadedModel| {
+    let m = Arc::clone(&model);
+    let (request, ticket) = off_loop(body.len() <= INLINE_DECODE_BYTES, "decode", move || {
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        v2::decode(body, header_len, &m.signature, &names)
-    };
-    let (request, ticket) = if body.len() <= INLINE_DECODE_BYTES {
-        (decode(&body, &model)?, ticket)
-    } else {
-        let m = Arc::clone(&model);
-        // The body's bytes and the ticket go with the work: if the deadline passes first,
-        // they stay counted until the decode really ends.
-        web::block(move || {
-            let request = decode(&body, &m);
-            drop((body, held));
-            request.map(|r| (r, ticket))
-        })
-        .await
-        .map_err(|e| ApiError::Internal(format!("decode task failed: {e}")))??
-    };
+        let request = v2::decode(&body, header_len, &m.signature, &names);
+        drop((body, held));
+        Ok((request?, ticket))
+    })
+    .await?;
     metrics.stage(Stage::Decode, t.elapsed());
     let v2::InferRequest { frame, answer } = request;
     if let Some(m) = &model.monitor {
@@ -323,17 +314,12 @@ async fn run(
         v2::encode(predictions, &metas, &answer, &name, &version)
             .map_err(|e| ApiError::Internal(format!("encoding the answer: {e}")))
     };
-    let encoded = if values <= INLINE_DECODE_BYTES / 8 {
-        encode()?
-    } else {
-        web::block(move || {
-            let answer = encode();
-            drop(ticket);
-            answer
-        })
-        .await
-        .map_err(|e| ApiError::Internal(format!("encode task failed: {e}")))??
-    };
+    let encoded = off_loop(values <= INLINE_DECODE_BYTES / 8, "encode", move || {
+        let answer = encode();
+        drop(ticket);
+        answer
+    })
+    .await?;
     metrics.stage(Stage::Encode, t.elapsed());
     let content_type = body_type(encoded.header_len.is_some());
     let body = web::Bytes::from(encoded.body);
