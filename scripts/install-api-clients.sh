@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Puts other projects' own API clients in .tools/apiclients, for the tests that check mlapp's
 # Open Inference Protocol and OpenAPI document with code nobody here wrote
-# (tests/integration/v2_clients.rs): Triton's `tritonclient[http]`, `openapi-spec-validator`
+# (tests/integration/v2.rs and openapi.rs): Triton's `tritonclient[http]`, `openapi-spec-validator`
 # and the schema-driven fuzzer `schemathesis`, all from PyPI and pinned (numpy comes with
 # tritonclient).
 set -euo pipefail

@@ -88,30 +88,43 @@ impl ApiError {
     /// message is cut to fit. The budget is spent on the escaped text, since a quote or a
     /// control character takes two to six bytes once escaped.
     pub fn body(&self) -> Vec<u8> {
-        const LIMIT: usize = 2048;
-        let json = |message: &str| {
-            serde_json::json!({"error": {"code": self.code(), "message": message}})
-                .to_string()
-                .into_bytes()
-        };
-        let message = self.to_string();
-        let whole = json(&message);
-        if whole.len() <= LIMIT {
-            return whole;
-        }
-        let mut budget = LIMIT.saturating_sub(json("...").len());
-        let mut cut = 0;
-        for (i, c) in message.char_indices() {
-            // The escaped width of one character, as serde_json writes it.
-            let width = serde_json::to_string(&c).map_or(6, |s| s.len() - 2);
-            if width > budget {
-                break;
-            }
-            budget -= width;
-            cut = i + c.len_utf8();
-        }
-        json(&format!("{}...", &message[..cut]))
+        fit(
+            &self.to_string(),
+            |message| serde_json::json!({"error": {"code": self.code(), "message": message}}),
+        )
     }
+
+    /// The Open Inference Protocol's error object, `{"error": "<message>"}`, cut to the same
+    /// size.
+    pub fn v2_body(&self) -> Vec<u8> {
+        fit(
+            &self.to_string(),
+            |message| serde_json::json!({"error": message}),
+        )
+    }
+}
+
+/// `json(message)` as bytes, with the message cut (ending in "...") so that the whole fits
+/// 2048 bytes.
+fn fit(message: &str, json: impl Fn(&str) -> serde_json::Value) -> Vec<u8> {
+    const LIMIT: usize = 2048;
+    let bytes = |m: &str| json(m).to_string().into_bytes();
+    let whole = bytes(message);
+    if whole.len() <= LIMIT {
+        return whole;
+    }
+    let mut budget = LIMIT.saturating_sub(bytes("...").len());
+    let mut cut = 0;
+    for (i, c) in message.char_indices() {
+        // The escaped width of one character, as serde_json writes it.
+        let width = serde_json::to_string(&c).map_or(6, |s| s.len() - 2);
+        if width > budget {
+            break;
+        }
+        budget -= width;
+        cut = i + c.len_utf8();
+    }
+    bytes(&format!("{}...", &message[..cut]))
 }
 
 impl ApiError {

@@ -49,7 +49,8 @@ pub struct LoadOptions {
 
 /// A model ready to serve: warmed up sessions behind the worker pool.
 pub struct LoadedModel {
-    /// The model's name in metrics: its folder's name.
+    /// The model's name in metrics and on the V2 routes: `name` in its config, else its
+    /// folder's (in multi-model mode, the name it was loaded as).
     pub name: Arc<str>,
     pub source: ModelSource,
     pub signature: ModelSignature,
@@ -71,6 +72,12 @@ impl LoadedModel {
     /// not be shown to follow its rows cannot (its runs could not be split and joined).
     pub fn multi_record(&self) -> bool {
         self.signature.fixed_batch.is_none() || self.warmup.follows_rows
+    }
+
+    /// The rows every request must have, for a model that takes exactly k and cannot be
+    /// split (`multi_record`); None: any number.
+    pub fn rows_fixed(&self) -> Option<usize> {
+        self.signature.fixed_batch.filter(|_| !self.multi_record())
     }
 
     /// Scores an admitted request's frame. A model that takes exactly k rows (and whose
@@ -98,7 +105,7 @@ impl LoadedModel {
     }
 
     fn check_rows(&self, frame: &crate::codec::Frame) -> Result<(), EngineError> {
-        match self.signature.fixed_batch.filter(|_| !self.multi_record()) {
+        match self.rows_fixed() {
             Some(k) if frame.rows != k => Err(EngineError::Rows(format!(
                 "the model takes exactly {k} rows per request (its outputs do not have one \
                  row per input row, so runs cannot be split or joined); this one has {}",

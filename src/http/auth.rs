@@ -87,8 +87,8 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// The 401, in the one error shape, with the challenge RFC 6750 asks for.
-    /// The 401, in the Open Inference Protocol's error shape on its routes (`v2`).
+    /// The 401, with the challenge RFC 6750 asks for: in mlapp's error shape, or in the Open
+    /// Inference Protocol's on its routes (`v2`).
     pub fn response(self, v2: bool) -> HttpResponse {
         let (message, challenge) = match self {
             Refusal::Missing => (

@@ -160,7 +160,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
                             if let Some(m) = &metrics {
                                 m.rejected("unauthorized");
                             }
-                            Either::Left(ready(Ok(req.into_response(why.response(path.starts_with("/v2"))))))
+                            Either::Left(ready(Ok(req.into_response(why.response(path == "/v2" || path.starts_with("/v2/"))))))
                         }
                         // tokio would drop the connection with no answer: a bug still gets
                         // the one error shape (actix answers an Err with its response), and

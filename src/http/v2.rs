@@ -17,6 +17,7 @@ use super::invocations::{
     INLINE_DECODE_BYTES,
 };
 use super::{AppState, Readiness};
+use crate::codec::media::MediaError;
 use crate::codec::v2;
 use crate::engine::LoadedModel;
 use crate::error::ApiError;
@@ -62,18 +63,28 @@ where
         .default_service(web::to(|| not_allowed("GET")))
 }
 
-/// The protocol's error object: `{"error": "<message>"}`.
+/// The protocol's error object: `{"error": "<message>"}`; logged as `error_response` logs.
 pub(super) fn error(e: &ApiError) -> HttpResponse {
     let status = actix_web::http::StatusCode::from_u16(e.status())
         .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
     if status.is_server_error() && e.status() != 503 && e.status() != 504 {
         log::error!("{status} {}: {e}", e.code());
+    } else {
+        log::debug!("{status} {}: {e}", e.code());
     }
     let mut resp = HttpResponse::build(status);
+    resp.insert_header((header::CONTENT_TYPE, "application/json"));
     if let Some(secs) = e.retry_after() {
         resp.insert_header((header::RETRY_AFTER, secs.to_string()));
     }
-    resp.json(json!({"error": e.to_string()}))
+    resp.body(e.v2_body())
+}
+
+/// The protocol's "false" for a readiness question: a 4xx, with the reason.
+fn not_ready(why: &str) -> HttpResponse {
+    HttpResponse::BadRequest()
+        .insert_header((header::RETRY_AFTER, "5"))
+        .body(ApiError::NotReady(why.to_string()).v2_body())
 }
 
 async fn not_allowed(allowed: &'static str) -> HttpResponse {
@@ -100,9 +111,7 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
     }
     match state.readiness() {
         Readiness::Ready(_) => HttpResponse::Ok().finish(),
-        Readiness::Loading(why) | Readiness::Failed(why) => {
-            HttpResponse::BadRequest().json(json!({"error": format!("not ready: {why}")}))
-        }
+        Readiness::Loading(why) | Readiness::Failed(why) => not_ready(&why),
     }
 }
 
@@ -149,39 +158,23 @@ async fn model_metadata(req: HttpRequest, state: web::Data<AppState>) -> HttpRes
         Ok(m) => m,
         Err(e) => return error(&e),
     };
-    let rows_fixed = model
-        .signature
-        .fixed_batch
-        .filter(|_| !model.multi_record());
+    let rows_fixed = model.rows_fixed();
     HttpResponse::Ok().json(json!({
         "name": name,
         "versions": [VERSION],
         "platform": PLATFORM,
         "inputs": v2::inputs(&model.signature, rows_fixed),
-        "outputs": v2::outputs(&model.signature, &model.plan),
+        "outputs": v2::outputs(&model.signature, &model.plan, rows_fixed),
     }))
 }
 
-/// 200 when the model is loaded and ready; with many models, one not loaded yet is not ready
-/// (asking does not load it).
+/// 200 when the model is loaded and ready. With many models, asking loads a model of the
+/// repository, as its metadata or first infer would: clients ask before they infer.
 async fn model_ready(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let (name, version) = path_parts(&req);
-    let found = match &state.registry {
-        Some(registry) => match version.as_deref().filter(|v| *v != VERSION) {
-            Some(_) => model_for(&state, &name, version.as_deref()).await.map(|_| ()),
-            None if registry.describe(&name).is_some() => Ok(()),
-            None => Err(ApiError::NotReady(format!(
-                "model \"{name}\" is not loaded (a model of the repository loads on its first infer)"
-            ))),
-        },
-        None => model_for(&state, &name, version.as_deref()).await.map(|_| ()),
-    };
-    match found {
-        Ok(()) => HttpResponse::Ok().finish(),
-        // The protocol's "false" is a 4xx.
-        Err(ApiError::NotReady(why)) => {
-            HttpResponse::BadRequest().json(json!({"error": format!("not ready: {why}")}))
-        }
+    match model_for(&state, &name, version.as_deref()).await {
+        Ok(_) => HttpResponse::Ok().finish(),
+        Err(ApiError::NotReady(why)) => not_ready(&why),
         Err(e) => error(&e),
     }
 }
@@ -233,6 +226,14 @@ async fn run(
 ) -> Result<HttpResponse, ApiError> {
     let settings = &state.settings;
     let metrics = &state.metrics;
+    // tritonclient can compress requests; mlapp reads them as sent.
+    if let Some(coding) = header_str(req, header::CONTENT_ENCODING)
+        .filter(|c| !c.trim().eq_ignore_ascii_case("identity"))
+    {
+        return Err(ApiError::Media(MediaError::UnsupportedContentType(
+            format!("Content-Encoding {coding:?}: send the request uncompressed"),
+        )));
+    }
     let header_len = match req.headers().get(v2::HEADER_LENGTH) {
         None => None,
         Some(v) => Some(
@@ -261,16 +262,12 @@ async fn run(
         .admit()
         .map_err(|e| ApiError::from_engine(e, timeout))?;
     let body = body.freeze();
-    let metas = Arc::new(v2::outputs(&model.signature, &model.plan));
+    let metas = v2::outputs(&model.signature, &model.plan, None);
     let names: Vec<String> = metas.iter().map(|m| m.name.clone()).collect();
-    let body_type = |binary: bool| match binary {
-        true => "application/octet-stream",
-        false => "application/json",
-    };
     let captured = state.capture.as_ref().filter(|c| c.sample()).map(|c| {
         let tap = Tap {
             capture: Arc::clone(c),
-            input_type: body_type(header_len.is_some()).to_string(),
+            input_type: captured_type(header_len),
             output_type: String::new(),
             inference_id: INFERENCE_ID_HEADERS
                 .iter()
@@ -321,16 +318,31 @@ async fn run(
     })
     .await?;
     metrics.stage(Stage::Encode, t.elapsed());
-    let content_type = body_type(encoded.header_len.is_some());
     let body = web::Bytes::from(encoded.body);
     if let Some((mut tap, input)) = captured {
-        tap.output_type = content_type.to_string();
+        tap.output_type = captured_type(encoded.header_len);
         tap.record(input, body.clone());
     }
     let mut resp = HttpResponse::Ok();
-    resp.insert_header((header::CONTENT_TYPE, content_type));
+    resp.insert_header((
+        header::CONTENT_TYPE,
+        match encoded.header_len {
+            Some(_) => "application/octet-stream",
+            None => "application/json",
+        },
+    ));
     if let Some(n) = encoded.header_len {
         resp.insert_header((v2::HEADER_LENGTH, n.to_string()));
     }
     Ok(resp.body(body))
+}
+
+/// The content type a captured V2 body is recorded under: with binary data, SageMaker's type
+/// for Triton's binary+JSON bodies, which carries where the JSON ends (`mlapp monitor` reads
+/// it back).
+fn captured_type(header_len: Option<usize>) -> String {
+    match header_len {
+        Some(n) => format!("{}{n}", v2::CAPTURED_BINARY),
+        None => "application/json".into(),
+    }
 }

@@ -11,7 +11,8 @@ use super::ModelError;
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// The model's name in metrics and on the Open Inference Protocol's routes
-    /// (`/v2/models/{name}`); default: the model folder's name.
+    /// (`/v2/models/{name}`); default: the model folder's name. In multi-model mode the
+    /// name a model is loaded as wins.
     #[serde(default)]
     pub name: Option<String>,
     /// The model file, relative to the model folder, when the folder holds more than one.

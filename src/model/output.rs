@@ -286,7 +286,12 @@ impl OutputPlan {
     }
 }
 
-fn probabilities_of(t: &OutputTensor, rows: usize) -> Result<(Vec<String>, Vec<f32>), String> {
+/// A probability output as (class names, rows × classes), for a classifier's answer and for
+/// ZipMap's maps on the Open Inference Protocol.
+pub(crate) fn probabilities_of(
+    t: &OutputTensor,
+    rows: usize,
+) -> Result<(Vec<String>, Vec<f32>), String> {
     if rows == 0 {
         return Ok((vec![], vec![]));
     }

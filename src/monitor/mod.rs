@@ -14,6 +14,7 @@
 //! - `shadow`: a challenger model scoring a share of live requests, compared with the served one.
 
 pub mod capture;
+mod captured_v2;
 pub mod check;
 pub mod files;
 pub mod live;

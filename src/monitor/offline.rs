@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use serde_json::Value;
 
+use super::captured_v2;
 use super::check::{self, Baseline, Columns};
 use super::files::{self, InferredType};
 use super::profile::{FeatureProfile, Profile};
@@ -370,6 +371,7 @@ pub fn current(
     let width = profile.features.len();
     let index: Vec<Option<usize>> = (0..width).map(Some).collect();
     let mut tally = Tally::default();
+    let features: Vec<String> = profile.features.iter().map(|f| f.name.clone()).collect();
     let mut records = 0;
     let mut widest = 0;
     for file in &captures {
@@ -383,14 +385,31 @@ pub fn current(
             let v: Value = serde_json::from_str(&line).map_err(|e| at(e.to_string()))?;
             records += 1;
             let data = &v["captureData"];
-            if let Some(text) = payload(&data["endpointInput"]).map_err(&at)? {
-                for row in input_rows(&text.0, &text.1, &profile).map_err(&at)? {
+            if let Some((ty, body)) = payload(&data["endpointInput"]).map_err(&at)? {
+                let rows = match captured_v2::header(&ty, &body, "inputs") {
+                    Some(header_len) => captured_v2::input_rows(&body, header_len, &features)
+                        .map_err(|e| at(format!("captured V2 request: {e}")))?
+                        .into_iter()
+                        .map(csv::StringRecord::from)
+                        .collect(),
+                    None => input_rows(&ty, &text(body).map_err(&at)?, &profile).map_err(&at)?,
+                };
+                for row in rows {
                     widest = widest.max(row.len());
                     profile.record(&row, &index);
                 }
             }
-            if let Some(text) = payload(&data["endpointOutput"]).map_err(&at)? {
-                add_output(&mut tally, &text.0, &text.1);
+            if let Some((ty, body)) = payload(&data["endpointOutput"]).map_err(&at)? {
+                match captured_v2::header(&ty, &body, "outputs") {
+                    Some(header_len) => {
+                        let answered = captured_v2::answers(&body, header_len)
+                            .map_err(|e| at(format!("captured V2 answer: {e}")))?;
+                        for (label, score, value) in answered {
+                            tally_row(&mut tally, label, score, value);
+                        }
+                    }
+                    None => add_output(&mut tally, &ty, &text(body).map_err(&at)?),
+                }
             }
         }
     }
@@ -408,22 +427,23 @@ pub fn current(
     })
 }
 
-/// A captured payload as (media type, text); None when the direction was not captured.
-fn payload(p: &Value) -> Result<Option<(String, String)>, String> {
+/// A captured payload as (media type, bytes); None when the direction was not captured.
+fn payload(p: &Value) -> Result<Option<(String, Vec<u8>)>, String> {
     let Some(data) = p.get("data").and_then(Value::as_str) else {
         return Ok(None);
     };
     let ty = p["observedContentType"].as_str().unwrap_or("").to_string();
-    let text = match p["encoding"].as_str().unwrap_or("CSV") {
-        "BASE64" => {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(data)
-                .map_err(|e| format!("data is not base64: {e}"))?;
-            String::from_utf8(bytes).map_err(|_| "base64 data is not UTF-8 text".to_string())?
-        }
-        _ => data.to_string(),
+    let bytes = match p["encoding"].as_str().unwrap_or("CSV") {
+        "BASE64" => base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .map_err(|e| format!("data is not base64: {e}"))?,
+        _ => data.as_bytes().to_vec(),
     };
-    Ok(Some((ty, text)))
+    Ok(Some((ty, bytes)))
+}
+
+fn text(bytes: Vec<u8>) -> Result<String, String> {
+    String::from_utf8(bytes).map_err(|_| "base64 data is not UTF-8 text".to_string())
 }
 
 fn is_json(ty: &str, text: &str) -> bool {
@@ -524,28 +544,31 @@ fn transpose(o: &serde_json::Map<String, Value>) -> Vec<Value> {
         .collect()
 }
 
+/// Counts one answered row: its label, the second class's probability, or a regressor's value.
+fn tally_row(tally: &mut Tally, label: Option<String>, score: Option<f64>, value: Option<f64>) {
+    tally.rows += 1;
+    if let Some(l) = label {
+        *tally.labels.entry(l).or_insert(0) += 1;
+    }
+    if let Some(s) = score.filter(|s| s.is_finite()) {
+        let h = tally.score.get_or_insert_with(|| Histogram {
+            score_of: "second class".into(),
+            bins: vec![0; BINS],
+        });
+        let bin = ((s.clamp(0.0, 1.0) * BINS as f64) as usize).min(BINS - 1);
+        if let Some(b) = h.bins.get_mut(bin) {
+            *b += 1;
+        }
+    }
+    if let Some(x) = value {
+        tally.add_value(x);
+    }
+}
+
 /// Adds a captured answer's predictions: classifier CSV lines `label,p0,p1,...` or JSON
 /// `{"label", "probabilities"}` entries; a single number per row is a regressor's value.
 fn add_output(tally: &mut Tally, ty: &str, text: &str) {
-    let mut add = |label: Option<String>, score: Option<f64>, value: Option<f64>| {
-        tally.rows += 1;
-        if let Some(l) = label {
-            *tally.labels.entry(l).or_insert(0) += 1;
-        }
-        if let Some(s) = score.filter(|s| s.is_finite()) {
-            let h = tally.score.get_or_insert_with(|| Histogram {
-                score_of: "second class".into(),
-                bins: vec![0; BINS],
-            });
-            let bin = ((s.clamp(0.0, 1.0) * BINS as f64) as usize).min(BINS - 1);
-            if let Some(b) = h.bins.get_mut(bin) {
-                *b += 1;
-            }
-        }
-        if let Some(x) = value {
-            tally.add_value(x);
-        }
-    };
+    let mut add = |label, score, value| tally_row(tally, label, score, value);
     if is_json(ty, text) {
         let docs: Vec<Value> = serde_json::from_str::<Value>(text).map_or_else(
             |_| {

@@ -97,7 +97,7 @@ fn fuzz(s: &Server, model: &str, dir: &Path) {
     std::fs::write(
         &config,
         format!(
-            "hooks = {:?}\n[parameters]\n\"path.name\" = {model:?}\n",
+            "hooks = {:?}\n[parameters]\n\"path.name\" = {model:?}\n\"path.version\" = \"1\"\n",
             hooks.display().to_string()
         ),
     )

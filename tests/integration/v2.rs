@@ -205,3 +205,136 @@ fn health_routes_need_no_token_and_say_when_the_model_is_not_ready() {
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(protocol_error(&r).contains("not ready"), "{}", r.body);
 }
+
+/// The pipeline example's rows as a V2 request: every input as binary data, or as JSON.
+fn pipeline_request(meta: &serde_json::Value, binary: bool) -> (Vec<u8>, Option<usize>) {
+    let columns: serde_json::Value =
+        serde_json::from_slice(&payload("pipeline", "inputs.json")).unwrap();
+    let mut inputs = Vec::new();
+    let mut data = Vec::new();
+    for spec in meta["inputs"].as_array().unwrap() {
+        let name = spec["name"].as_str().unwrap();
+        let values = columns["inputs"][name].as_array().unwrap();
+        let mut input = serde_json::json!({"name": name, "datatype": spec["datatype"],
+            "shape": [values.len(), 1]});
+        if !binary {
+            input["data"] = serde_json::Value::from(values.clone());
+        } else {
+            let before = data.len();
+            for v in values {
+                match spec["datatype"].as_str().unwrap() {
+                    "BYTES" => {
+                        let s = v.as_str().unwrap();
+                        data.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                        data.extend_from_slice(s.as_bytes());
+                    }
+                    "INT64" => data.extend_from_slice(&v.as_i64().unwrap().to_le_bytes()),
+                    _ => data.extend_from_slice(&(v.as_f64().unwrap() as f32).to_le_bytes()),
+                }
+            }
+            input["parameters"] = serde_json::json!({"binary_data_size": data.len() - before});
+        }
+        inputs.push(input);
+    }
+    let mut body =
+        serde_json::json!({"inputs": inputs, "parameters": {"binary_data_output": binary}})
+            .to_string()
+            .into_bytes();
+    let header = body.len();
+    body.extend_from_slice(&data);
+    (body, binary.then_some(header))
+}
+
+#[test]
+fn v2_requests_are_captured_and_read_back_by_mlapp_monitor() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("capture");
+    let s = Server::ready(
+        &model_dir("pipeline"),
+        &[
+            "--capture-uri",
+            capture.to_str().unwrap(),
+            "--capture-percent",
+            "100",
+            "--capture-roll-seconds",
+            "1",
+        ],
+    );
+    let meta = get(&s, "/v2/models/pipeline", None).json();
+    for binary in [false, true] {
+        let (body, header) = pipeline_request(&meta, binary);
+        let mut req = agent().post(&format!("{}/v2/models/pipeline/infer", s.base));
+        if let Some(n) = header {
+            req = req.set("Inference-Header-Content-Length", &n.to_string());
+        }
+        let r = reply(req.send_bytes(&body));
+        assert_eq!(r.status, 200, "binary {binary}: {}", r.body);
+    }
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    let out = dir.path().join("offline");
+    let stats = loop {
+        let run = run_bounded(
+            Command::new(env!("CARGO_BIN_EXE_mlapp")).args([
+                "monitor",
+                "--baseline",
+                model_dir("pipeline").join("baseline").to_str().unwrap(),
+                "--input",
+                capture.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+            ]),
+            Duration::from_secs(60),
+        );
+        let stats: Option<serde_json::Value> = std::fs::read(out.join("statistics.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let done = run.status.success()
+            && stats
+                .as_ref()
+                .is_some_and(|v| v["dataset"]["item_count"] == 50);
+        if done || std::time::Instant::now() > until {
+            assert!(
+                run.status.success(),
+                "{}",
+                String::from_utf8_lossy(&run.stderr)
+            );
+            break stats.unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // 25 rows sent twice: JSON, then binary data.
+    assert_eq!(stats["dataset"]["item_count"], 50, "{stats}");
+    let columns: serde_json::Value =
+        serde_json::from_slice(&payload("pipeline", "inputs.json")).unwrap();
+    let apps: Vec<f64> = columns["inputs"]["n_apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let mean = apps.iter().sum::<f64>() / apps.len() as f64;
+    let feature = stats["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "n_apps")
+        .unwrap();
+    let got = &feature["numerical_statistics"];
+    assert_eq!(got["common"]["num_present"], 50, "{feature}");
+    assert!(
+        (got["mean"].as_f64().unwrap() - mean).abs() < 1e-4,
+        "{feature} vs {mean}"
+    );
+    let city = stats["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "city")
+        .unwrap();
+    assert_eq!(
+        city["string_statistics"]["common"]["num_present"], 50,
+        "{city}"
+    );
+    let report = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(report.contains("female"), "the answers' labels are tallied");
+}

@@ -11,12 +11,16 @@ mod response;
 #[cfg(test)]
 mod tests;
 
-pub use request::{decode, Answer, InferRequest, HEADER_LENGTH};
+pub use request::{decode, text_tensors, Answer, InferRequest, TextTensor, HEADER_LENGTH};
 pub use response::{encode, Encoded};
 
 use serde::Serialize;
 
 use crate::model::{ElemType, ModelSignature, OutputPlan, OutputType};
+
+/// The content type of a captured body with binary data, before the JSON object's length:
+/// SageMaker's own for Triton's binary+JSON bodies.
+pub const CAPTURED_BINARY: &str = "application/vnd.sagemaker-triton.binary+json;json-header-size=";
 
 /// Every datatype the protocol names, for messages that say which one was meant.
 const DATATYPES: [&str; 13] = [
@@ -63,13 +67,29 @@ pub fn inputs(sig: &ModelSignature, rows_fixed: Option<usize>) -> Vec<TensorMeta
         .collect()
 }
 
-/// The outputs an answer holds, in the model's output order.
-pub fn outputs(sig: &ModelSignature, plan: &OutputPlan) -> Vec<TensorMeta> {
+/// The outputs an answer holds: a classifier's two in the graph's order, else the selected
+/// outputs in the order the config lists them (`OutputPlan`). Their rows are the request's
+/// (`rows_fixed` for a model that takes exactly k).
+pub fn outputs(
+    sig: &ModelSignature,
+    plan: &OutputPlan,
+    rows_fixed: Option<usize>,
+) -> Vec<TensorMeta> {
+    let rows = rows_fixed.map_or(-1, |k| k as i64);
+    // The graph's element type (`signature::elem_name`) under the protocol's name; types
+    // mlapp cannot read back fail the model's warm-up before any request.
     let elem_type = |elem: &str| match elem {
         "float32" => "FP32",
         "float64" => "FP64",
+        "float16" => "FP16",
         "int64" => "INT64",
         "int32" => "INT32",
+        "int16" => "INT16",
+        "int8" => "INT8",
+        "uint64" => "UINT64",
+        "uint32" => "UINT32",
+        "uint16" => "UINT16",
+        "uint8" => "UINT8",
         "bool" => "BOOL",
         _ => "BYTES",
     };
@@ -79,12 +99,12 @@ pub fn outputs(sig: &ModelSignature, plan: &OutputPlan) -> Vec<TensorMeta> {
             OutputType::Tensor { elem, shape } => {
                 let mut shape = shape.clone();
                 if let Some(first) = shape.first_mut() {
-                    *first = -1;
+                    *first = rows;
                 }
                 (elem_type(elem), shape)
             }
             // ZipMap's maps: one row of class probabilities each.
-            OutputType::SeqMap { .. } | OutputType::Other { .. } => ("FP32", vec![-1, -1]),
+            OutputType::SeqMap { .. } | OutputType::Other { .. } => ("FP32", vec![rows, -1]),
         };
         TensorMeta {
             name: o.name.clone(),
@@ -104,7 +124,7 @@ pub fn outputs(sig: &ModelSignature, plan: &OutputPlan) -> Vec<TensorMeta> {
             let label_meta = TensorMeta {
                 name: sig.outputs[*label].name.clone(),
                 datatype: if named { "BYTES" } else { "INT64" },
-                shape: vec![-1],
+                shape: vec![rows],
             };
             let classes = match (&sig.outputs[*probabilities].ty, class_labels.len()) {
                 (_, n) if n > 0 => n as i64,
@@ -116,7 +136,7 @@ pub fn outputs(sig: &ModelSignature, plan: &OutputPlan) -> Vec<TensorMeta> {
             let proba_meta = TensorMeta {
                 name: sig.outputs[*probabilities].name.clone(),
                 datatype: "FP32",
-                shape: vec![-1, classes],
+                shape: vec![rows, classes],
             };
             if label < probabilities {
                 vec![label_meta, proba_meta]

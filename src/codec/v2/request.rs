@@ -24,9 +24,9 @@ pub struct InferRequest {
 #[derive(Debug)]
 pub struct Answer {
     pub id: Option<String>,
-    /// The outputs asked for by name, each with whether it goes back as binary data; None:
-    /// every output, as `binary_default` says.
-    pub outputs: Option<Vec<(String, bool)>>,
+    /// The outputs asked for by name, each with whether it goes back as binary data (None:
+    /// as `binary_default` says); None: every output.
+    pub outputs: Option<Vec<(String, Option<bool>)>>,
     pub binary_default: bool,
 }
 
@@ -79,15 +79,12 @@ fn flag(params: Option<&Map<String, Value>>, key: &str, whose: &str) -> Result<b
     }
 }
 
-/// Decodes `body` for a model with signature `sig`. `header_len` is the request's
-/// Inference-Header-Content-Length, when binary data follows the JSON.
-pub fn decode(
-    body: &[u8],
+/// The JSON object of a request or response, parsed, and the binary data after it.
+fn parse<'a, T: Deserialize<'a>>(
+    body: &'a [u8],
     header_len: Option<usize>,
-    sig: &ModelSignature,
-    output_names: &[&str],
-) -> Result<InferRequest, DecodeError> {
-    let (json, mut binary) = match header_len {
+) -> Result<(T, &'a [u8]), DecodeError> {
+    let (json, binary) = match header_len {
         Some(n) if n > body.len() => {
             return Err(bad(format!(
                 "Inference-Header-Content-Length is {n}, but the body has only {} bytes",
@@ -100,20 +97,31 @@ pub fn decode(
     if json.iter().all(u8::is_ascii_whitespace) {
         return Err(DecodeError::Empty);
     }
-    let header: Header<'_> =
-        serde_json::from_slice(json).map_err(|e| bad(format!("invalid inference request: {e}")))?;
-    if flag(header.parameters.as_ref(), "classification", "request")? {
-        return Err(wrong(CLASSIFICATION));
-    }
-    let binary_default = flag(header.parameters.as_ref(), "binary_data_output", "request")?;
-    let outputs = header
-        .outputs
-        .map(|asked| requested(asked, output_names))
-        .transpose()?;
+    let parsed = serde_json::from_slice(json).map_err(|e| {
+        match header_len
+            .is_none()
+            .then(|| bytes_after_json(json))
+            .flatten()
+        {
+            // The usual mistake: binary data sent without saying where the JSON ends.
+            Some(n) => bad(format!(
+                "{n} bytes follow the JSON object: binary data needs the \
+                 Inference-Header-Content-Length header (the JSON object's length)"
+            )),
+            None => bad(format!("invalid inference request: {e}")),
+        }
+    })?;
+    Ok((parsed, binary))
+}
 
-    // Each input's binary data, cut in the order the JSON lists the inputs.
-    let mut pieces: Vec<Option<&[u8]>> = Vec::with_capacity(header.inputs.len());
-    for input in &header.inputs {
+/// Each tensor's binary data (None: its data is in the JSON), cut from `binary` in the order
+/// the JSON lists the tensors; every byte must be accounted for.
+fn cut<'a>(
+    tensors: &[Input<'_>],
+    mut binary: &'a [u8],
+) -> Result<Vec<Option<&'a [u8]>>, DecodeError> {
+    let mut pieces = Vec::with_capacity(tensors.len());
+    for input in tensors {
         let size = match input
             .parameters
             .as_ref()
@@ -126,25 +134,18 @@ pub fn decode(
                     .ok_or_else(|| {
                         bad(format!(
                         "input \"{}\": binary_data_size must be a whole number of bytes, got {v}",
-                        input.name
+                        short(&input.name)
                     ))
                     })?,
             ),
         };
         pieces.push(match size {
             None => None,
-            Some(n) if n > binary.len() => {
-                return Err(bad(format!(
-                    "input \"{}\": binary_data_size is {n}, but only {} bytes of binary data are left{}",
-                    input.name,
-                    binary.len(),
-                    if header_len.is_none() {
-                        " (binary data needs the Inference-Header-Content-Length header)"
-                    } else {
-                        ""
-                    }
-                )))
-            }
+            Some(n) if n > binary.len() => return Err(bad(format!(
+                "input \"{}\": binary_data_size is {n}, but only {} bytes of binary data are left",
+                short(&input.name),
+                binary.len(),
+            ))),
             Some(n) => {
                 let (piece, rest) = binary.split_at(n);
                 binary = rest;
@@ -158,6 +159,43 @@ pub fn decode(
             binary.len()
         )));
     }
+    Ok(pieces)
+}
+
+/// How many bytes follow a complete JSON value at the start of `json`, when some do.
+fn bytes_after_json(json: &[u8]) -> Option<usize> {
+    let mut values =
+        serde_json::Deserializer::from_slice(json).into_iter::<serde::de::IgnoredAny>();
+    values.next()?.ok()?;
+    let rest = &json[values.byte_offset()..];
+    (!rest.iter().all(u8::is_ascii_whitespace)).then_some(rest.len())
+}
+
+/// A name from the request as a message repeats it: at most 64 characters.
+fn short(name: &str) -> String {
+    match name.char_indices().nth(64) {
+        Some((at, _)) => format!("{}...", &name[..at]),
+        None => name.to_string(),
+    }
+}
+
+/// Decodes `body` for a model with signature `sig`. `header_len` is the request's
+/// Inference-Header-Content-Length, when binary data follows the JSON.
+pub fn decode(
+    body: &[u8],
+    header_len: Option<usize>,
+    sig: &ModelSignature,
+    output_names: &[&str],
+) -> Result<InferRequest, DecodeError> {
+    let (header, binary): (Header<'_>, _) = parse(body, header_len)?;
+    let pieces = cut(&header.inputs, binary)?;
+    let binary_default = flag(header.parameters.as_ref(), "binary_data_output", "request")?;
+    // No outputs named, or an empty list: all of them.
+    let outputs = header
+        .outputs
+        .filter(|asked| !asked.is_empty())
+        .map(|asked| requested(asked, output_names))
+        .transpose()?;
 
     for (k, input) in header.inputs.iter().enumerate() {
         if sig.inputs.iter().all(|s| s.name != input.name) {
@@ -186,8 +224,9 @@ pub fn decode(
         rows = Some(n);
         let count = n.checked_mul(spec.width).ok_or_else(|| {
             wrong(format!(
-                "input \"{}\": shape {:?} is too large",
-                spec.name, input.shape
+                "input \"{}\": shape {} is too large",
+                spec.name,
+                shape_text(&input.shape)
             ))
         })?;
         columns.push(column(input, spec, pieces[k], count)?);
@@ -209,27 +248,34 @@ pub fn decode(
 const CLASSIFICATION: &str = "the classification extension is not supported: ask for the \
      probabilities output, which holds every class's score";
 
-fn requested(asked: Vec<Requested>, names: &[&str]) -> Result<Vec<(String, bool)>, DecodeError> {
-    let mut out: Vec<(String, bool)> = Vec::with_capacity(asked.len());
+fn requested(
+    asked: Vec<Requested>,
+    names: &[&str],
+) -> Result<Vec<(String, Option<bool>)>, DecodeError> {
+    let mut out: Vec<(String, Option<bool>)> = Vec::with_capacity(asked.len());
     for r in asked {
         if !names.contains(&r.name.as_str()) {
             return Err(wrong(format!(
                 "unknown output \"{}\"; the model answers with: {}",
-                r.name,
+                short(&r.name),
                 names.join(", ")
             )));
         }
         if out.iter().any(|(n, _)| *n == r.name) {
             return Err(bad(format!("output \"{}\" is asked for twice", r.name)));
         }
-        let whose = format!("output \"{}\"", r.name);
-        if r.parameters
-            .as_ref()
-            .is_some_and(|p| p.contains_key("classification"))
-        {
+        let params = r.parameters.as_ref();
+        if params.is_some_and(|p| p.contains_key("classification")) {
             return Err(wrong(CLASSIFICATION));
         }
-        let binary = flag(r.parameters.as_ref(), "binary_data", &whose)?;
+        let binary = match params.and_then(|p| p.get("binary_data")) {
+            None => None,
+            Some(_) => Some(flag(
+                params,
+                "binary_data",
+                &format!("output \"{}\"", r.name),
+            )?),
+        };
         out.push((r.name, binary));
     }
     Ok(out)
@@ -237,11 +283,28 @@ fn requested(asked: Vec<Requested>, names: &[&str]) -> Result<Vec<(String, bool)
 
 /// The model's inputs as a message lists them.
 fn takes(sig: &ModelSignature) -> String {
-    super::inputs(sig, None)
+    const SHOWN: usize = 12;
+    let all = super::inputs(sig, None);
+    let mut listed: Vec<String> = all
         .iter()
+        .take(SHOWN)
         .map(|t| format!("{} ({} {:?})", t.name, t.datatype, t.shape))
-        .collect::<Vec<_>>()
-        .join(", ")
+        .collect();
+    if all.len() > SHOWN {
+        listed.push(format!(
+            "... ({} inputs in all; GET the model's metadata)",
+            all.len()
+        ));
+    }
+    listed.join(", ")
+}
+
+/// A shape from the request as a message repeats it: its first dimensions only.
+fn shape_text(shape: &[i64]) -> String {
+    match shape.len() {
+        0..=4 => format!("{shape:?}"),
+        n => format!("{:?} ({n} dimensions)", &shape[..4]).replace(']', ", ...]"),
+    }
 }
 
 /// Checks the datatype and shape against the model's input; the rows it holds.
@@ -259,7 +322,8 @@ fn check_shape(
         };
         return Err(wrong(format!(
             "input \"{}\": datatype {:?}, but the model takes {want}{known}",
-            input.name, input.datatype
+            input.name,
+            short(&input.datatype)
         )));
     }
     let expected = || match spec.shape.len() {
@@ -278,9 +342,9 @@ fn check_shape(
     };
     let Some(n) = fits else {
         return Err(wrong(format!(
-            "input \"{}\": shape {:?}, but the model takes {}",
+            "input \"{}\": shape {}, but the model takes {}",
             input.name,
-            input.shape,
+            shape_text(&input.shape),
             expected()
         )));
     };
@@ -313,8 +377,8 @@ fn column(
     };
     if column.len() != count {
         return Err(wrong(format!(
-            "input \"{name}\": shape {:?} holds {count} values, but its data has {}",
-            input.shape,
+            "input \"{name}\": shape {} holds {count} values, but its data has {}",
+            shape_text(&input.shape),
             column.len()
         )));
     }
@@ -385,7 +449,7 @@ fn from_binary(
         if count.checked_mul(width) == Some(bytes.len()) {
             return Ok(bytes.chunks_exact(width));
         }
-        Err(wrong(format!(
+        Err(bad(format!(
             "input \"{name}\": {count} {} values take {} bytes each, but binary_data_size is {}",
             datatype(elem),
             width,
@@ -405,7 +469,7 @@ fn from_binary(
                 .map(|(i, b)| match b[0] {
                     0 => Ok(false),
                     1 => Ok(true),
-                    other => Err(wrong(format!(
+                    other => Err(bad(format!(
                         "input \"{name}\": BOOL element {i} is byte {other}; BOOL is 0 or 1"
                     ))),
                 })
@@ -421,14 +485,14 @@ fn strings(name: &str, mut bytes: &[u8], count: usize) -> Result<Vec<String>, De
     while !bytes.is_empty() {
         let i = out.len();
         let Some((len, rest)) = bytes.split_first_chunk::<4>() else {
-            return Err(wrong(format!(
+            return Err(bad(format!(
                 "input \"{name}\": BYTES element {i} is cut short: {} bytes left where its 4-byte length belongs",
                 bytes.len()
             )));
         };
         let len = u32::from_le_bytes(*len) as usize;
         if len > rest.len() {
-            return Err(wrong(format!(
+            return Err(bad(format!(
                 "input \"{name}\": BYTES element {i} says {len} bytes, but only {} are left",
                 rest.len()
             )));
@@ -443,4 +507,132 @@ fn strings(name: &str, mut bytes: &[u8], count: usize) -> Result<Vec<String>, De
         bytes = rest;
     }
     Ok(out)
+}
+
+/// A tensor of a request or response as text cells, read without a model: what `mlapp
+/// monitor` takes from captured V2 requests and answers.
+#[derive(Debug, PartialEq)]
+pub struct TextTensor {
+    pub name: String,
+    pub datatype: String,
+    pub shape: Vec<usize>,
+    pub cells: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Tensors<'a> {
+    #[serde(borrow, default)]
+    inputs: Vec<Input<'a>>,
+    #[serde(borrow, default)]
+    outputs: Vec<Input<'a>>,
+}
+
+/// The inputs of a request, or (`answer`) the outputs of a response, as text. A float is
+/// written as the shortest text that reads back as it; a missing value is an empty cell.
+pub fn text_tensors(
+    body: &[u8],
+    header_len: Option<usize>,
+    answer: bool,
+) -> Result<Vec<TextTensor>, DecodeError> {
+    let (parsed, binary): (Tensors<'_>, _) = parse(body, header_len)?;
+    let tensors = if answer {
+        &parsed.outputs
+    } else {
+        &parsed.inputs
+    };
+    let pieces = cut(tensors, binary)?;
+    tensors
+        .iter()
+        .zip(pieces)
+        .map(|(t, piece)| {
+            let name = short(&t.name);
+            let shape: Vec<usize> = t
+                .shape
+                .iter()
+                .map(|&d| usize::try_from(d).ok())
+                .collect::<Option<_>>()
+                .ok_or_else(|| {
+                    wrong(format!(
+                        "tensor \"{name}\": shape {} has a negative dimension",
+                        shape_text(&t.shape)
+                    ))
+                })?;
+            let count = shape
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .ok_or_else(|| {
+                    wrong(format!(
+                        "tensor \"{name}\": shape {} is too large",
+                        shape_text(&t.shape)
+                    ))
+                })?;
+            let cells = match (piece, t.data) {
+                (Some(bytes), _) => {
+                    let elem = DATATYPES_FED
+                        .iter()
+                        .find(|e| datatype(**e) == t.datatype)
+                        .ok_or_else(|| {
+                            wrong(format!(
+                                "tensor \"{name}\": datatype {:?} is not read",
+                                short(&t.datatype)
+                            ))
+                        })?;
+                    text_cells(from_binary(&name, *elem, bytes, count)?)
+                }
+                (None, Some(raw)) => flat::<Value>(raw)
+                    .map_err(|e| {
+                        bad(format!(
+                            "tensor \"{name}\": its data is not a JSON list: {e}"
+                        ))
+                    })?
+                    .into_iter()
+                    .map(|v| match v {
+                        Value::String(s) => s,
+                        Value::Null => String::new(),
+                        other => other.to_string(),
+                    })
+                    .collect(),
+                (None, None) => return Err(bad(format!("tensor \"{name}\" has no data"))),
+            };
+            if cells.len() != count {
+                return Err(wrong(format!(
+                    "tensor \"{name}\": shape {} holds {count} values, but its data has {}",
+                    shape_text(&t.shape),
+                    cells.len()
+                )));
+            }
+            Ok(TextTensor {
+                name: t.name.clone(),
+                datatype: t.datatype.clone(),
+                shape,
+                cells,
+            })
+        })
+        .collect()
+}
+
+/// The element types mlapp feeds, whose binary data it reads.
+const DATATYPES_FED: [ElemType; 6] = [
+    ElemType::Float32,
+    ElemType::Float64,
+    ElemType::Int64,
+    ElemType::Int32,
+    ElemType::Bool,
+    ElemType::String,
+];
+
+fn text_cells(c: Column) -> Vec<String> {
+    fn float<T: std::fmt::Display + Copy>(v: Vec<T>, nan: impl Fn(T) -> bool) -> Vec<String> {
+        v.into_iter()
+            .map(|x| if nan(x) { String::new() } else { x.to_string() })
+            .collect()
+    }
+    match c {
+        Column::F32(v) => float(v, f32::is_nan),
+        Column::F64(v) => float(v, f64::is_nan),
+        Column::I64(v) => v.iter().map(i64::to_string).collect(),
+        Column::I32(v) => v.iter().map(i32::to_string).collect(),
+        Column::Bool(v) => v.iter().map(bool::to_string).collect(),
+        Column::Str(v) => v,
+    }
 }

@@ -5,6 +5,7 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use super::request::Answer;
 use super::TensorMeta;
+use crate::model::output::probabilities_of;
 use crate::model::{Label, OutputData, Predictions};
 
 /// A response body; `header_len` is the length of its JSON object when binary data follows.
@@ -190,32 +191,22 @@ fn tensors(p: Predictions, metas: &[TensorMeta]) -> Result<Vec<Tensor>, String> 
                     OutputData::I32(v) => (t.shape, Data::I32(v)),
                     OutputData::Bool(v) => (t.shape, Data::Bool(v)),
                     OutputData::Str(v) => (t.shape, Data::Str(v)),
-                    OutputData::MapI64(maps) => {
-                        maps_to_rows(rows, maps.iter().map(|m| m.iter().map(|(_, p)| *p)))
-                    }
-                    OutputData::MapStr(maps) => {
-                        maps_to_rows(rows, maps.iter().map(|m| m.iter().map(|(_, p)| *p)))
+                    // ZipMap's maps: a [rows, classes] tensor in the first row's class
+                    // order, as a classifier's probabilities are read.
+                    OutputData::MapI64(_) | OutputData::MapStr(_) => {
+                        let (classes, probs) = probabilities_of(&t, rows)?;
+                        (vec![rows, classes.len()], Data::F32(probs))
                     }
                 };
-                Tensor {
+                Ok(Tensor {
                     name: t.name,
                     shape,
                     data,
                     binary_size: None,
-                }
+                })
             })
-            .collect(),
+            .collect::<Result<_, String>>()?,
     })
-}
-
-/// ZipMap's rows of (class, probability) as a `[rows, classes]` FP32 tensor.
-fn maps_to_rows<R: Iterator<Item = f32>>(
-    rows: usize,
-    maps: impl Iterator<Item = R>,
-) -> (Vec<usize>, Data) {
-    let values: Vec<f32> = maps.flatten().collect();
-    let classes = values.len().checked_div(rows).unwrap_or(0);
-    (vec![rows, classes], Data::F32(values))
 }
 
 /// Encodes the answer to `req`. `metas` are the model's V2 outputs (`super::outputs`).
@@ -239,7 +230,8 @@ pub fn encode(
             .filter_map(|(name, binary)| {
                 let k = all.iter().position(|t| &t.name == name)?;
                 let mut t = all.swap_remove(k);
-                t.binary_size = binary.then_some(0);
+                // An output's own binary_data wins over the request's binary_data_output.
+                t.binary_size = binary.unwrap_or(req.binary_default).then_some(0);
                 Some(t)
             })
             .collect(),

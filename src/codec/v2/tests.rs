@@ -158,6 +158,33 @@ fn each_refusal_names_what_was_wrong() {
         m.contains("\"binary_data_output\" must be true or false"),
         "{m}"
     );
+    let mixed = |inputs: Value| {
+        message(decode(
+            json!({"inputs": inputs}).to_string().as_bytes(),
+            None,
+            &test_sig::mixed(),
+            &[],
+        ))
+    };
+    let m = mixed(json!([
+        {"name": "city", "datatype": "BYTES", "shape": [1, 1], "data": ["a"]},
+        {"name": "city", "datatype": "BYTES", "shape": [1, 1], "data": ["b"]}]));
+    assert!(m.contains("input \"city\" is given twice"), "{m}");
+    let m = mixed(json!([
+        {"name": "city", "datatype": "BYTES", "shape": [1, 1], "data": ["a"]},
+        {"name": "tier", "datatype": "INT64", "shape": [2, 1], "data": [1, 2]},
+        {"name": "hours", "datatype": "FP32", "shape": [1, 1], "data": [1]}]));
+    assert!(
+        m.contains("input \"tier\" has 2 rows, but the inputs before it have 1"),
+        "{m}"
+    );
+    let m = mixed(json!([
+        {"name": "city", "datatype": "BYTES", "shape": [1, 1], "data": ["a"],
+         "parameters": {"binary_data_size": 0}}]));
+    assert!(
+        m.contains("input \"city\" has both data and binary_data_size"),
+        "{m}"
+    );
     let m = message(decode(b"{\"inputs\": [", None, &test_sig::tensor3(), &[]));
     assert!(m.starts_with("invalid inference request: EOF"), "{m}");
     assert!(matches!(
@@ -210,9 +237,34 @@ fn binary_refusals_say_which_bytes_are_wrong() {
         m.contains("Inference-Header-Content-Length is 100000"),
         "{m}"
     );
-    // Binary data without the header: the JSON parse fails at the bytes after it.
+    // Binary data without the header: said so.
     let (body, _) = with_binary(header(9, 4), &[&lagos, &f32s(&[1.0])]);
-    assert!(decode(&body, None, &sig, &[]).is_err());
+    let m = message(decode(&body, None, &sig, &[]));
+    assert!(m.starts_with("13 bytes follow the JSON object: binary data needs the Inference-Header-Content-Length"), "{m}");
+    let bool_sig = crate::model::ModelSignature::new(
+        vec![crate::model::InputSpec {
+            name: "flag".into(),
+            elem: crate::model::ElemType::Bool,
+            shape: vec![-1],
+            width: 1,
+        }],
+        vec![],
+        None,
+        &crate::model::ModelConfig::default(),
+    )
+    .unwrap();
+    let (body, n) = with_binary(
+        json!({"inputs": [{"name": "flag", "datatype": "BOOL", "shape": [3],
+            "parameters": {"binary_data_size": 3}}]}),
+        &[&[1, 0, 2]],
+    );
+    let m = message(decode(&body, Some(n), &bool_sig, &[]));
+    assert!(
+        m.contains("BOOL element 2 is byte 2; BOOL is 0 or 1"),
+        "{m}"
+    );
+    let r = decode(&body[..body.len() - 1], Some(n), &bool_sig, &[]);
+    assert!(message(r).contains("binary_data_size is 3, but only 2 bytes"));
 }
 
 fn classifier_sig() -> (crate::model::ModelSignature, OutputPlan) {
@@ -253,7 +305,7 @@ fn predictions() -> Predictions {
 #[test]
 fn answers_hold_what_was_asked_as_json_or_binary() {
     let (sig, plan) = classifier_sig();
-    let metas = outputs(&sig, &plan);
+    let metas = outputs(&sig, &plan, None);
     assert_eq!(metas[0].datatype, "BYTES");
     assert_eq!(metas[1].shape, vec![-1, 2]);
     let answer = |outputs, binary_default| Answer {
@@ -269,7 +321,7 @@ fn answers_hold_what_was_asked_as_json_or_binary() {
     assert_eq!(v["outputs"][1]["data"], json!([0.25, 0.75, 0.5, 0.5]));
 
     // Probabilities only, as binary data.
-    let asked = Some(vec![("probabilities".to_string(), true)]);
+    let asked = Some(vec![("probabilities".to_string(), Some(true))]);
     let e = encode(predictions(), &metas, &answer(asked, false), "m", "1").unwrap();
     let n = e.header_len.expect("binary data follows");
     let v: Value = serde_json::from_slice(&e.body[..n]).unwrap();
@@ -277,6 +329,24 @@ fn answers_hold_what_was_asked_as_json_or_binary() {
     assert_eq!(v["outputs"][0]["parameters"]["binary_data_size"], 16);
     assert!(v["outputs"][0].get("data").is_none());
     assert_eq!(e.body[n..], f32s(&[0.25, 0.75, 0.5, 0.5]));
+
+    // binary_data_output covers a listed output that does not say, not one that does.
+    let asked = Some(vec![
+        ("label".to_string(), Some(false)),
+        ("probabilities".to_string(), None),
+    ]);
+    let e = encode(predictions(), &metas, &answer(asked, true), "m", "1").unwrap();
+    let n = e.header_len.unwrap();
+    let v: Value = serde_json::from_slice(&e.body[..n]).unwrap();
+    assert_eq!(v["outputs"][0]["data"], json!(["male", "female"]));
+    assert_eq!(v["outputs"][1]["parameters"]["binary_data_size"], 16);
+    let listed = decode_json(json!({"inputs": [{"name": "input", "datatype": "FP32",
+        "shape": [1, 3], "data": [1, 2, 3]}], "outputs": []}))
+    .unwrap();
+    assert!(
+        listed.answer.outputs.is_none(),
+        "an empty list is every output"
+    );
 
     // Everything as binary: the label's BYTES, length-prefixed, first.
     let e = encode(predictions(), &metas, &answer(None, true), "m", "1").unwrap();
@@ -305,8 +375,109 @@ fn inputs_say_any_rows_unless_fixed() {
     assert_eq!(mixed, vec!["BYTES", "INT64", "FP32"]);
 }
 
+#[test]
+fn a_regressor_and_raw_zipmap_outputs_are_tensors() {
+    use crate::model::{OutputData, OutputTensor};
+    let meta = |name: &str, datatype, shape: Vec<i64>| TensorMeta {
+        name: name.into(),
+        datatype,
+        shape,
+    };
+    let answer = Answer {
+        id: None,
+        outputs: None,
+        binary_default: false,
+    };
+    let p = Predictions::Regressor {
+        values: vec![18.5, 20.25],
+        float32: true,
+    };
+    let e = encode(p, &[meta("age", "FP32", vec![-1, 1])], &answer, "m", "1").unwrap();
+    let v: Value = serde_json::from_slice(&e.body).unwrap();
+    assert_eq!(v["outputs"][0]["shape"], json!([2, 1]));
+    assert_eq!(v["outputs"][0]["datatype"], "FP32");
+    assert_eq!(v["outputs"][0]["data"], json!([18.5, 20.25]));
+
+    // ZipMap's maps, as selected raw outputs: the first row's class order for every row.
+    let maps = vec![vec![(0i64, 0.25f32), (1, 0.75)], vec![(1, 0.5), (0, 0.5)]];
+    let p = Predictions::Raw {
+        rows: 2,
+        tensors: vec![OutputTensor {
+            name: "probs".into(),
+            shape: vec![2],
+            data: OutputData::MapI64(maps),
+        }],
+    };
+    let e = encode(p, &[meta("probs", "FP32", vec![-1, -1])], &answer, "m", "1").unwrap();
+    let v: Value = serde_json::from_slice(&e.body).unwrap();
+    assert_eq!(v["outputs"][0]["shape"], json!([2, 2]));
+    assert_eq!(v["outputs"][0]["data"], json!([0.25, 0.75, 0.5, 0.5]));
+}
+
+#[test]
+fn tensors_read_as_text_without_a_model() {
+    let (body, n) = with_binary(
+        json!({"inputs": [
+            {"name": "x", "datatype": "FP64", "shape": [2], "parameters": {"binary_data_size": 16}},
+            {"name": "s", "datatype": "BYTES", "shape": [2, 1], "data": [["a"], [null]]}]}),
+        &[&[0.5f64, f64::NAN]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect::<Vec<u8>>()],
+    );
+    let t = text_tensors(&body, Some(n), false).unwrap();
+    assert_eq!(t[0].cells, vec!["0.5", ""]);
+    assert_eq!(t[1].shape, vec![2, 1]);
+    assert_eq!(t[1].cells, vec!["a", ""]);
+    let m = text_tensors(
+        br#"{"inputs": [{"name": "x", "datatype": "FP32", "shape": [3], "data": [1]}]}"#,
+        None,
+        false,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(m.contains("holds 3 values, but its data has 1"), "{m}");
+}
+
+/// A request shaped like a real one, with random names, datatypes, shapes and data.
+fn any_request() -> impl Strategy<Value = Vec<u8>> {
+    let datatypes =
+        prop::sample::select(vec!["FP32", "FP64", "INT64", "BYTES", "BOOL", "UINT8", "x"]);
+    let names = prop::sample::select(vec!["city", "tier", "hours", "input", ""]);
+    let data = prop_oneof![
+        prop::collection::vec(any::<i32>().prop_map(Value::from), 0..6).prop_map(Value::from),
+        prop::collection::vec("[a-z]{0,3}".prop_map(Value::from), 0..6).prop_map(Value::from),
+        prop::collection::vec(
+            prop::collection::vec(any::<f32>().prop_map(Value::from), 0..3).prop_map(Value::from),
+            0..3
+        )
+        .prop_map(Value::from),
+        Just(Value::Null),
+    ];
+    let input = (names, datatypes, prop::collection::vec(-2i64..4, 0..3), data).prop_map(
+        |(name, datatype, shape, data)| json!({"name": name, "datatype": datatype, "shape": shape, "data": data}),
+    );
+    (prop::collection::vec(input, 0..4), any::<bool>()).prop_map(|(inputs, binary)| {
+        json!({"inputs": inputs, "parameters": {"binary_data_output": binary},
+               "outputs": [{"name": "label"}]})
+        .to_string()
+        .into_bytes()
+    })
+}
+
 proptest! {
     #![proptest_config(cases(64))]
+
+    /// Well-formed requests with wrong names, types, shapes and data: each a request whose
+    /// rows fit the model, or an error.
+    #[test]
+    fn any_shaped_request_is_a_fitting_frame_or_an_error(body in any_request()) {
+        if let Ok(r) = decode(&body, None, &test_sig::mixed(), &["label"]) {
+            prop_assert!(r.frame.rows > 0);
+            prop_assert!(r.frame.columns.iter().all(|c| c.len() == r.frame.rows));
+        }
+    }
+
 
     /// Any bytes, with or without a header length: a request or an error, never a panic.
     #[test]
@@ -334,9 +505,9 @@ proptest! {
         let _ = decode(&body, Some(n), &test_sig::mixed(), &["label"]);
     }
 
-    /// FP32 tensors read back bit for bit, as JSON and as binary data.
+    /// FP32 tensors are read bit for bit, as JSON and as binary data.
     #[test]
-    fn floats_round_trip_exactly(values in prop::collection::vec(
+    fn floats_are_read_exactly(values in prop::collection::vec(
         any::<f32>().prop_filter("finite", |x| x.is_finite()), 1..8).prop_map(|v| {
             let rows = v.len();
             v.into_iter().cycle().take(rows * 3).collect::<Vec<f32>>()

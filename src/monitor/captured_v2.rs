@@ -1,0 +1,147 @@
+//! Captured Open Inference Protocol (V2) bodies, read back by `mlapp monitor`: a request's
+//! tensors as rows of cells in the baseline's feature order, an answer's as predictions.
+
+use serde_json::Value;
+
+use crate::codec::v2::{self, TextTensor};
+
+/// Where the JSON object of a captured V2 body ends (None: it is the whole body), or None
+/// when the body is not a V2 request or answer.
+pub fn header(content_type: &str, body: &[u8], key: &str) -> Option<Option<usize>> {
+    if let Some(n) = content_type.strip_prefix(v2::CAPTURED_BINARY) {
+        return n.trim().parse().ok().map(Some);
+    }
+    let doc: Value = serde_json::from_slice(body).ok()?;
+    let first = doc.get(key)?.as_array()?.first()?;
+    first.get("datatype").is_some().then_some(None)
+}
+
+/// Values per row of a tensor: 1 for `[N]`, F for `[N, F]`.
+fn width(t: &TextTensor) -> usize {
+    t.shape.iter().skip(1).product()
+}
+
+/// A request's rows. Tensors of one value per row are features by name (a scikit-learn
+/// pipeline's inputs); wider ones are laid side by side in the order they were sent (a model
+/// with one `[N, F]` input, whose features are its F columns).
+pub fn input_rows(
+    body: &[u8],
+    header_len: Option<usize>,
+    features: &[String],
+) -> Result<Vec<Vec<String>>, String> {
+    let tensors = v2::text_tensors(body, header_len, false).map_err(|e| e.to_string())?;
+    let rows = tensors
+        .first()
+        .map_or(0, |t| t.shape.first().copied().unwrap_or(1));
+    let by_name = tensors.iter().all(|t| width(t) == 1);
+    let cell = |t: &TextTensor, i: usize| t.cells.get(i).cloned().unwrap_or_default();
+    Ok((0..rows)
+        .map(|r| match by_name {
+            true => features
+                .iter()
+                .map(|f| {
+                    tensors
+                        .iter()
+                        .find(|t| t.name == **f)
+                        .map(|t| cell(t, r))
+                        .unwrap_or_default()
+                })
+                .collect(),
+            false => tensors
+                .iter()
+                .flat_map(|t| {
+                    let w = width(t);
+                    (r * w..(r + 1) * w).map(move |i| cell(t, i))
+                })
+                .collect(),
+        })
+        .collect())
+}
+
+/// One answered row: its label, the second class's probability, or a regressor's value.
+pub type Answered = (Option<String>, Option<f64>, Option<f64>);
+
+/// An answer's rows: the label is the one-value-per-row tensor that is not a float, the
+/// probabilities the float tensor of two or more columns, and a lone float tensor of one
+/// value per row a regressor's values.
+pub fn answers(body: &[u8], header_len: Option<usize>) -> Result<Vec<Answered>, String> {
+    let tensors = v2::text_tensors(body, header_len, true).map_err(|e| e.to_string())?;
+    let float = |t: &&TextTensor| t.datatype.starts_with("FP");
+    let label = tensors.iter().find(|t| width(t) == 1 && !float(t));
+    let proba = tensors.iter().find(|t| width(t) >= 2 && float(t));
+    let value = match tensors.as_slice() {
+        [only] if width(only) == 1 && float(&only) => Some(only),
+        _ => None,
+    };
+    let rows = tensors
+        .first()
+        .map_or(0, |t| t.shape.first().copied().unwrap_or(1));
+    let number = |t: Option<&TextTensor>, i: usize| {
+        t.and_then(|t| t.cells.get(i)).and_then(|c| c.parse().ok())
+    };
+    Ok((0..rows)
+        .map(|r| {
+            (
+                label.and_then(|t| t.cells.get(r).cloned()),
+                proba.and_then(|t| number(Some(t), r * width(t) + 1)),
+                number(value, r),
+            )
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn rows_by_feature_name_or_side_by_side() {
+        let pipeline = br#"{"inputs": [
+            {"name": "tier", "datatype": "INT64", "shape": [2, 1], "data": [3, 1]},
+            {"name": "city", "datatype": "BYTES", "shape": [2, 1], "data": ["Lagos", "Abuja"]}]}"#;
+        assert_eq!(header("application/json", pipeline, "inputs"), Some(None));
+        let rows = input_rows(pipeline, None, &names(&["city", "tier", "hours"])).unwrap();
+        assert_eq!(rows, vec![vec!["Lagos", "3", ""], vec!["Abuja", "1", ""]]);
+
+        let mut wide = br#"{"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 2],
+            "parameters": {"binary_data_size": 16}}]}"#
+            .to_vec();
+        let n = wide.len();
+        for x in [1.5f32, f32::NAN, 3.0, 0.25] {
+            wide.extend_from_slice(&x.to_le_bytes());
+        }
+        let ty = format!("{}{n}", v2::CAPTURED_BINARY);
+        assert_eq!(header(&ty, &wide, "inputs"), Some(Some(n)));
+        let rows = input_rows(&wide, Some(n), &names(&["a", "b"])).unwrap();
+        assert_eq!(rows, vec![vec!["1.5", ""], vec!["3", "0.25"]]);
+        assert_eq!(
+            header("application/json", br#"{"instances": [[1]]}"#, "inputs"),
+            None
+        );
+    }
+
+    #[test]
+    fn answers_give_labels_scores_and_values() {
+        let classifier = br#"{"model_name": "m", "outputs": [
+            {"name": "label", "datatype": "BYTES", "shape": [2], "data": ["male", "female"]},
+            {"name": "probabilities", "datatype": "FP32", "shape": [2, 2],
+             "data": [0.25, 0.75, 0.5, 0.5]}]}"#;
+        assert_eq!(
+            answers(classifier, None).unwrap(),
+            vec![
+                (Some("male".into()), Some(0.75), None),
+                (Some("female".into()), Some(0.5), None)
+            ]
+        );
+        let regressor = br#"{"outputs": [{"name": "age", "datatype": "FP64", "shape": [1, 1],
+            "data": [18.5]}]}"#;
+        assert_eq!(
+            answers(regressor, None).unwrap(),
+            vec![(None, None, Some(18.5))]
+        );
+    }
+}
