@@ -262,8 +262,6 @@ async fn run(
         .admit()
         .map_err(|e| ApiError::from_engine(e, timeout))?;
     let body = body.freeze();
-    let metas = v2::outputs(&model.signature, &model.plan, None);
-    let names: Vec<String> = metas.iter().map(|m| m.name.clone()).collect();
     let captured = state.capture.as_ref().filter(|c| c.sample()).map(|c| {
         let tap = Tap {
             capture: Arc::clone(c),
@@ -280,7 +278,8 @@ async fn run(
     let t = Instant::now();
     let m = Arc::clone(&model);
     let (request, ticket) = off_loop(body.len() <= INLINE_DECODE_BYTES, "decode", move || {
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let outputs = v2::outputs(&m.signature, &m.plan, None);
+        let names: Vec<&str> = outputs.iter().map(|t| t.name).collect();
         let request = v2::decode(&body, header_len, &m.signature, &names);
         drop((body, held));
         Ok((request?, ticket))
@@ -308,6 +307,7 @@ async fn run(
         if let Some(monitor) = &m.monitor {
             monitor.predictions(&predictions);
         }
+        let metas = v2::outputs(&m.signature, &m.plan, None);
         v2::encode(predictions, &metas, &answer, &name, &version)
             .map_err(|e| ApiError::Internal(format!("encoding the answer: {e}")))
     };

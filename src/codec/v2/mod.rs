@@ -42,15 +42,16 @@ pub fn datatype(elem: ElemType) -> &'static str {
 
 /// A tensor as model metadata describes it: -1 marks a dimension of any size.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct TensorMeta {
-    pub name: String,
+pub struct TensorMeta<'a> {
+    /// Borrowed from the signature: metadata is built per request, with no copies.
+    pub name: &'a str,
     pub datatype: &'static str,
     pub shape: Vec<i64>,
 }
 
 /// The inputs a request must send. Any number of rows, unless the model takes exactly k
 /// (`rows_fixed`).
-pub fn inputs(sig: &ModelSignature, rows_fixed: Option<usize>) -> Vec<TensorMeta> {
+pub fn inputs(sig: &ModelSignature, rows_fixed: Option<usize>) -> Vec<TensorMeta<'_>> {
     sig.inputs
         .iter()
         .map(|i| {
@@ -59,7 +60,7 @@ pub fn inputs(sig: &ModelSignature, rows_fixed: Option<usize>) -> Vec<TensorMeta
                 shape.push(i.width as i64);
             }
             TensorMeta {
-                name: i.name.clone(),
+                name: &i.name,
                 datatype: datatype(i.elem),
                 shape,
             }
@@ -70,11 +71,11 @@ pub fn inputs(sig: &ModelSignature, rows_fixed: Option<usize>) -> Vec<TensorMeta
 /// The outputs an answer holds: a classifier's two in the graph's order, else the selected
 /// outputs in the order the config lists them (`OutputPlan`). Their rows are the request's
 /// (`rows_fixed` for a model that takes exactly k).
-pub fn outputs(
-    sig: &ModelSignature,
+pub fn outputs<'s>(
+    sig: &'s ModelSignature,
     plan: &OutputPlan,
     rows_fixed: Option<usize>,
-) -> Vec<TensorMeta> {
+) -> Vec<TensorMeta<'s>> {
     let rows = rows_fixed.map_or(-1, |k| k as i64);
     // The graph's element type (`signature::elem_name`) under the protocol's name; types
     // mlapp cannot read back fail the model's warm-up before any request.
@@ -107,7 +108,7 @@ pub fn outputs(
             OutputType::SeqMap { .. } | OutputType::Other { .. } => ("FP32", vec![rows, -1]),
         };
         TensorMeta {
-            name: o.name.clone(),
+            name: &o.name,
             datatype,
             shape,
         }
@@ -122,7 +123,7 @@ pub fn outputs(
             let named =
                 !class_labels.is_empty() || sig.outputs[*label].tensor_elem() == Some("string");
             let label_meta = TensorMeta {
-                name: sig.outputs[*label].name.clone(),
+                name: &sig.outputs[*label].name,
                 datatype: if named { "BYTES" } else { "INT64" },
                 shape: vec![rows],
             };
@@ -134,7 +135,7 @@ pub fn outputs(
                 _ => -1,
             };
             let proba_meta = TensorMeta {
-                name: sig.outputs[*probabilities].name.clone(),
+                name: &sig.outputs[*probabilities].name,
                 datatype: "FP32",
                 shape: vec![rows, classes],
             };

@@ -111,7 +111,7 @@ struct Response<'a> {
 }
 
 /// The answer's tensors, as `metas` (`super::outputs`) lists them for the model.
-fn tensors(p: Predictions, metas: &[TensorMeta]) -> Result<Vec<Tensor>, String> {
+fn tensors(p: Predictions, metas: &[TensorMeta<'_>]) -> Result<Vec<Tensor>, String> {
     let tensor = |name: &str, shape, data| Tensor {
         name: name.to_string(),
         shape,
@@ -152,9 +152,9 @@ fn tensors(p: Predictions, metas: &[TensorMeta]) -> Result<Vec<Tensor>, String> 
                         .collect::<Result<_, _>>()?,
                 )
             };
-            let label = tensor(&label_meta.name, vec![rows], labels);
+            let label = tensor(label_meta.name, vec![rows], labels);
             let proba = tensor(
-                &proba_meta.name,
+                proba_meta.name,
                 vec![rows, classes.len()],
                 Data::F32(probabilities),
             );
@@ -179,7 +179,7 @@ fn tensors(p: Predictions, metas: &[TensorMeta]) -> Result<Vec<Tensor>, String> 
                 true => Data::F32(values.into_iter().map(|v| v as f32).collect()),
                 false => Data::F64(values),
             };
-            vec![tensor(&meta.name, shape, data)]
+            vec![tensor(meta.name, shape, data)]
         }
         Predictions::Raw { rows, tensors } => tensors
             .into_iter()
@@ -212,7 +212,7 @@ fn tensors(p: Predictions, metas: &[TensorMeta]) -> Result<Vec<Tensor>, String> 
 /// Encodes the answer to `req`. `metas` are the model's V2 outputs (`super::outputs`).
 pub fn encode(
     predictions: Predictions,
-    metas: &[TensorMeta],
+    metas: &[TensorMeta<'_>],
     req: &Answer,
     model_name: &str,
     model_version: &str,

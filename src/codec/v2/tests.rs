@@ -64,6 +64,35 @@ fn flat_and_nested_data_are_the_same_rows_and_null_is_missing() {
 }
 
 #[test]
+fn plain_number_lists_take_the_fast_path_and_anything_else_serde() {
+    let floats = |data: &str| {
+        let body = format!(
+            r#"{{"inputs": [{{"name": "input", "datatype": "FP32", "shape": [1, 3], "data": {data}}}]}}"#
+        );
+        decode(body.as_bytes(), None, &test_sig::tensor3(), &[]).map(|r| r.frame.columns)
+    };
+    let Column::F32(v) = &floats("[ 1 , null, -2.5e-3 ]").unwrap()[0] else {
+        panic!("not floats")
+    };
+    assert_eq!((v[0], v[2]), (1.0, -0.0025));
+    assert!(v[1].is_nan());
+    // Read as serde reads them, or refused with its words.
+    assert_eq!(floats("[[1, 2, 3]]").unwrap(), floats("[1, 2, 3]").unwrap());
+    for bad in [r#"[1, "2", 3]"#, "[1e400, 2, 3]"] {
+        let m = floats(bad).unwrap_err().to_string();
+        assert!(
+            m.contains("its data does not hold FP32 values"),
+            "{bad}: {m}"
+        );
+    }
+    // Not JSON at all: refused before any list is read.
+    for bad in ["[NaN, 2, 3]", "[+1, 2, 3]"] {
+        let m = floats(bad).unwrap_err().to_string();
+        assert!(m.starts_with("invalid inference request"), "{bad}: {m}");
+    }
+}
+
+#[test]
 fn binary_pieces_follow_the_json_order_of_the_inputs() {
     let sig = test_sig::mixed();
     // Listed hours, city, tier: not the model's order (city, tier, hours).
@@ -362,7 +391,7 @@ fn inputs_say_any_rows_unless_fixed() {
     assert_eq!(
         inputs(&sig, None),
         vec![TensorMeta {
-            name: "input".into(),
+            name: "input",
             datatype: "FP32",
             shape: vec![-1, 3]
         }]
@@ -378,8 +407,8 @@ fn inputs_say_any_rows_unless_fixed() {
 #[test]
 fn a_regressor_and_raw_zipmap_outputs_are_tensors() {
     use crate::model::{OutputData, OutputTensor};
-    let meta = |name: &str, datatype, shape: Vec<i64>| TensorMeta {
-        name: name.into(),
+    let meta = |name: &'static str, datatype, shape: Vec<i64>| TensorMeta {
+        name,
         datatype,
         shape,
     };
