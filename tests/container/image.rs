@@ -86,6 +86,18 @@ fn the_image_serves_answers_and_drains_on_docker_stop() {
         }
     }
 
+    // The Open Inference Protocol on the same port: SageMaker's model folder is "model".
+    let ready = agent.get(&format!("{url}/v2/health/ready")).call().unwrap();
+    assert_eq!(ready.status(), 200);
+    let meta: serde_json::Value = agent
+        .get(&format!("{url}/v2/models/model"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(meta["name"], "model", "{meta}");
+    assert_eq!(meta["inputs"].as_array().map(Vec::len), Some(41), "{meta}");
+
     // A large request in flight when `docker stop` sends SIGTERM is still answered.
     let big: Vec<u8> = std::iter::repeat_n(payload("pipeline", "rows.csv"), 1600)
         .flatten()
