@@ -36,9 +36,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/info").route(web::get().to(info::info)))
         .service(web::resource("/monitoring").route(web::get().to(monitoring::monitoring)))
         .service(web::resource("/openapi.json").route(web::get().to(openapi::openapi)))
+        // Resources are tried in this order: the V2 routes, the only dynamic paths on a
+        // one-model server's hot path, before the portal's and the /models API's.
+        .configure(v2::routes)
         .configure(portal::routes)
         .configure(models::routes)
-        .configure(v2::routes)
         .default_service(web::to(not_found));
 }
 

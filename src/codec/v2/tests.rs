@@ -552,3 +552,44 @@ proptest! {
         prop_assert_eq!(&r.frame.columns[0], &Column::F32(values));
     }
 }
+
+/// What a one-row request costs to decode and answer, V2 JSON against `/invocations` JSON,
+/// on the XGBoost example's shape: `cargo test --release --lib -- --ignored v2_cost --nocapture`.
+#[test]
+#[ignore]
+fn v2_cost_of_one_row_against_invocations_json() {
+    use crate::codec::{InputFormat, OutputFormat};
+    let names: Vec<String> = (0..64).map(|i| format!("f{i}")).collect();
+    let sig = test_sig::floats(&names);
+    let row: Vec<f32> = (0..64).map(|i| i as f32 * 0.37 + 0.011).collect();
+    let row_text = serde_json::to_string(&row).unwrap();
+    let v2_body = format!(
+        r#"{{"inputs": [{{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": {}}}]}}"#,
+        &row_text
+    );
+    let inv_body = format!(r#"{{"instances": [{row_text}]}}"#);
+    let (osig, plan) = classifier_sig();
+    let predictions = || Predictions::Classifier {
+        labels: vec![Label::Int(0)],
+        classes: vec!["0".into(), "1".into()],
+        probabilities: vec![0.95, 0.05],
+    };
+    let n = 200_000;
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        let metas = outputs(&osig, &plan, None);
+        let names: Vec<&str> = metas.iter().map(|m| m.name).collect();
+        let r = decode(v2_body.as_bytes(), None, &sig, &names).unwrap();
+        let e = encode(predictions(), &metas, &r.answer, "xgboost", "1").unwrap();
+        std::hint::black_box((r.frame, e.body));
+    }
+    let v2 = t.elapsed().as_secs_f64() / n as f64 * 1e6;
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        let f = crate::codec::decode(InputFormat::Json, inv_body.as_bytes(), &sig).unwrap();
+        let e = crate::codec::encode(&predictions(), OutputFormat::Json);
+        std::hint::black_box((f, e));
+    }
+    let inv = t.elapsed().as_secs_f64() / n as f64 * 1e6;
+    println!("per request: V2 JSON {v2:.2} µs, /invocations JSON {inv:.2} µs");
+}
