@@ -168,6 +168,15 @@ mod tests {
         ];
         for m in messages {
             let e = ApiError::Internal(m.clone());
+            // The Open Inference Protocol's body is cut to the same size.
+            let v2 = e.v2_body();
+            assert!(v2.len() <= 2048, "{} bytes", v2.len());
+            let v2: serde_json::Value = serde_json::from_slice(&v2).expect("valid JSON");
+            let v2 = v2["error"].as_str().unwrap();
+            assert!(
+                v2 == m || m.starts_with(v2.trim_end_matches("...")),
+                "{v2:?}"
+            );
             let body = e.body();
             assert!(body.len() <= 2048, "{} bytes", body.len());
             let v: serde_json::Value = serde_json::from_slice(&body).expect("valid JSON");

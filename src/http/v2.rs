@@ -83,6 +83,7 @@ pub(super) fn error(e: &ApiError) -> HttpResponse {
 /// The protocol's "false" for a readiness question: a 4xx, with the reason.
 fn not_ready(why: &str) -> HttpResponse {
     HttpResponse::BadRequest()
+        .insert_header((header::CONTENT_TYPE, "application/json"))
         .insert_header((header::RETRY_AFTER, "5"))
         .body(ApiError::NotReady(why.to_string()).v2_body())
 }
@@ -227,11 +228,16 @@ async fn run(
     let settings = &state.settings;
     let metrics = &state.metrics;
     // tritonclient can compress requests; mlapp reads them as sent.
-    if let Some(coding) = header_str(req, header::CONTENT_ENCODING)
-        .filter(|c| !c.trim().eq_ignore_ascii_case("identity"))
+    if let Some(coding) = req
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .filter(|c| !c.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"))
     {
         return Err(ApiError::Media(MediaError::UnsupportedContentType(
-            format!("Content-Encoding {coding:?}: send the request uncompressed"),
+            format!(
+                "Content-Encoding {:?}: send the request uncompressed",
+                String::from_utf8_lossy(coding.as_bytes())
+            ),
         )));
     }
     let header_len = match req.headers().get(v2::HEADER_LENGTH) {

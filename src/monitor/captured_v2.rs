@@ -11,9 +11,23 @@ pub fn header(content_type: &str, body: &[u8], key: &str) -> Option<Option<usize
     if let Some(n) = content_type.strip_prefix(v2::CAPTURED_BINARY) {
         return n.trim().parse().ok().map(Some);
     }
+    // Most JSON captures are /invocations bodies: not parsed twice.
+    memchr::memmem::find(body, b"\"datatype\"")?;
     let doc: Value = serde_json::from_slice(body).ok()?;
     let first = doc.get(key)?.as_array()?.first()?;
-    first.get("datatype").is_some().then_some(None)
+    let tensor = ["name", "datatype", "shape"]
+        .iter()
+        .all(|k| first.get(k).is_some())
+        && (first.get("data").is_some() || first.pointer("/parameters/binary_data_size").is_some());
+    tensor.then_some(None)
+}
+
+/// The rows a request's tensors hold: the first's first dimension, never more than it has
+/// cells for (a capture file is not trusted to be one mlapp wrote).
+fn rows(tensors: &[TextTensor]) -> usize {
+    tensors.first().map_or(0, |t| {
+        t.shape.first().copied().unwrap_or(1).min(t.cells.len())
+    })
 }
 
 /// Values per row of a tensor: 1 for `[N]`, F for `[N, F]`.
@@ -21,8 +35,9 @@ fn width(t: &TextTensor) -> usize {
     t.shape.iter().skip(1).product()
 }
 
-/// A request's rows. Tensors of one value per row are features by name (a scikit-learn
-/// pipeline's inputs); wider ones are laid side by side in the order they were sent (a model
+/// A request's rows. When every tensor holds one value per row and some are named as
+/// features, each is its feature's column (a scikit-learn pipeline's inputs, in any order);
+/// otherwise the tensors' columns are laid side by side in the order they were sent (a model
 /// with one `[N, F]` input, whose features are its F columns).
 pub fn input_rows(
     body: &[u8],
@@ -30,10 +45,9 @@ pub fn input_rows(
     features: &[String],
 ) -> Result<Vec<Vec<String>>, String> {
     let tensors = v2::text_tensors(body, header_len, false).map_err(|e| e.to_string())?;
-    let rows = tensors
-        .first()
-        .map_or(0, |t| t.shape.first().copied().unwrap_or(1));
-    let by_name = tensors.iter().all(|t| width(t) == 1);
+    let rows = rows(&tensors);
+    let by_name =
+        tensors.iter().all(|t| width(t) == 1) && tensors.iter().any(|t| features.contains(&t.name));
     let cell = |t: &TextTensor, i: usize| t.cells.get(i).cloned().unwrap_or_default();
     Ok((0..rows)
         .map(|r| match by_name {
@@ -67,22 +81,32 @@ pub type Answered = (Option<String>, Option<f64>, Option<f64>);
 pub fn answers(body: &[u8], header_len: Option<usize>) -> Result<Vec<Answered>, String> {
     let tensors = v2::text_tensors(body, header_len, true).map_err(|e| e.to_string())?;
     let float = |t: &&TextTensor| t.datatype.starts_with("FP");
-    let label = tensors.iter().find(|t| width(t) == 1 && !float(t));
-    let proba = tensors.iter().find(|t| width(t) >= 2 && float(t));
+    // Only a classifier's or a regressor's answer is read: with several candidates for a
+    // part (a raw model's outputs), that part is not guessed.
+    fn only<'t>(mut found: impl Iterator<Item = &'t TextTensor>) -> Option<&'t TextTensor> {
+        let one = found.next()?;
+        found.next().is_none().then_some(one)
+    }
+    let pair = tensors.len() == 2;
+    let label = only(
+        tensors
+            .iter()
+            .filter(|t| width(t) == 1 && (t.datatype == "BYTES" || t.datatype.starts_with("INT"))),
+    )
+    .filter(|_| pair);
+    let proba = only(tensors.iter().filter(|t| width(t) >= 2 && float(t))).filter(|_| pair);
     let value = match tensors.as_slice() {
         [only] if width(only) == 1 && float(&only) => Some(only),
         _ => None,
     };
-    let rows = tensors
-        .first()
-        .map_or(0, |t| t.shape.first().copied().unwrap_or(1));
+    let rows = rows(&tensors);
     let number = |t: Option<&TextTensor>, i: usize| {
         t.and_then(|t| t.cells.get(i)).and_then(|c| c.parse().ok())
     };
     Ok((0..rows)
         .map(|r| {
             (
-                label.and_then(|t| t.cells.get(r).cloned()),
+                label.and_then(|t| t.cells.get(r).filter(|c| !c.is_empty()).cloned()),
                 proba.and_then(|t| number(Some(t), r * width(t) + 1)),
                 number(value, r),
             )
@@ -125,7 +149,51 @@ mod tests {
     }
 
     #[test]
+    fn requests_naming_outputs_in_any_order_and_odd_bodies() {
+        // tritonclient names the outputs it wants; the inputs come in any order.
+        let asked = br#"{"inputs": [
+            {"name": "hours", "datatype": "FP32", "shape": [1, 1], "data": [2.5]},
+            {"name": "city", "datatype": "BYTES", "shape": [1, 1], "data": ["Lagos"]}],
+            "outputs": [{"name": "label"}, {"name": "probabilities", "parameters": {"binary_data": true}}]}"#;
+        assert_eq!(header("application/json", asked, "inputs"), Some(None));
+        let rows = input_rows(asked, None, &names(&["city", "hours"])).unwrap();
+        assert_eq!(rows, vec![vec!["Lagos", "2.5"]]);
+        // A single [N, 1] input not named as a feature: its column, by position.
+        let one = br#"{"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 1], "data": [1, 2]}]}"#;
+        assert_eq!(
+            input_rows(one, None, &names(&["age"])).unwrap(),
+            vec![vec!["1"], vec!["2"]]
+        );
+        // A shape that claims rows it has no cells for: no rows, not a huge allocation.
+        let empty = br#"{"inputs": [{"name": "x", "datatype": "FP32", "shape": [4611686018427387904, 0], "data": []}]}"#;
+        assert_eq!(
+            input_rows(empty, None, &names(&["x"])).unwrap(),
+            Vec::<Vec<String>>::new()
+        );
+        // An /invocations record with a feature named "datatype" is not a V2 body.
+        let record = br#"{"inputs": [{"datatype": "a", "name": "b"}]}"#;
+        assert_eq!(header("application/json", record, "inputs"), None);
+    }
+
+    #[test]
     fn answers_give_labels_scores_and_values() {
+        // Binary data: length-prefixed BYTES labels, then FP32 probabilities.
+        let mut body = br#"{"outputs": [
+            {"name": "label", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 8}},
+            {"name": "probabilities", "datatype": "FP32", "shape": [1, 2], "parameters": {"binary_data_size": 8}}]}"#
+            .to_vec();
+        let n = body.len();
+        body.extend_from_slice(&4u32.to_le_bytes());
+        body.extend_from_slice(b"male");
+        for p in [0.25f32, 0.75] {
+            body.extend_from_slice(&p.to_le_bytes());
+        }
+        let ty = format!("{}{n}", v2::CAPTURED_BINARY);
+        assert_eq!(header(&ty, &body, "outputs"), Some(Some(n)));
+        assert_eq!(
+            answers(&body, Some(n)).unwrap(),
+            vec![(Some("male".into()), Some(0.75), None)]
+        );
         let classifier = br#"{"model_name": "m", "outputs": [
             {"name": "label", "datatype": "BYTES", "shape": [2], "data": ["male", "female"]},
             {"name": "probabilities", "datatype": "FP32", "shape": [2, 2],

@@ -97,6 +97,28 @@ fn the_image_serves_answers_and_drains_on_docker_stop() {
         .unwrap();
     assert_eq!(meta["name"], "model", "{meta}");
     assert_eq!(meta["inputs"].as_array().map(Vec::len), Some(41), "{meta}");
+    let columns: serde_json::Value =
+        serde_json::from_slice(&payload("pipeline", "inputs.json")).unwrap();
+    let inputs: Vec<serde_json::Value> = meta["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|spec| {
+            let name = spec["name"].as_str().unwrap();
+            serde_json::json!({"name": name, "datatype": spec["datatype"], "shape": [1, 1],
+                "data": [columns["inputs"][name][0]]})
+        })
+        .collect();
+    let answer: serde_json::Value = agent
+        .post(&format!("{url}/v2/models/model/infer"))
+        .send_json(serde_json::json!({ "inputs": inputs }))
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(
+        answer["outputs"][0]["data"][0], gold["labels"][0],
+        "{answer}"
+    );
 
     // A large request in flight when `docker stop` sends SIGTERM is still answered.
     let big: Vec<u8> = std::iter::repeat_n(payload("pipeline", "rows.csv"), 1600)

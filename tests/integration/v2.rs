@@ -212,7 +212,12 @@ fn pipeline_request(meta: &serde_json::Value, binary: bool) -> (Vec<u8>, Option<
         serde_json::from_slice(&payload("pipeline", "inputs.json")).unwrap();
     let mut inputs = Vec::new();
     let mut data = Vec::new();
-    for spec in meta["inputs"].as_array().unwrap() {
+    let mut specs: Vec<&serde_json::Value> = meta["inputs"].as_array().unwrap().iter().collect();
+    if binary {
+        // Any order: inputs are matched by name, and the capture's reader does the same.
+        specs.reverse();
+    }
+    for spec in specs {
         let name = spec["name"].as_str().unwrap();
         let values = columns["inputs"][name].as_array().unwrap();
         let mut input = serde_json::json!({"name": name, "datatype": spec["datatype"],
@@ -236,10 +241,12 @@ fn pipeline_request(meta: &serde_json::Value, binary: bool) -> (Vec<u8>, Option<
         }
         inputs.push(input);
     }
-    let mut body =
-        serde_json::json!({"inputs": inputs, "parameters": {"binary_data_output": binary}})
-            .to_string()
-            .into_bytes();
+    // The outputs named, as tritonclient names them.
+    let outputs = serde_json::json!([{"name": "label"}, {"name": "probabilities"}]);
+    let mut body = serde_json::json!({"inputs": inputs, "outputs": outputs,
+        "parameters": {"binary_data_output": binary}})
+    .to_string()
+    .into_bytes();
     let header = body.len();
     body.extend_from_slice(&data);
     (body, binary.then_some(header))

@@ -394,15 +394,34 @@ fn from_json(name: &str, elem: ElemType, raw: &RawValue) -> Result<Column, Decod
             datatype(elem)
         ))
     };
-    // JSON has no NaN: null is a missing value (XGBoost's NaN), as in /invocations.
-    let nan32 = |v: Vec<Option<f32>>| v.into_iter().map(|x| x.unwrap_or(f32::NAN)).collect();
-    let nan64 = |v: Vec<Option<f64>>| v.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect();
+    // Floats are rounded once from the decimal text, as /invocations reads them (serde
+    // would round to f64 first). JSON has no NaN: null is a missing value (XGBoost's NaN).
+    let decimals = |parse: fn(&str) -> Option<f64>| -> Result<Vec<f64>, DecodeError> {
+        flat::<Option<serde_json::Number>>(raw)
+            .map_err(fail)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| match n {
+                None => Ok(f64::NAN),
+                Some(n) => parse(n.as_str()).filter(|x| x.is_finite()).ok_or_else(|| {
+                    bad(format!(
+                        "input \"{name}\": element {i}, {n}, is not a finite {} value",
+                        datatype(elem)
+                    ))
+                }),
+            })
+            .collect()
+    };
     Ok(match elem {
         ElemType::Float32 => Column::F32(match fast_f32(raw.get()) {
             Some(v) => v,
-            None => nan32(flat(raw).map_err(fail)?),
+            // Each f32 widened exactly to f64 and back: one rounding, from the decimal.
+            None => decimals(|t| number::parse_f32(t).map(f64::from))?
+                .into_iter()
+                .map(|x| x as f32)
+                .collect(),
         }),
-        ElemType::Float64 => Column::F64(nan64(flat(raw).map_err(fail)?)),
+        ElemType::Float64 => Column::F64(decimals(number::parse_f64)?),
         ElemType::Int64 => Column::I64(flat(raw).map_err(fail)?),
         ElemType::Int32 => Column::I32(flat(raw).map_err(fail)?),
         ElemType::Bool => Column::Bool(flat(raw).map_err(fail)?),
@@ -410,9 +429,10 @@ fn from_json(name: &str, elem: ElemType, raw: &RawValue) -> Result<Column, Decod
     })
 }
 
-/// A flat JSON list of plain numbers and nulls, read by mlapp's own decimal parser (a float32
-/// is rounded once from the decimal text, as `/invocations` reads it, and faster than serde);
-/// None when the list holds anything else, which `flat` then reads (and words the error).
+/// A flat JSON list of plain numbers and nulls, read without serde (the common case, faster);
+/// None when the list holds anything else, which `from_json` then reads through serde (and
+/// words the error). `text` is JSON the request's parse has already checked, so each cell
+/// here is a valid JSON number or null: the character check only tells numbers from the rest.
 fn fast_f32(text: &str) -> Option<Vec<f32>> {
     let inner = text.trim().strip_prefix('[')?.strip_suffix(']')?;
     if inner.trim().is_empty() {
@@ -551,10 +571,16 @@ pub struct TextTensor {
     pub cells: Vec<String>,
 }
 
+/// A request's inputs; its `outputs` (names only) are not read.
 #[derive(Deserialize)]
-struct Tensors<'a> {
+struct RequestTensors<'a> {
     #[serde(borrow, default)]
     inputs: Vec<Input<'a>>,
+}
+
+/// A response's outputs.
+#[derive(Deserialize)]
+struct ResponseTensors<'a> {
     #[serde(borrow, default)]
     outputs: Vec<Input<'a>>,
 }
@@ -566,12 +592,11 @@ pub fn text_tensors(
     header_len: Option<usize>,
     answer: bool,
 ) -> Result<Vec<TextTensor>, DecodeError> {
-    let (parsed, binary): (Tensors<'_>, _) = parse(body, header_len)?;
-    let tensors = if answer {
-        &parsed.outputs
-    } else {
-        &parsed.inputs
+    let (tensors, binary) = match answer {
+        true => parse::<ResponseTensors<'_>>(body, header_len).map(|(t, b)| (t.outputs, b))?,
+        false => parse::<RequestTensors<'_>>(body, header_len).map(|(t, b)| (t.inputs, b))?,
     };
+    let tensors = &tensors;
     let pieces = cut(tensors, binary)?;
     tensors
         .iter()
