@@ -366,17 +366,8 @@ async fn handle(
     })
     .await?;
     metrics.stage(Stage::Decode, t.elapsed());
-    if let Some(m) = &model.monitor {
-        m.frame(&frame);
-    }
-    let scored = model
-        .score(&ticket, frame, deadline)
-        .await
-        .map_err(|e| ApiError::from_engine(e, timeout))?;
-    metrics.stage(Stage::Queue, scored.queued);
-    metrics.stage(Stage::Inference, scored.inference);
+    let outputs = score(metrics, &model, &ticket, frame, deadline, timeout).await?;
     let t = Instant::now();
-    let outputs = scored.outputs;
     let shadow_outputs = shadowed.as_ref().map(|_| outputs.clone());
     // What is encoded is the answer: its width is the outputs', not the features'.
     let values: usize = outputs.tensors.iter().map(|t| t.data.len()).sum();
@@ -413,6 +404,28 @@ async fn handle(
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, accept.mime()))
         .body(body))
+}
+
+/// Scores a decoded request: its rows go to the model's live monitor, then to the engine,
+/// and the queue and inference times to the metrics.
+pub(super) async fn score(
+    metrics: &Metrics,
+    model: &LoadedModel,
+    ticket: &crate::engine::Admitted,
+    frame: codec::Frame,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<crate::model::Outputs, ApiError> {
+    if let Some(m) = &model.monitor {
+        m.frame(&frame);
+    }
+    let scored = model
+        .score(ticket, frame, deadline)
+        .await
+        .map_err(|e| ApiError::from_engine(e, timeout))?;
+    metrics.stage(Stage::Queue, scored.queued);
+    metrics.stage(Stage::Inference, scored.inference);
+    Ok(scored.outputs)
 }
 
 /// Runs `work` here when it is `small`, else on the blocking pool, so that one large body

@@ -13,7 +13,7 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::invocations::{
-    header_str, off_loop, request_timeout, BodyRead, ServedBy, INFERENCE_ID_HEADERS,
+    header_str, off_loop, request_timeout, score, BodyRead, ServedBy, INFERENCE_ID_HEADERS,
     INLINE_DECODE_BYTES,
 };
 use super::{AppState, Readiness};
@@ -293,21 +293,13 @@ async fn run(
     .await?;
     metrics.stage(Stage::Decode, t.elapsed());
     let v2::InferRequest { frame, answer } = request;
-    if let Some(m) = &model.monitor {
-        m.frame(&frame);
-    }
-    let scored = model
-        .score(&ticket, frame, deadline)
-        .await
-        .map_err(|e| ApiError::from_engine(e, timeout))?;
-    metrics.stage(Stage::Queue, scored.queued);
-    metrics.stage(Stage::Inference, scored.inference);
+    let outputs = score(metrics, &model, &ticket, frame, deadline, timeout).await?;
     let t = Instant::now();
     let (name, version) = (name.to_string(), version.to_string());
-    let values: usize = scored.outputs.tensors.iter().map(|t| t.data.len()).sum();
+    let values: usize = outputs.tensors.iter().map(|t| t.data.len()).sum();
     let m = Arc::clone(&model);
     let encode = move || -> Result<v2::Encoded, ApiError> {
-        let predictions = m.plan.apply(scored.outputs).map_err(|e| {
+        let predictions = m.plan.apply(outputs).map_err(|e| {
             ApiError::Internal(format!("the model's outputs do not fit its signature: {e}"))
         })?;
         if let Some(monitor) = &m.monitor {
