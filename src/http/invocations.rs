@@ -30,8 +30,19 @@ pub const TIMEOUT_HEADER: &str = "x-mlapp-timeout-ms";
 
 /// The caller's inference id, kept in captured records (SageMaker's `InferenceId`; how
 /// SageMaker hands it to a container is not documented, so mlapp's own name is read too).
-pub(super) const INFERENCE_ID_HEADERS: [&str; 2] =
-    ["x-amzn-sagemaker-inference-id", "x-mlapp-inference-id"];
+const INFERENCE_ID_HEADERS: [&str; 2] = ["x-amzn-sagemaker-inference-id", "x-mlapp-inference-id"];
+
+pub(super) fn inference_id(req: &HttpRequest) -> Option<String> {
+    INFERENCE_ID_HEADERS
+        .iter()
+        .find_map(|h| req.headers().get(*h)?.to_str().ok())
+        .map(str::to_string)
+}
+
+/// The body length the client declared, when it did.
+pub(super) fn declared_length(req: &HttpRequest) -> Option<u64> {
+    header_str(req, header::CONTENT_LENGTH).and_then(|v| v.parse().ok())
+}
 
 /// The model a request was served by, left in the request's extensions for the metrics (its
 /// name) and for the error path (a refused row is counted by that model's monitor).
@@ -238,14 +249,11 @@ async fn handle(
                     .unwrap_or(&settings.default_content_type)
                     .to_string(),
                 output_type: accept.mime().to_string(),
-                inference_id: INFERENCE_ID_HEADERS
-                    .iter()
-                    .find_map(|h| req.headers().get(*h)?.to_str().ok())
-                    .map(str::to_string),
+                inference_id: inference_id(req),
             })
         })
     };
-    let declared = header_str(req, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+    let declared = declared_length(req);
     // A large input goes to the streaming scorer: pieces parsed, scored and encoded in
     // parallel across sessions.
     let job = |format, accept, ticket, max_record| stream::Job {
@@ -262,11 +270,7 @@ async fn handle(
         observer: None,
         capture: tap(accept),
     };
-    let body_read = BodyRead {
-        budget: &state.body_budget,
-        total_kib: settings.body_memory_bytes / 1024,
-        idle: settings.body_idle_timeout,
-    };
+    let body_read = BodyRead::of(state);
     if settings.stream_bodies && model.batching {
         let format = media::input_format(
             header_str(req, header::CONTENT_TYPE),
@@ -503,17 +507,26 @@ fn encode(
 /// How bodies are read: within a memory budget shared by every request, and with a bound
 /// on how long a client may stall.
 pub(super) struct BodyRead<'a> {
-    pub budget: &'a Arc<Semaphore>,
+    budget: &'a Arc<Semaphore>,
     /// The budget's size, for messages.
-    pub total_kib: usize,
-    pub idle: Duration,
+    total_kib: usize,
+    idle: Duration,
 }
 
 /// Bytes of a body counted against the budget (in KiB permits: a `u32` count of them covers
 /// any body mlapp accepts), released when the body is dropped.
 pub(super) type Held = Option<OwnedSemaphorePermit>;
 
-impl BodyRead<'_> {
+impl<'a> BodyRead<'a> {
+    /// Bodies read within the server's shared budget and idle limit.
+    pub fn of(state: &'a AppState) -> Self {
+        Self {
+            budget: &state.body_budget,
+            total_kib: state.settings.body_memory_bytes / 1024,
+            idle: state.settings.body_idle_timeout,
+        }
+    }
+
     /// Reads the whole body, refusing it past `limit`. A declared Content-Length over the
     /// limit is refused before reading, and a body that grows past the limit or the memory
     /// budget is drained for at most `DRAIN_BYTES` more (without keeping them) so that the

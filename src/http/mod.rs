@@ -63,6 +63,12 @@ async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
 /// The one place an `ApiError` becomes a response, and where it is logged: 5xx as errors
 /// (they are mlapp's fault), 4xx at debug (they are the client's).
 pub(crate) fn error_response(e: &ApiError) -> HttpResponse {
+    error_with(e, e.body())
+}
+
+/// An error's response with `body` in whichever shape the route speaks (`error_response`,
+/// or the Open Inference Protocol's `v2::error`).
+fn error_with(e: &ApiError, body: Vec<u8>) -> HttpResponse {
     let status = e.status();
     // 503 and 504 are overload, not faults: counted in metrics and summarized (`server`).
     if status >= 500 && status != 503 && status != 504 {
@@ -78,5 +84,5 @@ pub(crate) fn error_response(e: &ApiError) -> HttpResponse {
     if let Some(secs) = e.retry_after() {
         resp.insert_header((header::RETRY_AFTER, secs.to_string()));
     }
-    resp.body(e.body())
+    resp.body(body)
 }

@@ -13,7 +13,7 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::invocations::{
-    header_str, off_loop, request_timeout, score, BodyRead, ServedBy, INFERENCE_ID_HEADERS,
+    declared_length, inference_id, off_loop, request_timeout, score, BodyRead, ServedBy,
     INLINE_DECODE_BYTES,
 };
 use super::{AppState, Readiness};
@@ -63,21 +63,10 @@ where
         .default_service(web::to(|| not_allowed("GET")))
 }
 
-/// The protocol's error object: `{"error": "<message>"}`; logged as `error_response` logs.
+/// The protocol's error object: `{"error": "<message>"}`, with the status, headers and log
+/// line of any error (`super::error_with`).
 pub(super) fn error(e: &ApiError) -> HttpResponse {
-    let status = actix_web::http::StatusCode::from_u16(e.status())
-        .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
-    if status.is_server_error() && e.status() != 503 && e.status() != 504 {
-        log::error!("{status} {}: {e}", e.code());
-    } else {
-        log::debug!("{status} {}: {e}", e.code());
-    }
-    let mut resp = HttpResponse::build(status);
-    resp.insert_header((header::CONTENT_TYPE, "application/json"));
-    if let Some(secs) = e.retry_after() {
-        resp.insert_header((header::RETRY_AFTER, secs.to_string()));
-    }
-    resp.body(e.v2_body())
+    super::error_with(e, e.v2_body())
 }
 
 /// The protocol's "false" for a readiness question: a 4xx, with the reason.
@@ -254,14 +243,8 @@ async fn run(
                 })?,
         ),
     };
-    let declared = header_str(req, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
-    let body_read = BodyRead {
-        budget: &state.body_budget,
-        total_kib: settings.body_memory_bytes / 1024,
-        idle: settings.body_idle_timeout,
-    };
-    let (body, held) = body_read
-        .read(payload, settings.max_payload_bytes, declared)
+    let (body, held) = BodyRead::of(state)
+        .read(payload, settings.max_payload_bytes, declared_length(req))
         .await?;
     let ticket = model
         .engine
@@ -273,10 +256,7 @@ async fn run(
             capture: Arc::clone(c),
             input_type: captured_type(header_len),
             output_type: String::new(),
-            inference_id: INFERENCE_ID_HEADERS
-                .iter()
-                .find_map(|h| req.headers().get(*h)?.to_str().ok())
-                .map(str::to_string),
+            inference_id: inference_id(req),
         };
         (tap, body.clone())
     });
@@ -298,7 +278,7 @@ async fn run(
     let (name, version) = (name.to_string(), version.to_string());
     let values: usize = outputs.tensors.iter().map(|t| t.data.len()).sum();
     let m = Arc::clone(&model);
-    let encode = move || -> Result<v2::Encoded, ApiError> {
+    let encoded = off_loop(values <= INLINE_DECODE_BYTES / 8, "encode", move || {
         let predictions = m.plan.apply(outputs).map_err(|e| {
             ApiError::Internal(format!("the model's outputs do not fit its signature: {e}"))
         })?;
@@ -306,13 +286,10 @@ async fn run(
             monitor.predictions(&predictions);
         }
         let metas = v2::outputs(&m.signature, &m.plan, None);
-        v2::encode(predictions, &metas, &answer, &name, &version)
-            .map_err(|e| ApiError::Internal(format!("encoding the answer: {e}")))
-    };
-    let encoded = off_loop(values <= INLINE_DECODE_BYTES / 8, "encode", move || {
-        let answer = encode();
+        let encoded = v2::encode(predictions, &metas, &answer, &name, &version)
+            .map_err(|e| ApiError::Internal(format!("encoding the answer: {e}")));
         drop(ticket);
-        answer
+        encoded
     })
     .await?;
     metrics.stage(Stage::Encode, t.elapsed());
