@@ -30,6 +30,17 @@ impl Column {
         }
     }
 
+    pub fn elem(&self) -> ElemType {
+        match self {
+            Self::F32(_) => ElemType::Float32,
+            Self::F64(_) => ElemType::Float64,
+            Self::I64(_) => ElemType::Int64,
+            Self::I32(_) => ElemType::Int32,
+            Self::Bool(_) => ElemType::Bool,
+            Self::Str(_) => ElemType::String,
+        }
+    }
+
     pub fn len(&self) -> usize {
         match self {
             Self::F32(v) => v.len(),

@@ -4,7 +4,8 @@
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use super::request::Answer;
-use super::TensorMeta;
+use super::{datatype, TensorMeta};
+use crate::codec::Column;
 use crate::model::output::probabilities_of;
 use crate::model::{Label, OutputData, Predictions};
 
@@ -14,65 +15,30 @@ pub struct Encoded {
     pub header_len: Option<usize>,
 }
 
-enum Data {
-    F32(Vec<f32>),
-    F64(Vec<f64>),
-    I64(Vec<i64>),
-    I32(Vec<i32>),
-    Bool(Vec<bool>),
-    Str(Vec<String>),
-}
-
-impl Data {
-    fn datatype(&self) -> &'static str {
-        match self {
-            Self::F32(_) => "FP32",
-            Self::F64(_) => "FP64",
-            Self::I64(_) => "INT64",
-            Self::I32(_) => "INT32",
-            Self::Bool(_) => "BOOL",
-            Self::Str(_) => "BYTES",
-        }
-    }
-
-    /// The values as the binary extension lays them out: little-endian, row-major, BYTES as
-    /// a 4-byte length and the bytes.
-    fn write_binary(&self, out: &mut Vec<u8>) {
-        match self {
-            Self::F32(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            Self::F64(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            Self::I64(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            Self::I32(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            Self::Bool(v) => out.extend(v.iter().map(|&b| u8::from(b))),
-            Self::Str(v) => {
-                for s in v {
-                    // Strings over 4 GiB cannot come out of a model mlapp serves.
-                    let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
-                    out.extend_from_slice(&len.to_le_bytes());
-                    out.extend_from_slice(s.as_bytes());
-                }
+/// The values as the binary extension lays them out: little-endian, row-major, BYTES as a
+/// 4-byte length and the bytes.
+fn write_binary(data: &Column, out: &mut Vec<u8>) {
+    match data {
+        Column::F32(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Column::F64(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Column::I64(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Column::I32(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Column::Bool(v) => out.extend(v.iter().map(|&b| u8::from(b))),
+        Column::Str(v) => {
+            for s in v {
+                // Strings over 4 GiB cannot come out of a model mlapp serves.
+                let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
+                out.extend_from_slice(&len.to_le_bytes());
+                out.extend_from_slice(s.as_bytes());
             }
-        }
-    }
-}
-
-impl Serialize for Data {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Self::F32(v) => v.serialize(s),
-            Self::F64(v) => v.serialize(s),
-            Self::I64(v) => v.serialize(s),
-            Self::I32(v) => v.serialize(s),
-            Self::Bool(v) => v.serialize(s),
-            Self::Str(v) => v.serialize(s),
         }
     }
 }
@@ -80,7 +46,7 @@ impl Serialize for Data {
 struct Tensor {
     name: String,
     shape: Vec<usize>,
-    data: Data,
+    data: Column,
     /// Its bytes follow the JSON object: the size, in place of `data`.
     binary_size: Option<usize>,
 }
@@ -89,13 +55,19 @@ impl Serialize for Tensor {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(4))?;
         m.serialize_entry("name", &self.name)?;
-        m.serialize_entry("datatype", self.data.datatype())?;
+        m.serialize_entry("datatype", datatype(self.data.elem()))?;
         m.serialize_entry("shape", &self.shape)?;
-        match self.binary_size {
-            Some(n) => {
-                m.serialize_entry("parameters", &serde_json::json!({"binary_data_size": n}))?
-            }
-            None => m.serialize_entry("data", &self.data)?,
+        if let Some(n) = self.binary_size {
+            m.serialize_entry("parameters", &serde_json::json!({"binary_data_size": n}))?;
+            return m.end();
+        }
+        match &self.data {
+            Column::F32(v) => m.serialize_entry("data", v)?,
+            Column::F64(v) => m.serialize_entry("data", v)?,
+            Column::I64(v) => m.serialize_entry("data", v)?,
+            Column::I32(v) => m.serialize_entry("data", v)?,
+            Column::Bool(v) => m.serialize_entry("data", v)?,
+            Column::Str(v) => m.serialize_entry("data", v)?,
         }
         m.end()
     }
@@ -132,7 +104,7 @@ fn tensors(p: Predictions, metas: &[TensorMeta<'_>]) -> Result<Vec<Tensor>, Stri
                 return Err("a classifier's outputs are a label and its probabilities".into());
             };
             let labels = if label_meta.datatype == "BYTES" {
-                Data::Str(
+                Column::Str(
                     labels
                         .into_iter()
                         .map(|l| match l {
@@ -142,7 +114,7 @@ fn tensors(p: Predictions, metas: &[TensorMeta<'_>]) -> Result<Vec<Tensor>, Stri
                         .collect(),
                 )
             } else {
-                Data::I64(
+                Column::I64(
                     labels
                         .into_iter()
                         .map(|l| match l {
@@ -156,7 +128,7 @@ fn tensors(p: Predictions, metas: &[TensorMeta<'_>]) -> Result<Vec<Tensor>, Stri
             let proba = tensor(
                 proba_meta.name,
                 vec![rows, classes.len()],
-                Data::F32(probabilities),
+                Column::F32(probabilities),
             );
             match metas.first() == Some(label_meta) {
                 true => vec![label, proba],
@@ -176,8 +148,8 @@ fn tensors(p: Predictions, metas: &[TensorMeta<'_>]) -> Result<Vec<Tensor>, Stri
                 _ => vec![rows],
             };
             let data = match float32 {
-                true => Data::F32(values.into_iter().map(|v| v as f32).collect()),
-                false => Data::F64(values),
+                true => Column::F32(values.into_iter().map(|v| v as f32).collect()),
+                false => Column::F64(values),
             };
             vec![tensor(meta.name, shape, data)]
         }
@@ -185,17 +157,17 @@ fn tensors(p: Predictions, metas: &[TensorMeta<'_>]) -> Result<Vec<Tensor>, Stri
             .into_iter()
             .map(|t| {
                 let (shape, data) = match t.data {
-                    OutputData::F32(v) => (t.shape, Data::F32(v)),
-                    OutputData::F64(v) => (t.shape, Data::F64(v)),
-                    OutputData::I64(v) => (t.shape, Data::I64(v)),
-                    OutputData::I32(v) => (t.shape, Data::I32(v)),
-                    OutputData::Bool(v) => (t.shape, Data::Bool(v)),
-                    OutputData::Str(v) => (t.shape, Data::Str(v)),
+                    OutputData::F32(v) => (t.shape, Column::F32(v)),
+                    OutputData::F64(v) => (t.shape, Column::F64(v)),
+                    OutputData::I64(v) => (t.shape, Column::I64(v)),
+                    OutputData::I32(v) => (t.shape, Column::I32(v)),
+                    OutputData::Bool(v) => (t.shape, Column::Bool(v)),
+                    OutputData::Str(v) => (t.shape, Column::Str(v)),
                     // ZipMap's maps: a [rows, classes] tensor in the first row's class
                     // order, as a classifier's probabilities are read.
                     OutputData::MapI64(_) | OutputData::MapStr(_) => {
                         let (classes, probs) = probabilities_of(&t, rows)?;
-                        (vec![rows, classes.len()], Data::F32(probs))
+                        (vec![rows, classes.len()], Column::F32(probs))
                     }
                 };
                 Ok(Tensor {
@@ -240,7 +212,7 @@ pub fn encode(
     for t in &mut out {
         if let Some(size) = &mut t.binary_size {
             let before = binary.len();
-            t.data.write_binary(&mut binary);
+            write_binary(&t.data, &mut binary);
             *size = binary.len() - before;
         }
     }
