@@ -49,17 +49,16 @@ pub fn input_rows(
     let by_name =
         tensors.iter().all(|t| width(t) == 1) && tensors.iter().any(|t| features.contains(&t.name));
     let cell = |t: &TextTensor, i: usize| t.cells.get(i).cloned().unwrap_or_default();
+    // Each feature's tensor, found once for all the rows.
+    let columns: Vec<Option<&TextTensor>> = features
+        .iter()
+        .map(|f| tensors.iter().find(|t| t.name == *f))
+        .collect();
     Ok((0..rows)
         .map(|r| match by_name {
-            true => features
+            true => columns
                 .iter()
-                .map(|f| {
-                    tensors
-                        .iter()
-                        .find(|t| t.name == **f)
-                        .map(|t| cell(t, r))
-                        .unwrap_or_default()
-                })
+                .map(|t| t.map(|t| cell(t, r)).unwrap_or_default())
                 .collect(),
             false => tensors
                 .iter()
