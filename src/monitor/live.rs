@@ -359,7 +359,7 @@ impl Monitor {
             predictions: tally,
         };
         *self.last.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(closed));
-        self.windows.fetch_add(1, Ordering::Relaxed);
+        self.windows.fetch_add(1, Ordering::Release);
     }
 
     /// Closes the current window now: the end of a transform is the end of its last window.
@@ -381,12 +381,15 @@ impl Monitor {
         let (profile, tally) = self.snapshot();
         let started_at = iso(self.opened.lock().unwrap_or_else(|p| p.into_inner()).1);
         let evaluation = self.evaluate(&profile);
+        // The count first: a window counted closed is then always the `last` shown (close()
+        // sets `last` before it counts, with Release).
+        let windows_closed = self.windows.load(Ordering::Acquire);
         let last = self.last.read().unwrap_or_else(|p| p.into_inner()).clone();
         json!({
             "model": &*self.model,
             "baseline": (!self.baseline_from.is_empty()).then_some(&self.baseline_from),
             "window": {"rows": self.window.rows, "seconds": self.window.seconds},
-            "windows_closed": self.windows.load(Ordering::Relaxed),
+            "windows_closed": windows_closed,
             "current": {
                 "started_at": started_at,
                 "rows": profile.rows,
@@ -434,7 +437,7 @@ impl Monitor {
                 "mlapp_monitoring_windows_total",
                 "counter",
                 "Monitoring windows closed.",
-                self.windows.load(Ordering::Relaxed),
+                self.windows.load(Ordering::Acquire),
             ),
             (
                 "mlapp_monitoring_window_rows",
