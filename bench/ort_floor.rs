@@ -27,8 +27,9 @@ fn main() -> anyhow::Result<()> {
         .map(str::parse)
         .collect::<Result<_, _>>()?;
     let (env, _) = runtime::init(None)?;
-    let (_, _, signature, _, _) =
-        engine::open(env, dir.as_ref(), "mlapp.json", 1, engine::Device::Cpu)?;
+    let signature = engine::open(env, dir.as_ref(), "mlapp.json", 1, engine::Device::Cpu)?
+        .0
+        .signature;
     let body = std::fs::read(csv).with_context(|| format!("reading {csv}"))?;
     let lines: Vec<&[u8]> = body
         .split(|&b| b == b'\n')
@@ -55,7 +56,7 @@ fn main() -> anyhow::Result<()> {
                 let frames = Arc::clone(&frames);
                 let dir = dir.clone();
                 std::thread::spawn(move || -> anyhow::Result<(usize, Duration)> {
-                    let (_, mut s, _, _, _) =
+                    let (_, mut s) =
                         engine::open(env, dir.as_ref(), "mlapp.json", 1, engine::Device::Cpu)?;
                     let (mut rows, mut runs, started) = (0usize, 0usize, Instant::now());
                     while Instant::now() < until {

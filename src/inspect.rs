@@ -4,17 +4,15 @@
 use std::fmt::Write;
 
 use crate::codec::media::{ACCEPTED_ACCEPT_TYPES, ACCEPTED_CONTENT_TYPES};
-use crate::engine::warmup;
-use crate::model::{ModelError, ModelSignature, ModelSource, OutputPlan, OutputType};
+use crate::engine::{warmup, Opened};
+use crate::model::{ModelError, OutputPlan, OutputType};
 
-/// `warmup`: one warm-up run as `serve` does it, so that a model `serve` would refuse (or
-/// serve without batching) says so here too.
-pub fn describe(
-    source: &ModelSource,
-    sig: &ModelSignature,
-    plan: &OutputPlan,
-    warmup: &Result<warmup::Report, ModelError>,
-) -> String {
+/// The whole chain, from what a request carries through the steps and the graph to the
+/// answer. `warmup`: one warm-up run as `serve` does it, so that a model `serve` would refuse
+/// (or serve without batching) says so here too.
+pub fn describe(opened: &Opened, warmup: &Result<warmup::Report, ModelError>) -> String {
+    let (source, plan) = (&opened.source, &opened.plan);
+    let sig = &opened.graph_signature;
     let mut s = String::new();
     let _ = writeln!(s, "model:   {}", source.file.display());
     let config = source.config_file.as_ref().map_or_else(
@@ -22,6 +20,21 @@ pub fn describe(
         |p| p.display().to_string(),
     );
     let _ = writeln!(s, "config:  {config}");
+    let steps = &source.config.steps;
+    if !steps.before.is_empty() {
+        let request = &opened.signature;
+        let _ = writeln!(s, "\nrequest features ({}):", request.features.len());
+        let names: Vec<String> = request
+            .features
+            .iter()
+            .map(|f| format!("{} ({})", f.name, f.elem))
+            .collect();
+        let _ = writeln!(s, "  {}", names.join(", "));
+        let _ = writeln!(s, "\nsteps before the graph ({}):", steps.before.len());
+        for (i, step) in steps.before.iter().enumerate() {
+            let _ = writeln!(s, "  [{i}] {}", one_line(step));
+        }
+    }
     let _ = writeln!(s, "\ninputs ({}):", sig.inputs.len());
     for i in &sig.inputs {
         let _ = writeln!(s, "  {:<24} {:<8} {}", i.name, i.elem, shape(&i.shape));
@@ -48,6 +61,12 @@ pub fn describe(
         .map(|f| format!("{} ({})", f.name, f.elem))
         .collect();
     let _ = writeln!(s, "  {}", names.join(", "));
+    if !steps.after.is_empty() {
+        let _ = writeln!(s, "\nsteps after the graph ({}):", steps.after.len());
+        for (i, step) in steps.after.iter().enumerate() {
+            let _ = writeln!(s, "  [{i}] {}", one_line(step));
+        }
+    }
     let _ = writeln!(s, "\nanswers as: {}", plan.kind());
     match plan {
         OutputPlan::Classifier {
@@ -55,6 +74,7 @@ pub fn describe(
             probabilities,
             class_labels,
             threshold,
+            ..
         } => {
             let _ = writeln!(
                 s,
@@ -72,7 +92,7 @@ pub fn describe(
                 "  JSON entry: {{\"label\": L, \"probabilities\": {{class: p, ...}}}}; CSV line: label,p_class0,p_class1,..."
             );
         }
-        OutputPlan::Regressor { value } => {
+        OutputPlan::Regressor { value, .. } => {
             let _ = writeln!(
                 s,
                 "  value from \"{}\"; JSON entry: a number; CSV line: the value",
@@ -108,6 +128,10 @@ pub fn describe(
         }
     }
     s
+}
+
+fn one_line(step: &impl serde::Serialize) -> String {
+    crate::pipeline::step_json(step).map_or_else(|e| e.to_string(), |v| v.to_string())
 }
 
 fn shape(dims: &[i64]) -> String {

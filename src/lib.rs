@@ -13,6 +13,7 @@ pub mod http;
 pub mod inspect;
 pub mod model;
 pub mod monitor;
+pub mod pipeline;
 pub mod portal;
 pub mod registry;
 pub mod storage;

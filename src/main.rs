@@ -96,11 +96,12 @@ fn main() -> anyhow::Result<()> {
             let layout = match &args.model_dir {
                 Some(dir) => {
                     let (env, _) = runtime::init(args.ort_dylib.as_deref())?;
-                    let (_, _, sig, _, _) =
+                    let (opened, _) =
                         engine::open(env, dir, &args.model_config, 1, engine::Device::Cpu)
                             .with_context(|| {
                                 format!("cannot open the model in {}", dir.display())
                             })?;
+                    let sig = opened.signature;
                     Some(mlapp::monitor::offline::Layout {
                         header: true,
                         names: Some(sig.features.iter().map(|f| f.name.clone()).collect()),
@@ -128,14 +129,11 @@ fn main() -> anyhow::Result<()> {
             ort_dylib,
         }) => {
             let (env, _) = runtime::init(ort_dylib.as_deref())?;
-            let (source, session, sig, plan, _) =
+            let (opened, session) =
                 engine::open(env, &model_dir, &model_config, 1, engine::Device::Cpu)
                     .with_context(|| format!("cannot open the model in {}", model_dir.display()))?;
-            let warmup = engine::check_warmup(session, &source, &sig, &plan, 8);
-            print!(
-                "{}",
-                mlapp::inspect::describe(&source, &sig, &plan, &warmup)
-            );
+            let warmup = engine::check_warmup(&opened, session, 8);
+            print!("{}", mlapp::inspect::describe(&opened, &warmup));
         }
     }
     Ok(())

@@ -6,6 +6,7 @@ mod local;
 pub mod pool;
 pub mod runtime;
 pub mod session;
+pub mod unit;
 pub mod warmup;
 
 use std::path::Path;
@@ -21,6 +22,7 @@ pub use session::Device;
 
 use crate::model::{self, ModelError, ModelSignature, ModelSource, OutputPlan};
 use crate::monitor::Metrics;
+use crate::pipeline::Before;
 
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
@@ -141,42 +143,66 @@ pub fn out_of_resources(message: &str) -> bool {
     .any(|w| message.contains(w))
 }
 
-/// Finds a model and reads its signature and plan from a first session (what `inspect`
-/// prints, and where `load` starts).
+/// A model found and read from a first session (what `inspect` prints, and where `load`
+/// starts).
+pub struct Opened {
+    pub source: ModelSource,
+    /// What requests carry: the graph's features less those its steps derive.
+    pub signature: ModelSignature,
+    /// What the graph takes.
+    pub graph_signature: ModelSignature,
+    pub plan: OutputPlan,
+    pub provider: &'static str,
+    /// The config's `before` steps, compiled; None when there are none.
+    pub before: Option<Arc<Before>>,
+}
+
+impl Opened {
+    /// A worker's unit around `session`.
+    pub fn unit(&self, session: Session) -> unit::Unit {
+        unit::Unit::new(session, self.before.clone())
+    }
+}
+
+/// Finds a model, reads its signature from a first session and checks its steps and output
+/// plan against it; the first session comes back beside it.
 pub fn open(
     env: &Environment,
     dir: &Path,
     config_name: &str,
     intra_threads: usize,
     device: Device,
-) -> Result<
-    (
-        ModelSource,
-        Session,
-        ModelSignature,
-        OutputPlan,
-        &'static str,
-    ),
-    ModelError,
-> {
+) -> Result<(Opened, Session), ModelError> {
     let source = model::locate(dir, config_name)?;
     let (session, provider) =
         session::build_session(env, &source.file, intra_threads.max(1), device, 0)?;
-    let signature = ModelSignature::from_session(&session, &source.config)?;
-    let plan = OutputPlan::choose(&signature, &source.config)?;
-    Ok((source, session, signature, plan, provider))
+    let graph_signature = ModelSignature::from_session(&session, &source.config)?;
+    let plan = OutputPlan::choose(&graph_signature, &source.config)?;
+    let (before, signature) = Before::compile(
+        &source.config.steps.before,
+        &graph_signature,
+        &source.config,
+    )?;
+    let opened = Opened {
+        source,
+        signature,
+        graph_signature,
+        plan,
+        provider,
+        before: (!before.is_empty()).then(|| Arc::new(before)),
+    };
+    Ok((opened, session))
 }
 
-/// One warm-up run on an opened session, as `load` does it, for `mlapp inspect`.
+/// One warm-up run on an opened model and its first session, as `load` does it, for
+/// `mlapp inspect`.
 pub fn check_warmup(
+    opened: &Opened,
     session: Session,
-    source: &ModelSource,
-    signature: &ModelSignature,
-    plan: &OutputPlan,
     rows: usize,
 ) -> Result<warmup::Report, ModelError> {
-    let rows = warmup::rows(source, signature, rows)?;
-    warmup::run(&mut [session], &rows, 1, plan)
+    let warm = warmup::rows(&opened.source, &opened.signature, rows)?;
+    warmup::run(&mut [opened.unit(session)], &warm, 1, &opened.plan)
 }
 
 /// Loads, checks and warms up a model. Every session runs the warm-up rows (shipped with the
@@ -189,8 +215,8 @@ pub fn load(
     metrics: Arc<Metrics>,
 ) -> Result<LoadedModel, ModelError> {
     let started = Instant::now();
-    let (source, first, signature, plan, provider) =
-        open(env, dir, &opts.config_name, opts.intra_threads, opts.device)?;
+    let (opened, first) = open(env, dir, &opts.config_name, opts.intra_threads, opts.device)?;
+    let provider = opened.provider;
     // Every session on the provider the first one got: no model half on CUDA, half on CPU.
     let device = if provider == session::CUDA {
         Device::Cuda
@@ -201,30 +227,35 @@ pub fn load(
         Device::Cuda => (opts.cuda_sessions.max(1), session::visible_gpus()),
         _ => (opts.sessions.max(1), 1),
     };
-    let mut sessions = Vec::with_capacity(count);
-    sessions.push(first);
+    let mut units = Vec::with_capacity(count);
+    units.push(opened.unit(first));
     // The first session is on device 0; the others go round the visible GPUs.
     for id in session::device_ids(count, gpus).into_iter().skip(1) {
-        let (session, _) =
-            session::build_session(env, &source.file, opts.intra_threads.max(1), device, id)?;
-        sessions.push(session);
+        let (session, _) = session::build_session(
+            env,
+            &opened.source.file,
+            opts.intra_threads.max(1),
+            device,
+            id,
+        )?;
+        units.push(opened.unit(session));
     }
     if device == Device::Cuda {
         log::info!(
             "{}: {count} CUDA sessions over {} GPU(s)",
-            source.file.display(),
+            opened.source.file.display(),
             gpus.min(count)
         );
     }
-    let rows = warmup::rows(&source, &signature, opts.warmup_rows)?;
-    let report = warmup::run(&mut sessions, &rows, opts.warmup_runs, &plan)?;
+    let rows = warmup::rows(&opened.source, &opened.signature, opts.warmup_rows)?;
+    let report = warmup::run(&mut units, &rows, opts.warmup_runs, &opened.plan)?;
     if report.refused.is_some() {
-        log::warn!("{}: warm-up: {report}", source.file.display());
+        log::warn!("{}: warm-up: {report}", opened.source.file.display());
     }
     // Coalescing requests is only safe when every output has one row per input row, which
     // an output that reshapes or reduces over rows breaks.
     let batching = report.follows_rows;
-    let n = sessions.len();
+    let n = units.len();
     let policy = Policy {
         max_rows: opts.max_batch_rows.max(1),
         max_delay: opts.max_batch_delay,
@@ -232,6 +263,12 @@ pub fn load(
         combine: batching,
         inline_budget: opts.inline_budget,
     };
+    let Opened {
+        source,
+        signature,
+        plan,
+        ..
+    } = opened;
     let name = source.config.name.clone().unwrap_or_else(|| {
         source
             .dir
@@ -244,7 +281,7 @@ pub fn load(
         source,
         signature,
         plan,
-        engine: Engine::start(sessions, policy, metrics, opts.background),
+        engine: Engine::start(units, policy, metrics, opts.background),
         load_seconds: started.elapsed().as_secs_f64(),
         sessions: n,
         batching,

@@ -17,11 +17,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ort::session::Session;
 use tokio::sync::oneshot;
 
 use super::batcher::{Entry, Next, Policy, State};
-use super::{combine, local, session};
+use super::unit::Unit;
+use super::{combine, local};
 use crate::codec::Frame;
 use crate::model::Outputs;
 use crate::monitor::Metrics;
@@ -68,7 +68,7 @@ pub(super) struct Shared {
     admitted: AtomicUsize,
     queue: Mutex<Queue>,
     wake: Condvar,
-    sessions: Vec<Mutex<Session>>,
+    sessions: Vec<Mutex<Unit>>,
     metrics: Arc<Metrics>,
     /// Measured cost of a row, in ns (a moving average over recent runs; 0 until the first
     /// run): whether a request is cheap enough to run on an HTTP thread.
@@ -87,7 +87,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Engine {
     pub fn start(
-        sessions: Vec<Session>,
+        sessions: Vec<Unit>,
         policy: Policy,
         metrics: Arc<Metrics>,
         background: bool,
@@ -427,7 +427,7 @@ pub(super) fn run_here(sh: &Shared, jobs: Vec<Entry<Job>>) {
 /// those requests back instead, for the workers to rerun.
 fn run_entries(
     sh: &Shared,
-    session: &mut Session,
+    session: &mut Unit,
     batch: Vec<Entry<Job>>,
     inline: bool,
 ) -> Option<Vec<Entry<Job>>> {
@@ -446,7 +446,7 @@ fn run_entries(
         let e = live.into_iter().next().map(|e| (e.enqueued, e.item));
         if let Some((enqueued, job)) = e {
             let gone = || job.reply.is_closed();
-            let result = session::run_unless(session, job.frame, &gone);
+            let result = session.run_unless(job.frame, &gone);
             if result.is_ok() {
                 sh.measured(rows, started.elapsed());
             }
@@ -461,7 +461,7 @@ fn run_entries(
         .unzip();
     let gone = || meta.iter().all(|(_, _, tx)| tx.is_closed());
     let pieces = combine::concat(&frames)
-        .and_then(|f| session::run_unless(session, f, &gone))
+        .and_then(|f| session.run_unless(f, &gone))
         .and_then(|outputs| combine::split(outputs, &sizes));
     match pieces {
         Ok(pieces) => {
@@ -492,7 +492,7 @@ fn run_entries(
             for ((enqueued, _, tx), frame) in alone {
                 let own_start = Instant::now();
                 let gone = || tx.is_closed();
-                let result = session::run_unless(session, frame, &gone);
+                let result = session.run_unless(frame, &gone);
                 reply(tx, result, enqueued, own_start);
             }
             None

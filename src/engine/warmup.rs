@@ -9,9 +9,7 @@
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
-use ort::session::Session;
-
-use super::{combine, session};
+use super::combine;
 use crate::codec::{self, Frame, InputFormat};
 use crate::model::{ModelError, ModelSignature, ModelSource, OutputPlan};
 
@@ -174,7 +172,7 @@ fn has_header(body: &[u8], sig: &ModelSignature) -> bool {
 /// the plan. Shipped rows must run; synthetic rows refused by the first run are tolerated
 /// (nothing has run yet, so the model only dislikes made-up values), any later failure not.
 pub fn run(
-    sessions: &mut [Session],
+    sessions: &mut [super::unit::Unit],
     rows: &Rows,
     runs: usize,
     plan: &OutputPlan,
@@ -194,7 +192,7 @@ pub fn run(
     let mut first = true;
     for session in sessions.iter_mut() {
         for _ in 0..runs.max(1) {
-            match session::run(session, rows.frame.clone()) {
+            match session.run(rows.frame.clone()) {
                 Ok(outputs) => {
                     report.follows_rows &= combine::follows_rows(&outputs);
                     plan.apply(outputs).map_err(failed)?;

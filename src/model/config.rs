@@ -5,6 +5,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
+use crate::pipeline::Steps;
 
 /// Everything is optional: a folder with one `.onnx` file and no config file serves as is.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -41,6 +42,10 @@ pub struct ModelConfig {
     /// folder has one, else made-up rows.
     #[serde(default)]
     pub warmup_file: Option<String>,
+    /// Self-made functions around the graph (`pipeline`): steps on the rows before it and
+    /// on its answer after.
+    #[serde(default, skip_serializing_if = "Steps::is_empty")]
+    pub steps: Steps,
 }
 
 impl ModelConfig {

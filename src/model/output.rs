@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::config::ModelConfig;
 use super::signature::{ModelSignature, OutputType};
 use super::ModelError;
+use crate::pipeline::After;
 
 /// An output copied out of ONNX Runtime, row-major.
 #[derive(Clone, Debug, PartialEq)]
@@ -71,9 +72,14 @@ pub enum OutputPlan {
         probabilities: usize,
         class_labels: Vec<String>,
         threshold: Option<f32>,
+        /// The config's `after` steps.
+        #[serde(skip_serializing_if = "After::is_empty")]
+        after: After,
     },
     Regressor {
         value: usize,
+        #[serde(skip_serializing_if = "After::is_empty")]
+        after: After,
     },
     Raw {
         outputs: Vec<usize>,
@@ -81,7 +87,19 @@ pub enum OutputPlan {
 }
 
 impl OutputPlan {
+    /// How the graph's outputs are read, and the config's `after` steps checked against that.
     pub fn choose(sig: &ModelSignature, config: &ModelConfig) -> Result<Self, ModelError> {
+        let mut plan = Self::read(sig, config)?;
+        let steps = After::compile(&config.steps.after, plan.kind())
+            .map_err(|e| ModelError::Config(e.to_string()))?;
+        match &mut plan {
+            Self::Classifier { after, .. } | Self::Regressor { after, .. } => *after = steps,
+            Self::Raw { .. } => {}
+        }
+        Ok(plan)
+    }
+
+    fn read(sig: &ModelSignature, config: &ModelConfig) -> Result<Self, ModelError> {
         let selected: Vec<usize> = if config.outputs.is_empty() {
             (0..sig.outputs.len()).collect()
         } else {
@@ -143,6 +161,7 @@ impl OutputPlan {
                 probabilities,
                 class_labels: config.class_labels.clone(),
                 threshold: config.threshold,
+                after: After::default(),
             });
         }
         if config.threshold.is_some() {
@@ -155,7 +174,10 @@ impl OutputPlan {
             let scalar_rows = matches!(&o.ty, OutputType::Tensor { shape, .. }
                 if shape.len() == 1 || (shape.len() == 2 && shape[1] == 1));
             if scalar_rows && matches!(o.tensor_elem(), Some("float32" | "float64")) {
-                return Ok(Self::Regressor { value: *only });
+                return Ok(Self::Regressor {
+                    value: *only,
+                    after: After::default(),
+                });
             }
         }
         Ok(Self::Raw { outputs: selected })
@@ -216,6 +238,7 @@ impl OutputPlan {
                 probabilities,
                 class_labels,
                 threshold,
+                after,
             } => {
                 let (classes, probs) = probabilities_of(&out.tensors[*probabilities], rows)?;
                 let classes = if class_labels.is_empty() {
@@ -229,7 +252,7 @@ impl OutputPlan {
                         classes.len()
                     ));
                 };
-                let labels = match threshold {
+                let mut labels = match threshold {
                     Some(t) if classes.len() == 2 => (0..rows)
                         .map(|r| {
                             let k = usize::from(probs[r * 2 + 1] >= *t);
@@ -248,13 +271,15 @@ impl OutputPlan {
                     }
                     None => labels_of(&out.tensors[*label], rows, class_labels)?,
                 };
+                let (mut classes, mut probs) = (classes, probs);
+                after.classifier(&mut labels, &mut classes, &mut probs)?;
                 Ok(Predictions::Classifier {
                     labels,
                     classes,
                     probabilities: probs,
                 })
             }
-            Self::Regressor { value } => {
+            Self::Regressor { value, after } => {
                 let t = &out.tensors[*value];
                 let (values, float32): (Vec<f64>, bool) = match &t.data {
                     OutputData::F32(v) => (v.iter().map(|&x| f64::from(x)).collect(), true),
@@ -268,6 +293,8 @@ impl OutputPlan {
                         values.len()
                     ));
                 }
+                let mut values = values;
+                after.regressor(&mut values);
                 Ok(Predictions::Regressor { values, float32 })
             }
             Self::Raw { outputs } => {
@@ -367,6 +394,7 @@ mod tests {
             probabilities: 1,
             class_labels,
             threshold,
+            after: After::default(),
         }
     }
 

@@ -289,3 +289,15 @@ fn threshold_from_config_decides_the_label() {
         .collect();
     assert_ne!(labels, model_labels);
 }
+
+/// Every declarative step, before and after the graph, against the same steps done in numpy
+/// (examples/gender/functions.py): two features derived and not sent, missing values filled.
+#[test]
+fn logreg_with_every_numeric_and_answer_step() {
+    every_format_matches_python("logreg_steps");
+}
+
+#[test]
+fn pipeline_with_text_steps() {
+    every_format_matches_python("pipeline_steps");
+}

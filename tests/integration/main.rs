@@ -9,6 +9,7 @@ mod common;
 mod decoding;
 mod errors;
 mod fixed_batch;
+mod functions;
 mod golden;
 mod hostile;
 mod isolation;

@@ -118,10 +118,12 @@ pub fn outputs<'s>(
             label,
             probabilities,
             class_labels,
+            after,
             ..
         } => {
-            let named =
-                !class_labels.is_empty() || sig.outputs[*label].tensor_elem() == Some("string");
+            let named = !class_labels.is_empty()
+                || after.renames()
+                || sig.outputs[*label].tensor_elem() == Some("string");
             let label_meta = TensorMeta {
                 name: &sig.outputs[*label].name,
                 datatype: if named { "BYTES" } else { "INT64" },
@@ -145,7 +147,7 @@ pub fn outputs<'s>(
                 vec![proba_meta, label_meta]
             }
         }
-        OutputPlan::Regressor { value } => vec![graph(*value)],
+        OutputPlan::Regressor { value, .. } => vec![graph(*value)],
         OutputPlan::Raw { outputs } => outputs.iter().map(|&i| graph(i)).collect(),
     }
 }

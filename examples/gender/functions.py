@@ -1,0 +1,192 @@
+"""Self-made functions around the example models, and what they must answer.
+
+Builds, from the models and payloads generate.py made:
+  models/logreg_steps/      logreg with every numeric `before` step (two derived features the
+                            client no longer sends) and every `after` step
+  models/pipeline_steps/    the scikit-learn pipeline with text steps (trim, fill a missing city)
+  payloads/<name>/          its request rows, some values missing, some text untidy
+  golden/<name>.json        the answers: the steps done here in numpy, the graph run by Python
+                            onnxruntime, so mlapp's steps are checked against an independent
+                            implementation
+
+Needs numpy, onnx and onnxruntime only (no training): python functions.py
+"""
+import json
+import math
+import os
+import shutil
+
+import numpy as np
+import onnxruntime as ort
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CATEGORIES = ["games", "social", "beauty", "sports", "finance", "shopping", "news", "video"]
+
+
+def read_jsonl(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def f32(v):
+    return str(np.float32(v))
+
+
+def cell(v):
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f32(v)
+    return str(v)
+
+
+def csv_line(values):
+    out = []
+    for v in values:
+        t = cell(v)
+        out.append('"' + t.replace('"', '""') + '"' if any(c in t for c in ',"\n') or t != t.strip() else t)
+    return ",".join(out)
+
+
+def payloads(name, names, rows):
+    """rows: lists of values in `names` order; None is a missing value."""
+    d = os.path.join(HERE, "payloads", name)
+    write(f"{d}/rows.csv", "".join(csv_line(r) + "\n" for r in rows))
+    write(f"{d}/rows_header.csv", csv_line(names) + "\n" + "".join(csv_line(r) + "\n" for r in rows))
+    write(f"{d}/instances.json", json.dumps({"instances": rows}, ensure_ascii=False))
+    recs = [dict(zip(names, r)) for r in rows]
+    write(f"{d}/records.json", json.dumps({"instances": recs}, ensure_ascii=False))
+    write(f"{d}/rows.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write(f"{d}/records.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs))
+
+
+def copy_model(src, dst, config):
+    d = os.path.join(HERE, "models", dst)
+    os.makedirs(d, exist_ok=True)
+    shutil.copyfile(os.path.join(HERE, "models", src, "model.onnx"), os.path.join(d, "model.onnx"))
+    write(os.path.join(d, "mlapp.json"), json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    return ort.InferenceSession(os.path.join(d, "model.onnx"), providers=["CPUExecutionProvider"])
+
+
+def logreg_steps():
+    base = json.load(open(os.path.join(HERE, "models", "logreg", "mlapp.json")))
+    names = base["feature_names"]
+    derived = {
+        "total_hours": " + ".join(f"hours_{c}" for c in CATEGORIES),
+        "night_share": " + ".join(f"active_h{h:02d}" for h in range(6)),
+    }
+    steps = {
+        "before": [
+            {"step": "derive", "feature": "total_hours", "expression": derived["total_hours"]},
+            {"step": "derive", "feature": "night_share", "expression": derived["night_share"]},
+            {"step": "fill_missing", "values": {"n_apps": 40, "screen_inches": 6.1}},
+            {"step": "clip", "features": ["screen_inches"], "min": 4.5, "max": 6.7},
+            {"step": "log", "features": ["hours_games", "hours_video"], "offset": 1},
+            {"step": "scale", "features": ["device_age_months"], "center": 12, "scale": 2},
+            {"step": "bucketize", "features": ["price_tier"], "boundaries": [1.5, 2.5, 3.5, 4.5]},
+        ],
+        "after": [
+            {"step": "rename_labels", "labels": {"female": "F", "male": "M"}},
+            {"step": "class_thresholds", "thresholds": [{"class": "M", "at_least": 0.4}]},
+            {"step": "round", "decimals": 4},
+        ],
+    }
+    config = dict(base, steps=steps)
+    sess = copy_model("logreg", "logreg_steps", config)
+    src = read_jsonl(os.path.join(HERE, "payloads", "logreg", "records.jsonl"))
+    sent = [n for n in names if n not in derived]
+    rows = []
+    for i, r in enumerate(src):
+        row = [r[n] for n in sent]
+        if i % 4 == 1:
+            row[sent.index("n_apps")] = None
+        if i % 5 == 2:
+            row[sent.index("screen_inches")] = None
+        rows.append(row)
+    payloads("logreg_steps", sent, rows)
+
+    # The steps, done here: every value as the float32 the request decodes to, each step
+    # computed in float64 and stored back as float32, as a float32 model input holds it.
+    x = np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=np.float32)
+    col = {n: i for i, n in enumerate(sent)}
+    full = np.zeros((len(rows), len(names)), dtype=np.float32)
+    for j, n in enumerate(names):
+        if n in col:
+            full[:, j] = x[:, col[n]]
+    j = names.index
+    f = full.astype(np.float64)
+    full[:, j("total_hours")] = sum(f[:, j(f"hours_{c}")] for c in CATEGORIES)
+    full[:, j("night_share")] = sum(f[:, j(f"active_h{h:02d}")] for h in range(6))
+    for n, v in {"n_apps": 40, "screen_inches": 6.1}.items():
+        c = full[:, j(n)]
+        c[np.isnan(c)] = v
+    full[:, j("screen_inches")] = np.clip(full[:, j("screen_inches")].astype(np.float64), 4.5, 6.7)
+    for n in ["hours_games", "hours_video"]:
+        y = full[:, j(n)].astype(np.float64) + 1
+        full[:, j(n)] = np.where(y > 0, np.log(np.where(y > 0, y, 1)), np.nan)
+    full[:, j("device_age_months")] = (full[:, j("device_age_months")].astype(np.float64) - 12) / 2
+    full[:, j("price_tier")] = np.searchsorted([1.5, 2.5, 3.5, 4.5], full[:, j("price_tier")].astype(np.float64), side="right")
+
+    _, prob = sess.run(None, {"input": full})
+    classes = ["F", "M"]
+    labels = ["M" if p[1] >= 0.4 else classes[int(np.argmax(p))] for p in prob]
+    probs = [[round(float(p), 4) for p in row] for row in prob]
+    gold = {"kind": "classifier", "labels": labels, "probabilities": probs}
+    write(os.path.join(HERE, "golden", "logreg_steps.json"), json.dumps(gold, indent=1) + "\n")
+
+
+def pipeline_steps():
+    base = json.load(open(os.path.join(HERE, "models", "pipeline", "mlapp.json")))
+    steps = {
+        "before": [
+            {"step": "normalize_text", "features": ["city", "country"], "lowercase": False},
+            {"step": "fill_missing", "values": {"city": "unknown", "n_apps": 45}},
+        ],
+    }
+    sess = copy_model("pipeline", "pipeline_steps", dict(base, steps=steps))
+    src = read_jsonl(os.path.join(HERE, "payloads", "pipeline", "records.jsonl"))
+    names = [i.name for i in sess.get_inputs()]
+    rows = []
+    for i, r in enumerate(src):
+        r = dict(r)
+        if i % 3 == 0:
+            r["city"] = f"  {r['city']} "
+        if i % 4 == 1:
+            r["country"] = f"{r['country']}\t"
+        if i % 5 == 2:
+            r["city"] = None
+        if i % 6 == 3:
+            r["n_apps"] = None
+        rows.append([r[n] for n in names])
+    payloads("pipeline_steps", names, rows)
+
+    feed = {}
+    for k, inp in enumerate(sess.get_inputs()):
+        vals = [r[k] for r in rows]
+        if inp.type == "tensor(string)":
+            vals = ["" if v is None else v.strip() for v in vals]
+            if inp.name == "city":
+                vals = [v or "unknown" for v in vals]
+            feed[inp.name] = np.array(vals, dtype=object).reshape(-1, 1)
+        elif inp.type == "tensor(int64)":
+            feed[inp.name] = np.array(vals, dtype=np.int64).reshape(-1, 1)
+        else:
+            a = np.array([np.nan if v is None else v for v in vals], dtype=np.float32)
+            if inp.name == "n_apps":
+                a[np.isnan(a)] = 45
+            feed[inp.name] = a.reshape(-1, 1)
+    lab, prob = sess.run(None, feed)
+    gold = {"kind": "classifier", "labels": [str(v) for v in lab],
+            "probabilities": [[float(p) for p in row] for row in prob]}
+    write(os.path.join(HERE, "golden", "pipeline_steps.json"), json.dumps(gold, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    logreg_steps()
+    pipeline_steps()

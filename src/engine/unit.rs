@@ -1,0 +1,41 @@
+//! What one worker runs for a batch: the model's `before` steps, then its graph. A worker
+//! owns its unit, so a batch runs through the steps and the graph as one piece of work.
+
+use std::sync::Arc;
+
+use ort::session::Session;
+
+use super::session;
+use crate::codec::Frame;
+use crate::model::Outputs;
+use crate::pipeline::Before;
+
+pub struct Unit {
+    session: Session,
+    before: Option<Arc<Before>>,
+}
+
+impl Unit {
+    pub fn new(session: Session, before: Option<Arc<Before>>) -> Self {
+        Self { session, before }
+    }
+
+    /// A request's frame (as the request signature has it) through the steps and the graph.
+    pub fn run(&mut self, frame: Frame) -> Result<Outputs, String> {
+        self.run_unless(frame, &|| false)
+    }
+
+    /// As `run`, stopping between runs of a fixed-batch graph once `abandoned` says so
+    /// (`session::run_unless`).
+    pub fn run_unless(
+        &mut self,
+        frame: Frame,
+        abandoned: &dyn Fn() -> bool,
+    ) -> Result<Outputs, String> {
+        let frame = match &self.before {
+            Some(b) => b.apply(frame),
+            None => frame,
+        };
+        session::run_unless(&mut self.session, frame, abandoned)
+    }
+}

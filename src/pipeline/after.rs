@@ -1,0 +1,303 @@
+//! The `after` steps: run in order on a classifier's labels, classes and probabilities, or on
+//! a regressor's values, as the last part of the output plan. Class names are only known once
+//! the graph has run (ZipMap's keys, the label tensor), so a step naming a class that is not
+//! there fails the warm-up, and with it the load, before any request.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{round_to, AfterStep, StepError};
+use crate::model::Label;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct After {
+    steps: Vec<AfterStep>,
+}
+
+impl After {
+    /// Checks `steps` for a model that answers as `kind` ("classifier", "regressor" or
+    /// "raw").
+    pub fn compile(steps: &[AfterStep], kind: &str) -> Result<After, StepError> {
+        for (index, step) in steps.iter().enumerate() {
+            let fail = |message: String| StepError {
+                list: "after",
+                index,
+                kind: step.kind(),
+                message,
+            };
+            let takes_classes = matches!(
+                step,
+                AfterStep::RenameLabels { .. } | AfterStep::ClassThresholds { .. }
+            );
+            match kind {
+                "classifier" => {}
+                "regressor" if !takes_classes => {}
+                _ => {
+                    return Err(fail(format!(
+                        "this model answers as a {kind}; the step takes {}",
+                        if takes_classes {
+                            "a classifier's classes"
+                        } else {
+                            "a classifier's probabilities or a regressor's values"
+                        }
+                    )))
+                }
+            }
+            match step {
+                AfterStep::RenameLabels { labels } if labels.is_empty() => {
+                    return Err(fail("\"labels\" is empty".into()))
+                }
+                AfterStep::ClassThresholds { thresholds } => {
+                    if thresholds.is_empty() {
+                        return Err(fail("\"thresholds\" is empty".into()));
+                    }
+                    if let Some(t) = thresholds
+                        .iter()
+                        .find(|t| !(0.0..=1.0).contains(&t.at_least))
+                    {
+                        return Err(fail(format!(
+                            "the threshold of {:?} must be between 0 and 1, got {}",
+                            t.class, t.at_least
+                        )));
+                    }
+                }
+                AfterStep::Round { decimals } if *decimals > 9 => {
+                    return Err(fail(format!(
+                    "decimals must be at most 9 (a float32 holds about 7 digits), got {decimals}"
+                )))
+                }
+                _ => {}
+            }
+        }
+        Ok(After {
+            steps: steps.to_vec(),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Whether labels may come out as names (a V2 label tensor is then BYTES).
+    pub fn renames(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|s| matches!(s, AfterStep::RenameLabels { .. }))
+    }
+
+    /// A classifier's answer through the steps: `probabilities` is rows × `classes`.
+    pub fn classifier(
+        &self,
+        labels: &mut [Label],
+        classes: &mut [String],
+        probabilities: &mut [f32],
+    ) -> Result<(), String> {
+        for (index, step) in self.steps.iter().enumerate() {
+            let fail = |message: String| {
+                StepError {
+                    list: "after",
+                    index,
+                    kind: step.kind(),
+                    message,
+                }
+                .to_string()
+            };
+            match step {
+                AfterStep::RenameLabels { labels: names } => rename(names, labels, classes),
+                AfterStep::ClassThresholds { thresholds } => {
+                    let rules: Vec<(usize, f32)> = thresholds
+                        .iter()
+                        .map(|t| {
+                            classes
+                                .iter()
+                                .position(|c| *c == t.class)
+                                .map(|k| (k, t.at_least))
+                                .ok_or_else(|| {
+                                    fail(format!(
+                                        "the model has no class {:?} (its classes: {})",
+                                        t.class,
+                                        classes.join(", ")
+                                    ))
+                                })
+                        })
+                        .collect::<Result<_, _>>()?;
+                    let c = classes.len();
+                    for (r, label) in labels.iter_mut().enumerate() {
+                        let Some(p) = probabilities.get(r * c..(r + 1) * c) else {
+                            break;
+                        };
+                        let k = rules
+                            .iter()
+                            .find(|(k, t)| p[*k] >= *t)
+                            .map(|(k, _)| *k)
+                            .unwrap_or_else(|| most_probable(p));
+                        *label = label_of(label, &classes[k]);
+                    }
+                }
+                AfterStep::Round { decimals } => {
+                    for p in probabilities.iter_mut() {
+                        *p = round_to(f64::from(*p), *decimals) as f32;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A regressor's values through the steps.
+    pub fn regressor(&self, values: &mut [f64]) {
+        for step in &self.steps {
+            if let AfterStep::Round { decimals } = step {
+                for v in values.iter_mut() {
+                    *v = round_to(*v, *decimals);
+                }
+            }
+        }
+    }
+}
+
+fn rename(names: &BTreeMap<String, String>, labels: &mut [Label], classes: &mut [String]) {
+    for c in classes.iter_mut() {
+        if let Some(n) = names.get(c.as_str()) {
+            c.clone_from(n);
+        }
+    }
+    for label in labels.iter_mut() {
+        let new = match label {
+            Label::Int(x) => names.get(&x.to_string()),
+            Label::Str(s) => names.get(s.as_str()),
+        };
+        if let Some(n) = new {
+            *label = Label::Str(n.clone());
+        }
+    }
+}
+
+/// The first class of the highest probability, as argmax picks it.
+fn most_probable(p: &[f32]) -> usize {
+    let mut best = 0;
+    for (k, x) in p.iter().enumerate() {
+        if *x > p[best] {
+            best = k;
+        }
+    }
+    best
+}
+
+/// The label of class `name`, in the kind of label the model gave (an integer stays an
+/// integer when the class name is one).
+fn label_of(old: &Label, name: &str) -> Label {
+    match (old, name.parse::<i64>()) {
+        (Label::Int(_), Ok(x)) => Label::Int(x),
+        _ => Label::Str(name.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::ClassThreshold;
+    use super::*;
+
+    fn steps(json: &str) -> Vec<AfterStep> {
+        serde_json::from_str::<super::super::Steps>(&format!(r#"{{"after": {json}}}"#))
+            .unwrap()
+            .after
+    }
+
+    #[test]
+    fn renames_then_thresholds_then_rounds_in_order() {
+        let after = After::compile(
+            &steps(
+                r#"[{"step": "rename_labels", "labels": {"0": "female", "1": "male"}},
+                    {"step": "class_thresholds", "thresholds": [{"class": "male", "at_least": 0.3}]},
+                    {"step": "round", "decimals": 2}]"#,
+            ),
+            "classifier",
+        )
+        .unwrap();
+        let mut labels = vec![Label::Int(0), Label::Int(0), Label::Int(1)];
+        let mut classes = vec!["0".to_string(), "1".to_string()];
+        let mut probs = vec![0.8, 0.2, 0.65432, 0.34568, 0.1, 0.9];
+        after
+            .classifier(&mut labels, &mut classes, &mut probs)
+            .unwrap();
+        assert_eq!(classes, ["female", "male"]);
+        // Row 1: 0.34568 >= 0.3 makes it male although female is more probable.
+        assert_eq!(
+            labels,
+            [
+                Label::Str("female".into()),
+                Label::Str("male".into()),
+                Label::Str("male".into())
+            ]
+        );
+        assert_eq!(probs, [0.8, 0.2, 0.65, 0.35, 0.1, 0.9]);
+    }
+
+    #[test]
+    fn without_a_threshold_met_the_most_probable_class_wins() {
+        let after = After::compile(
+            &[AfterStep::ClassThresholds {
+                thresholds: vec![ClassThreshold {
+                    class: "2".into(),
+                    at_least: 0.5,
+                }],
+            }],
+            "classifier",
+        )
+        .unwrap();
+        let mut labels = vec![Label::Int(2), Label::Int(0)];
+        let mut classes = vec!["0".into(), "1".into(), "2".into()];
+        let mut probs = vec![0.2, 0.45, 0.35, 0.1, 0.3, 0.6];
+        after
+            .classifier(&mut labels, &mut classes, &mut probs)
+            .unwrap();
+        assert_eq!(labels, [Label::Int(1), Label::Int(2)]);
+    }
+
+    #[test]
+    fn a_class_the_model_lacks_is_named() {
+        let after = After::compile(
+            &steps(r#"[{"step": "class_thresholds", "thresholds": [{"class": "cat", "at_least": 0.5}]}]"#),
+            "classifier",
+        )
+        .unwrap();
+        let err = after
+            .classifier(&mut [], &mut ["0".into(), "1".into()], &mut [])
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "steps.after[0] (class_thresholds): the model has no class \"cat\" (its classes: 0, 1)"
+        );
+    }
+
+    #[test]
+    fn steps_that_do_not_fit_the_model_are_refused_at_load() {
+        let e =
+            |json: &str, kind: &str| After::compile(&steps(json), kind).unwrap_err().to_string();
+        assert_eq!(
+            e(r#"[{"step": "round", "decimals": 2}, {"step": "rename_labels", "labels": {"0": "a"}}]"#, "regressor"),
+            "steps.after[1] (rename_labels): this model answers as a regressor; the step takes a classifier's classes"
+        );
+        assert!(e(r#"[{"step": "round", "decimals": 2}]"#, "raw").contains("answers as a raw"));
+        assert!(e(r#"[{"step": "round", "decimals": 12}]"#, "classifier").contains("at most 9"));
+        assert!(e(
+            r#"[{"step": "class_thresholds", "thresholds": [{"class": "a", "at_least": 1.5}]}]"#,
+            "classifier"
+        )
+        .contains("between 0 and 1, got 1.5"));
+        assert!(e(r#"[{"step": "rename_labels", "labels": {}}]"#, "classifier").contains("empty"));
+    }
+
+    #[test]
+    fn a_regressor_is_rounded() {
+        let after =
+            After::compile(&steps(r#"[{"step": "round", "decimals": 1}]"#), "regressor").unwrap();
+        let mut v = [1.26, -0.04, f64::NAN];
+        after.regressor(&mut v);
+        assert_eq!(v[..2], [1.3, -0.0]);
+        assert!(v[2].is_nan());
+    }
+}

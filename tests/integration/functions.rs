@@ -1,0 +1,150 @@
+//! Self-made functions around a model: steps in its config are checked at load (a bad one
+//! keeps `/ping` at 503 naming it), reload like the model, and show in `mlapp inspect` and
+//! the V2 metadata. Their answers are checked against Python in `golden`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::common::{model_dir, Server};
+
+/// A copy of the logreg example with `steps` in its config.
+fn logreg_with(steps: Value) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = model_dir("logreg");
+    std::fs::copy(src.join("model.onnx"), tmp.path().join("model.onnx")).unwrap();
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(src.join("mlapp.json")).unwrap()).unwrap();
+    config["steps"] = steps;
+    write_config(tmp.path(), &config);
+    tmp
+}
+
+fn write_config(dir: &Path, config: &Value) {
+    std::fs::write(
+        dir.join("mlapp.json"),
+        serde_json::to_vec_pretty(config).unwrap(),
+    )
+    .unwrap();
+}
+
+fn failed_reason(s: &Server) -> String {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = s.get("/ping");
+        assert_eq!(r.status, 503, "{}", r.body);
+        let v = r.json();
+        if v["status"] == "failed" {
+            return v["reason"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < until, "still loading: {v}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn bad_steps_keep_ping_at_503_naming_the_step() {
+    let cases = [
+        (
+            json!({"before": [{"step": "smooth", "features": ["n_apps"]}]}),
+            "unknown variant `smooth`",
+        ),
+        (
+            json!({"before": [{"step": "clip", "features": ["n_apps"], "min": "low"}]}),
+            "step 0: invalid type: string \"low\", expected f64",
+        ),
+        (
+            json!({"before": [{"step": "log", "features": ["n_apps", "apps"]}]}),
+            "steps.before[0] (log): \"apps\" is not one of the model's features",
+        ),
+        (
+            json!({"before": [
+                {"step": "derive", "feature": "total_hours", "expression": "night_share * 2"},
+                {"step": "derive", "feature": "night_share", "expression": "total_hours / 2"}
+            ]}),
+            "steps.before[0] (derive): expression \"night_share * 2\": \"night_share\" is derived by steps.before[1]",
+        ),
+        (
+            json!({"after": [{"step": "class_thresholds", "thresholds": [{"class": "other", "at_least": 0.5}]}]}),
+            "steps.after[0] (class_thresholds): the model has no class \"other\" (its classes: female, male)",
+        ),
+    ];
+    for (steps, want) in cases {
+        let dir = logreg_with(steps.clone());
+        let s = Server::start(&["--model-dir", dir.path().to_str().unwrap()]);
+        let reason = failed_reason(&s);
+        assert!(reason.contains(want), "{steps}: {reason}");
+        let r = s.post(Some("text/csv"), None, b"1\n");
+        assert_eq!(r.status, 503, "{}", r.body);
+    }
+}
+
+/// Row 0 of the logreg example as records, less `total_hours`.
+fn record_without_total_hours() -> Value {
+    let text = std::fs::read_to_string(
+        crate::common::repo().join("examples/gender/payloads/logreg/records.jsonl"),
+    )
+    .unwrap();
+    let mut row: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    row.as_object_mut().unwrap().remove("total_hours");
+    row
+}
+
+#[test]
+fn a_changed_step_is_served_after_the_next_poll() {
+    let derive = json!({"before": [{"step": "derive", "feature": "total_hours",
+        "expression": "hours_games + hours_social + hours_beauty + hours_sports + hours_finance + hours_shopping + hours_news + hours_video"}]});
+    let dir = logreg_with(derive.clone());
+    let s = Server::ready(dir.path(), &["--model-poll-seconds", "1"]);
+    let body = serde_json::to_vec(&record_without_total_hours()).unwrap();
+    let label = |s: &Server| {
+        let r = s.post(Some("application/json"), None, &body);
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["predictions"][0]["label"].clone()
+    };
+    let before = label(&s);
+    assert!(before == "female" || before == "male", "{before}");
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("mlapp.json")).unwrap()).unwrap();
+    let mut steps = derive;
+    steps["after"] = json!([{"step": "rename_labels", "labels": {"female": "F", "male": "M"}}]);
+    config["steps"] = steps;
+    write_config(dir.path(), &config);
+    let want = if before == "female" { "F" } else { "M" };
+    let until = Instant::now() + Duration::from_secs(30);
+    while label(&s) != want {
+        assert!(Instant::now() < until, "the renamed labels never came");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn inspect_and_v2_metadata_show_what_a_request_carries() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mlapp"))
+        .arg("inspect")
+        .arg(model_dir("logreg_steps"))
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "request features (62):",
+        "steps before the graph (7):",
+        "[0] {",
+        "\"step\":\"derive\"",
+        "steps after the graph (3):",
+        "\"step\":\"rename_labels\"",
+        "features per row: 64",
+        "warm-up: ",
+    ] {
+        assert!(text.contains(want), "{want:?} not in:\n{text}");
+    }
+    assert!(!text.contains("FAILED"), "{text}");
+
+    let s = Server::ready(&model_dir("logreg_steps"), &[]);
+    let meta = s.get("/v2/models/logreg_steps").json();
+    assert_eq!(meta["inputs"][0]["shape"], json!([-1, 62]), "{meta}");
+    assert_eq!(meta["outputs"][0]["datatype"], "BYTES", "{meta}");
+}
