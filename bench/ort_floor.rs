@@ -62,7 +62,7 @@ fn main() -> anyhow::Result<()> {
                     while Instant::now() < until {
                         let f = frames[runs % frames.len()].clone();
                         rows += f.rows;
-                        session::run(&mut s, f).map_err(anyhow::Error::msg)?;
+                        session::run(&mut s[0], f).map_err(anyhow::Error::msg)?;
                         runs += 1;
                     }
                     Ok((rows, started.elapsed()))

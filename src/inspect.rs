@@ -20,6 +20,9 @@ pub fn describe(opened: &Opened, warmup: &Result<warmup::Report, ModelError>) ->
         |p| p.display().to_string(),
     );
     let _ = writeln!(s, "config:  {config}");
+    if let Some(graphs) = opened.layout.describe() {
+        let _ = writeln!(s, "graphs:  {graphs}");
+    }
     let steps = &source.config.steps;
     if !steps.before.is_empty() {
         let request = &opened.signature;

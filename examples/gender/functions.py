@@ -4,6 +4,9 @@ Builds, from the models and payloads generate.py made:
   models/logreg_steps/      logreg with every numeric `before` step (two derived features the
                             client no longer sends) and every `after` step
   models/pipeline_steps/    the scikit-learn pipeline with text steps (trim, fill a missing city)
+  models/chain/             preprocess.onnx (winsorize) -> logreg -> postprocess.onnx
+                            (temperature-scaled probabilities), wired by name
+  models/ensemble/          logreg and the MLP, probabilities averaged with weights 1 and 3
   payloads/<name>/          its request rows, some values missing, some text untidy
   golden/<name>.json        the answers: the steps done here in numpy, the graph run by Python
                             onnxruntime, so mlapp's steps are checked against an independent
@@ -17,7 +20,9 @@ import os
 import shutil
 
 import numpy as np
+import onnx
 import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CATEGORIES = ["games", "social", "beauty", "sports", "finance", "shopping", "news", "video"]
@@ -187,6 +192,101 @@ def pipeline_steps():
     write(os.path.join(HERE, "golden", "pipeline_steps.json"), json.dumps(gold, indent=1) + "\n")
 
 
+def save_graph(path, nodes, inputs, outputs, initializers):
+    graph = helper.make_graph(nodes, os.path.basename(path), inputs, outputs, initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    with open(path, "wb") as f:
+        f.write(model.SerializeToString())
+
+
+def logreg_rows():
+    x = np.array(json.load(open(os.path.join(HERE, "payloads", "logreg", "instances.json")))["instances"],
+                 dtype=np.float32)
+    return x
+
+
+def copy_payloads(src, dst):
+    d = os.path.join(HERE, "payloads", dst)
+    shutil.rmtree(d, ignore_errors=True)
+    shutil.copytree(os.path.join(HERE, "payloads", src), d)
+
+
+def chain():
+    base = json.load(open(os.path.join(HERE, "models", "logreg", "mlapp.json")))
+    d = os.path.join(HERE, "models", "chain")
+    os.makedirs(d, exist_ok=True)
+    shutil.copyfile(os.path.join(HERE, "models", "logreg", "model.onnx"), os.path.join(d, "model.onnx"))
+    # Winsorize each feature at the 1st and 99th percentiles of the training rows.
+    train = np.loadtxt(os.path.join(HERE, "monitoring", "train_tensor.csv"), delimiter=",", skiprows=1,
+                       dtype=np.float64)
+    lo = np.percentile(train, 1, axis=0).astype(np.float32)
+    hi = np.percentile(train, 99, axis=0).astype(np.float32)
+    save_graph(os.path.join(d, "preprocess.onnx"),
+               [helper.make_node("Max", ["raw", "lo"], ["floored"]),
+                helper.make_node("Min", ["floored", "hi"], ["input"])],
+               [helper.make_tensor_value_info("raw", TensorProto.FLOAT, [None, 64])],
+               [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 64])],
+               [numpy_helper.from_array(lo, "lo"), numpy_helper.from_array(hi, "hi")])
+    # Temperature scaling of the model's probabilities, and the label they give.
+    save_graph(os.path.join(d, "postprocess.onnx"),
+               [helper.make_node("Log", ["probabilities"], ["logp"]),
+                helper.make_node("Div", ["logp", "temperature"], ["scaled"]),
+                helper.make_node("Softmax", ["scaled"], ["calibrated"], axis=1),
+                helper.make_node("ArgMax", ["calibrated"], ["predicted"], axis=1, keepdims=0)],
+               [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2])],
+               [helper.make_tensor_value_info("predicted", TensorProto.INT64, [None]),
+                helper.make_tensor_value_info("calibrated", TensorProto.FLOAT, [None, 2])],
+               [numpy_helper.from_array(np.array(1.5, dtype=np.float32), "temperature")])
+    config = {"feature_names": base["feature_names"], "class_labels": base["class_labels"],
+              "graphs": {"chain": ["model.onnx", "postprocess.onnx", "preprocess.onnx"]}}
+    write(os.path.join(d, "mlapp.json"), json.dumps(config, indent=2) + "\n")
+    copy_payloads("logreg", "chain")
+
+    run = lambda name, feed: ort.InferenceSession(os.path.join(d, name), providers=["CPUExecutionProvider"]).run(None, feed)
+    (x,) = run("preprocess.onnx", {"raw": logreg_rows()})
+    _, prob = run("model.onnx", {"input": x})
+    predicted, calibrated = run("postprocess.onnx", {"probabilities": prob})
+    gold = {"kind": "classifier", "labels": [base["class_labels"][int(k)] for k in predicted],
+            "probabilities": [[float(p) for p in row] for row in calibrated]}
+    write(os.path.join(HERE, "golden", "chain.json"), json.dumps(gold, indent=1) + "\n")
+
+
+def ensemble():
+    base = json.load(open(os.path.join(HERE, "models", "logreg", "mlapp.json")))
+    d = os.path.join(HERE, "models", "ensemble")
+    os.makedirs(d, exist_ok=True)
+    for m in ["logreg", "mlp"]:
+        shutil.copyfile(os.path.join(HERE, "models", m, "model.onnx"), os.path.join(d, f"{m}.onnx"))
+    weights = [1, 3]
+    config = {"feature_names": base["feature_names"], "class_labels": base["class_labels"],
+              "graphs": {"ensemble": {"members": ["logreg.onnx", "mlp.onnx"], "weights": weights}}}
+    write(os.path.join(d, "mlapp.json"), json.dumps(config, indent=2) + "\n")
+    copy_payloads("logreg", "ensemble")
+    x = logreg_rows()
+    _, p_lr = ort.InferenceSession(os.path.join(d, "logreg.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    _, zipmap = ort.InferenceSession(os.path.join(d, "mlp.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    p_mlp = np.array([[m[0], m[1]] for m in zipmap], dtype=np.float64)
+    mean = (weights[0] * p_lr.astype(np.float64) + weights[1] * p_mlp) / sum(weights)
+    gold = {"kind": "classifier", "labels": [base["class_labels"][int(k)] for k in mean.argmax(axis=1)],
+            "probabilities": [[float(np.float32(p)) for p in row] for row in mean]}
+    write(os.path.join(HERE, "golden", "ensemble.json"), json.dumps(gold, indent=1) + "\n")
+
+
+def cycle_fixture():
+    """Two graphs that each take what the other makes, for the test of a chain's cycle."""
+    d = os.path.join(HERE, "..", "..", "tests", "fixtures", "cycle")
+    os.makedirs(d, exist_ok=True)
+    for name, src, dst in [("a.onnx", "x", "y"), ("b.onnx", "y", "x")]:
+        save_graph(os.path.join(d, name), [helper.make_node("Identity", [src], [dst])],
+                   [helper.make_tensor_value_info(src, TensorProto.FLOAT, [None, 2])],
+                   [helper.make_tensor_value_info(dst, TensorProto.FLOAT, [None, 2])], [])
+
+
 if __name__ == "__main__":
+    cycle_fixture()
     logreg_steps()
     pipeline_steps()
+    chain()
+    ensemble()

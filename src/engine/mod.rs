@@ -2,6 +2,7 @@
 
 pub mod batcher;
 mod combine;
+pub mod graphs;
 mod local;
 pub mod pool;
 pub mod runtime;
@@ -9,7 +10,7 @@ pub mod session;
 pub mod unit;
 pub mod warmup;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -143,40 +144,85 @@ pub fn out_of_resources(message: &str) -> bool {
     .any(|w| message.contains(w))
 }
 
-/// A model found and read from a first session (what `inspect` prints, and where `load`
-/// starts).
+/// A model found and read from a first session per graph (what `inspect` prints, and where
+/// `load` starts).
 pub struct Opened {
     pub source: ModelSource,
-    /// What requests carry: the graph's features less those its steps derive.
+    /// What requests carry: the graphs' features less those its steps derive.
     pub signature: ModelSignature,
-    /// What the graph takes.
+    /// What the graph (or the chain or ensemble of them) takes and gives.
     pub graph_signature: ModelSignature,
     pub plan: OutputPlan,
     pub provider: &'static str,
+    pub layout: Arc<graphs::Layout>,
     /// The config's `before` steps, compiled; None when there are none.
     pub before: Option<Arc<Before>>,
 }
 
 impl Opened {
-    /// A worker's unit around `session`.
-    pub fn unit(&self, session: Session) -> unit::Unit {
-        unit::Unit::new(session, self.before.clone())
+    /// Every graph file, as listed.
+    fn files(&self) -> Vec<&Path> {
+        if self.source.graphs.is_empty() {
+            vec![self.source.file.as_path()]
+        } else {
+            self.source.graphs.iter().map(PathBuf::as_path).collect()
+        }
+    }
+
+    /// A worker's unit around `sessions` (one per graph file).
+    pub fn unit(&self, sessions: Vec<Session>) -> unit::Unit {
+        unit::Unit::new(sessions, Arc::clone(&self.layout), self.before.clone())
+    }
+
+    /// A session of each graph file, on device `id`.
+    fn sessions(
+        &self,
+        env: &Environment,
+        intra_threads: usize,
+        device: Device,
+        id: i32,
+    ) -> Result<Vec<Session>, ModelError> {
+        self.files()
+            .into_iter()
+            .map(|f| session::build_session(env, f, intra_threads.max(1), device, id).map(|s| s.0))
+            .collect()
     }
 }
 
-/// Finds a model, reads its signature from a first session and checks its steps and output
-/// plan against it; the first session comes back beside it.
+/// Finds a model, reads its signature from a first session of each graph and checks its
+/// wiring, steps and output plan against it; those sessions come back beside it.
 pub fn open(
     env: &Environment,
     dir: &Path,
     config_name: &str,
     intra_threads: usize,
     device: Device,
-) -> Result<(Opened, Session), ModelError> {
+) -> Result<(Opened, Vec<Session>), ModelError> {
     let source = model::locate(dir, config_name)?;
-    let (session, provider) =
-        session::build_session(env, &source.file, intra_threads.max(1), device, 0)?;
-    let graph_signature = ModelSignature::from_session(&session, &source.config)?;
+    let files: Vec<PathBuf> = if source.graphs.is_empty() {
+        vec![source.file.clone()]
+    } else {
+        source.graphs.clone()
+    };
+    let mut sessions = Vec::with_capacity(files.len());
+    let mut members = Vec::with_capacity(files.len());
+    let mut provider = session::CPU;
+    for (i, f) in files.iter().enumerate() {
+        let (s, p) = session::build_session(env, f, intra_threads.max(1), device, 0)?;
+        if i == 0 {
+            provider = p;
+        }
+        members.push(graphs::Member {
+            name: f
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            inputs: model::ports(s.inputs()),
+            outputs: model::ports(s.outputs()),
+        });
+        sessions.push(s);
+    }
+    let (layout, graph_signature) =
+        graphs::Layout::compile(source.config.graphs.as_ref(), &members, &source.config)?;
     let plan = OutputPlan::choose(&graph_signature, &source.config)?;
     let (before, signature) = Before::compile(
         &source.config.steps.before,
@@ -189,20 +235,21 @@ pub fn open(
         graph_signature,
         plan,
         provider,
+        layout: Arc::new(layout),
         before: (!before.is_empty()).then(|| Arc::new(before)),
     };
-    Ok((opened, session))
+    Ok((opened, sessions))
 }
 
-/// One warm-up run on an opened model and its first session, as `load` does it, for
+/// One warm-up run on an opened model and its first sessions, as `load` does it, for
 /// `mlapp inspect`.
 pub fn check_warmup(
     opened: &Opened,
-    session: Session,
+    sessions: Vec<Session>,
     rows: usize,
 ) -> Result<warmup::Report, ModelError> {
     let warm = warmup::rows(&opened.source, &opened.signature, rows)?;
-    warmup::run(&mut [opened.unit(session)], &warm, 1, &opened.plan)
+    warmup::run(&mut [opened.unit(sessions)], &warm, 1, &opened.plan)
 }
 
 /// Loads, checks and warms up a model. Every session runs the warm-up rows (shipped with the
@@ -231,14 +278,7 @@ pub fn load(
     units.push(opened.unit(first));
     // The first session is on device 0; the others go round the visible GPUs.
     for id in session::device_ids(count, gpus).into_iter().skip(1) {
-        let (session, _) = session::build_session(
-            env,
-            &opened.source.file,
-            opts.intra_threads.max(1),
-            device,
-            id,
-        )?;
-        units.push(opened.unit(session));
+        units.push(opened.unit(opened.sessions(env, opts.intra_threads, device, id)?));
     }
     if device == Device::Cuda {
         log::info!(

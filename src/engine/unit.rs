@@ -1,26 +1,33 @@
-//! What one worker runs for a batch: the model's `before` steps, then its graph. A worker
-//! owns its unit, so a batch runs through the steps and the graph as one piece of work.
+//! What one worker runs for a batch: the model's `before` steps, then its graph or graphs
+//! (`graphs::Layout`). A worker owns its unit, so a batch goes through the steps and every
+//! graph as one piece of work.
 
 use std::sync::Arc;
 
 use ort::session::Session;
 
-use super::session;
+use super::graphs::Layout;
 use crate::codec::Frame;
 use crate::model::Outputs;
 use crate::pipeline::Before;
 
 pub struct Unit {
-    session: Session,
+    /// One per graph file, as listed.
+    sessions: Vec<Session>,
+    layout: Arc<Layout>,
     before: Option<Arc<Before>>,
 }
 
 impl Unit {
-    pub fn new(session: Session, before: Option<Arc<Before>>) -> Self {
-        Self { session, before }
+    pub fn new(sessions: Vec<Session>, layout: Arc<Layout>, before: Option<Arc<Before>>) -> Self {
+        Self {
+            sessions,
+            layout,
+            before,
+        }
     }
 
-    /// A request's frame (as the request signature has it) through the steps and the graph.
+    /// A request's frame (as the request signature has it) through the steps and the graphs.
     pub fn run(&mut self, frame: Frame) -> Result<Outputs, String> {
         self.run_unless(frame, &|| false)
     }
@@ -36,6 +43,6 @@ impl Unit {
             Some(b) => b.apply(frame),
             None => frame,
         };
-        session::run_unless(&mut self.session, frame, abandoned)
+        self.layout.run(&mut self.sessions, frame, abandoned)
     }
 }

@@ -238,6 +238,7 @@ mod tests {
         ModelSource {
             dir: dir.to_path_buf(),
             file: dir.join("model.onnx"),
+            graphs: vec![],
             config,
             config_file: None,
         }

@@ -5,7 +5,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
-use crate::pipeline::Steps;
+use crate::pipeline::{Graphs, Steps};
 
 /// Everything is optional: a folder with one `.onnx` file and no config file serves as is.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -19,6 +19,9 @@ pub struct ModelConfig {
     /// The model file, relative to the model folder, when the folder holds more than one.
     #[serde(default)]
     pub model_file: Option<String>,
+    /// Several graphs served as one model: a chain or an ensemble (`pipeline::Graphs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graphs: Option<Graphs>,
     /// Names of the features in input order (for a model with one `[N, F]` input these name
     /// the F columns; JSON records and CSV headers are matched against them).
     #[serde(default)]

@@ -10,7 +10,9 @@ use std::path::{Component, Path, PathBuf};
 
 pub use config::ModelConfig;
 pub use output::{Label, OutputData, OutputPlan, OutputTensor, Outputs, Predictions};
-pub use signature::{ElemType, Feature, InputSpec, ModelSignature, OutputSpec, OutputType};
+pub use signature::{
+    output_spec, ports, ElemType, Feature, InputSpec, ModelSignature, OutputSpec, OutputType, Port,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -32,7 +34,10 @@ pub enum ModelError {
 #[derive(Clone, Debug)]
 pub struct ModelSource {
     pub dir: PathBuf,
+    /// The graph file (of several, the last listed).
     pub file: PathBuf,
+    /// Every graph file of a chain or an ensemble, as listed; empty for one graph.
+    pub graphs: Vec<PathBuf>,
     pub config: ModelConfig,
     /// The config file, when the folder has one.
     pub config_file: Option<PathBuf>,
@@ -51,27 +56,22 @@ pub fn locate(dir: &Path, config_name: &str) -> Result<ModelSource, ModelError> 
     let found = ModelConfig::read(&config_path)?;
     let config_file = found.is_some().then_some(config_path);
     let config = found.unwrap_or_default();
-    let file = match &config.model_file {
-        Some(name) => {
-            let rel = Path::new(name);
-            if rel
-                .components()
-                .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
-            {
-                return Err(ModelError::Config(format!(
-                    "model_file \"{name}\" must be a path inside the model folder"
-                )));
-            }
-            let file = dir.join(rel);
-            if !file.is_file() {
-                return Err(ModelError::NotFound(format!(
-                    "{config_name} names model_file \"{name}\", but {} does not exist",
-                    file.display()
-                )));
-            }
-            file
+    let mut graphs = Vec::new();
+    if let Some(g) = &config.graphs {
+        if config.model_file.is_some() {
+            return Err(ModelError::Config(
+                "give either model_file or graphs, not both".into(),
+            ));
         }
-        None => {
+        g.check().map_err(ModelError::Config)?;
+        for name in g.files() {
+            graphs.push(inside(dir, "a graph of graphs", name, config_name)?);
+        }
+    }
+    let file = match (&config.model_file, graphs.last()) {
+        (_, Some(last)) => last.clone(),
+        (Some(name), None) => inside(dir, "model_file", name, config_name)?,
+        (None, None) => {
             let entries = std::fs::read_dir(dir)
                 .map_err(|e| ModelError::NotFound(format!("cannot list {}: {e}", dir.display())))?;
             let mut found: Vec<PathBuf> = entries
@@ -106,9 +106,31 @@ pub fn locate(dir: &Path, config_name: &str) -> Result<ModelSource, ModelError> 
     Ok(ModelSource {
         dir: dir.to_path_buf(),
         file,
+        graphs,
         config,
         config_file,
     })
+}
+
+/// The file `name` (`what` in the config) inside the model folder.
+fn inside(dir: &Path, what: &str, name: &str, config_name: &str) -> Result<PathBuf, ModelError> {
+    let rel = Path::new(name);
+    if rel
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(ModelError::Config(format!(
+            "{what} \"{name}\" must be a path inside the model folder"
+        )));
+    }
+    let file = dir.join(rel);
+    if !file.is_file() {
+        return Err(ModelError::NotFound(format!(
+            "{config_name} names {what} \"{name}\", but {} does not exist",
+            file.display()
+        )));
+    }
+    Ok(file)
 }
 
 #[cfg(test)]

@@ -132,14 +132,24 @@ pub struct ModelSignature {
 
 impl ModelSignature {
     pub fn from_session(session: &Session, config: &ModelConfig) -> Result<Self, ModelError> {
+        let outputs = ports(session.outputs()).iter().map(output_spec).collect();
+        Self::from_ports(&ports(session.inputs()), outputs, config)
+    }
+
+    /// The signature of a graph (or of several, wired together) that takes `inputs` and
+    /// gives `outputs`.
+    pub fn from_ports(
+        ports: &[Port],
+        outputs: Vec<OutputSpec>,
+        config: &ModelConfig,
+    ) -> Result<Self, ModelError> {
         let mut inputs = Vec::new();
         let mut fixed_batch = None;
-        for outlet in session.inputs() {
-            let name = outlet.name().to_string();
-            let ValueType::Tensor { ty, shape, .. } = outlet.dtype() else {
+        for (name, dtype) in ports {
+            let name = name.clone();
+            let ValueType::Tensor { ty, shape, .. } = dtype else {
                 return Err(ModelError::Unsupported(format!(
-                    "input \"{name}\" is a {}, mlapp feeds tensors only",
-                    outlet.dtype()
+                    "input \"{name}\" is a {dtype}, mlapp feeds tensors only"
                 )));
             };
             let elem = ElemType::from_ort(*ty).ok_or_else(|| {
@@ -149,7 +159,7 @@ impl ModelSignature {
             let width = match dims.as_slice() {
                 [_] => 1,
                 [_, f] if *f > 0 => *f as usize,
-                [_, _] if session.inputs().len() == 1 && !config.feature_names.is_empty() => {
+                [_, _] if ports.len() == 1 && !config.feature_names.is_empty() => {
                     config.feature_names.len()
                 }
                 [_, _] => {
@@ -179,14 +189,6 @@ impl ModelSignature {
         if inputs.is_empty() {
             return Err(ModelError::Unsupported("the model has no inputs".into()));
         }
-        let outputs = session
-            .outputs()
-            .iter()
-            .map(|o| OutputSpec {
-                name: o.name().to_string(),
-                ty: output_type(o.dtype()),
-            })
-            .collect();
         Self::new(inputs, outputs, fixed_batch, config)
     }
 
@@ -263,6 +265,23 @@ impl ModelSignature {
 
     pub fn output_index(&self, name: &str) -> Option<usize> {
         self.outputs.iter().position(|o| o.name == name)
+    }
+}
+
+/// A graph's input or output: its name and type, as ONNX Runtime reads them.
+pub type Port = (String, ValueType);
+
+pub fn ports(outlets: &[ort::value::Outlet]) -> Vec<Port> {
+    outlets
+        .iter()
+        .map(|o| (o.name().to_string(), o.dtype().clone()))
+        .collect()
+}
+
+pub fn output_spec((name, ty): &Port) -> OutputSpec {
+    OutputSpec {
+        name: name.clone(),
+        ty: output_type(ty),
     }
 }
 

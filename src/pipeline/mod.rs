@@ -37,6 +37,90 @@ impl Steps {
     }
 }
 
+/// Several graphs in one model folder, in place of `model_file`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Graphs {
+    /// Graph files wired by name: each input of a graph is the output of that name of
+    /// another graph, else it comes from the request. They run in the order the wiring
+    /// needs; the one graph whose outputs no other reads gives the answer.
+    Chain(Vec<String>),
+    /// Graphs that take the same inputs, each run on every batch, their answers combined.
+    Ensemble(Ensemble),
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Ensemble {
+    pub members: Vec<String>,
+    /// One per member (default: equal); they need not sum to 1.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weights: Vec<f64>,
+    #[serde(default)]
+    pub combine: Combine,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Combine {
+    /// The weighted mean of the members' class probabilities (or of a regressor's values);
+    /// the label is the most probable class.
+    #[default]
+    Mean,
+    /// Each member votes its label with its weight; the probabilities are the shares of
+    /// the votes.
+    Vote,
+}
+
+impl Graphs {
+    /// The graph files, as listed.
+    pub fn files(&self) -> &[String] {
+        match self {
+            Graphs::Chain(files) => files,
+            Graphs::Ensemble(e) => &e.members,
+        }
+    }
+
+    /// What is wrong with the list itself, before any graph is opened.
+    pub fn check(&self) -> Result<(), String> {
+        let (what, files) = match self {
+            Graphs::Chain(f) => ("chain", f),
+            Graphs::Ensemble(e) => ("ensemble", &e.members),
+        };
+        if files.len() < 2 {
+            return Err(format!(
+                "graphs.{what} lists {} graph(s); it takes two or more (one graph is \"model_file\")",
+                files.len()
+            ));
+        }
+        if let Some(f) = files
+            .iter()
+            .enumerate()
+            .find_map(|(i, f)| files[..i].contains(f).then_some(f))
+        {
+            return Err(format!("graphs.{what} lists {f:?} twice"));
+        }
+        if let Graphs::Ensemble(e) = self {
+            if !e.weights.is_empty() && e.weights.len() != e.members.len() {
+                return Err(format!(
+                    "graphs.ensemble has {} weights for {} members",
+                    e.weights.len(),
+                    e.members.len()
+                ));
+            }
+            if let Some(w) = e.weights.iter().find(|w| !w.is_finite() || **w < 0.0) {
+                return Err(format!(
+                    "graphs.ensemble: a weight must be a number >= 0, got {w}"
+                ));
+            }
+            if !e.weights.is_empty() && e.weights.iter().sum::<f64>() <= 0.0 {
+                return Err("graphs.ensemble: the weights are all 0".into());
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A step on the rows. Numeric steps take float features; a missing value (NaN) stays
 /// missing through every numeric step but `fill_missing`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]

@@ -148,3 +148,141 @@ fn inspect_and_v2_metadata_show_what_a_request_carries() {
     assert_eq!(meta["inputs"][0]["shape"], json!([-1, 62]), "{meta}");
     assert_eq!(meta["outputs"][0]["datatype"], "BYTES", "{meta}");
 }
+
+/// A folder holding copies of `files` (from the example models and the fixtures) and the
+/// config `config`.
+fn folder(files: &[(&Path, &str)], config: Value) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    for (src, name) in files {
+        std::fs::copy(src, tmp.path().join(name)).unwrap();
+    }
+    write_config(tmp.path(), &config);
+    tmp
+}
+
+fn graph(model: &str) -> std::path::PathBuf {
+    model_dir(model).join("model.onnx")
+}
+
+#[test]
+fn bad_graphs_keep_ping_at_503_naming_the_problem() {
+    let fixtures = crate::common::repo().join("tests/fixtures/cycle");
+    let (a, b) = (fixtures.join("a.onnx"), fixtures.join("b.onnx"));
+    let (logreg, mlp, agereg) = (graph("logreg"), graph("mlp"), graph("agereg"));
+    let cases: Vec<(tempfile::TempDir, &str)> = vec![
+        (
+            folder(
+                &[(&a, "a.onnx"), (&b, "b.onnx")],
+                json!({"graphs": {"chain": ["a.onnx", "b.onnx"]}}),
+            ),
+            "graphs: the chain has a cycle: a.onnx, b.onnx each wait for another's output",
+        ),
+        (
+            folder(
+                &[(&logreg, "m.onnx")],
+                json!({"graphs": {"chain": ["m.onnx", "post.onnx"]}}),
+            ),
+            "names a graph of graphs \"post.onnx\", but",
+        ),
+        (
+            folder(
+                &[(&logreg, "lr.onnx"), (&mlp, "mlp.onnx")],
+                json!({"graphs": {"chain": ["lr.onnx", "mlp.onnx"]}}),
+            ),
+            "lr.onnx and mlp.onnx each end the chain",
+        ),
+        (
+            folder(
+                &[(&logreg, "one.onnx"), (&logreg, "two.onnx")],
+                json!({"graphs": {"chain": ["one.onnx", "two.onnx"]}}),
+            ),
+            "one.onnx and two.onnx both make \"label\"",
+        ),
+        (
+            folder(
+                &[(&logreg, "lr.onnx"), (&agereg, "age.onnx")],
+                json!({"graphs": {"ensemble": {"members": ["lr.onnx", "age.onnx"]}}}),
+            ),
+            "graphs.ensemble: age.onnx takes (input: ",
+        ),
+        (
+            folder(
+                &[(&logreg, "lr.onnx"), (&mlp, "mlp.onnx")],
+                json!({"graphs": {"ensemble": {"members": ["lr.onnx", "mlp.onnx"], "weights": [1]}}}),
+            ),
+            "graphs.ensemble has 1 weights for 2 members",
+        ),
+        (
+            folder(
+                &[(&logreg, "lr.onnx")],
+                json!({"model_file": "lr.onnx", "graphs": {"chain": ["lr.onnx", "lr.onnx"]}}),
+            ),
+            "give either model_file or graphs, not both",
+        ),
+    ];
+    for (dir, want) in &cases {
+        let s = Server::start(&["--model-dir", dir.path().to_str().unwrap()]);
+        let reason = failed_reason(&s);
+        assert!(reason.contains(want), "{want}: {reason}");
+    }
+}
+
+/// Three classifiers vote with weights 1, 1 and 3: the answer follows from each one's own
+/// golden labels (Python onnxruntime's), whatever the probabilities.
+#[test]
+fn an_ensemble_votes_with_its_weights() {
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(model_dir("logreg").join("mlapp.json")).unwrap())
+            .unwrap();
+    let dir = folder(
+        &[
+            (&graph("logreg"), "logreg.onnx"),
+            (&graph("mlp"), "mlp.onnx"),
+            (&graph("xgboost"), "xgboost.onnx"),
+        ],
+        json!({
+            "feature_names": config["feature_names"],
+            "class_labels": ["female", "male"],
+            "graphs": {"ensemble": {"members": ["logreg.onnx", "mlp.onnx", "xgboost.onnx"],
+                       "weights": [1, 1, 3], "combine": "vote"}},
+        }),
+    );
+    let s = Server::ready(dir.path(), &[]);
+    let r = s.post(
+        Some("text/csv"),
+        Some("application/json"),
+        &crate::common::payload("logreg", "rows.csv"),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let answers = r.json()["predictions"].as_array().unwrap().clone();
+    let labels = |m: &str| -> Vec<String> {
+        crate::common::golden(m)["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| match l {
+                Value::String(s) => s.clone(),
+                // xgboost's own labels are class numbers.
+                n => ["female", "male"][n.as_u64().unwrap() as usize].to_string(),
+            })
+            .collect()
+    };
+    let (lr, mlp, xgb) = (labels("logreg"), labels("mlp"), labels("xgboost"));
+    assert_eq!(answers.len(), lr.len());
+    let mut disagreements = 0;
+    for (r, a) in answers.iter().enumerate() {
+        let mut male = 0.0;
+        for (votes, w) in [(&lr, 1.0), (&mlp, 1.0), (&xgb, 3.0)] {
+            if votes[r] == "male" {
+                male += w / 5.0;
+            }
+        }
+        let want = if male > 0.5 { "male" } else { "female" };
+        assert_eq!(a["label"], want, "row {r}: {a}");
+        let p = a["probabilities"]["male"].as_f64().unwrap();
+        assert!((p - male).abs() < 1e-6, "row {r}: {p} vs {male}");
+        disagreements += usize::from(lr[r] != xgb[r] || mlp[r] != xgb[r]);
+    }
+    // The rows must include ones where the members disagree, or weights were not tested.
+    assert!(disagreements > 0, "every member agreed on every row");
+}

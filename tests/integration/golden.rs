@@ -301,3 +301,16 @@ fn logreg_with_every_numeric_and_answer_step() {
 fn pipeline_with_text_steps() {
     every_format_matches_python("pipeline_steps");
 }
+
+/// preprocess.onnx -> logreg -> postprocess.onnx, listed out of order and wired by name,
+/// against the three graphs run one after the other by Python onnxruntime.
+#[test]
+fn a_chain_of_three_graphs() {
+    every_format_matches_python("chain");
+}
+
+/// logreg and the MLP (ZipMap output) averaged with weights 1 and 3.
+#[test]
+fn a_weighted_ensemble_of_two_classifiers() {
+    every_format_matches_python("ensemble");
+}
