@@ -7,6 +7,8 @@ Builds, from the models and payloads generate.py made:
   models/chain/             preprocess.onnx (winsorize) -> logreg -> postprocess.onnx
                             (temperature-scaled probabilities), wired by name
   models/ensemble/          logreg and the MLP, probabilities averaged with weights 1 and 3
+  models/logreg_wasm/       logreg behind a WebAssembly function (functions/clamp.wat, written
+                            by hand) that clamps the hours of use to [0, 3]
   payloads/<name>/          its request rows, some values missing, some text untidy
   golden/<name>.json        the answers: the steps done here in numpy, the graph run by Python
                             onnxruntime, so mlapp's steps are checked against an independent
@@ -274,6 +276,22 @@ def ensemble():
     write(os.path.join(HERE, "golden", "ensemble.json"), json.dumps(gold, indent=1) + "\n")
 
 
+def logreg_wasm():
+    base = json.load(open(os.path.join(HERE, "models", "logreg", "mlapp.json")))
+    hours = [f"hours_{c}" for c in CATEGORIES]
+    config = dict(base, steps={"before": [
+        {"step": "wasm", "module": "functions/clamp.wat", "features": hours}]})
+    sess = copy_model("logreg", "logreg_wasm", config)
+    copy_payloads("logreg", "logreg_wasm")
+    x = logreg_rows()
+    idx = [base["feature_names"].index(h) for h in hours]
+    x[:, idx] = np.clip(x[:, idx].astype(np.float64), 0, 3)
+    _, prob = sess.run(None, {"input": x})
+    gold = {"kind": "classifier", "labels": [base["class_labels"][int(k)] for k in prob.argmax(axis=1)],
+            "probabilities": [[float(p) for p in row] for row in prob]}
+    write(os.path.join(HERE, "golden", "logreg_wasm.json"), json.dumps(gold, indent=1) + "\n")
+
+
 def cycle_fixture():
     """Two graphs that each take what the other makes, for the test of a chain's cycle."""
     d = os.path.join(HERE, "..", "..", "tests", "fixtures", "cycle")
@@ -290,3 +308,4 @@ if __name__ == "__main__":
     pipeline_steps()
     chain()
     ensemble()
+    logreg_wasm()

@@ -228,6 +228,7 @@ pub fn open(
         &source.config.steps.before,
         &graph_signature,
         &source.config,
+        &source.dir,
     )?;
     let opened = Opened {
         source,

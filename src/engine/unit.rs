@@ -9,13 +9,14 @@ use ort::session::Session;
 use super::graphs::Layout;
 use crate::codec::Frame;
 use crate::model::Outputs;
+use crate::pipeline::before::Scratch;
 use crate::pipeline::Before;
 
 pub struct Unit {
     /// One per graph file, as listed.
     sessions: Vec<Session>,
     layout: Arc<Layout>,
-    before: Option<Arc<Before>>,
+    before: Option<(Arc<Before>, Scratch)>,
 }
 
 impl Unit {
@@ -23,7 +24,10 @@ impl Unit {
         Self {
             sessions,
             layout,
-            before,
+            before: before.map(|b| {
+                let scratch = b.scratch();
+                (b, scratch)
+            }),
         }
     }
 
@@ -39,8 +43,8 @@ impl Unit {
         frame: Frame,
         abandoned: &dyn Fn() -> bool,
     ) -> Result<Outputs, String> {
-        let frame = match &self.before {
-            Some(b) => b.apply(frame),
+        let frame = match &mut self.before {
+            Some((b, scratch)) => b.apply(frame, scratch)?,
             None => frame,
         };
         self.layout.run(&mut self.sessions, frame, abandoned)

@@ -1,7 +1,11 @@
 //! The `before` steps, compiled against the model's signature: each names its features by
 //! slot (input, offset), so running one is a strided walk over the column that holds it.
 
+use std::path::Path;
+use std::sync::Arc;
+
 use super::expr::{self, Expr};
+use super::wasm::{Function, Running};
 use super::{BeforeStep, StepError};
 use crate::codec::{Column, Frame};
 use crate::model::{ElemType, ModelConfig, ModelError, ModelSignature};
@@ -30,6 +34,20 @@ enum Op {
         expr: Expr,
         reads: Vec<Slot>,
     },
+    /// Step `step`'s function; `index` is its instance's place in a worker's `Scratch`.
+    Wasm {
+        step: usize,
+        index: usize,
+        function: Arc<Function>,
+        slots: Vec<Slot>,
+    },
+}
+
+/// A worker's own state for the steps: an instance of each function, made on first use and
+/// again after a failure (a trap may leave an instance's memory in any state).
+#[derive(Default)]
+pub struct Scratch {
+    running: Vec<Option<Running>>,
 }
 
 #[derive(Clone, Debug)]
@@ -94,8 +112,9 @@ impl Before {
         steps: &[BeforeStep],
         sig: &ModelSignature,
         config: &ModelConfig,
+        dir: &Path,
     ) -> Result<(Before, ModelSignature), ModelError> {
-        let mut c = Compiler::new(sig, steps);
+        let mut c = Compiler::new(sig, steps, dir);
         let mut ops = Vec::new();
         for (index, step) in steps.iter().enumerate() {
             c.index = index;
@@ -120,21 +139,87 @@ impl Before {
         self.ops.is_empty() && self.expand.is_none()
     }
 
+    /// A worker's state for these steps.
+    pub fn scratch(&self) -> Scratch {
+        let n = self
+            .ops
+            .iter()
+            .filter(|op| matches!(op, Op::Wasm { .. }))
+            .count();
+        Scratch {
+            running: (0..n).map(|_| None).collect(),
+        }
+    }
+
     /// The model's frame from a request's: derived features put in, every step run in order.
-    pub fn apply(&self, frame: Frame) -> Frame {
+    /// Only a function can fail, and the error names its step.
+    pub fn apply(&self, frame: Frame, scratch: &mut Scratch) -> Result<Frame, String> {
         let mut frame = match &self.expand {
             Some(inputs) => expand(frame, inputs),
             None => frame,
         };
         for op in &self.ops {
-            run(op, &mut frame);
+            match op {
+                Op::Wasm {
+                    step,
+                    index,
+                    function,
+                    slots,
+                } => call(function, *index, slots, &mut frame, scratch).map_err(|e| {
+                    StepError {
+                        list: "before",
+                        index: *step,
+                        kind: "wasm",
+                        message: e,
+                    }
+                    .to_string()
+                })?,
+                _ => run(op, &mut frame),
+            }
         }
-        frame
+        Ok(frame)
     }
+}
+
+/// The function of a `wasm` step on the frame's `slots`, in this worker's instance.
+fn call(
+    function: &Function,
+    index: usize,
+    slots: &[Slot],
+    frame: &mut Frame,
+    scratch: &mut Scratch,
+) -> Result<(), String> {
+    let rows = frame.rows;
+    let cols = slots.len();
+    let mut data = Vec::with_capacity(rows * cols);
+    for r in 0..rows {
+        for s in slots {
+            data.push(read(frame, *s, r));
+        }
+    }
+    let place = scratch
+        .running
+        .get_mut(index)
+        .ok_or("no place for the function's instance")?;
+    let running = match place {
+        Some(r) => r,
+        None => place.insert(function.start()?),
+    };
+    if let Err(e) = function.call(running, &mut data, rows, cols) {
+        *place = None;
+        return Err(e);
+    }
+    for (k, s) in slots.iter().enumerate() {
+        let mut it = data.iter().skip(k).step_by(cols.max(1));
+        update(frame, *s, |_| it.next().copied().unwrap_or(f64::NAN));
+    }
+    Ok(())
 }
 
 struct Compiler<'a> {
     sig: &'a ModelSignature,
+    dir: &'a Path,
+    functions: usize,
     slots: Vec<Slot>,
     /// Per feature, the step that derives it.
     derived_at: Vec<Option<usize>>,
@@ -142,7 +227,7 @@ struct Compiler<'a> {
 }
 
 impl<'a> Compiler<'a> {
-    fn new(sig: &'a ModelSignature, steps: &'a [BeforeStep]) -> Self {
+    fn new(sig: &'a ModelSignature, steps: &'a [BeforeStep], dir: &'a Path) -> Self {
         let mut seen = vec![0usize; sig.inputs.len()];
         let slots = sig
             .features
@@ -167,6 +252,8 @@ impl<'a> Compiler<'a> {
         }
         Self {
             sig,
+            dir,
+            functions: 0,
             slots,
             derived_at,
             index: 0,
@@ -216,7 +303,7 @@ impl<'a> Compiler<'a> {
         names.iter().map(|n| self.float(n)).collect()
     }
 
-    fn step(&self, step: &BeforeStep, ops: &mut Vec<Op>) -> Result<(), String> {
+    fn step(&mut self, step: &BeforeStep, ops: &mut Vec<Op>) -> Result<(), String> {
         let finite = |what: &str, x: f64| {
             if x.is_finite() {
                 Ok(x)
@@ -400,6 +487,39 @@ impl<'a> Compiler<'a> {
                     reads,
                 });
             }
+            BeforeStep::Wasm {
+                module,
+                features,
+                fuel_per_row,
+                memory_mb,
+            } => {
+                let slots = self.floats(features)?;
+                if *memory_mb == 0 || *fuel_per_row == 0 {
+                    return Err("memory_mb and fuel_per_row must be above 0".into());
+                }
+                let rel = Path::new(module);
+                if rel.is_absolute() || rel.components().any(|c| c.as_os_str() == "..") {
+                    return Err(format!(
+                        "module {module:?} must be a path inside the model folder"
+                    ));
+                }
+                let path = self.dir.join(rel);
+                if !path.is_file() {
+                    return Err(format!(
+                        "module {module:?}: {} does not exist",
+                        path.display()
+                    ));
+                }
+                let function = Function::load(&path, *fuel_per_row, *memory_mb)
+                    .map_err(|e| format!("module {module:?}: {e}"))?;
+                ops.push(Op::Wasm {
+                    step: self.index,
+                    index: self.functions,
+                    function: Arc::new(function),
+                    slots,
+                });
+                self.functions += 1;
+            }
         }
         Ok(())
     }
@@ -536,6 +656,7 @@ fn run(op: &Op, frame: &mut Frame) {
                 }
             }
         }
+        Op::Wasm { .. } => {}
         Op::Derive { slot, expr, reads } => {
             let values: Vec<f64> = (0..frame.rows)
                 .map(|r| expr.eval(&|v| reads.get(v).map_or(f64::NAN, |s| read(frame, *s, r))))

@@ -10,6 +10,7 @@
 pub mod after;
 pub mod before;
 pub mod expr;
+pub mod wasm;
 
 use std::collections::BTreeMap;
 
@@ -169,6 +170,27 @@ pub enum BeforeStep {
     /// A float feature the client does not send, computed from others (`expr`): it is left
     /// out of the request's columns, records and V2 tensors.
     Derive { feature: String, expression: String },
+    /// A sandboxed function in WebAssembly (`pipeline::wasm` has its ABI): called once per
+    /// batch with the listed float features of every row, which it rewrites.
+    Wasm {
+        /// The module, relative to the model folder (`.wasm`, or `.wat` text).
+        module: String,
+        features: Vec<String>,
+        /// Instructions it may run per row of a batch (beside a fixed allowance).
+        #[serde(default = "fuel_per_row")]
+        fuel_per_row: u64,
+        /// Memory it may grow to.
+        #[serde(default = "memory_mb")]
+        memory_mb: u64,
+    },
+}
+
+fn fuel_per_row() -> u64 {
+    100_000
+}
+
+fn memory_mb() -> u64 {
+    64
 }
 
 /// A step on a classifier's or a regressor's answer.
@@ -282,6 +304,7 @@ impl BeforeStep {
             Self::Bucketize { .. } => "bucketize",
             Self::NormalizeText { .. } => "normalize_text",
             Self::Derive { .. } => "derive",
+            Self::Wasm { .. } => "wasm",
         }
     }
 }

@@ -286,3 +286,123 @@ fn an_ensemble_votes_with_its_weights() {
     // The rows must include ones where the members disagree, or weights were not tested.
     assert!(disagreements > 0, "every member agreed on every row");
 }
+
+fn wasm_fixture(name: &str) -> std::path::PathBuf {
+    crate::common::repo().join("tests/fixtures/wasm").join(name)
+}
+
+/// logreg with `module` as a `wasm` step over n_apps and screen_inches.
+fn logreg_with_function(module: &Path) -> tempfile::TempDir {
+    let dir = logreg_with(json!({"before": [{"step": "wasm", "module": "f.wat",
+        "features": ["n_apps", "screen_inches"], "fuel_per_row": 10000, "memory_mb": 4}]}));
+    std::fs::copy(module, dir.path().join("f.wat")).unwrap();
+    dir
+}
+
+/// Row 0 of the logreg example as CSV, with n_apps set to `n_apps`.
+fn row_with_n_apps(n_apps: &str) -> Vec<u8> {
+    let names: Vec<String> = serde_json::from_slice::<Value>(
+        &std::fs::read(model_dir("logreg").join("mlapp.json")).unwrap(),
+    )
+    .unwrap()["feature_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_string())
+        .collect();
+    let at = names.iter().position(|n| n == "n_apps").unwrap();
+    let text = String::from_utf8(crate::common::payload("logreg", "rows.csv")).unwrap();
+    let mut cells: Vec<String> = text
+        .lines()
+        .next()
+        .unwrap()
+        .split(',')
+        .map(String::from)
+        .collect();
+    cells[at] = n_apps.to_string();
+    format!("{}\n", cells.join(",")).into_bytes()
+}
+
+/// A function that loops for ever, grows its memory without end, traps or fails: that
+/// request alone fails, within the limit and naming why, while requests beside it are
+/// answered, and the server serves on.
+#[test]
+fn a_misbehaving_function_fails_its_request_only() {
+    let dir = logreg_with_function(&wasm_fixture("hostile.wat"));
+    let s = std::sync::Arc::new(Server::ready(dir.path(), &[]));
+    let good = row_with_n_apps("53");
+    let label = |body: &str| -> Value {
+        serde_json::from_str::<Value>(body).unwrap()["predictions"][0]["label"].clone()
+    };
+    let want = s.post(Some("text/csv"), None, &good);
+    assert_eq!(want.status, 200, "{}", want.body);
+    let want = label(&want.body);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let beside: Vec<_> = (0..2)
+        .map(|_| {
+            let (s, stop, good, want) = (s.clone(), stop.clone(), good.clone(), want.clone());
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = s.post(Some("text/csv"), None, &good);
+                    // Batched with others, the float32 sums may differ in the last place.
+                    assert_eq!(r.status, 200, "{}", r.body);
+                    assert_eq!(label(&r.body), want, "{}", r.body);
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    for (value, why) in [
+        ("-1", "ran out of fuel"),
+        ("-2", "asked for more than its 4 MiB of memory"),
+        (
+            "-3",
+            "the function trapped: wasm trap: wasm `unreachable` instruction executed",
+        ),
+        ("-4", "returned the error code 7"),
+    ] {
+        for _ in 0..3 {
+            let t = Instant::now();
+            let r = s.post(Some("text/csv"), None, &row_with_n_apps(value));
+            assert_eq!(r.status, 500, "{value}: {}", r.body);
+            let (_, message) = r.error();
+            assert!(
+                message.contains("steps.before[0] (wasm): ") && message.contains(why),
+                "{value}: {message}"
+            );
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "{value} took {:?}",
+                t.elapsed()
+            );
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in beside {
+        assert!(t.join().unwrap() > 0);
+    }
+    assert_eq!(s.get("/ping").status, 200);
+    assert_eq!(label(&s.post(Some("text/csv"), None, &good).body), want);
+}
+
+#[test]
+fn a_function_that_cannot_run_here_is_refused_at_load() {
+    for (module, want) in [
+        (
+            wasm_fixture("imports.wat"),
+            "steps.before[0] (wasm): module \"f.wat\": it imports wasi_snapshot_preview1::fd_write; a function gets no imports",
+        ),
+        (
+            wasm_fixture("no_transform.wat"),
+            "its export \"transform\" must be (i32, i32, i32) -> i32",
+        ),
+        (model_dir("logreg").join("mlapp.json"), "module \"f.wat\": "),
+    ] {
+        let dir = logreg_with_function(&module);
+        let s = Server::start(&["--model-dir", dir.path().to_str().unwrap()]);
+        let reason = failed_reason(&s);
+        assert!(reason.contains(want), "{want}: {reason}");
+    }
+}

@@ -314,3 +314,10 @@ fn a_chain_of_three_graphs() {
 fn a_weighted_ensemble_of_two_classifiers() {
     every_format_matches_python("ensemble");
 }
+
+/// A WebAssembly function (examples/gender/models/logreg_wasm/functions/clamp.wat) before
+/// logreg, against the same clamp done in numpy.
+#[test]
+fn logreg_behind_a_webassembly_function() {
+    every_format_matches_python("logreg_wasm");
+}

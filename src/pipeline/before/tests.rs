@@ -1,3 +1,5 @@
+use std::path::Path;
+
 use proptest::prelude::*;
 
 use super::*;
@@ -38,7 +40,13 @@ fn steps(json: &str) -> Vec<BeforeStep> {
 }
 
 fn compile(json: &str) -> Result<(Before, ModelSignature), String> {
-    Before::compile(&steps(json), &sig(), &ModelConfig::default()).map_err(|e| e.to_string())
+    Before::compile(
+        &steps(json),
+        &sig(),
+        &ModelConfig::default(),
+        Path::new("."),
+    )
+    .map_err(|e| e.to_string())
 }
 
 fn frame(x: Vec<f32>, city: &[&str], n: Vec<i64>) -> Frame {
@@ -50,6 +58,10 @@ fn frame(x: Vec<f32>, city: &[&str], n: Vec<i64>) -> Frame {
             Column::I64(n),
         ],
     }
+}
+
+fn apply(before: &Before, frame: Frame) -> Frame {
+    before.apply(frame, &mut before.scratch()).unwrap()
 }
 
 fn floats(f: &Frame) -> Vec<f32> {
@@ -74,24 +86,27 @@ fn numeric_steps_compute_what_they_say_on_their_feature_only() {
         6,
         "nothing derived: the request is the graph's"
     );
-    let out = before.apply(frame(
-        vec![
-            f32::NAN,
-            -5.0,
-            0.0,
-            2.0, //
-            1.5,
-            50.0,
-            f32::NAN,
-            10.0, //
-            7.0,
-            3.0,
-            -1.0,
-            f32::NAN,
-        ],
-        &["", "Paris", ""],
-        vec![1, 2, 3],
-    ));
+    let out = apply(
+        &before,
+        frame(
+            vec![
+                f32::NAN,
+                -5.0,
+                0.0,
+                2.0, //
+                1.5,
+                50.0,
+                f32::NAN,
+                10.0, //
+                7.0,
+                3.0,
+                -1.0,
+                f32::NAN,
+            ],
+            &["", "Paris", ""],
+            vec![1, 2, 3],
+        ),
+    );
     let x = floats(&out);
     // a: NaN is filled with -1, then bucketized: -1 < 0 → 0; 1.5 → 2 (0 and 1.5 are <= it); 7 → 3.
     assert_eq!([x[0], x[4], x[8]], [0.0, 2.0, 3.0]);
@@ -114,7 +129,10 @@ fn numeric_steps_compute_what_they_say_on_their_feature_only() {
 #[test]
 fn text_is_trimmed_and_lowercased() {
     let (before, _) = compile(r#"[{"step": "normalize_text", "features": ["city"]}]"#).unwrap();
-    let out = before.apply(frame(vec![0.0; 8], &["  São PAULO ", "lyon"], vec![0, 0]));
+    let out = apply(
+        &before,
+        frame(vec![0.0; 8], &["  São PAULO ", "lyon"], vec![0, 0]),
+    );
     assert_eq!(
         out.columns[1],
         Column::Str(vec!["são paulo".into(), "lyon".into()])
@@ -122,7 +140,7 @@ fn text_is_trimmed_and_lowercased() {
     let (before, _) =
         compile(r#"[{"step": "normalize_text", "features": ["city"], "lowercase": false}]"#)
             .unwrap();
-    let out = before.apply(frame(vec![0.0; 4], &[" A "], vec![0]));
+    let out = apply(&before, frame(vec![0.0; 4], &[" A "], vec![0]));
     assert_eq!(out.columns[1], Column::Str(vec!["A".into()]));
 }
 
@@ -137,11 +155,10 @@ fn a_derived_feature_is_left_out_of_the_request_and_computed_in_place() {
     assert_eq!(names, ["a", "b", "d", "city", "n"]);
     assert_eq!(request.inputs[0].width, 3);
     assert_eq!(request.inputs[0].shape, [-1, 3]);
-    let out = before.apply(frame(
-        vec![6.0, 2.0, 9.0, 1.0, 1.0, 9.0],
-        &["", ""],
-        vec![1, 10],
-    ));
+    let out = apply(
+        &before,
+        frame(vec![6.0, 2.0, 9.0, 1.0, 1.0, 9.0], &["", ""], vec![1, 10]),
+    );
     // Row 0: 6 / 3 + 1 = 3. Row 1: 1 / 2 + 10 = 10.5, clipped to 5.
     assert_eq!(floats(&out), [6.0, 2.0, 3.0, 9.0, 1.0, 1.0, 5.0, 9.0]);
 }
@@ -160,13 +177,17 @@ fn an_input_made_only_of_derived_features_is_not_asked_for() {
         &steps(r#"[{"step": "derive", "feature": "per_head", "expression": "income / size"}]"#),
         &sig,
         &ModelConfig::default(),
+        Path::new("."),
     )
     .unwrap();
     assert_eq!(request.inputs.len(), 2);
-    let out = before.apply(Frame {
-        rows: 2,
-        columns: vec![Column::F64(vec![100.0, 90.0]), Column::F64(vec![4.0, 3.0])],
-    });
+    let out = apply(
+        &before,
+        Frame {
+            rows: 2,
+            columns: vec![Column::F64(vec![100.0, 90.0]), Column::F64(vec![4.0, 3.0])],
+        },
+    );
     assert_eq!(out.columns[2], Column::F64(vec![25.0, 30.0]));
 }
 
@@ -254,7 +275,7 @@ proptest! {
         );
         if let Ok((before, request)) = compile(&json) {
             prop_assert_eq!(request.inputs[0].width, 3);
-            let out = before.apply(Frame {
+            let out = apply(&before, Frame {
                 rows,
                 columns: vec![
                     Column::F32(values[..rows * 3].to_vec()),
