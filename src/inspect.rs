@@ -10,7 +10,10 @@ use crate::model::{ModelError, OutputPlan, OutputType};
 /// The whole chain, from what a request carries through the steps and the graph to the
 /// answer. `warmup`: one warm-up run as `serve` does it, so that a model `serve` would refuse
 /// (or serve without batching) says so here too.
-pub fn describe(opened: &Opened, warmup: &Result<warmup::Report, ModelError>) -> String {
+pub fn describe(
+    opened: &Opened,
+    warmup: &Result<(warmup::Report, Option<usize>), ModelError>,
+) -> String {
     let (source, plan) = (&opened.source, &opened.plan);
     let sig = &opened.graph_signature;
     let mut s = String::new();
@@ -119,9 +122,20 @@ pub fn describe(opened: &Opened, warmup: &Result<warmup::Report, ModelError>) ->
     }
     let _ = writeln!(s, "returns (Accept):       {ACCEPTED_ACCEPT_TYPES}");
     match warmup {
-        Ok(report) => {
+        Ok((report, parity)) => {
             let _ = writeln!(s, "\nwarm-up: {report}");
             let _ = writeln!(s, "  batching {}", report.batching(report.follows_rows));
+            match parity {
+                Some(n) => {
+                    let _ = writeln!(s, "parity: its {n} sample rows give their expected answers");
+                }
+                None => {
+                    let _ = writeln!(
+                        s,
+                        "parity: no sample rows with expected answers (`mlapp package` adds them)"
+                    );
+                }
+            }
         }
         Err(e) => {
             let _ = writeln!(

@@ -13,6 +13,7 @@ pub mod http;
 pub mod inspect;
 pub mod model;
 pub mod monitor;
+pub mod package;
 pub mod pipeline;
 pub mod portal;
 pub mod registry;

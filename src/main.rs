@@ -38,6 +38,9 @@ enum Command {
     /// Check captured traffic or a data set against a baseline: statistics.json,
     /// constraint_violations.json and report.html.
     Monitor(mlapp::monitor::offline::MonitorRunArgs),
+    /// A model.tar.gz of a model folder with sample rows and their expected answers, which
+    /// every load checks before the model is served.
+    Package(mlapp::package::PackageArgs),
     /// Print a model's inputs, outputs and what mlapp accepts and returns for it.
     Inspect {
         /// The model folder (or a folder holding one .onnx file).
@@ -122,6 +125,16 @@ fn main() -> anyhow::Result<()> {
             if violations > 0 && args.fail_on_violation {
                 std::process::exit(3);
             }
+        }
+        Some(Command::Package(args)) => {
+            let (env, _) = runtime::init(args.ort_dylib.as_deref())?;
+            let packed = mlapp::package::package(env, &args)?;
+            println!(
+                "{}: {} files, with {} sample rows and their expected answers",
+                args.out.display(),
+                packed.files,
+                packed.rows
+            );
         }
         Some(Command::Inspect {
             model_dir,

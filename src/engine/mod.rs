@@ -4,6 +4,7 @@ pub mod batcher;
 mod combine;
 pub mod graphs;
 mod local;
+pub mod parity;
 pub mod pool;
 pub mod runtime;
 pub mod session;
@@ -242,15 +243,24 @@ pub fn open(
     Ok((opened, sessions))
 }
 
-/// One warm-up run on an opened model and its first sessions, as `load` does it, for
+/// One warm-up run on an opened model and its first sessions, and the parity check of its
+/// sample rows (the rows it checked, if it ships any), as `load` does them, for
 /// `mlapp inspect`.
 pub fn check_warmup(
     opened: &Opened,
     sessions: Vec<Session>,
     rows: usize,
-) -> Result<warmup::Report, ModelError> {
+) -> Result<(warmup::Report, Option<usize>), ModelError> {
     let warm = warmup::rows(&opened.source, &opened.signature, rows)?;
-    warmup::run(&mut [opened.unit(sessions)], &warm, 1, &opened.plan)
+    let mut unit = opened.unit(sessions);
+    let report = warmup::run(std::slice::from_mut(&mut unit), &warm, 1, &opened.plan)?;
+    let parity = parity::check(
+        &mut unit,
+        &opened.source.dir,
+        &opened.signature,
+        &opened.plan,
+    )?;
+    Ok((report, parity))
 }
 
 /// Loads, checks and warms up a model. Every session runs the warm-up rows (shipped with the
@@ -292,6 +302,15 @@ pub fn load(
     let report = warmup::run(&mut units, &rows, opts.warmup_runs, &opened.plan)?;
     if report.refused.is_some() {
         log::warn!("{}: warm-up: {report}", opened.source.file.display());
+    }
+    if let Some(unit) = units.first_mut() {
+        let dir = &opened.source.dir;
+        if let Some(n) = parity::check(unit, dir, &opened.signature, &opened.plan)? {
+            log::info!(
+                "{}: parity: its {n} sample rows give their expected answers",
+                dir.display()
+            );
+        }
     }
     // Coalescing requests is only safe when every output has one row per input row, which
     // an output that reshapes or reduces over rows breaks.

@@ -110,7 +110,7 @@ pub fn rows(
 ) -> Result<Rows, ModelError> {
     let (frame, origin) = match file(source)? {
         Some(path) => (
-            read(&path, sig, source.config.csv_header)?,
+            read(&path, sig, source.config.csv_header, "warm-up rows")?,
             Origin::Shipped(path),
         ),
         None => (
@@ -126,15 +126,22 @@ pub fn rows(
     Ok(Rows { frame, origin })
 }
 
-fn read(path: &Path, sig: &ModelSignature, csv_header: bool) -> Result<Frame, ModelError> {
-    let bad = |why: String| ModelError::Config(format!("warm-up rows {}: {why}", path.display()));
+/// Rows in a request format, from a file named by its extension (`what` names them in
+/// errors).
+pub fn read(
+    path: &Path,
+    sig: &ModelSignature,
+    csv_header: bool,
+    what: &str,
+) -> Result<Frame, ModelError> {
+    let bad = |why: String| ModelError::Config(format!("{what} {}: {why}", path.display()));
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     let size = std::fs::metadata(path)
         .map_err(|e| bad(e.to_string()))?
         .len();
     if size > MAX_BYTES {
         return Err(bad(format!(
-            "{size} bytes; a warm-up sample may hold at most {MAX_BYTES}"
+            "{size} bytes; a sample may hold at most {MAX_BYTES}"
         )));
     }
     let body = std::fs::read(path).map_err(|e| bad(e.to_string()))?;

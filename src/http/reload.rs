@@ -316,7 +316,7 @@ fn lasting_fetch(e: &StorageError) -> bool {
 fn lasting_load(e: &ModelError, dir: &Path) -> bool {
     match e {
         ModelError::Config(_) | ModelError::Unsupported(_) => true,
-        ModelError::Warmup(why) => !out_of_resources(why),
+        ModelError::Warmup(why) | ModelError::Parity(why) => !out_of_resources(why),
         ModelError::Load { path, message } => path.is_file() && !out_of_resources(message),
         // "no model file in the folder" is the content's only while the folder is there.
         ModelError::NotFound(_) => dir.is_dir(),

@@ -26,6 +26,8 @@ pub enum ModelError {
     Load { path: PathBuf, message: String },
     #[error("warm-up run failed: {0}")]
     Warmup(String),
+    #[error("parity check failed: {0}")]
+    Parity(String),
     #[error("{0}")]
     Device(String),
 }

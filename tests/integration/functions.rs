@@ -406,3 +406,141 @@ fn a_function_that_cannot_run_here_is_refused_at_load() {
         assert!(reason.contains(want), "{want}: {reason}");
     }
 }
+
+fn mlapp(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_mlapp"))
+        .args(args)
+        .env("RUST_LOG", "off")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap()
+}
+
+/// `mlapp package` of an example model into `out`, with its example rows.
+fn package(model: &str, out: &Path, extra: &[&str]) -> std::process::Output {
+    let dir = model_dir(model);
+    let rows = crate::common::repo()
+        .join("examples/gender/payloads")
+        .join(model)
+        .join("records.jsonl");
+    let mut args = vec![
+        "package",
+        dir.to_str().unwrap(),
+        "--rows",
+        rows.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    mlapp(&args)
+}
+
+fn unpack(archive: &Path, into: &Path) -> Vec<String> {
+    let file = std::fs::File::open(archive).unwrap();
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    tar.unpack(into).unwrap();
+    let file = std::fs::File::open(archive).unwrap();
+    let mut names: Vec<String> = tar::Archive::new(flate2::read::GzDecoder::new(file))
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_package_holds_the_whole_folder_and_its_sample_rows_and_serves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("model.tar.gz");
+    let p = package("logreg_wasm", &out, &[]);
+    assert!(p.status.success(), "{p:?}");
+    let names = unpack(&out, &tmp.path().join("wasm"));
+    assert_eq!(
+        names,
+        [
+            "functions/clamp.wat",
+            "mlapp.json",
+            "model.onnx",
+            "parity/expected.jsonl",
+            "parity/rows.jsonl"
+        ]
+    );
+    // The expected answers are the golden ones (Python's), as mlapp's JSON Lines give them.
+    let gold = crate::common::golden("logreg_wasm");
+    let expected = std::fs::read_to_string(tmp.path().join("wasm/parity/expected.jsonl")).unwrap();
+    for (line, label) in expected.lines().zip(gold["labels"].as_array().unwrap()) {
+        assert_eq!(
+            &serde_json::from_str::<Value>(line).unwrap()["label"],
+            label
+        );
+    }
+    let s = Server::ready(&out, &[]);
+    assert_eq!(s.get("/ping").json()["status"], "ready");
+
+    let out = tmp.path().join("logreg.tar.gz");
+    let p = package("logreg", &out, &[]);
+    assert!(p.status.success(), "{p:?}");
+    let names = unpack(&out, &tmp.path().join("logreg"));
+    assert!(
+        names.contains(&"baseline/statistics.json".to_string()),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn a_package_whose_answers_differ_is_refused_naming_the_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("model.tar.gz");
+    assert!(package("logreg_steps", &out, &[]).status.success());
+    let dir = tmp.path().join("unpacked");
+    unpack(&out, &dir);
+    let expected_file = dir.join("parity/expected.jsonl");
+    let original = std::fs::read_to_string(&expected_file).unwrap();
+
+    // Rows 2 and 5 (1-based) expected otherwise.
+    let mut lines: Vec<Value> = original
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    lines[1]["label"] = json!(if lines[1]["label"] == "M" { "F" } else { "M" });
+    let p = lines[4]["probabilities"]["M"].as_f64().unwrap();
+    lines[4]["probabilities"]["M"] = json!(p + 0.01);
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&expected_file, text).unwrap();
+    let s = Server::start(&["--model-dir", dir.to_str().unwrap()]);
+    let reason = failed_reason(&s);
+    assert!(
+        reason.contains("parity check failed") && reason.contains("rows 2, 5 of"),
+        "{reason}"
+    );
+    assert!(reason.contains("row 2: label: expected"), "{reason}");
+    drop(s);
+
+    // Another graph in place of the exported one: the answers differ, the rows are named.
+    std::fs::write(&expected_file, &original).unwrap();
+    std::fs::copy(graph("mlp"), dir.join("model.onnx")).unwrap();
+    let s = Server::start(&["--model-dir", dir.to_str().unwrap()]);
+    let reason = failed_reason(&s);
+    assert!(
+        reason.contains("parity check failed") && reason.contains("differ"),
+        "{reason}"
+    );
+
+    // At packaging time, answers given with --expected that the model does not give.
+    let wrong = tmp.path().join("wrong.jsonl");
+    std::fs::write(
+        &wrong,
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .unwrap();
+    let p = package(
+        "logreg_steps",
+        &tmp.path().join("never.tar.gz"),
+        &["--expected", wrong.to_str().unwrap()],
+    );
+    assert!(!p.status.success());
+    let err = String::from_utf8_lossy(&p.stderr);
+    assert!(err.contains("rows 2, 5 of"), "{err}");
+    assert!(!tmp.path().join("never.tar.gz").exists());
+}
