@@ -1,6 +1,7 @@
 //! `mlapp package MODEL_DIR --rows FILE`: a `model.tar.gz` of the whole model folder (graphs,
 //! config, steps' functions, the baseline, warm-up rows) with sample rows and their expected
-//! answers in `parity/`, which every later load checks (`engine::parity`).
+//! answers in `parity/`, which every later load checks (`engine::parity`). Files linked from
+//! elsewhere are packed as the files they point to.
 //!
 //! The expected answers are the ones given with `--expected` (what the model gave where it
 //! was trained, in mlapp's JSON Lines answer format), checked here first; else the ones this
@@ -70,7 +71,13 @@ pub fn package(env: &Environment, args: &PackageArgs) -> Result<Packed, PackageE
         engine::Device::Cpu,
     )?;
     let mut unit = opened.unit(sessions);
-    let got = parity::answers(&mut unit, &opened.signature, &opened.plan, &args.rows)?;
+    let got = parity::answers(
+        &mut unit,
+        &opened.signature,
+        &opened.plan,
+        &args.rows,
+        opened.source.config.csv_header,
+    )?;
     let expected: Vec<u8> = match &args.expected {
         Some(file) => {
             let want = parity::read_expected(file)?;
@@ -134,7 +141,13 @@ fn write(
     let mut tar = tar::Builder::new(gz);
     let skip = [out.canonicalize().ok(), tmp.canonicalize().ok()];
     let mut files = 0;
-    for entry in walkdir::WalkDir::new(dir).min_depth(1).sort_by_file_name() {
+    // Links are followed (a model file linked from a DVC or git-annex store is packed as the
+    // file it points to); a link loop is an error.
+    for entry in walkdir::WalkDir::new(dir)
+        .follow_links(true)
+        .min_depth(1)
+        .sort_by_file_name()
+    {
         let entry = entry.map_err(|e| PackageError::Io {
             path: dir.to_path_buf(),
             message: e.to_string(),

@@ -27,6 +27,9 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# Rounding of logreg_steps' answers: 4 puts a probability of the golden rows within 1e-6 of
+# a tie (0.33875087), which float32 noise on another CPU could round the other way.
+DECIMALS = 3
 CATEGORIES = ["games", "social", "beauty", "sports", "finance", "shopping", "news", "video"]
 
 
@@ -92,7 +95,7 @@ def logreg_steps():
         "before": [
             {"step": "derive", "feature": "total_hours", "expression": derived["total_hours"]},
             {"step": "derive", "feature": "night_share", "expression": derived["night_share"]},
-            {"step": "fill_missing", "values": {"n_apps": 40, "screen_inches": 6.1}},
+            {"step": "fill_missing", "values": {"n_apps": 40, "screen_inches": 7.5}},
             {"step": "clip", "features": ["screen_inches"], "min": 4.5, "max": 6.7},
             {"step": "log", "features": ["hours_games", "hours_video"], "offset": 1},
             {"step": "scale", "features": ["device_age_months"], "center": 12, "scale": 2},
@@ -101,7 +104,7 @@ def logreg_steps():
         "after": [
             {"step": "rename_labels", "labels": {"female": "F", "male": "M"}},
             {"step": "class_thresholds", "thresholds": [{"class": "M", "at_least": 0.4}]},
-            {"step": "round", "decimals": 4},
+            {"step": "round", "decimals": DECIMALS},
         ],
     }
     config = dict(base, steps=steps)
@@ -115,6 +118,11 @@ def logreg_steps():
             row[sent.index("n_apps")] = None
         if i % 5 == 2:
             row[sent.index("screen_inches")] = None
+        # Values at the edges of the steps: below the clip's min, on a bucket boundary.
+        if i == 3:
+            row[sent.index("screen_inches")] = 4.0
+        if i == 4:
+            row[sent.index("price_tier")] = 2.5
         rows.append(row)
     payloads("logreg_steps", sent, rows)
 
@@ -130,7 +138,7 @@ def logreg_steps():
     f = full.astype(np.float64)
     full[:, j("total_hours")] = sum(f[:, j(f"hours_{c}")] for c in CATEGORIES)
     full[:, j("night_share")] = sum(f[:, j(f"active_h{h:02d}")] for h in range(6))
-    for n, v in {"n_apps": 40, "screen_inches": 6.1}.items():
+    for n, v in {"n_apps": 40, "screen_inches": 7.5}.items():
         c = full[:, j(n)]
         c[np.isnan(c)] = v
     full[:, j("screen_inches")] = np.clip(full[:, j("screen_inches")].astype(np.float64), 4.5, 6.7)
@@ -143,7 +151,13 @@ def logreg_steps():
     _, prob = sess.run(None, {"input": full})
     classes = ["F", "M"]
     labels = ["M" if p[1] >= 0.4 else classes[int(np.argmax(p))] for p in prob]
-    probs = [[round(float(p), 4) for p in row] for row in prob]
+    # numpy rounds halves to even, as mlapp does. No value may sit within float32 noise of a
+    # rounding tie, or another CPU could round it the other way.
+    scale = 10.0 ** DECIMALS
+    for p in prob.reshape(-1):
+        frac = abs(float(p) * scale - math.floor(float(p) * scale) - 0.5)
+        assert frac > 0.01, f"{p} is too close to a rounding tie at {DECIMALS} decimals"
+    probs = [[float(np.round(float(p), DECIMALS)) for p in row] for row in prob]
     gold = {"kind": "classifier", "labels": labels, "probabilities": probs}
     write(os.path.join(HERE, "golden", "logreg_steps.json"), json.dumps(gold, indent=1) + "\n")
 
@@ -153,7 +167,7 @@ def pipeline_steps():
     steps = {
         "before": [
             {"step": "normalize_text", "features": ["city", "country"], "lowercase": False},
-            {"step": "fill_missing", "values": {"city": "unknown", "n_apps": 45}},
+            {"step": "fill_missing", "values": {"city": "Lagos", "n_apps": 45}},
         ],
     }
     sess = copy_model("pipeline", "pipeline_steps", dict(base, steps=steps))
@@ -179,7 +193,7 @@ def pipeline_steps():
         if inp.type == "tensor(string)":
             vals = ["" if v is None else v.strip() for v in vals]
             if inp.name == "city":
-                vals = [v or "unknown" for v in vals]
+                vals = [v or "Lagos" for v in vals]
             feed[inp.name] = np.array(vals, dtype=object).reshape(-1, 1)
         elif inp.type == "tensor(int64)":
             feed[inp.name] = np.array(vals, dtype=np.int64).reshape(-1, 1)
@@ -231,16 +245,19 @@ def chain():
                [helper.make_tensor_value_info("raw", TensorProto.FLOAT, [None, 64])],
                [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 64])],
                [numpy_helper.from_array(lo, "lo"), numpy_helper.from_array(hi, "hi")])
-    # Temperature scaling of the model's probabilities, and the label they give.
+    # Temperature scaling of the model's probabilities with a prior shift towards "male", and
+    # the label they give (which differs from the model's own on some rows).
     save_graph(os.path.join(d, "postprocess.onnx"),
                [helper.make_node("Log", ["probabilities"], ["logp"]),
-                helper.make_node("Div", ["logp", "temperature"], ["scaled"]),
+                helper.make_node("Div", ["logp", "temperature"], ["tempered"]),
+                helper.make_node("Add", ["tempered", "prior"], ["scaled"]),
                 helper.make_node("Softmax", ["scaled"], ["calibrated"], axis=1),
                 helper.make_node("ArgMax", ["calibrated"], ["predicted"], axis=1, keepdims=0)],
                [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2])],
                [helper.make_tensor_value_info("predicted", TensorProto.INT64, [None]),
                 helper.make_tensor_value_info("calibrated", TensorProto.FLOAT, [None, 2])],
-               [numpy_helper.from_array(np.array(1.5, dtype=np.float32), "temperature")])
+               [numpy_helper.from_array(np.array(1.5, dtype=np.float32), "temperature"),
+                numpy_helper.from_array(np.array([0.0, 0.6], dtype=np.float32), "prior")])
     config = {"feature_names": base["feature_names"], "class_labels": base["class_labels"],
               "graphs": {"chain": ["model.onnx", "postprocess.onnx", "preprocess.onnx"]}}
     write(os.path.join(d, "mlapp.json"), json.dumps(config, indent=2) + "\n")
@@ -250,6 +267,8 @@ def chain():
     (x,) = run("preprocess.onnx", {"raw": logreg_rows()})
     _, prob = run("model.onnx", {"input": x})
     predicted, calibrated = run("postprocess.onnx", {"probabilities": prob})
+    own, _ = run("model.onnx", {"input": x})
+    assert (own != predicted).any(), "the chain's answer must differ from the model's own"
     gold = {"kind": "classifier", "labels": [base["class_labels"][int(k)] for k in predicted],
             "probabilities": [[float(p) for p in row] for row in calibrated]}
     write(os.path.join(HERE, "golden", "chain.json"), json.dumps(gold, indent=1) + "\n")

@@ -35,6 +35,8 @@ pub struct Chain {
     order: Vec<usize>,
     /// Per graph, where each of its inputs (in its input order) comes from.
     feeds: Vec<Vec<Source>>,
+    /// Per graph, its inputs' names.
+    inputs: Vec<Vec<String>>,
     /// The graph whose outputs are the answer.
     sink: usize,
 }
@@ -129,7 +131,7 @@ impl Layout {
                 "chain, run as {}; the answer is {}'s",
                 c.order
                     .iter()
-                    .map(|&g| c.names[g].as_str())
+                    .map(|&g| format!("{} ({})", c.names[g], c.wiring(g)))
                     .collect::<Vec<_>>()
                     .join(" -> "),
                 c.names[c.sink]
@@ -260,6 +262,10 @@ fn chain(members: &[Member]) -> Result<(Chain, Vec<Port>), String> {
             names,
             order,
             feeds,
+            inputs: members
+                .iter()
+                .map(|m| m.inputs.iter().map(|(n, _)| n.clone()).collect())
+                .collect(),
             sink,
         },
         request,
@@ -267,6 +273,19 @@ fn chain(members: &[Member]) -> Result<(Chain, Vec<Port>), String> {
 }
 
 impl Chain {
+    /// Where graph `g`'s inputs come from, for `inspect`.
+    fn wiring(&self, g: usize) -> String {
+        self.feeds[g]
+            .iter()
+            .zip(&self.inputs[g])
+            .map(|(src, name)| match *src {
+                Source::Request(_) => format!("{name} from the request"),
+                Source::Made { graph, .. } => format!("{name} from {}", self.names[graph]),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     fn run(
         &self,
         sessions: &mut [Session],
@@ -455,6 +474,20 @@ impl Combined {
                     probabilities,
                 } => {
                     let c = mine.len();
+                    // A member's answer is checked before it is indexed: a graph that reduces
+                    // over rows, or a ZipMap with a map missing, must fail its batch, not the
+                    // worker.
+                    if labels.len() != rows
+                        || probabilities.len() != rows * c
+                        || (rows > 0 && c == 0)
+                    {
+                        return Err(format!(
+                            "{name} answered {} labels and {} probabilities ({c} classes) for \
+                             {rows} rows",
+                            labels.len(),
+                            probabilities.len()
+                        ));
+                    }
                     match &classes {
                         None => acc = vec![0.0; rows * c],
                         Some(first) if *first != mine => {
@@ -481,10 +514,13 @@ impl Combined {
                                     Label::Int(x) => x.to_string(),
                                     Label::Str(s) => s.clone(),
                                 };
-                                let k = mine
-                                    .iter()
-                                    .position(|c| *c == text)
-                                    .unwrap_or_else(|| argmax(p.iter().map(|&x| f64::from(x))));
+                                let k = mine.iter().position(|c| *c == text).ok_or_else(|| {
+                                    format!(
+                                        "{name} voted {text:?}, which is not one of its \
+                                         classes ({}); name them with class_labels",
+                                        mine.join(", ")
+                                    )
+                                })?;
                                 acc[r * c + k] += w;
                             }
                         }
@@ -492,6 +528,12 @@ impl Combined {
                     classes = Some(mine);
                 }
                 Predictions::Regressor { values, .. } => {
+                    if values.len() != rows {
+                        return Err(format!(
+                            "{name} answered {} values for {rows} rows",
+                            values.len()
+                        ));
+                    }
                     acc.resize(rows, 0.0);
                     for (a, v) in acc.iter_mut().zip(values) {
                         *a += w * v;
@@ -511,6 +553,9 @@ impl Combined {
                 let best: Vec<usize> = (0..rows)
                     .map(|r| argmax(acc[r * c..(r + 1) * c].iter().copied()))
                     .collect();
+                if best.iter().any(|&k| k >= c) {
+                    return Err("the ensemble has no class to answer with".into());
+                }
                 let (label, probabilities) = if answer == Answer::IntLabels {
                     let label = best
                         .iter()
@@ -563,13 +608,4 @@ impl Combined {
     }
 }
 
-/// The first index of the largest value.
-fn argmax(values: impl Iterator<Item = f64>) -> usize {
-    let mut best = (0, f64::NEG_INFINITY);
-    for (k, x) in values.enumerate() {
-        if x > best.1 {
-            best = (k, x);
-        }
-    }
-    best.0
-}
+use crate::pipeline::after::argmax;

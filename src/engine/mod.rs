@@ -209,7 +209,14 @@ pub fn open(
     let mut members = Vec::with_capacity(files.len());
     let mut provider = session::CPU;
     for (i, f) in files.iter().enumerate() {
-        let (s, p) = session::build_session(env, f, intra_threads.max(1), device, 0)?;
+        // The first graph settles the device, so that no chain or ensemble runs half on
+        // CUDA and half on the CPU.
+        let this = match (i, provider) {
+            (0, _) => device,
+            (_, session::CUDA) => Device::Cuda,
+            _ => Device::Cpu,
+        };
+        let (s, p) = session::build_session(env, f, intra_threads.max(1), this, 0)?;
         if i == 0 {
             provider = p;
         }
@@ -254,12 +261,7 @@ pub fn check_warmup(
     let warm = warmup::rows(&opened.source, &opened.signature, rows)?;
     let mut unit = opened.unit(sessions);
     let report = warmup::run(std::slice::from_mut(&mut unit), &warm, 1, &opened.plan)?;
-    let parity = parity::check(
-        &mut unit,
-        &opened.source.dir,
-        &opened.signature,
-        &opened.plan,
-    )?;
+    let parity = parity::check(&mut unit, &opened.source, &opened.signature, &opened.plan)?;
     Ok((report, parity))
 }
 
@@ -304,11 +306,10 @@ pub fn load(
         log::warn!("{}: warm-up: {report}", opened.source.file.display());
     }
     if let Some(unit) = units.first_mut() {
-        let dir = &opened.source.dir;
-        if let Some(n) = parity::check(unit, dir, &opened.signature, &opened.plan)? {
+        if let Some(n) = parity::check(unit, &opened.source, &opened.signature, &opened.plan)? {
             log::info!(
                 "{}: parity: its {n} sample rows give their expected answers",
-                dir.display()
+                opened.source.dir.display()
             );
         }
     }

@@ -13,15 +13,19 @@ use serde_json::Value;
 
 use super::unit::Unit;
 use crate::codec::{self, OutputFormat};
-use crate::model::{ModelError, ModelSignature, OutputPlan};
+use crate::model::{ModelError, ModelSignature, ModelSource, OutputPlan};
 
 pub const DIR: &str = "parity";
 pub const EXPECTED: &str = "expected.jsonl";
 pub const ROWS: [&str; 3] = ["rows.jsonl", "rows.json", "rows.csv"];
 const RELATIVE: f64 = 1e-5;
 const ABSOLUTE: f64 = 1e-6;
-/// Differences listed in an error, of how many there are.
+/// Differences described in an error, of how many there are.
 const SHOWN: usize = 5;
+/// Row numbers listed in an error.
+const LISTED: usize = 50;
+/// The largest expected-answers file read.
+const MAX_BYTES: u64 = 64 << 20;
 
 /// The rows and expected answers in `dir`'s `parity/`, when it has them.
 pub fn files(dir: &Path) -> Result<Option<(PathBuf, PathBuf)>, ModelError> {
@@ -48,8 +52,9 @@ pub fn answers(
     sig: &ModelSignature,
     plan: &OutputPlan,
     path: &Path,
+    csv_header: bool,
 ) -> Result<Vec<Value>, ModelError> {
-    let frame = super::warmup::read(path, sig, false, "sample rows")?;
+    let frame = super::warmup::read(path, sig, csv_header, "sample rows")?;
     let outputs = unit.run(frame).map_err(ModelError::Parity)?;
     let predictions = plan.apply(outputs).map_err(ModelError::Parity)?;
     let body = codec::encode(&predictions, OutputFormat::JsonLines);
@@ -61,8 +66,16 @@ pub fn answers(
 
 /// The lines of an expected-answers file.
 pub fn read_expected(path: &Path) -> Result<Vec<Value>, ModelError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ModelError::Parity(format!("{}: {e}", path.display())))?;
+    let fail = |e: String| ModelError::Parity(format!("{}: {e}", path.display()));
+    let size = std::fs::metadata(path)
+        .map_err(|e| fail(e.to_string()))?
+        .len();
+    if size > MAX_BYTES {
+        return Err(fail(format!(
+            "{size} bytes; expected answers may take {MAX_BYTES}"
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
@@ -143,15 +156,15 @@ fn differ(at: &str, e: &Value, g: &Value) -> Option<String> {
 /// None when the model ships none.
 pub fn check(
     unit: &mut Unit,
-    dir: &Path,
+    source: &ModelSource,
     sig: &ModelSignature,
     plan: &OutputPlan,
 ) -> Result<Option<usize>, ModelError> {
-    let Some((rows, expected)) = files(dir)? else {
+    let Some((rows, expected)) = files(&source.dir)? else {
         return Ok(None);
     };
     let want = read_expected(&expected)?;
-    let got = answers(unit, sig, plan, &rows)?;
+    let got = answers(unit, sig, plan, &rows, source.config.csv_header)?;
     let diffs = differences(&want, &got);
     if diffs.is_empty() {
         return Ok(Some(got.len()));
@@ -161,7 +174,14 @@ pub fn check(
 
 /// "rows 2, 7 of parity/rows.jsonl differ from parity/expected.jsonl: row 2: ...".
 pub fn describe(diffs: &[(usize, String)], rows: &Path) -> String {
-    let list: Vec<String> = diffs.iter().map(|(r, _)| (r + 1).to_string()).collect();
+    let mut list: Vec<String> = diffs
+        .iter()
+        .take(LISTED)
+        .map(|(r, _)| (r + 1).to_string())
+        .collect();
+    if diffs.len() > LISTED {
+        list.push(format!("and {} more", diffs.len() - LISTED));
+    }
     let shown: Vec<String> = diffs
         .iter()
         .take(SHOWN)

@@ -115,7 +115,12 @@ pub fn locate(dir: &Path, config_name: &str) -> Result<ModelSource, ModelError> 
 }
 
 /// The file `name` (`what` in the config) inside the model folder.
-fn inside(dir: &Path, what: &str, name: &str, config_name: &str) -> Result<PathBuf, ModelError> {
+pub(crate) fn inside(
+    dir: &Path,
+    what: &str,
+    name: &str,
+    config_name: &str,
+) -> Result<PathBuf, ModelError> {
     let rel = Path::new(name);
     if rel
         .components()

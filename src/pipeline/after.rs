@@ -104,8 +104,33 @@ impl After {
                 }
                 .to_string()
             };
+            let c = classes.len();
+            let takes_classes = !matches!(step, AfterStep::Round { .. });
+            if let Some(x) = labels.iter().find_map(|l| match l {
+                Label::Int(x) if takes_classes && !(0..c as i64).contains(x) => Some(*x),
+                _ => None,
+            }) {
+                return Err(fail(format!(
+                    "the model's integer labels (such as {x}) are not the numbers of its {c} \
+                     probability columns; name its classes with class_labels"
+                )));
+            }
             match step {
-                AfterStep::RenameLabels { labels: names } => rename(names, labels, classes),
+                AfterStep::RenameLabels { labels: names } => {
+                    if let Some(n) = names.keys().find(|n| !classes.contains(n)) {
+                        return Err(fail(format!(
+                            "the model has no class {n:?} (its classes: {})",
+                            classes.join(", ")
+                        )));
+                    }
+                    let mut renamed: Vec<&String> =
+                        classes.iter().map(|c| names.get(c).unwrap_or(c)).collect();
+                    renamed.sort();
+                    if let Some(w) = renamed.windows(2).find(|w| w[0] == w[1]) {
+                        return Err(fail(format!("two classes would both be named {:?}", w[0])));
+                    }
+                    rename(names, labels, classes)
+                }
                 AfterStep::ClassThresholds { thresholds } => {
                     let rules: Vec<(usize, f32)> = thresholds
                         .iter()
@@ -123,7 +148,6 @@ impl After {
                                 })
                         })
                         .collect::<Result<_, _>>()?;
-                    let c = classes.len();
                     for (r, label) in labels.iter_mut().enumerate() {
                         let Some(p) = probabilities.get(r * c..(r + 1) * c) else {
                             break;
@@ -132,7 +156,7 @@ impl After {
                             .iter()
                             .find(|(k, t)| p[*k] >= *t)
                             .map(|(k, _)| *k)
-                            .unwrap_or_else(|| most_probable(p));
+                            .unwrap_or_else(|| argmax(p.iter().map(|&x| f64::from(x))));
                         *label = label_of(label, &classes[k]);
                     }
                 }
@@ -175,15 +199,15 @@ fn rename(names: &BTreeMap<String, String>, labels: &mut [Label], classes: &mut 
     }
 }
 
-/// The first class of the highest probability, as argmax picks it.
-fn most_probable(p: &[f32]) -> usize {
-    let mut best = 0;
-    for (k, x) in p.iter().enumerate() {
-        if *x > p[best] {
-            best = k;
+/// The first index of the largest value (NaN never is).
+pub fn argmax(values: impl Iterator<Item = f64>) -> usize {
+    let mut best = (0, f64::NEG_INFINITY);
+    for (k, x) in values.enumerate() {
+        if x > best.1 {
+            best = (k, x);
         }
     }
-    best
+    best.0
 }
 
 /// The label of class `name`, in the kind of label the model gave (an integer stays an
@@ -255,6 +279,25 @@ mod tests {
             .classifier(&mut labels, &mut classes, &mut probs)
             .unwrap();
         assert_eq!(labels, [Label::Int(1), Label::Int(2)]);
+    }
+
+    #[test]
+    fn renames_must_name_classes_the_model_has_and_keep_them_apart() {
+        let after = |json: &str| After::compile(&steps(json), "classifier").unwrap();
+        let mut classes = vec!["0".to_string(), "1".to_string()];
+        let err = after(r#"[{"step": "rename_labels", "labels": {"2": "x"}}]"#)
+            .classifier(&mut [], &mut classes, &mut [])
+            .unwrap_err();
+        assert!(err.contains("no class \"2\""), "{err}");
+        let err = after(r#"[{"step": "rename_labels", "labels": {"0": "1"}}]"#)
+            .classifier(&mut [], &mut classes, &mut [])
+            .unwrap_err();
+        assert!(err.contains("both be named \"1\""), "{err}");
+        // Labels -1 and 1 are not the column numbers 0 and 1.
+        let err = after(r#"[{"step": "rename_labels", "labels": {"0": "neg"}}]"#)
+            .classifier(&mut [Label::Int(-1)], &mut classes, &mut [0.5, 0.5])
+            .unwrap_err();
+        assert!(err.contains("integer labels (such as -1)"), "{err}");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::expr::{self, Expr};
-use super::wasm::{Function, Running};
+use super::wasm::{self, Function, Running};
 use super::{BeforeStep, StepError};
 use crate::codec::{Column, Frame};
 use crate::model::{ElemType, ModelConfig, ModelError, ModelSignature};
@@ -297,9 +297,7 @@ impl<'a> Compiler<'a> {
     }
 
     fn floats(&self, names: &[String]) -> Result<Vec<Slot>, String> {
-        if names.is_empty() {
-            return Err("\"features\" is empty".into());
-        }
+        listed_once(names)?;
         names.iter().map(|n| self.float(n)).collect()
     }
 
@@ -403,9 +401,7 @@ impl<'a> Compiler<'a> {
                 lowercase,
                 trim,
             } => {
-                if features.is_empty() {
-                    return Err("\"features\" is empty".into());
-                }
+                listed_once(features)?;
                 if !lowercase && !trim {
                     return Err("with lowercase and trim both false it would do nothing".into());
                 }
@@ -494,22 +490,20 @@ impl<'a> Compiler<'a> {
                 memory_mb,
             } => {
                 let slots = self.floats(features)?;
-                if *memory_mb == 0 || *fuel_per_row == 0 {
-                    return Err("memory_mb and fuel_per_row must be above 0".into());
-                }
-                let rel = Path::new(module);
-                if rel.is_absolute() || rel.components().any(|c| c.as_os_str() == "..") {
+                if !(1..=wasm::MAX_MEMORY_MB).contains(memory_mb) {
                     return Err(format!(
-                        "module {module:?} must be a path inside the model folder"
+                        "memory_mb must be 1 to {} (a 32-bit module's memory), got {memory_mb}",
+                        wasm::MAX_MEMORY_MB
                     ));
                 }
-                let path = self.dir.join(rel);
-                if !path.is_file() {
+                if !(1..=wasm::MAX_FUEL_PER_ROW).contains(fuel_per_row) {
                     return Err(format!(
-                        "module {module:?}: {} does not exist",
-                        path.display()
+                        "fuel_per_row must be 1 to {}, got {fuel_per_row}",
+                        wasm::MAX_FUEL_PER_ROW
                     ));
                 }
+                let path = crate::model::inside(self.dir, "module", module, "the step")
+                    .map_err(|e| e.to_string())?;
                 let function = Function::load(&path, *fuel_per_row, *memory_mb)
                     .map_err(|e| format!("module {module:?}: {e}"))?;
                 ops.push(Op::Wasm {
@@ -522,6 +516,21 @@ impl<'a> Compiler<'a> {
             }
         }
         Ok(())
+    }
+}
+
+/// A step's feature list: not empty, each feature once (twice would run the step twice).
+fn listed_once(names: &[String]) -> Result<(), String> {
+    if names.is_empty() {
+        return Err("\"features\" is empty".into());
+    }
+    match names
+        .iter()
+        .enumerate()
+        .find(|(i, n)| names[..*i].contains(n))
+    {
+        Some((_, n)) => Err(format!("{n:?} is listed twice")),
+        None => Ok(()),
     }
 }
 

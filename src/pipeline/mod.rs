@@ -329,11 +329,15 @@ pub struct StepError {
     pub message: String,
 }
 
-/// Rounds to `decimals` places in the decimal, as Python's `round` does for the value a
-/// float32 prints as.
+/// Rounds to `decimals` places, halves to even as Python's `round` and numpy's do.
 pub fn round_to(x: f64, decimals: u32) -> f64 {
     let p = 10f64.powi(decimals.min(15) as i32);
-    (x * p).round() / p
+    let scaled = x * p;
+    if scaled.is_finite() {
+        scaled.round_ties_even() / p
+    } else {
+        x
+    }
 }
 
 #[cfg(test)]
@@ -382,7 +386,9 @@ mod tests {
     #[test]
     fn rounding_is_to_the_decimal_places() {
         assert_eq!(round_to(0.123456, 3), 0.123);
-        assert_eq!(round_to(2.5, 0), 3.0);
+        assert_eq!(round_to(2.5, 0), 2.0);
+        assert_eq!(round_to(3.5, 0), 4.0);
+        assert_eq!(round_to(1e300, 2), 1e300);
         assert_eq!(round_to(-1.26, 1), -1.3);
     }
 }

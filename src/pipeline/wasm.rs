@@ -1,6 +1,8 @@
 //! Sandboxed user functions: a WebAssembly module shipped in the model folder (a `wasm` step),
 //! run by wasmtime on each batch, with a fuel limit (instructions, so a loop that never ends
-//! stops), a memory limit, and no imports at all (no files, no network, no clock).
+//! stops), a wall-clock limit (fuel counts instructions, not time, so an epoch ticker also
+//! interrupts a call past its deadline), a memory limit, and no imports at all (no files, no
+//! network, no clock).
 //!
 //! The ABI, in core WebAssembly:
 //!
@@ -12,17 +14,27 @@
 //!
 //! The batch is `rows × cols` little-endian f64 at `ptr`, row-major, the step's features in
 //! the order it lists them (NaN: a missing value). `transform` rewrites it in place and
-//! returns 0, or another code to fail the batch. Each worker has its own instance, reused
-//! from batch to batch and made anew after a failure.
+//! returns 0, or another code to fail the batch. A batch larger than half the memory limit is
+//! passed in pieces of rows. Each worker has its own instance, reused from batch to batch and
+//! made anew after a failure.
 
 use std::fmt;
 use std::path::Path;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use wasmtime::{
     Config, Engine, Instance, Memory, Module, Store, StoreLimits, StoreLimitsBuilder, Trap,
     TypedFunc,
 };
+
+/// A 32-bit module's memory cannot pass 4 GiB.
+pub const MAX_MEMORY_MB: u64 = 4096;
+pub const MAX_FUEL_PER_ROW: u64 = 1_000_000_000;
+/// How often the epoch ticks: the resolution of the time limit.
+const TICK: Duration = Duration::from_millis(10);
+/// The wall-clock limit of one call.
+const TIME_LIMIT: Duration = Duration::from_secs(2);
 
 /// A compiled function and its limits.
 pub struct Function {
@@ -52,16 +64,32 @@ pub struct Running {
 /// Fuel for instantiation and the calls' own overhead, beside the rows' share.
 const FUEL_BASE: u64 = 10_000_000;
 
+/// The one engine of the process, and the thread that ticks its epoch.
 fn engine() -> Result<&'static Engine, String> {
     static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
     ENGINE
         .get_or_init(|| {
             let mut config = Config::new();
             config.consume_fuel(true);
-            Engine::new(&config).map_err(|e| format!("cannot start wasmtime: {e}"))
+            config.epoch_interruption(true);
+            let engine = Engine::new(&config).map_err(|e| format!("cannot start wasmtime: {e}"))?;
+            let ticking = engine.clone();
+            std::thread::Builder::new()
+                .name("mlapp-wasm-epoch".into())
+                .spawn(move || loop {
+                    std::thread::sleep(TICK);
+                    ticking.increment_epoch();
+                })
+                .map_err(|e| format!("cannot start wasmtime's epoch thread: {e}"))?;
+            Ok(engine)
         })
         .as_ref()
         .map_err(Clone::clone)
+}
+
+/// The deadline of a call, in epoch ticks from now.
+fn deadline() -> u64 {
+    (TIME_LIMIT.as_millis() / TICK.as_millis()) as u64
 }
 
 impl Function {
@@ -100,6 +128,7 @@ impl Function {
         let mut store = Store::new(engine, limits);
         store.limiter(|l| l);
         store.set_fuel(self.fuel_base).map_err(|e| e.to_string())?;
+        store.set_epoch_deadline(deadline());
         let instance = Instance::new(&mut store, &self.module, &[])
             .map_err(|e| format!("it does not start: {}", self.failure(&e)))?;
         let memory = instance
@@ -119,8 +148,26 @@ impl Function {
         })
     }
 
-    /// `data` (`rows × cols`, row-major) through the function, in place.
+    /// `data` (`rows × cols`, row-major) through the function, in place: in pieces of rows
+    /// that fit in half its memory, so a large request is not refused for its size.
     pub fn call(
+        &self,
+        running: &mut Running,
+        data: &mut [f64],
+        rows: usize,
+        cols: usize,
+    ) -> Result<(), String> {
+        if cols == 0 || rows == 0 {
+            return Ok(());
+        }
+        let per_call = (self.memory_bytes / 2 / (cols * 8)).max(1);
+        for piece in data.chunks_mut(per_call * cols) {
+            self.call_once(running, piece, piece.len() / cols, cols)?;
+        }
+        Ok(())
+    }
+
+    fn call_once(
         &self,
         running: &mut Running,
         data: &mut [f64],
@@ -131,6 +178,7 @@ impl Function {
             .fuel_base
             .saturating_add(self.fuel_per_row.saturating_mul(rows as u64));
         running.store.set_fuel(fuel).map_err(|e| e.to_string())?;
+        running.store.set_epoch_deadline(deadline());
         let bytes = data.len() * 8;
         let (Ok(len), Ok(r), Ok(c)) = (
             i32::try_from(bytes),
@@ -180,6 +228,10 @@ impl Function {
                  and {} per row at most)",
                 self.fuel_base, self.fuel_per_row
             ),
+            Some(Trap::Interrupt) => format!(
+                "the function ran past its time limit of {} ms",
+                TIME_LIMIT.as_millis()
+            ),
             Some(trap) => format!("the function trapped: {trap}"),
             None => {
                 let text = format!("{e:#}");
@@ -226,17 +278,32 @@ mod tests {
 
     #[test]
     fn limits_stop_the_function_and_say_which() {
-        let f = Function::load(&fixture("tests/fixtures/wasm/hostile.wat"), 1000, 2).unwrap();
+        let f = Function::load(&fixture("tests/fixtures/wasm/hostile.wat"), 1000, 4).unwrap();
         for (first, want) in [
             (-1.0, "ran out of fuel"),
-            (-2.0, "more than its 2 MiB of memory"),
+            (-2.0, "more than its 4 MiB of memory"),
             (-3.0, "trapped"),
             (-4.0, "error code 7"),
+            // wasmtime charges fuel for the bytes a memory.fill writes.
+            (-5.0, "ran out of fuel"),
         ] {
             let mut running = f.start().unwrap();
             let err = f.call(&mut running, &mut [first, 1.0], 1, 2).unwrap_err();
             assert!(err.contains(want), "{first}: {err}");
         }
+        // With all the fuel there is, the wall clock stops a loop that never ends.
+        let f = Function::load(
+            &fixture("tests/fixtures/wasm/hostile.wat"),
+            MAX_FUEL_PER_ROW,
+            4,
+        )
+        .unwrap();
+        let mut running = f.start().unwrap();
+        let t = std::time::Instant::now();
+        let mut batch = [-1.0; 100];
+        let err = f.call(&mut running, &mut batch, 100, 1).unwrap_err();
+        assert!(err.contains("ran past its time limit of 2000 ms"), "{err}");
+        assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
         let err = Function::load(&fixture("tests/fixtures/wasm/imports.wat"), 1000, 2).unwrap_err();
         assert!(
             err.contains("imports wasi_snapshot_preview1::fd_write"),

@@ -297,3 +297,44 @@ proptest! {
         let _ = expr::compile(&text, &mut |n| (n.len() < 3).then_some(0));
     }
 }
+
+/// A function gets the listed features row by row, in the order the step lists them, and its
+/// answer goes back to the same places (layout.wat adds each value's place in the batch).
+#[test]
+fn a_function_sees_its_features_row_by_row_in_the_listed_order() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wasm");
+    let (before, _) = Before::compile(
+        &steps(r#"[{"step": "wasm", "module": "layout.wat", "features": ["c", "a"]}]"#),
+        &sig(),
+        &ModelConfig::default(),
+        &dir,
+    )
+    .unwrap();
+    let out = apply(
+        &before,
+        frame(
+            vec![10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0],
+            &["", ""],
+            vec![0, 0],
+        ),
+    );
+    // Passed as [c0, a0, c1, a1] = [30, 10, 70, 50], given back as [30, 11, 72, 53].
+    assert_eq!(
+        floats(&out),
+        [11.0, 20.0, 30.0, 40.0, 53.0, 60.0, 72.0, 80.0]
+    );
+    let err = Before::compile(
+        &steps(r#"[{"step": "wasm", "module": "../wasm/layout.wat", "features": ["a"]}]"#),
+        &sig(),
+        &ModelConfig::default(),
+        &dir,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("must be a path inside the model folder"),
+        "{err}"
+    );
+    let err = compile(r#"[{"step": "log", "features": ["a", "b", "a"]}]"#).unwrap_err();
+    assert!(err.contains("\"a\" is listed twice"), "{err}");
+}
