@@ -161,15 +161,6 @@ pub struct Opened {
 }
 
 impl Opened {
-    /// Every graph file, as listed.
-    fn files(&self) -> Vec<&Path> {
-        if self.source.graphs.is_empty() {
-            vec![self.source.file.as_path()]
-        } else {
-            self.source.graphs.iter().map(PathBuf::as_path).collect()
-        }
-    }
-
     /// A worker's unit around `sessions` (one per graph file).
     pub fn unit(&self, sessions: Vec<Session>) -> unit::Unit {
         unit::Unit::new(sessions, Arc::clone(&self.layout), self.before.clone())
@@ -183,10 +174,19 @@ impl Opened {
         device: Device,
         id: i32,
     ) -> Result<Vec<Session>, ModelError> {
-        self.files()
-            .into_iter()
+        graph_files(&self.source)
+            .iter()
             .map(|f| session::build_session(env, f, intra_threads.max(1), device, id).map(|s| s.0))
             .collect()
+    }
+}
+
+/// Every graph file of a model, as listed (one for a model of one graph).
+fn graph_files(source: &ModelSource) -> Vec<PathBuf> {
+    if source.graphs.is_empty() {
+        vec![source.file.clone()]
+    } else {
+        source.graphs.clone()
     }
 }
 
@@ -200,11 +200,7 @@ pub fn open(
     device: Device,
 ) -> Result<(Opened, Vec<Session>), ModelError> {
     let source = model::locate(dir, config_name)?;
-    let files: Vec<PathBuf> = if source.graphs.is_empty() {
-        vec![source.file.clone()]
-    } else {
-        source.graphs.clone()
-    };
+    let files = graph_files(&source);
     let mut sessions = Vec::with_capacity(files.len());
     let mut members = Vec::with_capacity(files.len());
     let mut provider = session::CPU;
@@ -322,7 +318,13 @@ pub fn load(
         max_delay: opts.max_batch_delay,
         capacity: opts.queue_capacity.max(1),
         combine: batching,
-        inline_budget: opts.inline_budget,
+        // A function may run up to its time limit, which an HTTP thread must not wait out
+        // (every request of its event loop would): a model with one is scored on workers only.
+        inline_budget: if opened.before.as_ref().is_some_and(|b| b.has_functions()) {
+            Duration::ZERO
+        } else {
+            opts.inline_budget
+        },
     };
     let Opened {
         source,

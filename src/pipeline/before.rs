@@ -139,6 +139,11 @@ impl Before {
         self.ops.is_empty() && self.expand.is_none()
     }
 
+    /// Whether a step calls a WebAssembly function.
+    pub fn has_functions(&self) -> bool {
+        self.ops.iter().any(|op| matches!(op, Op::Wasm { .. }))
+    }
+
     /// A worker's state for these steps.
     pub fn scratch(&self) -> Scratch {
         let n = self
