@@ -28,20 +28,6 @@ fn write_config(dir: &Path, config: &Value) {
     std::fs::rename(tmp, dir.join("mlapp.json")).unwrap();
 }
 
-fn failed_reason(s: &Server) -> String {
-    let until = Instant::now() + Duration::from_secs(60);
-    loop {
-        let r = s.get("/ping");
-        assert_eq!(r.status, 503, "{}", r.body);
-        let v = r.json();
-        if v["status"] == "failed" {
-            return v["reason"].as_str().unwrap().to_string();
-        }
-        assert!(Instant::now() < until, "still loading: {v}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn bad_steps_keep_ping_at_503_naming_the_step() {
     let cases = [
@@ -72,7 +58,7 @@ fn bad_steps_keep_ping_at_503_naming_the_step() {
     for (steps, want) in cases {
         let dir = logreg_with(steps.clone());
         let s = Server::start(&["--model-dir", dir.path().to_str().unwrap()]);
-        let reason = failed_reason(&s);
+        let reason = s.failure();
         assert!(reason.contains(want), "{steps}: {reason}");
         let r = s.post(Some("text/csv"), None, b"1\n");
         assert_eq!(r.status, 503, "{}", r.body);
@@ -253,7 +239,7 @@ fn bad_graphs_keep_ping_at_503_naming_the_problem() {
     ];
     for (dir, want) in &cases {
         let s = Server::start(&["--model-dir", dir.path().to_str().unwrap()]);
-        let reason = failed_reason(&s);
+        let reason = s.failure();
         assert!(reason.contains(want), "{want}: {reason}");
     }
 }
@@ -436,7 +422,7 @@ fn a_function_that_cannot_run_here_is_refused_at_load() {
     ] {
         let dir = logreg_with_function(&module);
         let s = Server::start(&["--model-dir", dir.path().to_str().unwrap()]);
-        let reason = failed_reason(&s);
+        let reason = s.failure();
         assert!(reason.contains(want), "{want}: {reason}");
     }
 }
@@ -555,7 +541,7 @@ fn a_package_whose_answers_differ_is_refused_naming_the_rows() {
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
     std::fs::write(&expected_file, text).unwrap();
     let s = Server::start(&["--model-dir", dir.to_str().unwrap()]);
-    let reason = failed_reason(&s);
+    let reason = s.failure();
     assert!(
         reason.contains("parity check failed") && reason.contains("rows 2, 5 of"),
         "{reason}"
@@ -567,7 +553,7 @@ fn a_package_whose_answers_differ_is_refused_naming_the_rows() {
     std::fs::write(&expected_file, &original).unwrap();
     std::fs::copy(graph("mlp"), dir.join("model.onnx")).unwrap();
     let s = Server::start(&["--model-dir", dir.to_str().unwrap()]);
-    let reason = failed_reason(&s);
+    let reason = s.failure();
     assert!(
         reason.contains("parity check failed")
             && reason.contains(" of ")

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::batching::metric;
 use crate::common::{assert_csv_row, golden, model_dir, payload, Server};
@@ -116,21 +116,6 @@ fn without_shipped_rows_a_refused_synthetic_warmup_is_a_warning_and_batching_is_
     );
 }
 
-/// Waits for /ping to say the load failed, and returns the reason.
-fn failure(s: &Server) -> String {
-    let until = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = s.get("/ping");
-        assert_eq!(r.status, 503, "{}", r.body);
-        let v = r.json();
-        if v["status"] == "failed" {
-            return v["reason"].as_str().unwrap().to_string();
-        }
-        assert!(Instant::now() < until, "still loading");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn shipped_rows_that_do_not_run_or_decode_fail_the_load_by_name() {
     let tmp = strict_without_rows();
@@ -143,7 +128,7 @@ fn shipped_rows_that_do_not_run_or_decode_fail_the_load_by_name() {
     )
     .unwrap();
     let s = Server::start(&["--model-dir", tmp.path().to_str().unwrap()]);
-    let reason = failure(&s);
+    let reason = s.failure();
     assert!(
         reason.contains("warm-up run failed")
             && reason.contains("warmup.jsonl")
@@ -156,7 +141,7 @@ fn shipped_rows_that_do_not_run_or_decode_fail_the_load_by_name() {
     bad["price_tier"] = "high".into();
     std::fs::write(tmp.path().join("warmup.jsonl"), format!("{first}\n{bad}\n")).unwrap();
     let s = Server::start(&["--model-dir", tmp.path().to_str().unwrap()]);
-    let reason = failure(&s);
+    let reason = s.failure();
     assert!(
         reason.contains("warmup.jsonl") && reason.contains("row 2"),
         "{reason}"

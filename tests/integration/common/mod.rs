@@ -179,6 +179,21 @@ impl Server {
         s
     }
 
+    /// Waits for /ping to say the load failed (503 all along), and returns the reason.
+    pub fn failure(&self) -> String {
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = self.get("/ping");
+            assert_eq!(r.status, 503, "{}", r.body);
+            let v = r.json();
+            if v["status"] == "failed" {
+                return v["reason"].as_str().unwrap().to_string();
+            }
+            assert!(Instant::now() < until, "still loading: {v}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn wait_ready(&self, limit: Duration) {
         let until = Instant::now() + limit;
         loop {
