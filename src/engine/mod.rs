@@ -318,13 +318,7 @@ pub fn load(
         max_delay: opts.max_batch_delay,
         capacity: opts.queue_capacity.max(1),
         combine: batching,
-        // A function may run up to its time limit, which an HTTP thread must not wait out
-        // (every request of its event loop would): a model with one is scored on workers only.
-        inline_budget: if opened.before.as_ref().is_some_and(|b| b.has_functions()) {
-            Duration::ZERO
-        } else {
-            opts.inline_budget
-        },
+        inline_budget: opts.inline_budget,
     };
     let Opened {
         source,

@@ -25,6 +25,7 @@ use super::{combine, local};
 use crate::codec::Frame;
 use crate::model::Outputs;
 use crate::monitor::Metrics;
+use crate::pipeline::wasm::{Inline, OVERRAN_INLINE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -387,6 +388,7 @@ pub(super) fn run_here(sh: &Shared, jobs: Vec<Entry<Job>>) {
         sh.to_workers(jobs);
         return;
     };
+    let _inline = Inline::enter();
     let mut batches = State::new(Policy {
         capacity: usize::MAX,
         max_delay: Duration::ZERO,
@@ -443,14 +445,34 @@ fn run_entries(
     let rows: usize = live.iter().map(|e| e.rows).sum();
     sh.metrics.run(live.len(), rows);
     if live.len() == 1 {
-        let e = live.into_iter().next().map(|e| (e.enqueued, e.item));
-        if let Some((enqueued, job)) = e {
-            let gone = || job.reply.is_closed();
-            let result = session.run_unless(job.frame, &gone);
-            if result.is_ok() {
-                sh.measured(rows, started.elapsed());
+        let e = live
+            .into_iter()
+            .next()
+            .map(|e| (e.enqueued, e.deadline, e.item));
+        if let Some((enqueued, deadline, job)) = e {
+            let Job { frame, reply: tx } = job;
+            // A function on an HTTP thread has a short deadline (`wasm::Inline`); a request
+            // that overruns it goes to the workers, where the function has its whole limit.
+            let spare = (inline && session.has_functions()).then(|| frame.clone());
+            let gone = || tx.is_closed();
+            let result = session.run_unless(frame, &gone);
+            match (result, spare) {
+                (Err(e), Some(frame)) if e.contains(OVERRAN_INLINE) => {
+                    return Some(vec![Entry {
+                        rows,
+                        enqueued,
+                        deadline,
+                        item: Job { frame, reply: tx },
+                        piece: false,
+                    }]);
+                }
+                (result, _) => {
+                    if result.is_ok() {
+                        sh.measured(rows, started.elapsed());
+                    }
+                    reply(tx, result, enqueued, started);
+                }
             }
-            reply(job.reply, result, enqueued, started);
         }
         return None;
     }

@@ -31,6 +31,11 @@ impl Unit {
         }
     }
 
+    /// Whether its steps call a WebAssembly function.
+    pub fn has_functions(&self) -> bool {
+        self.before.as_ref().is_some_and(|(b, _)| b.has_functions())
+    }
+
     /// A request's frame (as the request signature has it) through the steps and the graphs.
     pub fn run(&mut self, frame: Frame) -> Result<Outputs, String> {
         self.run_unless(frame, &|| false)

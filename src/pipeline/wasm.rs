@@ -1,7 +1,8 @@
 //! Sandboxed user functions: a WebAssembly module shipped in the model folder (a `wasm` step),
 //! run by wasmtime on each batch, with a fuel limit (instructions, so a loop that never ends
 //! stops), a wall-clock limit (fuel counts instructions, not time, so an epoch ticker also
-//! interrupts a call past its deadline), a memory limit, and no imports at all (no files, no
+//! interrupts a call past its deadline: 2 s on a worker, 20 ms on an HTTP thread, which then
+//! hands the request to a worker), a memory limit, and no imports at all (no files, no
 //! network, no clock).
 //!
 //! The ABI, in core WebAssembly:
@@ -18,6 +19,7 @@
 //! passed in pieces of rows. Each worker has its own instance, reused from batch to batch and
 //! made anew after a failure.
 
+use std::cell::Cell;
 use std::fmt;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -35,6 +37,31 @@ pub const MAX_FUEL_PER_ROW: u64 = 1_000_000_000;
 const TICK: Duration = Duration::from_millis(10);
 /// The wall-clock limit of one call.
 const TIME_LIMIT: Duration = Duration::from_secs(2);
+/// The limit of a call on an HTTP thread, whose other connections wait while it runs: one
+/// that overruns it is run again on a worker with `TIME_LIMIT` (`engine::pool`).
+const INLINE_LIMIT: Duration = Duration::from_millis(20);
+/// The start of the error of a call that overran `INLINE_LIMIT`.
+pub const OVERRAN_INLINE: &str = "the function overran the time an HTTP thread gives it";
+
+thread_local! {
+    static INLINE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// While it lives, functions called on this thread have `INLINE_LIMIT`.
+pub struct Inline(());
+
+impl Inline {
+    pub fn enter() -> Inline {
+        INLINE.with(|i| i.set(true));
+        Inline(())
+    }
+}
+
+impl Drop for Inline {
+    fn drop(&mut self) {
+        INLINE.with(|i| i.set(false));
+    }
+}
 
 /// A compiled function and its limits.
 pub struct Function {
@@ -89,7 +116,12 @@ fn engine() -> Result<&'static Engine, String> {
 
 /// The deadline of a call, in epoch ticks from now.
 fn deadline() -> u64 {
-    (TIME_LIMIT.as_millis() / TICK.as_millis()) as u64
+    let limit = if INLINE.with(Cell::get) {
+        INLINE_LIMIT
+    } else {
+        TIME_LIMIT
+    };
+    (limit.as_millis() / TICK.as_millis()) as u64
 }
 
 impl Function {
@@ -227,6 +259,10 @@ impl Function {
                 "the function ran out of fuel (it ran too long: {} instructions for the batch \
                  and {} per row at most)",
                 self.fuel_base, self.fuel_per_row
+            ),
+            Some(Trap::Interrupt) if INLINE.with(Cell::get) => format!(
+                "{OVERRAN_INLINE} ({} ms); it is run again on a worker",
+                INLINE_LIMIT.as_millis()
             ),
             Some(Trap::Interrupt) => format!(
                 "the function ran past its time limit of {} ms",

@@ -407,6 +407,28 @@ fn a_misbehaving_function_fails_its_request_only() {
     assert_eq!(label(&s.post(Some("text/csv"), None, &good).body), want);
 }
 
+/// A function that takes longer than an HTTP thread may give it (but less than its limit)
+/// is answered: the request goes on to a worker.
+#[test]
+fn a_slow_function_is_answered_from_a_worker() {
+    let dir = logreg_with(json!({"before": [{"step": "wasm", "module": "f.wat",
+        "features": ["n_apps"], "fuel_per_row": 1_000_000_000u64}]}));
+    std::fs::copy(wasm_fixture("hostile.wat"), dir.path().join("f.wat")).unwrap();
+    let s = Server::ready(dir.path(), &[]);
+    // Cheap requests first, so that the model's measured cost lets requests run inline.
+    for _ in 0..50 {
+        assert_eq!(
+            s.post(Some("text/csv"), None, &row_with_n_apps("53"))
+                .status,
+            200
+        );
+    }
+    let t = Instant::now();
+    let r = s.post(Some("text/csv"), None, &row_with_n_apps("-6"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+}
+
 #[test]
 fn a_function_that_cannot_run_here_is_refused_at_load() {
     for (module, want) in [
