@@ -6,8 +6,10 @@ use std::time::{Duration, Instant};
 use crate::common::{assert_csv_row, golden, model_dir, payload};
 use crate::docker::{docker, image, require_images, Container};
 
-/// The target from the issue: the CPU image under 150 MB.
-const MAX_IMAGE_MB: f64 = 150.0;
+/// The CPU image's size bound. It was 150 MB, the target of the issue that made the image.
+/// Sandboxed functions (issue 16) link wasmtime's compiler: about 10 MB of the binary's 40
+/// after Cranelift is built for size (Cargo.toml), which puts the image at about 153 MB.
+const MAX_IMAGE_MB: f64 = 160.0;
 
 #[test]
 fn the_image_serves_answers_and_drains_on_docker_stop() {
