@@ -3,7 +3,7 @@
 //! (`after`). Steps are checked against the model's signature when it loads, and an error
 //! names the step (`steps.before[2] (clip)`) and what is wrong with it.
 //!
-//! The `before` steps run on the engine's worker with the batch they belong to, so every
+//! The `before` steps run in the engine with the batch they belong to (`engine::unit`), so every
 //! entry point (`/invocations`, the Open Inference Protocol, transform, portal jobs, the
 //! warm-up) scores through them alike. The `after` steps become part of the output plan.
 
