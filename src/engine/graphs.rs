@@ -1,7 +1,7 @@
 //! Several graphs served as one model (`"graphs"` in the config): a chain, whose graphs feed
 //! each other by output and input name, or an ensemble, whose members score the same rows and
-//! whose answers are combined. Either is checked when it loads, and runs on one worker as one
-//! unit, so a batch goes through every graph before the next batch starts.
+//! whose answers are combined. Either is checked when it loads, and runs as one unit
+//! (`unit::Unit`): a batch goes through every graph before its session set takes the next.
 
 use ort::session::Session;
 use ort::value::{TensorElementType, ValueType};

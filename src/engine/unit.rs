@@ -1,6 +1,6 @@
-//! What one worker runs for a batch: the model's `before` steps, then its graph or graphs
-//! (`graphs::Layout`). A worker owns its unit, so a batch goes through the steps and every
-//! graph as one piece of work.
+//! What runs a batch: the model's `before` steps, then its graph or graphs
+//! (`graphs::Layout`). A unit is held by one thread at a time (a worker, or an HTTP thread on
+//! the inline path), so a batch goes through the steps and every graph as one piece of work.
 
 use std::sync::Arc;
 
