@@ -80,7 +80,7 @@ pub fn describe(
             probabilities,
             class_labels,
             threshold,
-            ..
+            after,
         } => {
             let _ = writeln!(
                 s,
@@ -93,24 +93,41 @@ pub fn describe(
             if let Some(t) = threshold {
                 let _ = writeln!(s, "  threshold: second class when its probability >= {t}");
             }
-            let _ = writeln!(
-                s,
-                "  JSON entry: {{\"label\": L, \"probabilities\": {{class: p, ...}}}}; CSV line: label,p_class0,p_class1,..."
-            );
+            match after.shown().and_then(|s| s.top_k) {
+                Some(k) => {
+                    let _ = writeln!(
+                        s,
+                        "  JSON entry: {{\"label\": L, \"top_k\": [{{\"class\": c, \"probability\": p}}, ... ({k} most probable)]}}; CSV line: label,c1,p1,...,c{k},p{k}"
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        s,
+                        "  JSON entry: {{\"label\": L, \"probabilities\": {{class: p, ...}}}}; CSV line: label,p_class0,p_class1,..."
+                    );
+                }
+            }
+            fields(&mut s, after);
         }
-        OutputPlan::Regressor { value, .. } => {
+        OutputPlan::Regressor { value, after } => {
+            let entry = match after.shown() {
+                Some(_) => "{\"value\": v, ...}",
+                None => "a number",
+            };
             let _ = writeln!(
                 s,
-                "  value from \"{}\"; JSON entry: a number; CSV line: the value",
+                "  value from \"{}\"; JSON entry: {entry}; CSV line: the value",
                 sig.outputs[*value].name
             );
+            fields(&mut s, after);
         }
-        OutputPlan::Raw { outputs } => {
+        OutputPlan::Raw { outputs, after } => {
             let names: Vec<&str> = outputs
                 .iter()
                 .map(|&i| sig.outputs[i].name.as_str())
                 .collect();
             let _ = writeln!(s, "  every output by name: {}", names.join(", "));
+            fields(&mut s, after);
         }
     }
     let _ = writeln!(s, "\naccepts (Content-Type): {ACCEPTED_CONTENT_TYPES}");
@@ -145,6 +162,23 @@ pub fn describe(
         }
     }
     s
+}
+
+/// The `fields` step's constants, as every answer carries them.
+fn fields(s: &mut String, after: &crate::pipeline::After) {
+    let Some(shown) = after.shown().filter(|x| !x.fields.is_empty()) else {
+        return;
+    };
+    let listed: Vec<String> = shown
+        .fields
+        .iter()
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect();
+    let _ = writeln!(
+        s,
+        "  and in every answer (JSON members, CSV columns at the end; V2 parameters): {}",
+        listed.join(", ")
+    );
 }
 
 fn one_line(step: &impl serde::Serialize) -> String {

@@ -9,6 +9,8 @@ Builds, from the models and payloads generate.py made:
   models/ensemble/          logreg and the MLP, probabilities averaged with weights 1 and 3
   models/logreg_wasm/       logreg behind a WebAssembly function (functions/clamp.wat, written
                             by hand) that clamps the hours of use to [0, 3]
+  models/segments/          a five-class softmax over the same features whose answers list
+                            their top 3 classes and carry constant fields (the model version)
   payloads/<name>/          its request rows, some values missing, some text untidy
   golden/<name>.json        the answers: the steps done here in numpy, the graph run by Python
                             onnxruntime, so mlapp's steps are checked against an independent
@@ -311,6 +313,52 @@ def logreg_wasm():
     write(os.path.join(HERE, "golden", "logreg_wasm.json"), json.dumps(gold, indent=1) + "\n")
 
 
+SEGMENTS = ["commuter", "gamer", "parent", "shopper", "student"]
+SEGMENTS_FIELDS = {"model_version": "segments-2026.12", "calibrated": False, "top": 3}
+
+
+def segments():
+    """A multi-class model, so that top_k has classes to choose among and order."""
+    base = json.load(open(os.path.join(HERE, "models", "logreg", "mlapp.json")))
+    d = os.path.join(HERE, "models", "segments")
+    os.makedirs(d, exist_ok=True)
+    rng = np.random.default_rng(2026)
+    x = logreg_rows()
+    # Weights scaled by each feature's spread, so every feature moves the scores a little,
+    # centred on their means, so that the classes compete.
+    spread = x.astype(np.float64).std(axis=0) + 1e-3
+    w64 = rng.normal(0, 0.15, (64, len(SEGMENTS))) / spread[:, None]
+    b = (rng.normal(0, 0.3, len(SEGMENTS)) - x.astype(np.float64).mean(axis=0) @ w64).astype(np.float32)
+    w = w64.astype(np.float32)
+    save_graph(os.path.join(d, "model.onnx"),
+               [helper.make_node("MatMul", ["input", "w"], ["xw"]),
+                helper.make_node("Add", ["xw", "b"], ["scores"]),
+                helper.make_node("Softmax", ["scores"], ["probabilities"], axis=1),
+                helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0)],
+               [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 64])],
+               [helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+                helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, len(SEGMENTS)])],
+               [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    config = {"feature_names": base["feature_names"], "class_labels": SEGMENTS,
+              "steps": {"after": [{"step": "top_k", "k": 3},
+                                  {"step": "fields", "fields": SEGMENTS_FIELDS}]}}
+    write(os.path.join(d, "mlapp.json"), json.dumps(config, indent=2) + "\n")
+    copy_payloads("logreg", "segments")
+    label, prob = ort.InferenceSession(os.path.join(d, "model.onnx"),
+                                       providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    top = []
+    for row in prob:
+        order = sorted(range(len(row)), key=lambda k: -float(row[k]))[:3]
+        # The order must not hang on float32 noise: no two listed scores within 1e-5.
+        ranked = sorted(row, reverse=True)
+        assert all(ranked[i] - ranked[i + 1] > 1e-5 for i in range(3)), row
+        top.append([[SEGMENTS[k], float(row[k])] for k in order])
+    assert len({t[0][0] for t in top}) >= 3, "the top class must vary over the rows"
+    gold = {"kind": "top_k", "labels": [SEGMENTS[int(k)] for k in label], "top": top,
+            "fields": SEGMENTS_FIELDS}
+    write(os.path.join(HERE, "golden", "segments.json"), json.dumps(gold, indent=1) + "\n")
+
+
 def cycle_fixture():
     """Two graphs that each take what the other makes, for the test of a chain's cycle."""
     d = os.path.join(HERE, "..", "..", "tests", "fixtures", "cycle")
@@ -328,3 +376,4 @@ if __name__ == "__main__":
     chain()
     ensemble()
     logreg_wasm()
+    segments()

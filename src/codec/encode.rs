@@ -9,6 +9,11 @@
 //! of every returned output by name (CSV: their values in output order). Lines are joined by
 //! `\n` with no trailing newline, so a body of N rows has exactly N lines (what SageMaker's
 //! `AssembleWith=Line` expects).
+//!
+//! A `top_k` step writes a classifier's k most probable classes in place of every class:
+//! `"top_k": [{"class": c, "probability": p}, ...]` (CSV: `label,c1,p1,...,ck,pk`). A
+//! `fields` step's constants follow the entry's own members (CSV: its own values); a
+//! regressor's entry is then `{"value": v, ...}`.
 
 use std::io::Write;
 
@@ -155,23 +160,57 @@ fn json_row(out: &mut Vec<u8>, p: &Predictions, r: usize) {
             labels,
             classes,
             probabilities,
+            shown,
         } => {
             out.extend_from_slice(b"{\"label\":");
             json_label(out, &labels[r]);
-            out.extend_from_slice(b",\"probabilities\":{");
             let c = classes.len();
-            for (k, class) in classes.iter().enumerate() {
-                if k > 0 {
-                    out.push(b',');
+            let row = &probabilities[r * c..(r + 1) * c];
+            match shown.as_deref().filter(|s| s.top_k.is_some()) {
+                Some(s) => {
+                    out.extend_from_slice(b",\"top_k\":[");
+                    for (i, k) in s.top(row).into_iter().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        out.extend_from_slice(b"{\"class\":");
+                        json_str(out, &classes[k]);
+                        out.extend_from_slice(b",\"probability\":");
+                        json_f32(out, row[k]);
+                        out.push(b'}');
+                    }
+                    out.push(b']');
                 }
-                json_str(out, class);
-                out.push(b':');
-                json_f32(out, probabilities[r * c + k]);
+                None => {
+                    out.extend_from_slice(b",\"probabilities\":{");
+                    for (k, class) in classes.iter().enumerate() {
+                        if k > 0 {
+                            out.push(b',');
+                        }
+                        json_str(out, class);
+                        out.push(b':');
+                        json_f32(out, row[k]);
+                    }
+                    out.push(b'}');
+                }
             }
-            out.extend_from_slice(b"}}");
+            json_fields(out, p);
+            out.push(b'}');
         }
-        Predictions::Regressor { values, float32 } => json_num(out, values[r], *float32),
-        Predictions::Raw { rows, tensors } => {
+        Predictions::Regressor {
+            values,
+            float32,
+            shown,
+        } => match shown {
+            Some(_) => {
+                out.extend_from_slice(b"{\"value\":");
+                json_num(out, values[r], *float32);
+                json_fields(out, p);
+                out.push(b'}');
+            }
+            None => json_num(out, values[r], *float32),
+        },
+        Predictions::Raw { rows, tensors, .. } => {
             out.push(b'{');
             for (i, t) in tensors.iter().enumerate() {
                 if i > 0 {
@@ -181,8 +220,16 @@ fn json_row(out: &mut Vec<u8>, p: &Predictions, r: usize) {
                 out.push(b':');
                 json_tensor_row(out, t, *rows, r);
             }
+            json_fields(out, p);
             out.push(b'}');
         }
+    }
+}
+
+/// The `fields` step's constants, after an entry's own members.
+fn json_fields(out: &mut Vec<u8>, p: &Predictions) {
+    if let Some(s) = p.shown() {
+        out.extend_from_slice(&s.json);
     }
 }
 
@@ -231,24 +278,47 @@ fn json_map<K>(out: &mut Vec<u8>, m: &[(K, f32)], key: impl Fn(&mut Vec<u8>, &K)
 }
 
 fn csv_row(out: &mut Vec<u8>, p: &Predictions, r: usize) {
+    csv_values(out, p, r);
+    if let Some(s) = p.shown() {
+        out.extend_from_slice(&s.csv);
+    }
+}
+
+fn csv_values(out: &mut Vec<u8>, p: &Predictions, r: usize) {
     match p {
         Predictions::Classifier {
             labels,
             classes,
             probabilities,
+            shown,
         } => {
             match &labels[r] {
                 Label::Int(v) => int(out, *v),
                 Label::Str(s) => csv_str(out, s),
             }
             let c = classes.len();
-            for k in 0..c {
-                out.push(b',');
-                csv_f32(out, probabilities[r * c + k]);
+            let row = &probabilities[r * c..(r + 1) * c];
+            match shown.as_deref().filter(|s| s.top_k.is_some()) {
+                Some(s) => {
+                    for k in s.top(row) {
+                        out.push(b',');
+                        csv_str(out, &classes[k]);
+                        out.push(b',');
+                        csv_f32(out, row[k]);
+                    }
+                }
+                None => {
+                    for &p in row {
+                        out.push(b',');
+                        csv_f32(out, p);
+                    }
+                }
             }
         }
-        Predictions::Regressor { values, float32 } => csv_num(out, values[r], *float32),
-        Predictions::Raw { rows, tensors } => {
+        Predictions::Regressor {
+            values, float32, ..
+        } => csv_num(out, values[r], *float32),
+        Predictions::Raw { rows, tensors, .. } => {
             let mut first = true;
             for t in tensors {
                 let w = t.row_width(*rows);
@@ -298,7 +368,8 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
-fn csv_str(out: &mut Vec<u8>, s: &str) {
+/// A CSV field, quoted when it holds a comma, a quote or a line break (RFC 4180).
+pub(crate) fn csv_str(out: &mut Vec<u8>, s: &str) {
     if s.contains([',', '"', '\n', '\r']) {
         out.push(b'"');
         out.extend_from_slice(s.replace('"', "\"\"").as_bytes());
@@ -348,7 +419,96 @@ mod tests {
             labels: vec![Label::Str("male".into()), Label::Str("fe,male".into())],
             classes: vec!["female".into(), "male".into()],
             probabilities: vec![0.25, 0.75, 0.5, 0.5],
+            shown: None,
         }
+    }
+
+    /// How answers are written under these `after` steps.
+    fn shown(kind: &str, steps: &str) -> Option<std::sync::Arc<crate::pipeline::after::Shown>> {
+        let steps: crate::pipeline::Steps =
+            serde_json::from_str(&format!(r#"{{"after": {steps}}}"#)).unwrap();
+        crate::pipeline::After::compile(&steps.after, kind)
+            .unwrap()
+            .shown()
+            .cloned()
+    }
+
+    #[test]
+    fn top_k_and_fields_shape_every_format() {
+        let three = |shown| Predictions::Classifier {
+            labels: vec![Label::Int(2), Label::Int(0)],
+            classes: vec!["a".into(), "b,c".into(), "d".into()],
+            probabilities: vec![0.1, 0.3, 0.6, 0.4, 0.4, 0.2],
+            shown,
+        };
+        let p = three(shown(
+            "classifier",
+            r#"[{"step": "top_k", "k": 2}, {"step": "fields", "fields": {"version": "v1,2", "live": true, "n": 3}}]"#,
+        ));
+        // Row 2 ties a and b,c at 0.4: the model's class order breaks it.
+        assert_eq!(
+            String::from_utf8(encode(&p, OutputFormat::Json)).unwrap(),
+            r#"{"predictions":[{"label":2,"top_k":[{"class":"d","probability":0.6},{"class":"b,c","probability":0.3}],"live":true,"n":3,"version":"v1,2"},{"label":0,"top_k":[{"class":"a","probability":0.4},{"class":"b,c","probability":0.4}],"live":true,"n":3,"version":"v1,2"}]}"#
+        );
+        assert_eq!(
+            String::from_utf8(encode(&p, OutputFormat::Csv)).unwrap(),
+            "2,d,0.6,\"b,c\",0.3,true,3,\"v1,2\"\n0,a,0.4,\"b,c\",0.4,true,3,\"v1,2\""
+        );
+        // k above the number of classes lists them all; fields alone keep every probability.
+        let p = three(shown("classifier", r#"[{"step": "top_k", "k": 9}]"#));
+        assert_eq!(
+            String::from_utf8(encode(&p, OutputFormat::Csv)).unwrap(),
+            "2,d,0.6,\"b,c\",0.3,a,0.1\n0,a,0.4,\"b,c\",0.4,d,0.2"
+        );
+        let p = three(shown(
+            "classifier",
+            r#"[{"step": "fields", "fields": {"m": "x"}}]"#,
+        ));
+        assert_eq!(
+            String::from_utf8(encode(&p, OutputFormat::JsonLines))
+                .unwrap()
+                .lines()
+                .next(),
+            Some(r#"{"label":2,"probabilities":{"a":0.1,"b,c":0.3,"d":0.6},"m":"x"}"#)
+        );
+    }
+
+    #[test]
+    fn fields_make_a_regressor_entry_an_object_and_join_raw_outputs() {
+        let shown = shown(
+            "regressor",
+            r#"[{"step": "fields", "fields": {"model": "m-7"}}]"#,
+        );
+        let p = Predictions::Regressor {
+            values: vec![1.5, -2.0],
+            float32: false,
+            shown: shown.clone(),
+        };
+        assert_eq!(
+            String::from_utf8(encode(&p, OutputFormat::Json)).unwrap(),
+            r#"{"predictions":[{"value":1.5,"model":"m-7"},{"value":-2.0,"model":"m-7"}]}"#
+        );
+        assert_eq!(
+            String::from_utf8(encode(&p, OutputFormat::Csv)).unwrap(),
+            "1.5,m-7\n-2.0,m-7"
+        );
+        let p = Predictions::Raw {
+            rows: 1,
+            tensors: vec![OutputTensor {
+                name: "y".into(),
+                shape: vec![1, 2],
+                data: OutputData::I64(vec![4, 5]),
+            }],
+            shown,
+        };
+        assert_eq!(
+            String::from_utf8(encode(&p, OutputFormat::Json)).unwrap(),
+            r#"{"predictions":[{"y":[4,5],"model":"m-7"}]}"#
+        );
+        assert_eq!(
+            String::from_utf8(encode(&p, OutputFormat::Csv)).unwrap(),
+            "4,5,m-7"
+        );
     }
 
     #[test]
@@ -373,6 +533,7 @@ mod tests {
         let p = Predictions::Regressor {
             values: vec![f64::from(v), f64::NAN],
             float32: true,
+            shown: None,
         };
         let json = String::from_utf8(encode(&p, OutputFormat::Json)).unwrap();
         assert_eq!(

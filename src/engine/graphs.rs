@@ -472,6 +472,7 @@ impl Combined {
                     labels,
                     classes: mine,
                     probabilities,
+                    ..
                 } => {
                     let c = mine.len();
                     // A member's answer is checked before it is indexed: a graph that reduces

@@ -9,6 +9,9 @@ use serde::Serialize;
 use super::config::ModelConfig;
 use super::signature::{ModelSignature, OutputType};
 use super::ModelError;
+use std::sync::Arc;
+
+use crate::pipeline::after::Shown;
 use crate::pipeline::After;
 
 /// An output copied out of ONNX Runtime, row-major.
@@ -83,6 +86,9 @@ pub enum OutputPlan {
     },
     Raw {
         outputs: Vec<usize>,
+        /// Only `fields` steps: the others need a classifier's or a regressor's answer.
+        #[serde(skip_serializing_if = "After::is_empty")]
+        after: After,
     },
 }
 
@@ -94,7 +100,19 @@ impl OutputPlan {
             .map_err(|e| ModelError::Config(e.to_string()))?;
         match &mut plan {
             Self::Classifier { after, .. } | Self::Regressor { after, .. } => *after = steps,
-            Self::Raw { .. } => {}
+            Self::Raw { outputs, after } => {
+                // A raw answer is an object of outputs by name, which a field must not hide.
+                if let Some(name) = steps
+                    .field_names()
+                    .find(|n| outputs.iter().any(|&i| sig.outputs[i].name == *n))
+                {
+                    return Err(ModelError::Config(format!(
+                        "steps.after (fields): {name:?} is also the name of one of the \
+                         model's outputs"
+                    )));
+                }
+                *after = steps
+            }
         }
         Ok(plan)
     }
@@ -180,7 +198,10 @@ impl OutputPlan {
                 });
             }
         }
-        Ok(Self::Raw { outputs: selected })
+        Ok(Self::Raw {
+            outputs: selected,
+            after: After::default(),
+        })
     }
 
     pub fn kind(&self) -> &'static str {
@@ -206,19 +227,32 @@ pub enum Predictions {
         classes: Vec<String>,
         /// rows × classes, row-major.
         probabilities: Vec<f32>,
+        /// How the answer is written beyond its values (`top_k`, `fields`).
+        shown: Option<Arc<Shown>>,
     },
     Regressor {
         values: Vec<f64>,
         /// The model gave float32: print the shortest text that reads back as that float32.
         float32: bool,
+        shown: Option<Arc<Shown>>,
     },
     Raw {
         rows: usize,
         tensors: Vec<OutputTensor>,
+        shown: Option<Arc<Shown>>,
     },
 }
 
 impl Predictions {
+    /// What the `top_k` and `fields` steps add to how the answer is written.
+    pub fn shown(&self) -> Option<&Shown> {
+        match self {
+            Self::Classifier { shown, .. }
+            | Self::Regressor { shown, .. }
+            | Self::Raw { shown, .. } => shown.as_deref(),
+        }
+    }
+
     pub fn rows(&self) -> usize {
         match self {
             Self::Classifier { labels, .. } => labels.len(),
@@ -277,6 +311,7 @@ impl OutputPlan {
                     labels,
                     classes,
                     probabilities: probs,
+                    shown: after.shown().cloned(),
                 })
             }
             Self::Regressor { value, after } => {
@@ -295,9 +330,13 @@ impl OutputPlan {
                 }
                 let mut values = values;
                 after.regressor(&mut values);
-                Ok(Predictions::Regressor { values, float32 })
+                Ok(Predictions::Regressor {
+                    values,
+                    float32,
+                    shown: after.shown().cloned(),
+                })
             }
-            Self::Raw { outputs } => {
+            Self::Raw { outputs, after } => {
                 let mut tensors: Vec<Option<OutputTensor>> =
                     out.tensors.into_iter().map(Some).collect();
                 let picked = outputs
@@ -307,6 +346,7 @@ impl OutputPlan {
                 Ok(Predictions::Raw {
                     rows,
                     tensors: picked,
+                    shown: after.shown().cloned(),
                 })
             }
         }

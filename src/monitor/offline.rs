@@ -566,7 +566,8 @@ fn tally_row(tally: &mut Tally, label: Option<String>, score: Option<f64>, value
 }
 
 /// Adds a captured answer's predictions: classifier CSV lines `label,p0,p1,...` or JSON
-/// `{"label", "probabilities"}` entries; a single number per row is a regressor's value.
+/// `{"label", "probabilities"}` entries; a single number per row (or `{"value"}`) is a
+/// regressor's value.
 fn add_output(tally: &mut Tally, ty: &str, text: &str) {
     let mut add = |label, score, value| tally_row(tally, label, score, value);
     if is_json(ty, text) {
@@ -593,7 +594,11 @@ fn add_output(tally: &mut Tally, ty: &str, text: &str) {
                     .and_then(Value::as_object)
                     .and_then(|p| p.values().nth(1))
                     .and_then(Value::as_f64);
-                add(label, score, e.as_f64());
+                // A regressor's entry is `{"value": v, ...}` when a `fields` step adds to it.
+                let value = e
+                    .as_f64()
+                    .or_else(|| e.get("value").and_then(Value::as_f64));
+                add(label, score, value);
             }
         }
         return;

@@ -281,11 +281,13 @@ impl Shadow {
                     labels: a,
                     classes: ca,
                     probabilities: pa,
+                    ..
                 },
                 Predictions::Classifier {
                     labels: b,
                     classes: cb,
                     probabilities: pb,
+                    ..
                 },
             ) => {
                 for r in 0..rows {

@@ -2,18 +2,94 @@
 //! a regressor's values, as the last part of the output plan. Class names are only known once
 //! the graph has run (ZipMap's keys, the label tensor), so a step naming a class that is not
 //! there fails the warm-up, and with it the load, before any request.
+//!
+//! `top_k` and `fields` change how the answer is written, not its values: they become a
+//! [`Shown`] that the encoders read, so monitoring, shadows and job results still see every
+//! class's probability.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
+use serde_json::Value;
 
 use super::{round_to, AfterStep, StepError};
+use crate::codec::encode::csv_str;
 use crate::model::Label;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[serde(transparent)]
 pub struct After {
     steps: Vec<AfterStep>,
+    /// None when no step changes how the answer is written: the encoders' usual path.
+    #[serde(skip)]
+    shown: Option<Arc<Shown>>,
+}
+
+/// What the `top_k` and `fields` steps add to how every answer is written.
+#[derive(Debug, Default, PartialEq)]
+pub struct Shown {
+    /// Only the k most probable classes, most probable first.
+    pub top_k: Option<usize>,
+    /// Name and value, in name order: strings, numbers and booleans.
+    pub fields: Vec<(String, Value)>,
+    /// The fields as they follow a JSON entry's own members: `,"name":value...`.
+    pub json: Vec<u8>,
+    /// The fields as they follow a CSV line's own values: `,value...`.
+    pub csv: Vec<u8>,
+}
+
+/// Names an answer's entry already uses, which a constant field may not take.
+const TAKEN: [&str; 5] = ["label", "probabilities", "top_k", "value", "error"];
+
+impl Shown {
+    fn of(steps: &[AfterStep]) -> Option<Shown> {
+        let mut shown = Shown::default();
+        for step in steps {
+            match step {
+                AfterStep::TopK { k } => shown.top_k = Some(*k),
+                AfterStep::Fields { fields } => {
+                    shown.fields = fields.iter().map(|(n, v)| (n.clone(), v.clone())).collect()
+                }
+                _ => {}
+            }
+        }
+        if shown.top_k.is_none() && shown.fields.is_empty() {
+            return None;
+        }
+        for (name, value) in &shown.fields {
+            shown.json.push(b',');
+            // Writing a string or a checked scalar to a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut shown.json, name);
+            shown.json.push(b':');
+            let _ = serde_json::to_writer(&mut shown.json, value);
+            shown.csv.push(b',');
+            match value {
+                Value::String(text) => csv_str(&mut shown.csv, text),
+                other => shown.csv.extend_from_slice(other.to_string().as_bytes()),
+            }
+        }
+        Some(shown)
+    }
+
+    /// The classes of one row's probabilities to write, most probable first (a NaN is the
+    /// least probable; ties keep the model's class order).
+    pub fn top(&self, probabilities: &[f32]) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..probabilities.len()).collect();
+        if let Some(k) = self.top_k {
+            let key = |i: usize| {
+                let p = probabilities[i];
+                if p.is_nan() {
+                    f32::NEG_INFINITY
+                } else {
+                    p
+                }
+            };
+            order.sort_by(|&a, &b| key(b).total_cmp(&key(a)));
+            order.truncate(k);
+        }
+        order
+    }
 }
 
 impl After {
@@ -29,11 +105,19 @@ impl After {
             };
             let takes_classes = matches!(
                 step,
-                AfterStep::RenameLabels { .. } | AfterStep::ClassThresholds { .. }
+                AfterStep::RenameLabels { .. }
+                    | AfterStep::ClassThresholds { .. }
+                    | AfterStep::TopK { .. }
             );
+            if steps[..index].iter().any(|s| s.kind() == step.kind())
+                && matches!(step, AfterStep::TopK { .. } | AfterStep::Fields { .. })
+            {
+                return Err(fail("it is listed twice; give it once".into()));
+            }
             match kind {
                 "classifier" => {}
                 "regressor" if !takes_classes => {}
+                _ if matches!(step, AfterStep::Fields { .. }) => {}
                 _ => {
                     return Err(fail(format!(
                         "this model answers as a {kind}; the step takes {}",
@@ -68,12 +152,27 @@ impl After {
                     "decimals must be at most 9 (a float32 holds about 7 digits), got {decimals}"
                 )))
                 }
+                AfterStep::TopK { k: 0 } => return Err(fail("k must be at least 1".into())),
+                AfterStep::Fields { fields } => check_fields(fields).map_err(fail)?,
                 _ => {}
             }
         }
         Ok(After {
             steps: steps.to_vec(),
+            shown: Shown::of(steps).map(Arc::new),
         })
+    }
+
+    /// How answers are written, when a step changes it.
+    pub fn shown(&self) -> Option<&Arc<Shown>> {
+        self.shown.as_ref()
+    }
+
+    /// The constant fields' names, for a model whose outputs are answered by name.
+    pub fn field_names(&self) -> impl Iterator<Item = &str> {
+        self.shown
+            .iter()
+            .flat_map(|s| s.fields.iter().map(|(n, _)| n.as_str()))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -105,7 +204,10 @@ impl After {
                 .to_string()
             };
             let c = classes.len();
-            let takes_classes = !matches!(step, AfterStep::Round { .. });
+            let takes_classes = matches!(
+                step,
+                AfterStep::RenameLabels { .. } | AfterStep::ClassThresholds { .. }
+            );
             if let Some(x) = labels.iter().find_map(|l| match l {
                 Label::Int(x) if takes_classes && !(0..c as i64).contains(x) => Some(*x),
                 _ => None,
@@ -165,6 +267,7 @@ impl After {
                         *p = round_to(f64::from(*p), *decimals) as f32;
                     }
                 }
+                AfterStep::TopK { .. } | AfterStep::Fields { .. } => {}
             }
         }
         Ok(())
@@ -180,6 +283,32 @@ impl After {
             }
         }
     }
+}
+
+fn check_fields(fields: &BTreeMap<String, Value>) -> Result<(), String> {
+    if fields.is_empty() {
+        return Err("\"fields\" is empty".into());
+    }
+    for (name, value) in fields {
+        if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+            return Err(format!(
+                "{name:?} is not a field name: 1 to 128 characters, none of them control ones"
+            ));
+        }
+        if TAKEN.contains(&name.as_str()) {
+            return Err(format!(
+                "{name:?} is a name the answer already uses ({})",
+                TAKEN.join(", ")
+            ));
+        }
+        if !matches!(value, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
+            return Err(format!(
+                "the value of {name:?} must be a string, a number or a boolean (one CSV \
+                 column), got {value}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn rename(names: &BTreeMap<String, String>, labels: &mut [Label], classes: &mut [String]) {
@@ -332,6 +461,71 @@ mod tests {
         )
         .contains("between 0 and 1, got 1.5"));
         assert!(e(r#"[{"step": "rename_labels", "labels": {}}]"#, "classifier").contains("empty"));
+    }
+
+    #[test]
+    fn top_k_and_fields_are_checked_at_load() {
+        let e =
+            |json: &str, kind: &str| After::compile(&steps(json), kind).unwrap_err().to_string();
+        assert_eq!(
+            e(r#"[{"step": "top_k", "k": 0}]"#, "classifier"),
+            "steps.after[0] (top_k): k must be at least 1"
+        );
+        assert!(e(r#"[{"step": "top_k", "k": 2}]"#, "regressor").contains("classifier's classes"));
+        assert!(e(r#"[{"step": "top_k", "k": 2}]"#, "raw").contains("answers as a raw"));
+        assert_eq!(
+            e(
+                r#"[{"step": "top_k", "k": 1}, {"step": "round", "decimals": 1}, {"step": "top_k", "k": 2}]"#,
+                "classifier"
+            ),
+            "steps.after[2] (top_k): it is listed twice; give it once"
+        );
+        let f = |fields: &str, kind: &str| {
+            e(
+                &format!(r#"[{{"step": "fields", "fields": {fields}}}]"#),
+                kind,
+            )
+        };
+        assert!(f(r#"{"label": "x"}"#, "classifier").contains("\"label\" is a name the answer"));
+        assert!(f(r#"{"value": 1}"#, "regressor").contains("already uses"));
+        assert!(f(r#"{"tags": ["a"]}"#, "raw").contains("string, a number or a boolean"));
+        assert!(f(r#"{"x": null}"#, "classifier").contains("got null"));
+        assert!(f(r#"{"": 1}"#, "classifier").contains("is not a field name"));
+        assert!(f("{}", "classifier").contains("\"fields\" is empty"));
+        // Fields alone fit any answer, a raw one included.
+        let raw = After::compile(
+            &steps(r#"[{"step": "fields", "fields": {"v": 1.50, "ok": false}}]"#),
+            "raw",
+        )
+        .unwrap();
+        let shown = raw.shown().unwrap();
+        assert_eq!(shown.top_k, None);
+        // Numbers keep the config's text, as arbitrary_precision reads it.
+        assert_eq!(
+            String::from_utf8_lossy(&shown.json),
+            r#","ok":false,"v":1.50"#
+        );
+        assert_eq!(String::from_utf8_lossy(&shown.csv), ",false,1.50");
+        assert!(After::compile(
+            &steps(r#"[{"step": "round", "decimals": 1}]"#),
+            "classifier"
+        )
+        .unwrap()
+        .shown()
+        .is_none());
+    }
+
+    #[test]
+    fn the_top_classes_are_the_most_probable_first_nan_last_ties_in_class_order() {
+        let shown = Shown {
+            top_k: Some(3),
+            ..Shown::default()
+        };
+        assert_eq!(shown.top(&[0.2, f32::NAN, 0.5, 0.2, 0.1]), [2, 0, 3]);
+        assert_eq!(shown.top(&[0.5]), [0]);
+        assert_eq!(shown.top(&[]), Vec::<usize>::new());
+        let all = Shown::default();
+        assert_eq!(all.top(&[0.1, 0.9]), [0, 1]);
     }
 
     #[test]

@@ -205,6 +205,12 @@ pub enum AfterStep {
     ClassThresholds { thresholds: Vec<ClassThreshold> },
     /// Probabilities (or a regressor's values) rounded to this many decimal places.
     Round { decimals: u32 },
+    /// A classifier's answer lists only its `k` most probable classes, most probable first,
+    /// in place of every class's probability.
+    TopK { k: usize },
+    /// Constant fields (strings, numbers, booleans) in every answer, such as the model's
+    /// version; written in name order after the model's own.
+    Fields { fields: BTreeMap<String, Value> },
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -315,6 +321,8 @@ impl AfterStep {
             Self::RenameLabels { .. } => "rename_labels",
             Self::ClassThresholds { .. } => "class_thresholds",
             Self::Round { .. } => "round",
+            Self::TopK { .. } => "top_k",
+            Self::Fields { .. } => "fields",
         }
     }
 }

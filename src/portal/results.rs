@@ -56,6 +56,7 @@ impl Tally {
                 labels,
                 classes,
                 probabilities,
+                ..
             } => {
                 // Runs of one label are counted before a lookup: no allocation per row.
                 let mut run: Option<(&Label, u64)> = None;
@@ -316,6 +317,7 @@ mod tests {
             labels: labels.iter().map(|l| Label::Str(l.to_string())).collect(),
             classes: vec!["female".into(), "male".into()],
             probabilities: p1.iter().flat_map(|&p| [1.0 - p, p]).collect(),
+            shown: None,
         }
     }
 

@@ -54,6 +54,14 @@ fn bad_steps_keep_ping_at_503_naming_the_step() {
             json!({"after": [{"step": "class_thresholds", "thresholds": [{"class": "other", "at_least": 0.5}]}]}),
             "steps.after[0] (class_thresholds): the model has no class \"other\" (its classes: female, male)",
         ),
+        (
+            json!({"after": [{"step": "fields", "fields": {"version": {"major": 1}}}]}),
+            "steps.after[0] (fields): the value of \"version\" must be a string, a number or a boolean",
+        ),
+        (
+            json!({"after": [{"step": "top_k", "k": 0}]}),
+            "steps.after[0] (top_k): k must be at least 1",
+        ),
     ];
     for (steps, want) in cases {
         let dir = logreg_with(steps.clone());
@@ -164,6 +172,71 @@ fn inspect_and_v2_metadata_show_what_a_request_carries() {
     let meta = s.get("/v2/models/logreg_steps").json();
     assert_eq!(meta["inputs"][0]["shape"], json!([-1, 62]), "{meta}");
     assert_eq!(meta["outputs"][0]["datatype"], "BYTES", "{meta}");
+}
+
+/// top_k on the Open Inference Protocol is Triton's classification extension
+/// (`<value>:<index>:<label>`, most probable first), and the constant fields are the
+/// answer's parameters; the metadata says so before any request.
+#[test]
+fn top_k_and_fields_on_the_open_inference_protocol() {
+    let gold = crate::common::golden("segments");
+    let s = Server::ready(&model_dir("segments"), &[]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mlapp"))
+        .arg("inspect")
+        .arg(model_dir("segments"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "\"top_k\": [{\"class\": c, \"probability\": p}, ... (3 most probable)]",
+        "CSV line: label,c1,p1,...,c3,p3",
+        "and in every answer (JSON members, CSV columns at the end; V2 parameters): \
+         calibrated=false, model_version=\"segments-2026.12\", top=3",
+    ] {
+        assert!(text.contains(want), "{want:?} not in:\n{text}");
+    }
+    let meta = s.get("/v2/models/segments").json();
+    assert_eq!(
+        meta["outputs"][1],
+        json!({"name": "probabilities", "datatype": "BYTES", "shape": [-1, 3]}),
+        "{meta}"
+    );
+    let rows: Value =
+        serde_json::from_slice(&crate::common::payload("segments", "instances.json")).unwrap();
+    let rows = rows["instances"].as_array().unwrap();
+    let flat: Vec<Value> = rows
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().clone())
+        .collect();
+    let body = json!({"inputs": [{"name": "input", "datatype": "FP32",
+        "shape": [rows.len(), 64], "data": flat}]});
+    let r = crate::common::reply(
+        crate::common::agent()
+            .post(&format!("{}/v2/models/segments/infer", s.base))
+            .set("Content-Type", "application/json")
+            .send_string(&body.to_string()),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["parameters"], gold["fields"], "{v}");
+    let out = &v["outputs"][1];
+    assert_eq!(out["shape"], json!([rows.len(), 3]), "{out}");
+    let data = out["data"].as_array().unwrap();
+    let classes = ["commuter", "gamer", "parent", "shopper", "student"];
+    for (r, want) in gold["top"].as_array().unwrap().iter().enumerate() {
+        for (i, w) in want.as_array().unwrap().iter().enumerate() {
+            let text = data[r * 3 + i].as_str().unwrap();
+            let parts: Vec<&str> = text.split(':').collect();
+            let (p, index, class): (f64, usize, &str) = (
+                parts[0].parse().unwrap(),
+                parts[1].parse().unwrap(),
+                parts[2],
+            );
+            assert_eq!(class, w[0].as_str().unwrap(), "row {r}: {text}");
+            assert_eq!(classes[index], class, "row {r}: {text}");
+            assert!((p - w[1].as_f64().unwrap()).abs() < 1e-6, "row {r}: {text}");
+        }
+    }
 }
 
 /// A folder holding copies of `files` (from the example models and the fixtures) and the

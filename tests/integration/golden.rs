@@ -174,7 +174,11 @@ fn served_model_matches_python(dir: &std::path::Path, model: &str) {
             let what = format!("{file} as {ctype} -> {accept}");
             assert_eq!(r.status, 200, "{model} {what}: {}", r.body);
             assert_eq!(r.content_type, *accept, "{model} {what}");
-            check(model, &what, parse(&kind, accept, &r.body), &gold);
+            if kind == "top_k" {
+                check_top_k(&what, accept, &r.body, &gold);
+            } else {
+                check(model, &what, parse(&kind, accept, &r.body), &gold);
+            }
             checked += 1;
         }
     }
@@ -320,4 +324,111 @@ fn a_weighted_ensemble_of_two_classifiers() {
 #[test]
 fn logreg_behind_a_webassembly_function() {
     every_format_matches_python("logreg_wasm");
+}
+
+/// A five-class model whose answers list their 3 most probable classes, in order, and carry
+/// constant fields, against numpy's ordering of Python onnxruntime's probabilities.
+#[test]
+fn top_k_classes_and_constant_fields() {
+    every_format_matches_python("segments");
+}
+
+/// One answered row: its label, its (class, probability) pairs, its fields by name.
+type TopRow = (String, Vec<(String, f64)>, Vec<(String, Value)>);
+
+/// An answer of a `top_k` and `fields` model against the golden labels, top classes (in
+/// order, with their probabilities) and constant fields.
+fn check_top_k(what: &str, accept: &str, body: &str, gold: &Value) {
+    let labels: Vec<String> = gold["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(label_text)
+        .collect();
+    let top = gold["top"].as_array().unwrap();
+    let fields = gold["fields"].as_object().unwrap();
+    let rows: Vec<TopRow> = match accept {
+        "text/csv" => body
+            .split('\n')
+            .map(|line| {
+                let cells: Vec<&str> = line.split(',').collect();
+                let k = top[0].as_array().unwrap().len();
+                assert_eq!(cells.len(), 1 + 2 * k + fields.len(), "{what}: {line}");
+                let pairs = (0..k)
+                    .map(|i| {
+                        let p = cells[2 + 2 * i].parse().expect("a probability");
+                        (cells[1 + 2 * i].to_string(), p)
+                    })
+                    .collect();
+                // The fields' values, in name order, as CSV writes them.
+                let values = fields
+                    .keys()
+                    .zip(&cells[1 + 2 * k..])
+                    .map(|(n, c)| (n.clone(), Value::String((*c).to_string())))
+                    .collect();
+                (cells[0].to_string(), pairs, values)
+            })
+            .collect(),
+        _ => {
+            let entries: Vec<Value> = match accept {
+                "application/json" => serde_json::from_str::<Value>(body).unwrap()["predictions"]
+                    .as_array()
+                    .unwrap()
+                    .clone(),
+                _ => body
+                    .split('\n')
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect(),
+            };
+            entries
+                .iter()
+                .map(|e| {
+                    let e = e.as_object().expect("an object entry");
+                    assert!(e.get("probabilities").is_none(), "{what}: {e:?}");
+                    let pairs = e["top_k"]
+                        .as_array()
+                        .expect("top_k")
+                        .iter()
+                        .map(|t| {
+                            (
+                                t["class"].as_str().unwrap().to_string(),
+                                t["probability"].as_f64().unwrap(),
+                            )
+                        })
+                        .collect();
+                    let rest = e
+                        .iter()
+                        .filter(|(k, _)| !matches!(k.as_str(), "label" | "top_k"))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    (label_text(&e["label"]), pairs, rest)
+                })
+                .collect()
+        }
+    };
+    assert_eq!(rows.len(), labels.len(), "{what}: rows");
+    for (r, (label, pairs, values)) in rows.iter().enumerate() {
+        assert_eq!(*label, labels[r], "{what}: row {r} label");
+        let want = top[r].as_array().unwrap();
+        assert_eq!(pairs.len(), want.len(), "{what}: row {r}");
+        for ((class, p), w) in pairs.iter().zip(want) {
+            assert_eq!(class, w[0].as_str().unwrap(), "{what}: row {r}: {pairs:?}");
+            assert!(
+                close(*p, w[1].as_f64().unwrap()),
+                "{what}: row {r}: {pairs:?}"
+            );
+        }
+        let want: Vec<(String, Value)> = fields
+            .iter()
+            .map(|(n, v)| {
+                let v = match (accept, v) {
+                    ("text/csv", Value::String(s)) => Value::String(s.clone()),
+                    ("text/csv", other) => Value::String(other.to_string()),
+                    (_, other) => other.clone(),
+                };
+                (n.clone(), v)
+            })
+            .collect();
+        assert_eq!(*values, want, "{what}: row {r} fields");
+    }
 }

@@ -136,10 +136,14 @@ pub fn outputs<'s>(
                 }
                 _ => -1,
             };
+            let top_k = after.shown().and_then(|s| s.top_k);
             let proba_meta = TensorMeta {
                 name: &sig.outputs[*probabilities].name,
-                datatype: "FP32",
-                shape: vec![rows, classes],
+                datatype: if top_k.is_some() { "BYTES" } else { "FP32" },
+                shape: match top_k {
+                    Some(k) if classes >= 0 => vec![rows, classes.min(k as i64)],
+                    _ => vec![rows, classes],
+                },
             };
             if label < probabilities {
                 vec![label_meta, proba_meta]
@@ -148,6 +152,6 @@ pub fn outputs<'s>(
             }
         }
         OutputPlan::Regressor { value, .. } => vec![graph(*value)],
-        OutputPlan::Raw { outputs } => outputs.iter().map(|&i| graph(i)).collect(),
+        OutputPlan::Raw { outputs, .. } => outputs.iter().map(|&i| graph(i)).collect(),
     }
 }

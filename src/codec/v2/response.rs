@@ -79,6 +79,9 @@ struct Response<'a> {
     model_version: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<&'a str>,
+    /// The `fields` step's constants: the same for every row, so the answer's, not a tensor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<serde_json::Map<String, serde_json::Value>>,
     outputs: &'a [Tensor],
 }
 
@@ -95,6 +98,7 @@ fn tensors(p: Predictions, metas: &[TensorMeta<'_>]) -> Result<Vec<Tensor>, Stri
             labels,
             classes,
             probabilities,
+            shown,
         } => {
             let rows = labels.len();
             let (Some(label_meta), Some(proba_meta)) = (
@@ -125,17 +129,31 @@ fn tensors(p: Predictions, metas: &[TensorMeta<'_>]) -> Result<Vec<Tensor>, Stri
                 )
             };
             let label = tensor(label_meta.name, vec![rows], labels);
-            let proba = tensor(
-                proba_meta.name,
-                vec![rows, classes.len()],
-                Column::F32(probabilities),
-            );
+            let c = classes.len();
+            let proba = match shown.as_deref().and_then(|s| s.top_k.map(|k| (s, k))) {
+                // Triton's classification extension: `<value>:<index>:<label>`, most probable
+                // first, so tritonclient's users read it as they read Triton's.
+                Some((s, k)) => {
+                    let mut top = Vec::with_capacity(rows * k.min(c));
+                    for row in probabilities.chunks_exact(c.max(1)) {
+                        top.extend(
+                            s.top(row)
+                                .into_iter()
+                                .map(|i| format!("{}:{i}:{}", row[i], classes[i])),
+                        );
+                    }
+                    tensor(proba_meta.name, vec![rows, k.min(c)], Column::Str(top))
+                }
+                None => tensor(proba_meta.name, vec![rows, c], Column::F32(probabilities)),
+            };
             match metas.first() == Some(label_meta) {
                 true => vec![label, proba],
                 false => vec![proba, label],
             }
         }
-        Predictions::Regressor { values, float32 } => {
+        Predictions::Regressor {
+            values, float32, ..
+        } => {
             let [meta] = metas else {
                 return Err(format!(
                     "a regressor answers with 1 output, not {}",
@@ -153,7 +171,7 @@ fn tensors(p: Predictions, metas: &[TensorMeta<'_>]) -> Result<Vec<Tensor>, Stri
             };
             vec![tensor(meta.name, shape, data)]
         }
-        Predictions::Raw { rows, tensors } => tensors
+        Predictions::Raw { rows, tensors, .. } => tensors
             .into_iter()
             .map(|t| {
                 let (shape, data) = match t.data {
@@ -189,6 +207,15 @@ pub fn encode(
     model_name: &str,
     model_version: &str,
 ) -> Result<Encoded, String> {
+    let parameters = predictions
+        .shown()
+        .filter(|s| !s.fields.is_empty())
+        .map(|s| {
+            s.fields
+                .iter()
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect::<serde_json::Map<_, _>>()
+        });
     let mut all = tensors(predictions, metas)?;
     let mut out: Vec<Tensor> = match &req.outputs {
         None => {
@@ -220,6 +247,7 @@ pub fn encode(
         model_name,
         model_version,
         id: req.id.as_deref(),
+        parameters,
         outputs: &out,
     };
     let mut body = serde_json::to_vec(&response).map_err(|e| e.to_string())?;

@@ -297,6 +297,11 @@ fn binary_refusals_say_which_bytes_are_wrong() {
 }
 
 fn classifier_sig() -> (crate::model::ModelSignature, OutputPlan) {
+    classifier_with_steps("[]")
+}
+
+/// The classifier of `classifier_sig` with these `after` steps.
+fn classifier_with_steps(after: &str) -> (crate::model::ModelSignature, OutputPlan) {
     use crate::model::{ModelConfig, ModelSignature, OutputSpec, OutputType};
     let tensor = |name: &str, elem: &str, shape: Vec<i64>| OutputSpec {
         name: name.into(),
@@ -317,6 +322,7 @@ fn classifier_sig() -> (crate::model::ModelSignature, OutputPlan) {
     .unwrap();
     let config = ModelConfig {
         class_labels: vec!["female".into(), "male".into()],
+        steps: serde_json::from_str(&format!(r#"{{"after": {after}}}"#)).unwrap(),
         ..Default::default()
     };
     let plan = OutputPlan::choose(&sig, &config).unwrap();
@@ -328,7 +334,54 @@ fn predictions() -> Predictions {
         labels: vec![Label::Str("male".into()), Label::Str("female".into())],
         classes: vec!["female".into(), "male".into()],
         probabilities: vec![0.25, 0.75, 0.5, 0.5],
+        shown: None,
     }
+}
+
+#[test]
+fn top_k_answers_as_triton_classification_and_fields_as_parameters() {
+    let (sig, plan) = classifier_with_steps(
+        r#"[{"step": "top_k", "k": 1}, {"step": "fields", "fields": {"version": "7b", "n": 2}}]"#,
+    );
+    let metas = outputs(&sig, &plan, None);
+    assert_eq!(
+        (metas[1].datatype, &metas[1].shape),
+        ("BYTES", &vec![-1, 1])
+    );
+    let OutputPlan::Classifier { after, .. } = &plan else {
+        panic!("not a classifier")
+    };
+    let mut p = predictions();
+    if let Predictions::Classifier { shown, .. } = &mut p {
+        *shown = after.shown().cloned();
+    }
+    let answer = Answer {
+        id: None,
+        outputs: None,
+        binary_default: false,
+    };
+    let e = encode(p, &metas, &answer, "m", "1").unwrap();
+    let v: Value = serde_json::from_slice(&e.body).unwrap();
+    assert_eq!(v["parameters"], json!({"n": 2, "version": "7b"}));
+    assert_eq!(v["outputs"][1]["datatype"], "BYTES");
+    assert_eq!(v["outputs"][1]["shape"], json!([2, 1]));
+    // Row 2 ties: the first class wins, as in the model's order.
+    assert_eq!(
+        v["outputs"][1]["data"],
+        json!(["0.75:1:male", "0.5:0:female"])
+    );
+    // Without the steps there are no parameters.
+    let (sig, plan) = classifier_sig();
+    let e = encode(
+        predictions(),
+        &outputs(&sig, &plan, None),
+        &answer,
+        "m",
+        "1",
+    )
+    .unwrap();
+    let v: Value = serde_json::from_slice(&e.body).unwrap();
+    assert!(v.get("parameters").is_none(), "{v}");
 }
 
 #[test]
@@ -420,6 +473,7 @@ fn a_regressor_and_raw_zipmap_outputs_are_tensors() {
     let p = Predictions::Regressor {
         values: vec![18.5, 20.25],
         float32: true,
+        shown: None,
     };
     let e = encode(p, &[meta("age", "FP32", vec![-1, 1])], &answer, "m", "1").unwrap();
     let v: Value = serde_json::from_slice(&e.body).unwrap();
@@ -436,6 +490,7 @@ fn a_regressor_and_raw_zipmap_outputs_are_tensors() {
             shape: vec![2],
             data: OutputData::MapI64(maps),
         }],
+        shown: None,
     };
     let e = encode(p, &[meta("probs", "FP32", vec![-1, -1])], &answer, "m", "1").unwrap();
     let v: Value = serde_json::from_slice(&e.body).unwrap();
@@ -591,6 +646,7 @@ fn v2_cost_of_one_row_against_invocations_json() {
         labels: vec![Label::Int(0)],
         classes: vec!["0".into(), "1".into()],
         probabilities: vec![0.95, 0.05],
+        shown: None,
     };
     let n = 200_000;
     let t = std::time::Instant::now();
