@@ -414,6 +414,54 @@ fn row_with_n_apps(n_apps: &str) -> Vec<u8> {
     format!("{}\n", cells.join(",")).into_bytes()
 }
 
+/// Requests that share one run with a request whose function traps are answered: the failed
+/// batch is run again a request at a time, so only the trapping one fails. One session and a
+/// 20 ms batching window make the sharing certain.
+#[test]
+fn a_trap_fails_only_its_own_request_in_a_shared_batch() {
+    let dir = logreg_with_function(&wasm_fixture("hostile.wat"));
+    let s = Server::ready(
+        dir.path(),
+        &["--workers", "1", "--max-batch-delay-ms", "20"],
+    );
+    let (good, bad) = (row_with_n_apps("53"), row_with_n_apps("-3"));
+    let want = s.post(Some("text/csv"), Some("text/csv"), &good);
+    assert_eq!(want.status, 200, "{}", want.body);
+    const CLIENTS: usize = 12;
+    for round in 0..3 {
+        let barrier = std::sync::Barrier::new(CLIENTS);
+        let answers: Vec<(usize, crate::common::Reply)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..CLIENTS)
+                .map(|k| {
+                    let (s, barrier, body) = (&s, &barrier, if k % 4 == 0 { &bad } else { &good });
+                    scope.spawn(move || {
+                        barrier.wait();
+                        (k, s.post(Some("text/csv"), Some("text/csv"), body))
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (k, r) in answers {
+            if k % 4 == 0 {
+                assert_eq!(r.status, 500, "round {round}, client {k}: {}", r.body);
+                assert!(r.error().1.contains("trapped"), "{}", r.body);
+            } else {
+                assert_eq!(r.status, 200, "round {round}, client {k}: {}", r.body);
+                let label = |b: &str| b.split(',').next().unwrap().to_string();
+                assert_eq!(label(&r.body), label(&want.body), "client {k}: {}", r.body);
+            }
+        }
+    }
+    let m = s.get("/metrics").body;
+    let runs = crate::batching::metric(&m, "mlapp_batch_requests_count");
+    let requests = crate::batching::metric(&m, "mlapp_batch_requests_sum");
+    assert!(
+        runs < requests / 2.0,
+        "{requests} requests in {runs} runs: requests were not coalesced"
+    );
+}
+
 /// A function that loops for ever, grows its memory without end, traps or fails: that
 /// request alone fails, within the limit and naming why, while requests beside it are
 /// answered, and the server serves on.
