@@ -244,6 +244,16 @@ pub enum Predictions {
 }
 
 impl Predictions {
+    /// The answer as the model's values alone, before `top_k` and `fields`.
+    pub fn plain(mut self) -> Self {
+        match &mut self {
+            Self::Classifier { shown, .. }
+            | Self::Regressor { shown, .. }
+            | Self::Raw { shown, .. } => *shown = None,
+        }
+        self
+    }
+
     /// What the `top_k` and `fields` steps add to how the answer is written.
     pub fn shown(&self) -> Option<&Shown> {
         match self {
@@ -362,13 +372,22 @@ pub(crate) fn probabilities_of(
     if rows == 0 {
         return Ok((vec![], vec![]));
     }
+    // Every row its own probability for each class: a short or ragged output would put one
+    // row's numbers in another's place.
+    let classes = |len: usize| match len / rows {
+        c if c > 0 && c * rows == len => Ok(c),
+        _ => Err(format!(
+            "output \"{}\" has {len} probabilities for {rows} rows",
+            t.name
+        )),
+    };
     match &t.data {
         OutputData::F32(v) => {
-            let c = v.len() / rows;
+            let c = classes(v.len())?;
             Ok(((0..c).map(|k| k.to_string()).collect(), v.clone()))
         }
         OutputData::F64(v) => {
-            let c = v.len() / rows;
+            let c = classes(v.len())?;
             Ok((
                 (0..c).map(|k| k.to_string()).collect(),
                 v.iter().map(|&x| x as f32).collect(),
@@ -454,6 +473,15 @@ mod tests {
                     data: OutputData::F32(probs),
                 },
             ],
+        }
+    }
+
+    #[test]
+    fn probabilities_that_do_not_fill_every_row_are_refused() {
+        let plan = classifier(vec![], None);
+        for probs in [vec![0.5], vec![0.1, 0.9, 0.3]] {
+            let e = plan.apply(outputs(vec![1, 0], probs)).unwrap_err();
+            assert!(e.contains("probabilities for 2 rows"), "{e}");
         }
     }
 

@@ -87,11 +87,20 @@ pub fn answers(body: &[u8], header_len: Option<usize>) -> Result<Vec<Answered>, 
         found.next().is_none().then_some(one)
     }
     let pair = tensors.len() == 2;
-    let label = only(
-        tensors
-            .iter()
-            .filter(|t| width(t) == 1 && (t.datatype == "BYTES" || t.datatype.starts_with("INT"))),
-    )
+    // A top_k answer's `<probability>:<index>:<class>` cells are not labels.
+    let ranked = |t: &TextTensor| {
+        t.cells.first().is_some_and(|c| {
+            let mut parts = c.splitn(3, ':');
+            parts.next().is_some_and(|p| p.parse::<f64>().is_ok())
+                && parts.next().is_some_and(|i| i.parse::<usize>().is_ok())
+                && parts.next().is_some()
+        })
+    };
+    let label = only(tensors.iter().filter(|t| {
+        width(t) == 1
+            && (t.datatype == "BYTES" || t.datatype.starts_with("INT"))
+            && !(t.datatype == "BYTES" && ranked(t))
+    }))
     .filter(|_| pair);
     let proba = only(tensors.iter().filter(|t| width(t) >= 2 && float(t))).filter(|_| pair);
     let value = match tensors.as_slice() {
@@ -209,6 +218,15 @@ mod tests {
         assert_eq!(
             answers(regressor, None).unwrap(),
             vec![(None, None, Some(18.5))]
+        );
+        // top_k 1: two BYTES tensors of one column; the ranked one is not the label.
+        let top = br#"{"outputs": [
+            {"name": "label", "datatype": "BYTES", "shape": [1], "data": ["gamer"]},
+            {"name": "probabilities", "datatype": "BYTES", "shape": [1, 1],
+             "data": ["0.61:1:gamer"]}]}"#;
+        assert_eq!(
+            answers(top, None).unwrap(),
+            vec![(Some("gamer".into()), None, None)]
         );
     }
 }

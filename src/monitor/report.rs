@@ -821,6 +821,7 @@ mod tests {
                 bins: (0..20).collect(),
             }),
             values: None,
+            layout: None,
         }
     }
 

@@ -39,6 +39,9 @@ pub struct Shown {
     pub csv: Vec<u8>,
 }
 
+/// The most classes a `top_k` step may list.
+const MAX_K: usize = 65_536;
+
 /// Names an answer's entry already uses, which a constant field may not take.
 const TAKEN: [&str; 5] = ["label", "probabilities", "top_k", "value", "error"];
 
@@ -103,12 +106,7 @@ impl After {
                 kind: step.kind(),
                 message,
             };
-            let takes_classes = matches!(
-                step,
-                AfterStep::RenameLabels { .. }
-                    | AfterStep::ClassThresholds { .. }
-                    | AfterStep::TopK { .. }
-            );
+            let takes_classes = step.needs_classes();
             if steps[..index].iter().any(|s| s.kind() == step.kind())
                 && matches!(step, AfterStep::TopK { .. } | AfterStep::Fields { .. })
             {
@@ -152,7 +150,9 @@ impl After {
                     "decimals must be at most 9 (a float32 holds about 7 digits), got {decimals}"
                 )))
                 }
-                AfterStep::TopK { k: 0 } => return Err(fail("k must be at least 1".into())),
+                AfterStep::TopK { k } if !(1..=MAX_K).contains(k) => {
+                    return Err(fail(format!("k must be from 1 to {MAX_K}, got {k}")))
+                }
                 AfterStep::Fields { fields } => check_fields(fields).map_err(fail)?,
                 _ => {}
             }
@@ -204,10 +204,7 @@ impl After {
                 .to_string()
             };
             let c = classes.len();
-            let takes_classes = matches!(
-                step,
-                AfterStep::RenameLabels { .. } | AfterStep::ClassThresholds { .. }
-            );
+            let takes_classes = step.names_classes();
             if let Some(x) = labels.iter().find_map(|l| match l {
                 Label::Int(x) if takes_classes && !(0..c as i64).contains(x) => Some(*x),
                 _ => None,
@@ -290,7 +287,7 @@ fn check_fields(fields: &BTreeMap<String, Value>) -> Result<(), String> {
         return Err("\"fields\" is empty".into());
     }
     for (name, value) in fields {
-        if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+        if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
             return Err(format!(
                 "{name:?} is not a field name: 1 to 128 characters, none of them control ones"
             ));
@@ -306,6 +303,16 @@ fn check_fields(fields: &BTreeMap<String, Value>) -> Result<(), String> {
                 "the value of {name:?} must be a string, a number or a boolean (one CSV \
                  column), got {value}"
             ));
+        }
+        // A line break would split a CSV answer's line, and with it the rows-to-lines match
+        // that SageMaker's AssembleWith=Line and transform's ids rely on.
+        if let Value::String(text) = value {
+            if text.chars().any(char::is_control) || text.len() > 1024 {
+                return Err(format!(
+                    "the value of {name:?} must be at most 1024 bytes with no control \
+                     characters (line breaks, tabs)"
+                ));
+            }
         }
     }
     Ok(())
@@ -469,7 +476,7 @@ mod tests {
             |json: &str, kind: &str| After::compile(&steps(json), kind).unwrap_err().to_string();
         assert_eq!(
             e(r#"[{"step": "top_k", "k": 0}]"#, "classifier"),
-            "steps.after[0] (top_k): k must be at least 1"
+            "steps.after[0] (top_k): k must be from 1 to 65536, got 0"
         );
         assert!(e(r#"[{"step": "top_k", "k": 2}]"#, "regressor").contains("classifier's classes"));
         assert!(e(r#"[{"step": "top_k", "k": 2}]"#, "raw").contains("answers as a raw"));
@@ -492,6 +499,8 @@ mod tests {
         assert!(f(r#"{"x": null}"#, "classifier").contains("got null"));
         assert!(f(r#"{"": 1}"#, "classifier").contains("is not a field name"));
         assert!(f("{}", "classifier").contains("\"fields\" is empty"));
+        assert!(f(r#"{"v": "a\nb"}"#, "classifier").contains("no control characters"));
+        assert!(e(r#"[{"step": "top_k", "k": 100000}]"#, "classifier").contains("from 1 to 65536"));
         // Fields alone fit any answer, a raw one included.
         let raw = After::compile(
             &steps(r#"[{"step": "fields", "fields": {"v": 1.50, "ok": false}}]"#),

@@ -316,6 +316,22 @@ impl BeforeStep {
 }
 
 impl AfterStep {
+    /// Whether the step needs a classifier's classes (and so cannot follow a regressor).
+    pub fn needs_classes(&self) -> bool {
+        matches!(
+            self,
+            Self::RenameLabels { .. } | Self::ClassThresholds { .. } | Self::TopK { .. }
+        )
+    }
+
+    /// Whether the step names classes, and so needs integer labels to be column numbers.
+    pub fn names_classes(&self) -> bool {
+        matches!(
+            self,
+            Self::RenameLabels { .. } | Self::ClassThresholds { .. }
+        )
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Self::RenameLabels { .. } => "rename_labels",

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::results::Layout;
 use super::spec::{invalid, JobSpec};
 use super::store::{now_ms, Store};
 use super::view::iso;
@@ -133,15 +134,21 @@ pub async fn start(
     let scored_by = results["score_histogram"]["score_of"]
         .as_str()
         .map(str::to_string);
+    let layout: Option<Layout> = serde_json::from_value(results["answer_layout"].clone())
+        .ok()
+        .flatten();
     tokio::spawn(async move {
         let started = now_ms();
         let computed = run(
             &sources,
             &truth,
             &outputs,
-            id_width,
-            &positive,
-            scored_by.as_deref(),
+            Reading {
+                id_width,
+                positive: &positive,
+                scored_by: scored_by.as_deref(),
+                layout,
+            },
         )
         .await;
         let stored = match computed {
@@ -164,14 +171,23 @@ pub async fn start(
 }
 
 /// Fetches what is on S3, then joins and computes on a blocking thread.
+/// How a job's answer lines are read back.
+#[derive(Clone, Copy)]
+struct Reading<'a> {
+    id_width: usize,
+    positive: &'a str,
+    /// The class whose probability a line's second probability is (absent: the positive).
+    scored_by: Option<&'a str>,
+    layout: Option<Layout>,
+}
+
 async fn run(
     sources: &SourceOptions,
     truth: &Place,
     outputs: &[String],
-    id_width: usize,
-    positive: &str,
-    scored_by: Option<&str>,
+    how: Reading<'_>,
 ) -> Result<(usize, usize, Value), String> {
+    let (id_width, layout) = (how.id_width, how.layout);
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut s3: Option<S3Store> = None;
     let local =
@@ -204,16 +220,16 @@ async fn run(
             }
         }
     }
-    let (positive, scored_by) = (positive.to_string(), scored_by.map(str::to_string));
+    let (positive, scored_by) = (how.positive.to_string(), how.scored_by.map(str::to_string));
     tokio::task::spawn_blocking(move || {
         let (truth, labels) = read_truth(&paths[0], id_width)?;
-        let pairs = join(
-            &truth,
-            &paths[1..],
+        let how = Reading {
             id_width,
-            &positive,
-            scored_by.as_deref(),
-        )?;
+            positive: &positive,
+            scored_by: scored_by.as_deref(),
+            layout,
+        };
+        let pairs = join(&truth, &paths[1..], how)?;
         let matched = pairs.len();
         if matched == 0 {
             return Err("no id of the ground truth is among the job's answers".to_string());
@@ -309,10 +325,18 @@ fn read_truth(path: &Path, id_width: usize) -> Result<(Truth, Vec<Vec<u8>>), Str
 fn join(
     truth: &Truth,
     outputs: &[PathBuf],
-    id_width: usize,
-    positive: &str,
-    scored_by: Option<&str>,
+    how: Reading<'_>,
 ) -> Result<Vec<(bool, bool, f64)>, String> {
+    let Reading {
+        id_width,
+        positive,
+        scored_by,
+        layout,
+    } = how;
+    // id…, label, then p(class 0), p(class 1); or, under top_k, class and probability pairs
+    // (at most two for a binary classifier); then a `fields` step's constants.
+    let top_k = layout.and_then(|l| l.top_k).map(|k| k.min(2));
+    let width = id_width + top_k.map_or(3, |k| 1 + 2 * k) + layout.map_or(0, |l| l.fields);
     let mut pairs = Vec::new();
     for path in outputs {
         let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -321,8 +345,7 @@ fn join(
         while next_line(&mut r, &mut line, &what, n)? {
             n += 1;
             let fields = split(&line);
-            // id…, label, p(class 0), p(class 1): a binary classifier's CSV answer.
-            if fields.len() != id_width + 3 {
+            if fields.len() != width {
                 continue;
             }
             let id = fields[..id_width].join(&b","[..]);
@@ -330,23 +353,33 @@ fn join(
                 continue;
             };
             let label = unquote(fields[id_width]);
-            let p1: f64 = std::str::from_utf8(fields[id_width + 2])
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| {
-                    format!(
-                        "{} line {}: the score is not a number",
-                        path.display(),
-                        n + 1
-                    )
-                })?;
-            if !p1.is_finite() {
-                return Err(format!("{what} line {n}: the score is not a finite number"));
-            }
-            let score = if scored_by.is_none_or(|s| s == positive) {
-                p1
-            } else {
-                1.0 - p1
+            let number = |at: usize| -> Result<f64, String> {
+                std::str::from_utf8(fields[at])
+                    .ok()
+                    .and_then(|s| s.parse::<f64>().ok())
+                    .filter(|p| p.is_finite())
+                    .ok_or_else(|| {
+                        format!("{what} line {}: the score is not a finite number", n + 1)
+                    })
+            };
+            let score = match top_k {
+                None if scored_by.is_none_or(|s| s == positive) => number(id_width + 2)?,
+                None => 1.0 - number(id_width + 2)?,
+                Some(k) => {
+                    // The positive class's own pair, else (top 1 of two classes) the other's.
+                    let mut listed = (0..k).map(|i| id_width + 1 + 2 * i);
+                    match listed.find(|&at| unquote(fields[at]) == positive.as_bytes()) {
+                        Some(at) => number(at + 1)?,
+                        None if k == 1 => 1.0 - number(id_width + 2)?,
+                        None => {
+                            return Err(format!(
+                                "{what} line {}: the positive label {positive:?} is not among \
+                                 the answer's classes",
+                                n + 1
+                            ))
+                        }
+                    }
+                }
             };
             pairs.push((
                 actual == positive.as_bytes(),

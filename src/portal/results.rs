@@ -29,6 +29,19 @@ pub struct Tally {
     /// Regressors: the values' count, sum, least and greatest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub values: Option<Values>,
+    /// How the answer lines are laid out, when the model's `top_k` or `fields` steps change
+    /// them: what reading them back (an evaluation) must know.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<Layout>,
+}
+
+/// A `top_k` step's k and the number of a `fields` step's constants.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Layout {
+    #[serde(default)]
+    pub top_k: Option<usize>,
+    #[serde(default)]
+    pub fields: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -51,6 +64,12 @@ pub struct Values {
 impl Tally {
     pub fn add(&mut self, p: &Predictions) {
         self.rows += p.rows() as u64;
+        if self.layout.is_none() {
+            self.layout = p.shown().map(|s| Layout {
+                top_k: s.top_k,
+                fields: s.fields.len(),
+            });
+        }
         match p {
             Predictions::Classifier {
                 labels,
@@ -137,6 +156,7 @@ impl Tally {
 
     pub fn merge(&mut self, o: &Tally) {
         self.rows += o.rows;
+        self.layout = self.layout.or(o.layout);
         for (k, v) in &o.labels {
             *self.labels.entry(k.clone()).or_insert(0) += v;
         }
@@ -203,6 +223,7 @@ pub fn results(tallies: &[Tally], rows_failed: u64, model_version: &str) -> Valu
         "label_shares": all.shares(),
         "score_histogram": all.score,
         "values": all.values,
+        "answer_layout": all.layout,
         "model_version": model_version,
     })
 }
@@ -244,6 +265,7 @@ pub fn compare(base_name: &str, base: &Value, candidate: &Value, gates: &[Gate])
             labels: serde_json::from_value(v["label_counts"].clone()).unwrap_or_default(),
             score: serde_json::from_value(v["score_histogram"].clone()).unwrap_or(None),
             values: None,
+            layout: None,
         }
     };
     let (b, c) = (tally(base), tally(candidate));

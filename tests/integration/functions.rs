@@ -60,7 +60,7 @@ fn bad_steps_keep_ping_at_503_naming_the_step() {
         ),
         (
             json!({"after": [{"step": "top_k", "k": 0}]}),
-            "steps.after[0] (top_k): k must be at least 1",
+            "steps.after[0] (top_k): k must be from 1 to 65536, got 0",
         ),
     ];
     for (steps, want) in cases {
@@ -658,6 +658,43 @@ fn a_package_holds_the_whole_folder_and_its_sample_rows_and_serves() {
     assert!(
         names.contains(&"baseline/statistics.json".to_string()),
         "{names:?}"
+    );
+}
+
+/// Expected answers are the model's values: every class's probability, without `top_k` and
+/// `fields`, so Python's own answers can be shipped as they are, and a new version constant
+/// in the config is not a broken model.
+#[test]
+fn parity_compares_values_not_how_top_k_and_fields_show_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("segments.tar.gz");
+    let p = package("segments", &out, &[]);
+    assert!(p.status.success(), "{p:?}");
+    let dir = tmp.path().join("segments");
+    unpack(&out, &dir);
+    let expected = std::fs::read_to_string(dir.join("parity/expected.jsonl")).unwrap();
+    let gold = crate::common::golden("segments");
+    for (r, line) in expected.lines().enumerate() {
+        let answer: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(answer["label"], gold["labels"][r], "row {r}");
+        assert_eq!(
+            answer["probabilities"].as_object().unwrap().len(),
+            5,
+            "{answer}"
+        );
+        assert!(answer.get("top_k").is_none() && answer.get("model_version").is_none());
+    }
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("mlapp.json")).unwrap()).unwrap();
+    config["steps"]["after"][1]["fields"]["model_version"] = json!("segments-2027.01");
+    write_config(&dir, &config);
+    let s = Server::ready(&dir, &[]);
+    let body = crate::common::payload("segments", "rows.csv");
+    let r = s.post(Some("text/csv"), Some("application/json"), &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json()["predictions"][0]["model_version"],
+        "segments-2027.01"
     );
 }
 

@@ -151,22 +151,7 @@ fn late_ground_truth_gives_scikit_learns_metrics() {
         .enumerate()
         .all(|(i, l)| l.starts_with(&format!("dev-{i:05},"))));
 
-    let r = call(
-        &s,
-        "POST",
-        "/api/providers/prediction/evaluate",
-        Some(&eval),
-    );
-    assert_eq!(r.status, 202, "{}", r.body);
-    let until = std::time::Instant::now() + Duration::from_secs(60);
-    let ev = loop {
-        let v = wait_for(&s, "gender-eval", &["Completed"], Duration::from_secs(5));
-        if v["evaluation"]["status"] != "InProgress" {
-            break v["evaluation"].clone();
-        }
-        assert!(std::time::Instant::now() < until, "{v}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let ev = evaluated(&s, &eval);
     assert_eq!(ev["status"], "Completed", "{ev}");
     assert_eq!(ev["matched"], 2000);
     let m = &ev["metrics"]["binary_classification_metrics"];
@@ -217,6 +202,78 @@ fn late_ground_truth_gives_scikit_learns_metrics() {
         Some(&json!({"name": "gender-eval"})),
     );
     assert_eq!(r.status, 400, "{}", r.body);
+}
+
+/// The evaluation of `eval` (its job finished), once it has ended.
+fn evaluated(s: &Server, eval: &Value) -> Value {
+    let r = call(s, "POST", "/api/providers/prediction/evaluate", Some(eval));
+    assert_eq!(r.status, 202, "{}", r.body);
+    let name = eval["name"].as_str().unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = wait_for(s, name, &["Completed"], Duration::from_secs(5));
+        if v["evaluation"]["status"] != "InProgress" {
+            return v["evaluation"].clone();
+        }
+        assert!(std::time::Instant::now() < until, "{v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A model whose answers list only the top class and carry a constant field: its lines are
+/// read back by their layout, so the evaluation gives scikit-learn's numbers still (the top
+/// class's probability is the positive's, or one less the other's).
+#[test]
+fn ground_truth_is_evaluated_through_top_k_and_fields() {
+    let s = portal_server(&Backend::sqlite(), &[]);
+    let work = tempfile::tempdir().expect("temp dir");
+    let model = work.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    let src = model_dir("logreg");
+    std::fs::copy(src.join("model.onnx"), model.join("model.onnx")).unwrap();
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(src.join("mlapp.json")).unwrap()).unwrap();
+    config["steps"] = json!({"after": [{"step": "top_k", "k": 1},
+        {"step": "fields", "fields": {"model_version": "v,7", "live": true}}]});
+    std::fs::write(model.join("mlapp.json"), config.to_string()).unwrap();
+    let data = repo().join("examples/gender/ground_truth");
+    let golden: Value =
+        serde_json::from_slice(&std::fs::read(data.join("metrics.json")).unwrap()).unwrap();
+    let spec = json!({"name": "top-eval", "model": model, "input": data.join("devices.csv"),
+                      "output": work.path().join("out"), "id_columns": [0]});
+    assert_eq!(create(&s, &spec).status, 201);
+    assert_eq!(invoke(&s, "top-eval").status, 202);
+    wait_for(&s, "top-eval", &["Completed"], Duration::from_secs(60));
+    let out = std::fs::read_to_string(work.path().join("out/devices.csv.out")).unwrap();
+    let first = out.lines().next().unwrap();
+    assert!(first.ends_with(",true,\"v,7\""), "{first}");
+    assert_eq!(first.split(',').count(), 1 + 1 + 2 + 3, "{first}");
+    let ev = evaluated(
+        &s,
+        &json!({"name": "top-eval", "ground_truth": data.join("truth.csv"),
+                "positive_label": "male"}),
+    );
+    assert_eq!(ev["status"], "Completed", "{ev}");
+    assert_eq!(ev["matched"], 2000);
+    let m = &ev["metrics"]["binary_classification_metrics"];
+    for (key, tolerance) in [
+        ("accuracy", 1e-12),
+        ("precision", 1e-12),
+        ("recall", 1e-12),
+        ("f1", 1e-12),
+        // One less a float32 probability is not the other class's float32 to the last bit.
+        ("auc", 1e-3),
+    ] {
+        let (got, want) = (
+            m[key]["value"].as_f64().unwrap(),
+            golden[key].as_f64().unwrap(),
+        );
+        assert!(
+            (got - want).abs() < tolerance,
+            "{key}: mlapp {got}, scikit-learn {want}"
+        );
+    }
+    assert_eq!(m["confusion_matrix"], golden["confusion_matrix"]);
 }
 
 #[test]

@@ -174,6 +174,7 @@ fn report_renders_in_headless_chromium() {
             bins,
         }),
         values: None,
+        layout: None,
     };
     let html = render(&ReportInput {
         title: "mlapp data-quality report",

@@ -247,8 +247,9 @@ pub fn decode(
     })
 }
 
-const CLASSIFICATION: &str = "the classification extension is not supported: ask for the \
-     probabilities output, which holds every class's score";
+const CLASSIFICATION: &str = "the classification extension is not supported per request: ask \
+     for the probabilities output, which holds every class's score (or, for a model with a \
+     top_k step, its k best in the extension's format)";
 
 fn requested(
     asked: Vec<Requested>,

@@ -135,7 +135,10 @@ fn tensors(p: Predictions, metas: &[TensorMeta<'_>]) -> Result<Vec<Tensor>, Stri
                 // first, so tritonclient's users read it as they read Triton's.
                 Some((s, k)) => {
                     let mut top = Vec::with_capacity(rows * k.min(c));
-                    for row in probabilities.chunks_exact(c.max(1)) {
+                    for r in 0..rows {
+                        let row = probabilities
+                            .get(r * c..(r + 1) * c)
+                            .ok_or("the probabilities do not cover every row")?;
                         top.extend(
                             s.top(row)
                                 .into_iter()
