@@ -339,6 +339,111 @@ fn predictions() -> Predictions {
 }
 
 #[test]
+fn fields_on_a_raw_answer_are_parameters_and_may_not_hide_an_output() {
+    use crate::model::{ModelConfig, ModelSignature, OutputData, OutputSpec, OutputTensor};
+    use crate::model::{OutputType, Outputs};
+    let sig = ModelSignature::new(
+        test_sig::tensor3().inputs,
+        vec![
+            OutputSpec {
+                name: "y".into(),
+                ty: OutputType::Tensor {
+                    elem: "float32".into(),
+                    shape: vec![-1, 3],
+                },
+            },
+            OutputSpec {
+                name: "z".into(),
+                ty: OutputType::Tensor {
+                    elem: "float64".into(),
+                    shape: vec![-1],
+                },
+            },
+        ],
+        None,
+        &ModelConfig::default(),
+    )
+    .unwrap();
+    let config = |fields: &str| ModelConfig {
+        steps: serde_json::from_str(&format!(
+            r#"{{"after": [{{"step": "fields", "fields": {fields}}}]}}"#
+        ))
+        .unwrap(),
+        ..Default::default()
+    };
+    let e = OutputPlan::choose(&sig, &config(r#"{"z": 1}"#)).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("\"z\" is also the name of one of the model's outputs"),
+        "{e}"
+    );
+    let plan = OutputPlan::choose(&sig, &config(r#"{"version": "r9"}"#)).unwrap();
+    // apply gives the answer its fields.
+    let p = plan
+        .apply(Outputs {
+            rows: 1,
+            tensors: vec![
+                OutputTensor {
+                    name: "y".into(),
+                    shape: vec![1, 3],
+                    data: OutputData::F32(vec![1.0, 2.0, 3.0]),
+                },
+                OutputTensor {
+                    name: "z".into(),
+                    shape: vec![1],
+                    data: OutputData::F64(vec![4.5]),
+                },
+            ],
+        })
+        .unwrap();
+    let answer = Answer {
+        id: None,
+        outputs: Some(vec![("z".to_string(), None)]),
+        binary_default: false,
+    };
+    let e = encode(p, &outputs(&sig, &plan, None), &answer, "m", "1").unwrap();
+    let v: Value = serde_json::from_slice(&e.body).unwrap();
+    assert_eq!(v["parameters"], json!({"version": "r9"}));
+    assert_eq!(
+        v["outputs"],
+        json!([{"name": "z", "datatype": "FP64", "shape": [1], "data": [4.5]}])
+    );
+}
+
+#[test]
+fn a_top_k_output_asked_for_as_binary_data_is_length_prefixed_text() {
+    let (sig, plan) = classifier_with_steps(r#"[{"step": "top_k", "k": 2}]"#);
+    let OutputPlan::Classifier { after, .. } = &plan else {
+        panic!("not a classifier")
+    };
+    let mut p = predictions();
+    if let Predictions::Classifier { shown, .. } = &mut p {
+        *shown = after.shown().cloned();
+    }
+    let answer = Answer {
+        id: None,
+        outputs: Some(vec![("probabilities".to_string(), Some(true))]),
+        binary_default: false,
+    };
+    let e = encode(p, &outputs(&sig, &plan, None), &answer, "m", "1").unwrap();
+    let n = e.header_len.expect("binary data follows");
+    let v: Value = serde_json::from_slice(&e.body[..n]).unwrap();
+    assert_eq!(v["outputs"][0]["datatype"], "BYTES");
+    assert_eq!(v["outputs"][0]["shape"], json!([2, 2]));
+    let mut cells = Vec::new();
+    let mut rest = &e.body[n..];
+    while rest.len() >= 4 {
+        let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+        cells.push(String::from_utf8(rest[4..4 + len].to_vec()).unwrap());
+        rest = &rest[4 + len..];
+    }
+    assert_eq!(
+        cells,
+        ["0.75:1:male", "0.25:0:female", "0.5:0:female", "0.5:1:male"]
+    );
+}
+
+#[test]
 fn top_k_answers_as_triton_classification_and_fields_as_parameters() {
     let (sig, plan) = classifier_with_steps(
         r#"[{"step": "top_k", "k": 1}, {"step": "fields", "fields": {"version": "7b", "n": 2}}]"#,
