@@ -69,15 +69,8 @@ pub fn answers(
 /// The lines of an expected-answers file.
 pub fn read_expected(path: &Path) -> Result<Vec<Value>, ModelError> {
     let fail = |e: String| ModelError::Parity(format!("{}: {e}", path.display()));
-    let size = std::fs::metadata(path)
-        .map_err(|e| fail(e.to_string()))?
-        .len();
-    if size > MAX_BYTES {
-        return Err(fail(format!(
-            "{size} bytes; expected answers may take {MAX_BYTES}"
-        )));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let bytes = super::warmup::read_bounded(path, MAX_BYTES, "expected answers").map_err(fail)?;
+    let text = String::from_utf8(bytes).map_err(|e| fail(e.to_string()))?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())

@@ -136,15 +136,7 @@ pub fn read(
 ) -> Result<Frame, ModelError> {
     let bad = |why: String| ModelError::Config(format!("{what} {}: {why}", path.display()));
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    let size = std::fs::metadata(path)
-        .map_err(|e| bad(e.to_string()))?
-        .len();
-    if size > MAX_BYTES {
-        return Err(bad(format!(
-            "{size} bytes; a sample may hold at most {MAX_BYTES}"
-        )));
-    }
-    let body = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let body = read_bounded(path, MAX_BYTES, "a sample").map_err(bad)?;
     let format = match ext.to_ascii_lowercase().as_str() {
         "jsonl" => InputFormat::JsonLines,
         "json" => InputFormat::Json,
@@ -158,6 +150,16 @@ pub fn read(
         }
     };
     codec::decode(format, &body, sig).map_err(|e| bad(e.to_string()))
+}
+
+/// A file of the model folder read whole, refused past `max` bytes before it is read: a
+/// folder from a URL must not make a load take all memory. `what` names it in the message.
+pub(crate) fn read_bounded(path: &Path, max: u64, what: &str) -> Result<Vec<u8>, String> {
+    let size = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
+    if size > max {
+        return Err(format!("{size} bytes; {what} may hold at most {max}"));
+    }
+    std::fs::read(path).map_err(|e| e.to_string())
 }
 
 /// A CSV whose first line names every feature starts with a header: no data row of a model
