@@ -329,6 +329,18 @@ fn classifier_with_steps(after: &str) -> (crate::model::ModelSignature, OutputPl
     (sig, plan)
 }
 
+/// `predictions()` as `plan`'s `top_k` and `fields` steps show them.
+fn predictions_shown_by(plan: &OutputPlan) -> Predictions {
+    let OutputPlan::Classifier { after, .. } = plan else {
+        panic!("not a classifier")
+    };
+    let mut p = predictions();
+    if let Predictions::Classifier { shown, .. } = &mut p {
+        *shown = after.shown().cloned();
+    }
+    p
+}
+
 fn predictions() -> Predictions {
     Predictions::Classifier {
         labels: vec![Label::Str("male".into()), Label::Str("female".into())],
@@ -413,13 +425,7 @@ fn fields_on_a_raw_answer_are_parameters_and_may_not_hide_an_output() {
 #[test]
 fn a_top_k_output_asked_for_as_binary_data_is_length_prefixed_text() {
     let (sig, plan) = classifier_with_steps(r#"[{"step": "top_k", "k": 2}]"#);
-    let OutputPlan::Classifier { after, .. } = &plan else {
-        panic!("not a classifier")
-    };
-    let mut p = predictions();
-    if let Predictions::Classifier { shown, .. } = &mut p {
-        *shown = after.shown().cloned();
-    }
+    let p = predictions_shown_by(&plan);
     let answer = Answer {
         id: None,
         outputs: Some(vec![("probabilities".to_string(), Some(true))]),
@@ -453,13 +459,7 @@ fn top_k_answers_as_triton_classification_and_fields_as_parameters() {
         (metas[1].datatype, &metas[1].shape),
         ("BYTES", &vec![-1, 1])
     );
-    let OutputPlan::Classifier { after, .. } = &plan else {
-        panic!("not a classifier")
-    };
-    let mut p = predictions();
-    if let Predictions::Classifier { shown, .. } = &mut p {
-        *shown = after.shown().cloned();
-    }
+    let p = predictions_shown_by(&plan);
     let answer = Answer {
         id: None,
         outputs: None,
