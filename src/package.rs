@@ -23,7 +23,7 @@ pub struct PackageArgs {
     #[arg(long)]
     pub rows: PathBuf,
     /// Their expected answers, one JSON line per row as `Accept: application/jsonlines` gives
-    /// them; default: the answers the model gives here.
+    /// them before any `top_k` or `fields` step; default: the answers the model gives here.
     #[arg(long)]
     pub expected: Option<PathBuf>,
     /// The archive to write.

@@ -3,7 +3,8 @@
 //! export, another ONNX Runtime, a wrong step) is not served; `/ping` says which rows differ.
 //!
 //! The rows are `parity/rows.jsonl` (or `.json`, `.csv`), in a request format; the answers
-//! `parity/expected.jsonl`, one line per row as `Accept: application/jsonlines` gives it.
+//! `parity/expected.jsonl`, one line per row as `Accept: application/jsonlines` gives it
+//! before a `top_k` or `fields` step: the model's values, not how the answer shows them.
 //! Numbers may differ by 1e-5 relative (1e-6 absolute near zero): float32 sums differ in
 //! the last place between batch sizes and CPUs.
 

@@ -393,8 +393,13 @@ pub(crate) fn probabilities_of(
                 v.iter().map(|&x| x as f32).collect(),
             ))
         }
-        OutputData::MapI64(maps) => zipmap(maps, |k| k.to_string()),
-        OutputData::MapStr(maps) => zipmap(maps, |k| k.clone()),
+        OutputData::MapI64(maps) if maps.len() == rows => zipmap(maps, |k| k.to_string()),
+        OutputData::MapStr(maps) if maps.len() == rows => zipmap(maps, |k| k.clone()),
+        OutputData::MapI64(_) | OutputData::MapStr(_) => Err(format!(
+            "output \"{}\" has {} maps of probabilities for {rows} rows",
+            t.name,
+            t.data.len()
+        )),
         _ => Err(format!("output \"{}\" does not hold probabilities", t.name)),
     }
 }
@@ -483,6 +488,11 @@ mod tests {
             let e = plan.apply(outputs(vec![1, 0], probs)).unwrap_err();
             assert!(e.contains("probabilities for 2 rows"), "{e}");
         }
+        // ZipMap's maps: one per row.
+        let mut short = outputs(vec![1, 0], vec![0.5, 0.5, 0.5, 0.5]);
+        short.tensors[1].data = OutputData::MapI64(vec![vec![(0, 0.5), (1, 0.5)]]);
+        let e = plan.apply(short).unwrap_err();
+        assert!(e.contains("1 maps of probabilities for 2 rows"), "{e}");
     }
 
     #[test]

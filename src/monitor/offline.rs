@@ -604,12 +604,27 @@ fn add_output(tally: &mut Tally, ty: &str, text: &str) {
         return;
     }
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+        let cells: Vec<String> = crate::transform::split_fields(line.as_bytes())
+            .into_iter()
+            .map(|c| {
+                let c = String::from_utf8_lossy(c);
+                let c = c.trim();
+                match c.strip_prefix('"').and_then(|c| c.strip_suffix('"')) {
+                    Some(inner) => inner.replace("\"\"", "\""),
+                    None => c.to_string(),
+                }
+            })
+            .collect();
+        let numeric = |c: &[String]| c.iter().all(|x| x.parse::<f64>().is_ok());
+        // A label and its probabilities, or a value alone. Other lines (a top_k answer's
+        // class names, a fields step's constants) cannot be read without the model, and are
+        // left out rather than counted as what they are not.
         match cells.as_slice() {
             [one] => add(None, None, one.parse().ok()),
-            [label, _, p1, ..] => add(Some((*label).to_string()), p1.parse().ok(), None),
-            [label, ..] => add(Some((*label).to_string()), None, None),
-            [] => {}
+            [label, rest @ ..] if rest.len() >= 2 && numeric(rest) => {
+                add(Some(label.clone()), rest[1].parse().ok(), None)
+            }
+            _ => {}
         }
     }
 }
@@ -760,6 +775,31 @@ pub fn run_monitor(args: &MonitorRunArgs) -> Result<usize, OfflineError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn captured_csv_answers_are_read_only_where_their_layout_is_clear() {
+        let mut t = Tally::default();
+        // A classifier (a quoted label), a regressor, a top_k line and a regressor with a
+        // constant: the last two cannot be read without the model and are left out.
+        add_output(
+            &mut t,
+            "text/csv",
+            "\"m, f\",0.25,0.75\n41.5\nM,M,0.7,F,0.3\n1.5,v-7\n",
+        );
+        assert_eq!(
+            t.labels.into_iter().collect::<Vec<_>>(),
+            [("m, f".to_string(), 1)]
+        );
+        assert_eq!(t.score.map(|h| h.bins[15]), Some(1));
+        assert_eq!(t.values.map(|v| (v.count, v.sum)), Some((1, 41.5)));
+        let mut t = Tally::default();
+        add_output(
+            &mut t,
+            "application/json",
+            r#"{"predictions": [{"value": 2.5, "v": "x"}]}"#,
+        );
+        assert_eq!(t.values.map(|v| v.sum), Some(2.5));
+    }
 
     fn baseline() -> Baseline {
         let mut p = Profile::new(vec![

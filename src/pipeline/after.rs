@@ -304,6 +304,16 @@ fn check_fields(fields: &BTreeMap<String, Value>) -> Result<(), String> {
                  column), got {value}"
             ));
         }
+        // Clients parse numbers as doubles: 1e999 or a thousand digits would be written as
+        // they are and break them.
+        if let Value::Number(x) = value {
+            if !x.as_f64().is_some_and(f64::is_finite) || x.to_string().len() > 32 {
+                return Err(format!(
+                    "the value of {name:?} must be a finite number of at most 32 characters, \
+                     got {x}"
+                ));
+            }
+        }
         // A line break would split a CSV answer's line, and with it the rows-to-lines match
         // that SageMaker's AssembleWith=Line and transform's ids rely on.
         if let Value::String(text) = value {
@@ -500,6 +510,7 @@ mod tests {
         assert!(f(r#"{"": 1}"#, "classifier").contains("is not a field name"));
         assert!(f("{}", "classifier").contains("\"fields\" is empty"));
         assert!(f(r#"{"v": "a\nb"}"#, "classifier").contains("no control characters"));
+        assert!(f(r#"{"v": 1e999}"#, "classifier").contains("a finite number"));
         assert!(e(r#"[{"step": "top_k", "k": 100000}]"#, "classifier").contains("from 1 to 65536"));
         // Fields alone fit any answer, a raw one included.
         let raw = After::compile(

@@ -335,6 +335,13 @@ fn join(
     } = how;
     // id…, label, then p(class 0), p(class 1); or, under top_k, class and probability pairs
     // (at most two for a binary classifier); then a `fields` step's constants.
+    if let Some(l) = layout.filter(|l| l.top_k.is_some() && l.classes != 2) {
+        return Err(format!(
+            "the job's model lists its top classes of {}; an evaluation of top_k answers needs \
+             a binary classifier",
+            l.classes
+        ));
+    }
     let top_k = layout.and_then(|l| l.top_k).map(|k| k.min(2));
     let width = id_width + top_k.map_or(3, |k| 1 + 2 * k) + layout.map_or(0, |l| l.fields);
     let mut pairs = Vec::new();
@@ -358,9 +365,7 @@ fn join(
                     .ok()
                     .and_then(|s| s.parse::<f64>().ok())
                     .filter(|p| p.is_finite())
-                    .ok_or_else(|| {
-                        format!("{what} line {}: the score is not a finite number", n + 1)
-                    })
+                    .ok_or_else(|| format!("{what} line {n}: the score is not a finite number"))
             };
             let score = match top_k {
                 None if scored_by.is_none_or(|s| s == positive) => number(id_width + 2)?,
@@ -373,9 +378,8 @@ fn join(
                         None if k == 1 => 1.0 - number(id_width + 2)?,
                         None => {
                             return Err(format!(
-                                "{what} line {}: the positive label {positive:?} is not among \
-                                 the answer's classes",
-                                n + 1
+                                "{what} line {n}: the positive label {positive:?} is not among \
+                                 the answer's classes"
                             ))
                         }
                     }
@@ -628,6 +632,58 @@ mod tests {
         assert_eq!(m["precision"]["standard_deviation"], "NaN");
         assert_eq!(m["confusion_matrix"]["0"]["1"], 2);
         assert_eq!(m["confusion_matrix"]["1"]["1"], 1);
+    }
+
+    /// `join` over one answers file, under `layout`, with positive label "m f" (quoted in
+    /// the answers, as CSV writes a label with a space only when asked: here always).
+    fn joined(lines: &str, layout: Option<Layout>) -> Result<Vec<(bool, bool, f64)>, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("a.csv.out");
+        std::fs::write(&out, lines).unwrap();
+        let truth: Truth = [("1", "m f"), ("2", "f"), ("3", "f")]
+            .iter()
+            .map(|(id, l)| (id.as_bytes().to_vec(), l.as_bytes().to_vec()))
+            .collect();
+        let how = Reading {
+            id_width: 1,
+            positive: "m f",
+            scored_by: None,
+            layout,
+        };
+        join(&truth, &[out], how)
+    }
+
+    #[test]
+    fn top_k_lines_give_the_positive_class_score() {
+        let top = |k, classes, fields| {
+            Some(Layout {
+                top_k: Some(k),
+                classes,
+                fields,
+            })
+        };
+        // k = 2: each class's own pair, in either order; a constant with a comma after them.
+        let got = joined(
+            "1,\"m f\",\"m f\",0.75,f,0.25,\"v,1\"\n2,f,f,0.875,\"m f\",0.125,\"v,1\"\n",
+            top(2, 2, 1),
+        )
+        .unwrap();
+        assert_eq!(got, [(true, true, 0.75), (false, false, 0.125)]);
+        // k = 1: the other class on top gives one less its probability.
+        let got = joined("1,\"m f\",\"m f\",0.75\n3,f,f,0.875\n", top(1, 2, 0)).unwrap();
+        assert_eq!(got, [(true, true, 0.75), (false, false, 0.125)]);
+        // A score that is not a number names its line.
+        let e = joined("2,f,f,0.5\n1,\"m f\",\"m f\",high\n", top(1, 2, 0)).unwrap_err();
+        assert!(
+            e.contains("a.csv.out line 2: the score is not a finite number"),
+            "{e}"
+        );
+        // Top classes of more than two: no positive-class score to be had.
+        let e = joined("1,a,a,0.5\n", top(1, 5, 0)).unwrap_err();
+        assert!(e.contains("needs a binary classifier"), "{e}");
+        // Without a layout, the plain lines as before.
+        let got = joined("1,\"m f\",0.25,0.75\n", None).unwrap();
+        assert_eq!(got, [(true, true, 0.75)]);
     }
 
     #[test]

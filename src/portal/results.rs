@@ -35,11 +35,14 @@ pub struct Tally {
     pub layout: Option<Layout>,
 }
 
-/// A `top_k` step's k and the number of a `fields` step's constants.
+/// A `top_k` step's k (and of how many classes), and the number of a `fields` step's
+/// constants.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Layout {
     #[serde(default)]
     pub top_k: Option<usize>,
+    #[serde(default)]
+    pub classes: usize,
     #[serde(default)]
     pub fields: usize,
 }
@@ -65,8 +68,13 @@ impl Tally {
     pub fn add(&mut self, p: &Predictions) {
         self.rows += p.rows() as u64;
         if self.layout.is_none() {
+            let classes = match p {
+                Predictions::Classifier { classes, .. } => classes.len(),
+                _ => 0,
+            };
             self.layout = p.shown().map(|s| Layout {
                 top_k: s.top_k,
+                classes,
                 fields: s.fields.len(),
             });
         }
@@ -216,16 +224,19 @@ pub fn results(tallies: &[Tally], rows_failed: u64, model_version: &str) -> Valu
     for t in tallies {
         all.merge(t);
     }
-    json!({
+    let mut v = json!({
         "rows": all.rows,
         "rows_failed": rows_failed,
         "label_counts": all.labels,
         "label_shares": all.shares(),
         "score_histogram": all.score,
         "values": all.values,
-        "answer_layout": all.layout,
         "model_version": model_version,
-    })
+    });
+    if let Some(layout) = all.layout {
+        v["answer_layout"] = json!(layout);
+    }
+    v
 }
 
 pub fn known_metric(m: &str) -> bool {
