@@ -255,11 +255,11 @@ impl Predictions {
     }
 
     /// What the `top_k` and `fields` steps add to how the answer is written.
-    pub fn shown(&self) -> Option<&Shown> {
+    pub fn shown(&self) -> Option<&Arc<Shown>> {
         match self {
             Self::Classifier { shown, .. }
             | Self::Regressor { shown, .. }
-            | Self::Raw { shown, .. } => shown.as_deref(),
+            | Self::Raw { shown, .. } => shown.as_ref(),
         }
     }
 

@@ -603,26 +603,22 @@ fn add_output(tally: &mut Tally, ty: &str, text: &str) {
         }
         return;
     }
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let cells: Vec<String> = crate::transform::split_fields(line.as_bytes())
-            .into_iter()
-            .map(|c| {
-                let c = String::from_utf8_lossy(c);
-                let c = c.trim();
-                match c.strip_prefix('"').and_then(|c| c.strip_suffix('"')) {
-                    Some(inner) => inner.replace("\"\"", "\""),
-                    None => c.to_string(),
-                }
-            })
-            .collect();
-        let numeric = |c: &[String]| c.iter().all(|x| x.parse::<f64>().is_ok());
+    // Read as the captured input is (`input_rows`): quoted labels and constants whole.
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    for cells in r.records().flatten() {
+        let cells: Vec<&str> = cells.iter().collect();
+        let numeric = |c: &[&str]| c.iter().all(|x| x.parse::<f64>().is_ok());
         // A label and its probabilities, or a value alone. Other lines (a top_k answer's
         // class names, a fields step's constants) cannot be read without the model, and are
         // left out rather than counted as what they are not.
         match cells.as_slice() {
             [one] => add(None, None, one.parse().ok()),
             [label, rest @ ..] if rest.len() >= 2 && numeric(rest) => {
-                add(Some(label.clone()), rest[1].parse().ok(), None)
+                add(Some((*label).to_string()), rest[1].parse().ok(), None)
             }
             _ => {}
         }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::{round_to, AfterStep, StepError};
 use crate::codec::encode::csv_str;
@@ -31,8 +31,9 @@ pub struct After {
 pub struct Shown {
     /// Only the k most probable classes, most probable first.
     pub top_k: Option<usize>,
-    /// Name and value, in name order: strings, numbers and booleans.
-    pub fields: Vec<(String, Value)>,
+    /// Name and value, in name order: strings, numbers and booleans (also a V2 answer's
+    /// `parameters`, as they are).
+    pub fields: Map<String, Value>,
     /// The fields as they follow a JSON entry's own members: `,"name":value...`.
     pub json: Vec<u8>,
     /// The fields as they follow a CSV line's own values: `,value...`.
@@ -172,7 +173,7 @@ impl After {
     pub fn field_names(&self) -> impl Iterator<Item = &str> {
         self.shown
             .iter()
-            .flat_map(|s| s.fields.iter().map(|(n, _)| n.as_str()))
+            .flat_map(|s| s.fields.keys().map(String::as_str))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -298,30 +299,31 @@ fn check_fields(fields: &BTreeMap<String, Value>) -> Result<(), String> {
                 TAKEN.join(", ")
             ));
         }
-        if !matches!(value, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
-            return Err(format!(
-                "the value of {name:?} must be a string, a number or a boolean (one CSV \
-                 column), got {value}"
-            ));
-        }
-        // Clients parse numbers as doubles: 1e999 or a thousand digits would be written as
-        // they are and break them.
-        if let Value::Number(x) = value {
-            if !x.as_f64().is_some_and(f64::is_finite) || x.to_string().len() > 32 {
+        match value {
+            // Clients parse numbers as doubles: 1e999 or a thousand digits would be written
+            // as they are and break them.
+            Value::Number(x)
+                if !x.as_f64().is_some_and(f64::is_finite) || x.to_string().len() > 32 =>
+            {
                 return Err(format!(
                     "the value of {name:?} must be a finite number of at most 32 characters, \
                      got {x}"
-                ));
+                ))
             }
-        }
-        // A line break would split a CSV answer's line, and with it the rows-to-lines match
-        // that SageMaker's AssembleWith=Line and transform's ids rely on.
-        if let Value::String(text) = value {
-            if text.chars().any(char::is_control) || text.len() > 1024 {
+            // A line break would split a CSV answer's line, and with it the rows-to-lines
+            // match that SageMaker's AssembleWith=Line and transform's ids rely on.
+            Value::String(text) if text.chars().any(char::is_control) || text.len() > 1024 => {
                 return Err(format!(
                     "the value of {name:?} must be at most 1024 bytes with no control \
                      characters (line breaks, tabs)"
-                ));
+                ))
+            }
+            Value::String(_) | Value::Number(_) | Value::Bool(_) => {}
+            _ => {
+                return Err(format!(
+                    "the value of {name:?} must be a string, a number or a boolean (one CSV \
+                     column), got {value}"
+                ))
             }
         }
     }

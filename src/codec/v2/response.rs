@@ -81,7 +81,7 @@ struct Response<'a> {
     id: Option<&'a str>,
     /// The `fields` step's constants: the same for every row, so the answer's, not a tensor.
     #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<serde_json::Map<String, serde_json::Value>>,
+    parameters: Option<&'a serde_json::Map<String, serde_json::Value>>,
     outputs: &'a [Tensor],
 }
 
@@ -210,15 +210,12 @@ pub fn encode(
     model_name: &str,
     model_version: &str,
 ) -> Result<Encoded, String> {
-    let parameters = predictions
-        .shown()
-        .filter(|s| !s.fields.is_empty())
-        .map(|s| {
-            s.fields
-                .iter()
-                .map(|(n, v)| (n.clone(), v.clone()))
-                .collect::<serde_json::Map<_, _>>()
-        });
+    // Held past `tensors`, which takes the predictions, for the answer to borrow.
+    let shown = predictions.shown().cloned();
+    let parameters = shown
+        .as_deref()
+        .map(|s| &s.fields)
+        .filter(|f| !f.is_empty());
     let mut all = tensors(predictions, metas)?;
     let mut out: Vec<Tensor> = match &req.outputs {
         None => {
