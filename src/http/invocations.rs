@@ -30,12 +30,15 @@ pub const TIMEOUT_HEADER: &str = "x-mlapp-timeout-ms";
 
 /// The caller's inference id, kept in captured records (SageMaker's `InferenceId`; how
 /// SageMaker hands it to a container is not documented, so mlapp's own name is read too).
-const INFERENCE_ID_HEADERS: [&str; 2] = ["x-amzn-sagemaker-inference-id", "x-mlapp-inference-id"];
+const INFERENCE_ID_HEADERS: [header::HeaderName; 2] = [
+    header::HeaderName::from_static("x-amzn-sagemaker-inference-id"),
+    header::HeaderName::from_static("x-mlapp-inference-id"),
+];
 
 pub(super) fn inference_id(req: &HttpRequest) -> Option<String> {
     INFERENCE_ID_HEADERS
         .iter()
-        .find_map(|h| req.headers().get(*h)?.to_str().ok())
+        .find_map(|h| req.headers().get(h)?.to_str().ok())
         .map(str::to_string)
 }
 
@@ -242,15 +245,13 @@ async fn handle(
     };
     let placeholders = settings.bad_records == BadRecords::Placeholder;
     let tap = |accept: OutputFormat| {
-        state.capture.as_ref().map(|c| {
-            Arc::new(Tap {
-                capture: Arc::clone(c),
-                input_type: header_str(req, header::CONTENT_TYPE)
-                    .unwrap_or(&settings.default_content_type)
-                    .to_string(),
-                output_type: accept.mime().to_string(),
-                inference_id: inference_id(req),
-            })
+        state.capture.as_ref().map(|c| Tap {
+            capture: Arc::clone(c),
+            input_type: Arc::from(
+                header_str(req, header::CONTENT_TYPE).unwrap_or(&settings.default_content_type),
+            ),
+            output_type: Arc::from(accept.mime()),
+            inference_id: inference_id(req),
         })
     };
     let declared = declared_length(req);
@@ -268,7 +269,7 @@ async fn handle(
         max_record,
         window: stream::window(model.sessions),
         observer: None,
-        capture: tap(accept),
+        capture: tap(accept).map(Arc::new),
     };
     let body_read = BodyRead::of(state);
     if settings.stream_bodies && model.batching {
@@ -355,7 +356,7 @@ async fn handle(
         .flatten()
         .map(|mut t| {
             // The shadow's captured answer is found by the same inference id.
-            if let (Some(t), Some(_)) = (Arc::get_mut(&mut t), &shadowed) {
+            if shadowed.is_some() {
                 t.inference_id
                     .get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
             }
@@ -389,7 +390,7 @@ async fn handle(
         .as_ref()
         .filter(|_| shadowed.is_some())
         .map(|(tap, _)| crate::monitor::shadow::CaptureLink {
-            input_type: tap.input_type.clone(),
+            input_type: Arc::clone(&tap.input_type),
             inference_id: tap.inference_id.clone().unwrap_or_default(),
         });
     if let Some((tap, input)) = captured {

@@ -255,7 +255,7 @@ async fn run(
         let tap = Tap {
             capture: Arc::clone(c),
             input_type: captured_type(header_len),
-            output_type: String::new(),
+            output_type: Arc::from(""),
             inference_id: inference_id(req),
         };
         (tap, body.clone())
@@ -315,9 +315,9 @@ async fn run(
 /// The content type a captured V2 body is recorded under: with binary data, SageMaker's type
 /// for Triton's binary+JSON bodies, which carries where the JSON ends (`mlapp monitor` reads
 /// it back).
-fn captured_type(header_len: Option<usize>) -> String {
+fn captured_type(header_len: Option<usize>) -> Arc<str> {
     match header_len {
-        Some(n) => format!("{}{n}", v2::CAPTURED_BINARY),
-        None => "application/json".into(),
+        Some(n) => Arc::from(format!("{}{n}", v2::CAPTURED_BINARY)),
+        None => Arc::from("application/json"),
     }
 }

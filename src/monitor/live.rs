@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use super::check::{self, Baseline, Columns, Evaluation, CHECKS};
 use super::metrics::{escape, header};
 use super::profile::{Profile, Sampler};
+use crate::codec::frame::Column;
 use crate::codec::{DecodeError, Frame};
 use crate::model::output::Predictions;
 use crate::model::signature::ModelSignature;
@@ -24,6 +25,8 @@ const MAX_SHARDS: usize = 8;
 /// weight (`profile::Sampler`). Counts and moments always see every value.
 const EXACT_ROWS: u64 = 4096;
 const SAMPLE_LEVEL: usize = 4;
+/// Rows of small frames a shard gathers before profiling them (`Shard::pending`).
+const BATCH_ROWS: usize = 32;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Window {
@@ -37,6 +40,46 @@ struct Shard {
     tally: Tally,
     /// Whether this shard still sketches every row (the window is young).
     exact: bool,
+    /// Rows of small float32 frames (online requests of a model with one float input) not yet
+    /// profiled: profiled `BATCH_ROWS` at a time, a request's values cost a copy instead of a
+    /// visit to every feature's profile. Profiled before the window is read or taken.
+    pending: Vec<f32>,
+    pending_rows: usize,
+}
+
+impl Shard {
+    fn new(profile: Profile) -> Self {
+        Self {
+            profile,
+            tally: Tally::default(),
+            exact: true,
+            pending: Vec::new(),
+            pending_rows: 0,
+        }
+    }
+
+    /// The pending rows profiled now.
+    fn flush(&mut self, signature: &ModelSignature, exact: bool) {
+        if self.pending_rows == 0 {
+            return;
+        }
+        if !exact && self.exact {
+            self.profile
+                .sampler_mut()
+                .set_exact(false, fastrand::u64(..));
+            self.exact = false;
+        }
+        let frame = Frame {
+            rows: std::mem::take(&mut self.pending_rows),
+            columns: vec![Column::F32(std::mem::take(&mut self.pending))],
+        };
+        self.profile.frame(&frame, signature);
+        // The buffer is kept for the next rows.
+        if let Some(Column::F32(mut v)) = frame.columns.into_iter().next() {
+            v.clear();
+            self.pending = v;
+        }
+    }
 }
 
 /// A closed window, checked.
@@ -148,13 +191,7 @@ impl Monitor {
             .map_or(1, |n| n.get())
             .min(MAX_SHARDS);
         let shards = (0..n_shards)
-            .map(|_| {
-                Mutex::new(Shard {
-                    profile: empty.empty_like(),
-                    tally: Tally::default(),
-                    exact: true,
-                })
-            })
+            .map(|_| Mutex::new(Shard::new(empty.empty_like())))
             .collect();
         let m = Arc::new(Monitor {
             model,
@@ -209,11 +246,22 @@ impl Monitor {
             s.profile.merge(&mine);
         } else {
             let mut s = self.shard().lock().unwrap_or_else(|p| p.into_inner());
-            if !exact && s.exact {
-                s.profile.sampler_mut().set_exact(false, fastrand::u64(..));
-                s.exact = false;
+            match &frame.columns[..] {
+                [Column::F32(v)] => {
+                    s.pending.extend_from_slice(v);
+                    s.pending_rows += frame.rows;
+                    if s.pending_rows >= BATCH_ROWS {
+                        s.flush(&self.signature, exact);
+                    }
+                }
+                _ => {
+                    if !exact && s.exact {
+                        s.profile.sampler_mut().set_exact(false, fastrand::u64(..));
+                        s.exact = false;
+                    }
+                    s.profile.frame(frame, &self.signature);
+                }
             }
-            s.profile.frame(frame, &self.signature);
         }
         let n = frame.rows as u64;
         let before = self.rows.fetch_add(n, Ordering::Relaxed);
@@ -271,7 +319,10 @@ impl Monitor {
         let mut profile = self.empty.empty_like();
         let mut tally = Tally::default();
         for s in &self.shards {
-            let s = s.lock().unwrap_or_else(|p| p.into_inner());
+            let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
+            // Read under the shard's lock: a window taken meanwhile has reset the count.
+            let exact = self.rows.load(Ordering::Relaxed) < EXACT_ROWS;
+            s.flush(&self.signature, exact);
             profile.merge(&s.profile);
             tally.merge(&s.tally);
         }
@@ -288,12 +339,14 @@ impl Monitor {
         };
         // Reset first: a frame that reads the count from here on belongs to the new window,
         // whose shards must start by sketching every row.
-        self.rows.store(0, Ordering::Relaxed);
+        let exact = self.rows.swap(0, Ordering::Relaxed) < EXACT_ROWS;
         let mut profile = self.empty.empty_like();
         let mut tally = Tally::default();
         for s in &self.shards {
             let (taken, t) = {
                 let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
+                // Pending rows belong to the window being taken.
+                s.flush(&self.signature, exact);
                 let taken = std::mem::replace(&mut s.profile, self.empty.empty_like());
                 s.exact = true;
                 (taken, std::mem::take(&mut s.tally))
@@ -539,5 +592,70 @@ fn run(monitor: Weak<Monitor>) {
                 *woken = false;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::test_sig;
+
+    /// Each feature's counts, bounds and sketch size, as text to compare.
+    fn counts(p: &Profile) -> Vec<String> {
+        p.features
+            .iter()
+            .map(|f| {
+                let m = &f.moments;
+                let (a, b, c, d) = (f.missing, f.numbers, f.integral, f.fractional);
+                format!(
+                    "{a} {b} {c} {d} {} {} {} {}",
+                    m.n,
+                    f.kll.count(),
+                    m.min,
+                    m.max
+                )
+            })
+            .collect()
+    }
+
+    /// One-row requests' rows, gathered per shard, are all in the window when it is read and
+    /// when it is taken, counted as a profile fed the same rows one by one counts them.
+    #[test]
+    fn gathered_rows_are_profiled_before_the_window_is_read_or_taken() {
+        let sig = test_sig::tensor3();
+        let window = Window {
+            rows: 1_000_000,
+            seconds: 3600,
+        };
+        let m = Monitor::start("m".into(), &sig, None, window).unwrap();
+        let feed = |rows: usize| {
+            let mut direct = Profile::of_model(&sig);
+            for r in 0..rows {
+                let x = r as f32;
+                let v = vec![x, if r % 3 == 0 { f32::NAN } else { x / 4.0 }, -x];
+                let frame = Frame {
+                    rows: 1,
+                    columns: vec![Column::F32(v)],
+                };
+                m.frame(&frame);
+                direct.frame(&frame, &sig);
+            }
+            direct
+        };
+        // Taken with rows still pending.
+        let rows = BATCH_ROWS * 3 + 5;
+        let direct = feed(rows);
+        let (taken, _, _) = m.take();
+        assert_eq!(taken.rows, rows as u64);
+        assert_eq!(counts(&taken), counts(&direct));
+        // Read with rows pending, then taken: the same rows, once.
+        let rows = BATCH_ROWS + 7;
+        let direct = feed(rows);
+        let (read, _) = m.snapshot();
+        assert_eq!(read.rows, rows as u64);
+        assert_eq!(counts(&read), counts(&direct));
+        let (taken, _, _) = m.take();
+        assert_eq!(counts(&taken), counts(&direct));
+        assert_eq!(m.snapshot().0.rows, 0);
     }
 }

@@ -3,8 +3,10 @@
 //! - `metrics`: Prometheus counters and histograms of the server.
 //! - `capture`: prediction capture in SageMaker Data Capture's layout, written off the
 //!   request path by a writer thread behind a bounded queue.
-//! - `sketch`: mergeable sketches (KLL quantiles, HyperLogLog distinct counts).
-//! - `profile`: per-feature statistics built from decoded frames or CSV rows.
+//! - `sketch`: mergeable sketches (KLL quantiles, HyperLogLog distinct counts); `radix`, the
+//!   sort their compactions take.
+//! - `profile`: per-feature statistics built from decoded frames or CSV rows; `counts`, what
+//!   every value adds to them.
 //! - `files`: Model Monitor's `statistics.json`, `constraints.json` and
 //!   `constraint_violations.json`.
 //! - `check`: the data-quality checks of a profile against a baseline.
@@ -16,11 +18,13 @@
 pub mod capture;
 mod captured_v2;
 pub mod check;
+mod counts;
 pub mod files;
 pub mod live;
 pub mod metrics;
 pub mod offline;
 pub mod profile;
+mod radix;
 pub mod report;
 pub mod setup;
 pub mod shadow;
@@ -32,8 +36,8 @@ use std::sync::Arc;
 /// caller sent and was answered in.
 pub struct Tap {
     pub capture: Arc<capture::Capture>,
-    pub input_type: String,
-    pub output_type: String,
+    pub input_type: Arc<str>,
+    pub output_type: Arc<str>,
     pub inference_id: Option<String>,
 }
 
@@ -41,11 +45,11 @@ impl Tap {
     pub fn record(&self, input: bytes::Bytes, output: bytes::Bytes) {
         self.capture.record(capture::Record {
             input: Some(capture::Payload {
-                content_type: self.input_type.clone(),
+                content_type: Arc::clone(&self.input_type),
                 data: input,
             }),
             output: Some(capture::Payload {
-                content_type: self.output_type.clone(),
+                content_type: Arc::clone(&self.output_type),
                 data: output,
             }),
             inference_id: self.inference_id.clone(),

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::counts::{count_rows, count_rows_f32, integral, Seen};
 use super::files::{
     CategoricalBucket, CategoricalDistribution, Common, Constraints, Dataset, FeatureConstraints,
     FeatureStatistics, InferredType, KllDistribution, KllParameters, KllSketch, MonitoringConfig,
@@ -43,79 +44,6 @@ pub struct Profile {
 pub struct Placement {
     layout: Vec<(usize, usize, usize)>,
     owners: Vec<Vec<Option<usize>>>,
-}
-
-/// What a frame's values of one place in a row came to: counted in a small contiguous
-/// array while the rows are walked, then added to the feature's profile once per frame.
-#[derive(Clone, Copy, Debug)]
-struct Seen {
-    missing: u64,
-    numbers: u64,
-    fractional: u64,
-    finite: u64,
-    min: f64,
-    max: f64,
-}
-
-impl Default for Seen {
-    fn default() -> Self {
-        Self {
-            missing: 0,
-            numbers: 0,
-            fractional: 0,
-            finite: 0,
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
-        }
-    }
-}
-
-/// A row-major numeric input's values, row by row (the order they sit in memory), each
-/// counted for the place it holds in the row, then added to the feature owning the place.
-fn count_rows<T: Copy>(
-    features: &mut [FeatureProfile],
-    owners: &[Option<usize>],
-    seen: &mut Vec<Seen>,
-    v: &[T],
-    rows: usize,
-    to_f64: impl Fn(T) -> f64,
-) {
-    let w = owners.len().max(1);
-    seen.clear();
-    seen.resize(w, Seen::default());
-    for row in v.chunks_exact(w).take(rows) {
-        for (s, &x) in seen.iter_mut().zip(row) {
-            let x = to_f64(x);
-            if x.is_nan() {
-                s.missing += 1;
-            } else {
-                s.numbers += 1;
-                s.fractional += u64::from(!integral(x));
-                if x.is_finite() {
-                    s.finite += 1;
-                    s.min = s.min.min(x);
-                    s.max = s.max.max(x);
-                }
-            }
-        }
-    }
-    for (s, owner) in seen.iter().zip(owners) {
-        if let Some(f) = owner.and_then(|o| features.get_mut(o)) {
-            f.missing += s.missing;
-            f.numbers += s.numbers;
-            f.fractional += s.fractional;
-            f.integral += s.numbers - s.fractional;
-            if s.finite > 0 {
-                let m = &mut f.moments;
-                if m.n == 0 {
-                    (m.min, m.max) = (s.min, s.max);
-                } else {
-                    (m.min, m.max) = (m.min.min(s.min), m.max.max(s.max));
-                }
-                m.n += s.finite;
-            }
-        }
-    }
 }
 
 /// The number at `i` of a numeric column.
@@ -302,17 +230,6 @@ impl Sampler {
     }
 }
 
-/// Whether a number has no fraction, without `f64::trunc`, which is a libm call on this
-/// target.
-#[inline]
-fn integral(x: f64) -> bool {
-    if x.abs() < 4.5e15 {
-        x == (x as i64) as f64
-    } else {
-        x.is_finite()
-    }
-}
-
 #[derive(Clone, Debug, Default)]
 pub struct Categories {
     pub counts: HashMap<String, u64>,
@@ -418,7 +335,7 @@ impl FeatureProfile {
 
     /// A number seen: counted and typed (`fraction`: whether it has one), or missing when NaN.
     #[inline]
-    fn see(&mut self, x: f64, fraction: bool) {
+    pub(super) fn see(&mut self, x: f64, fraction: bool) {
         if x.is_nan() {
             self.missing += 1;
             return;
@@ -702,7 +619,7 @@ impl Profile {
             };
             let (features, seen) = (&mut self.features, &mut self.seen);
             match column {
-                Column::F32(v) => count_rows(features, owners, seen, v, rows, |x| x.into()),
+                Column::F32(v) => count_rows_f32(features, owners, seen, v, rows),
                 Column::F64(v) => count_rows(features, owners, seen, v, rows, |x| x),
                 Column::I64(v) => count_rows(features, owners, seen, v, rows, |x| x as f64),
                 Column::I32(v) => count_rows(features, owners, seen, v, rows, |x| x.into()),

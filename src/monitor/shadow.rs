@@ -98,7 +98,7 @@ impl Turn {
 }
 
 pub struct CaptureLink {
-    pub input_type: String,
+    pub input_type: Arc<str>,
     pub inference_id: String,
 }
 
@@ -257,11 +257,11 @@ impl Shadow {
         if let (Some(c), Some(link)) = (&self.capture, &offer.captured) {
             c.record(Record {
                 input: Some(Payload {
-                    content_type: link.input_type.clone(),
+                    content_type: Arc::clone(&link.input_type),
                     data: offer.body.clone(),
                 }),
                 output: Some(Payload {
-                    content_type: offer.accept.mime().to_string(),
+                    content_type: Arc::from(offer.accept.mime()),
                     data: codec::encode(&shadow, offer.accept).into(),
                 }),
                 inference_id: Some(link.inference_id.clone()),

@@ -393,7 +393,7 @@ impl Kll {
         let offset = (self.rng >> 63) as usize;
         let (lower, upper) = self.levels.split_at_mut(level + 1);
         let (buf, next) = (&mut lower[level], &mut upper[0]);
-        buf.sort_by(f64::total_cmp);
+        super::radix::sort_total(buf);
         let paired = buf.len() - buf.len() % 2;
         next.extend(buf[..paired].iter().skip(offset).step_by(2));
         // An odd item out stays behind at its own weight, which keeps the total weight exact.

@@ -269,8 +269,8 @@ impl Workers {
             capture: self.scoring.capture.as_ref().map(|capture| {
                 Arc::new(crate::monitor::Tap {
                     capture: Arc::clone(capture),
-                    input_type: spec.content_type.clone(),
-                    output_type: checked.accept.mime().to_string(),
+                    input_type: Arc::from(spec.content_type.as_str()),
+                    output_type: Arc::from(checked.accept.mime()),
                     inference_id: None,
                 })
             }),

@@ -236,8 +236,8 @@ pub fn run(cfg: &TransformConfig) -> Result<Summary, TransformError> {
         .map(|capture| {
             Arc::new(crate::monitor::Tap {
                 capture,
-                input_type: cfg.content_type.clone(),
-                output_type: accept.mime().to_string(),
+                input_type: Arc::from(cfg.content_type.as_str()),
+                output_type: Arc::from(accept.mime()),
                 inference_id: None,
             })
         });
