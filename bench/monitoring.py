@@ -44,8 +44,17 @@ def settings(tmp, on, n):
     return ["--monitoring", "on", "--capture-uri", cap, "--capture-percent", "100"]
 
 
+def settle():
+    """Writes back what earlier runs left dirty in the page cache (hundreds of MB of capture
+    files), so that the kernel's writeback of one run's capture is not charged to the next
+    run, which may be the other setting."""
+    os.sync()
+    time.sleep(1)
+
+
 def s1(tmp, on, n, port):
     sc = run.SCENARIOS["S1"]
+    settle()
     server = run.Server("mlapp", "xgboost", port, settings(tmp, on, n), tmp)
     try:
         warm = run.wrk(port, sc, 2)
@@ -73,6 +82,7 @@ def s1(tmp, on, n, port):
 
 def transform(tmp, data, on, n):
     out = os.path.join(tmp, f"out-{n}")
+    settle()
     took, rss = batch.peak_rss_of(
         [run.MLAPP, "transform", "--model-dir", MODEL, "--input", data, "--output", out]
         + settings(tmp, on, n), dict(os.environ, RUST_LOG="error"))
