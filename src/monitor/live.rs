@@ -58,22 +58,28 @@ impl Shard {
         }
     }
 
-    /// The pending rows profiled now.
-    fn flush(&mut self, signature: &ModelSignature, exact: bool) {
-        if self.pending_rows == 0 {
-            return;
-        }
+    /// A frame profiled in this shard; `exact`: whether the window is still young enough to
+    /// sketch every row.
+    fn profile_frame(&mut self, frame: &Frame, signature: &ModelSignature, exact: bool) {
         if !exact && self.exact {
             self.profile
                 .sampler_mut()
                 .set_exact(false, fastrand::u64(..));
             self.exact = false;
         }
+        self.profile.frame(frame, signature);
+    }
+
+    /// The pending rows profiled now.
+    fn flush(&mut self, signature: &ModelSignature, exact: bool) {
+        if self.pending_rows == 0 {
+            return;
+        }
         let frame = Frame {
             rows: std::mem::take(&mut self.pending_rows),
             columns: vec![Column::F32(std::mem::take(&mut self.pending))],
         };
-        self.profile.frame(&frame, signature);
+        self.profile_frame(&frame, signature, exact);
         // The buffer is kept for the next rows.
         if let Some(Column::F32(mut v)) = frame.columns.into_iter().next() {
             v.clear();
@@ -254,13 +260,7 @@ impl Monitor {
                         s.flush(&self.signature, exact);
                     }
                 }
-                _ => {
-                    if !exact && s.exact {
-                        s.profile.sampler_mut().set_exact(false, fastrand::u64(..));
-                        s.exact = false;
-                    }
-                    s.profile.frame(frame, &self.signature);
-                }
+                _ => s.profile_frame(frame, &self.signature, exact),
             }
         }
         let n = frame.rows as u64;
