@@ -225,7 +225,9 @@ fn evaluated(s: &Server, eval: &Value) -> Value {
 /// class's probability is the positive's, or one less the other's).
 #[test]
 fn ground_truth_is_evaluated_through_top_k_and_fields() {
-    let s = portal_server(&Backend::sqlite(), &[]);
+    // Kept to the end: the server opens new connections to the database in it.
+    let backend = Backend::sqlite();
+    let s = portal_server(&backend, &[]);
     let work = tempfile::tempdir().expect("temp dir");
     let model = work.path().join("model");
     std::fs::create_dir_all(&model).unwrap();
@@ -242,7 +244,8 @@ fn ground_truth_is_evaluated_through_top_k_and_fields() {
     let spec = json!({"name": "top-eval", "model": model, "input": data.join("devices.csv"),
                       "output": work.path().join("out"), "id_columns": [0]});
     assert_eq!(create(&s, &spec).status, 201);
-    assert_eq!(invoke(&s, "top-eval").status, 202);
+    let r = invoke(&s, "top-eval");
+    assert_eq!(r.status, 202, "{}", r.body);
     wait_for(&s, "top-eval", &["Completed"], Duration::from_secs(60));
     let out = std::fs::read_to_string(work.path().join("out/devices.csv.out")).unwrap();
     let first = out.lines().next().unwrap();
