@@ -664,25 +664,38 @@ mod tests {
             .collect()
     }
 
+    /// A monitor whose window does not close during a test.
+    fn open_window(sig: &ModelSignature) -> Arc<Monitor> {
+        let window = Window {
+            rows: 1_000_000,
+            seconds: 3600,
+        };
+        Monitor::start("m".into(), sig, None, window).unwrap()
+    }
+
+    /// Rows `from..from + rows` of three features: x, x / 4 (missing in every third row), -x.
+    fn rows_of(from: usize, rows: usize) -> Frame {
+        let mut v = Vec::with_capacity(rows * 3);
+        for r in from..from + rows {
+            let x = r as f32;
+            v.extend([x, if r % 3 == 0 { f32::NAN } else { x / 4.0 }, -x]);
+        }
+        Frame {
+            rows,
+            columns: vec![Column::F32(v)],
+        }
+    }
+
     /// One-row requests' rows, gathered per shard, are all in the window when it is read and
     /// when it is taken, counted as a profile fed the same rows one by one counts them.
     #[test]
     fn gathered_rows_are_profiled_before_the_window_is_read_or_taken() {
         let sig = test_sig::tensor3();
-        let window = Window {
-            rows: 1_000_000,
-            seconds: 3600,
-        };
-        let m = Monitor::start("m".into(), &sig, None, window).unwrap();
+        let m = open_window(&sig);
         let feed = |rows: usize| {
             let mut direct = Profile::of_model(&sig);
             for r in 0..rows {
-                let x = r as f32;
-                let v = vec![x, if r % 3 == 0 { f32::NAN } else { x / 4.0 }, -x];
-                let frame = Frame {
-                    rows: 1,
-                    columns: vec![Column::F32(v)],
-                };
+                let frame = rows_of(r, 1);
                 m.frame(&frame);
                 direct.frame(&frame, &sig);
             }
@@ -705,28 +718,12 @@ mod tests {
         assert_eq!(m.snapshot().0.rows, 0);
     }
 
-    fn rows_of(from: usize, rows: usize) -> Frame {
-        let mut v = Vec::with_capacity(rows * 3);
-        for r in from..from + rows {
-            let x = r as f32;
-            v.extend([x, if r % 3 == 0 { f32::NAN } else { x / 4.0 }, -x]);
-        }
-        Frame {
-            rows,
-            columns: vec![Column::F32(v)],
-        }
-    }
-
     /// Pieces of large inputs go to their own shards, in place, and are in the window once,
     /// with the count of their rows, whether a piece shard was free or all were busy.
     #[test]
     fn pieces_are_profiled_once_whether_a_piece_shard_is_free_or_not() {
         let sig = test_sig::tensor3();
-        let window = Window {
-            rows: 1_000_000,
-            seconds: 3600,
-        };
-        let m = Monitor::start("m".into(), &sig, None, window).unwrap();
+        let m = open_window(&sig);
         let mut direct = Profile::of_model(&sig);
         for (from, rows) in [(0, 100), (100, 700), (800, 65)] {
             let frame = rows_of(from, rows);
