@@ -219,8 +219,7 @@ impl Kll {
         }
         let cdf = self.cdf();
         let target = q * cdf.total();
-        let i = cdf.cum.partition_point(|&w| w < target);
-        cdf.xs.get(i).copied().or(self.max())
+        cdf.x(cdf.reaching(target)).or(self.max())
     }
 
     pub fn buckets(&self, n: usize) -> Vec<Bucket> {
@@ -333,16 +332,16 @@ impl Kll {
         let (mut i, mut j) = (0, 0);
         let mut best: f64 = 0.0;
         loop {
-            let x = match (a.xs.get(i), b.xs.get(j)) {
-                (Some(&p), Some(&q)) => p.min(q),
-                (Some(&p), None) => p,
-                (None, Some(&q)) => q,
+            let x = match (a.x(i), b.x(j)) {
+                (Some(p), Some(q)) => p.min(q),
+                (Some(p), None) => p,
+                (None, Some(q)) => q,
                 (None, None) => return best,
             };
-            while a.xs.get(i).is_some_and(|&v| v <= x) {
+            while a.x(i).is_some_and(|v| v <= x) {
                 i += 1;
             }
-            while b.xs.get(j).is_some_and(|&v| v <= x) {
+            while b.x(j).is_some_and(|v| v <= x) {
                 j += 1;
             }
             best = best.max((a.before(i) / na - b.before(j) / nb).abs());
@@ -409,11 +408,14 @@ impl Kll {
     }
 }
 
-/// The sketch's items sorted, with cumulative weights, for rank queries.
+/// The sketch's items sorted, each with the weight of the items up to it (itself included),
+/// for rank queries. One vector, sorted and then summed in place: a window's checks build one
+/// for every feature of the window and of the baseline, and separate vectors of items and
+/// sums, with the list they were made from, took twice the memory (at a window's close, more
+/// than half of what live monitoring added to the heap).
 #[derive(Clone, Debug)]
 struct Cdf {
-    xs: Vec<f64>,
-    cum: Vec<f64>,
+    items: Vec<(f64, f64)>,
 }
 
 impl Cdf {
@@ -425,36 +427,40 @@ impl Cdf {
         }
         items.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
         let mut total = 0.0;
-        let cum = items
-            .iter()
-            .map(|&(_, w)| {
-                total += w;
-                total
-            })
-            .collect();
-        Cdf {
-            xs: items.into_iter().map(|(x, _)| x).collect(),
-            cum,
+        for item in &mut items {
+            total += item.1;
+            item.1 = total;
         }
+        Cdf { items }
+    }
+
+    /// The `i`-th smallest item.
+    fn x(&self, i: usize) -> Option<f64> {
+        self.items.get(i).map(|&(x, _)| x)
     }
 
     fn total(&self) -> f64 {
-        self.cum.last().copied().unwrap_or(0.0)
+        self.items.last().map_or(0.0, |&(_, w)| w)
     }
 
+    /// The weight of the first `i` items.
     fn before(&self, i: usize) -> f64 {
         i.checked_sub(1)
-            .and_then(|j| self.cum.get(j))
-            .copied()
-            .unwrap_or(0.0)
+            .and_then(|j| self.items.get(j))
+            .map_or(0.0, |&(_, w)| w)
+    }
+
+    /// The index of the first item whose running weight reaches `target`.
+    fn reaching(&self, target: f64) -> usize {
+        self.items.partition_point(|&(_, w)| w < target)
     }
 
     fn lt(&self, x: f64) -> f64 {
-        self.before(self.xs.partition_point(|&v| v < x))
+        self.before(self.items.partition_point(|&(v, _)| v < x))
     }
 
     fn le(&self, x: f64) -> f64 {
-        self.before(self.xs.partition_point(|&v| v <= x))
+        self.before(self.items.partition_point(|&(v, _)| v <= x))
     }
 }
 
