@@ -15,6 +15,8 @@ and 1 GB through the two streaming entry points that take input of any size: a 1
 `mlapp transform` file and a 1 GB chunked Batch Transform body (MaxPayloadInMB=0), each with
 its peak RSS.
 
+mlapp runs with live monitoring off (MLAPP_MONITORING=off, unless set): the scorer alone.
+
 Run with `bench/stream.sh` (builds what it needs); results in bench/results/stream.json.
 """
 import json
@@ -145,7 +147,8 @@ def main():
 def report(out):
     rounds = out["rounds"]
     med = statistics.median
-    lines = [f"Machine: {out['machine']}. {len(rounds)} rounds, {out['seconds_per_run']} s per load run.", ""]
+    lines = [f"Machine: {out['machine']}. {len(rounds)} rounds, {out['seconds_per_run']} s per load run; "
+             f"mlapp's live monitoring: {out.get('monitoring', 'auto')}.", ""]
     lines.append("| round | ORT floor, S4 rows | S4 mlapp rows/s | S4 ÷ floor | S4 before ÷ floor | S1 mlapp req/s | S1 before req/s | S1 after ÷ before | floor, 1M rows | transform rows/s | transform ÷ floor | before ÷ floor |")
     lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     cols = {k: [] for k in ["s4", "s4b", "s1", "t", "tb"]}
